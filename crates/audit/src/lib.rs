@@ -1,0 +1,1 @@
+//! phoenix-audit (not yet implemented).

@@ -1,0 +1,1 @@
+//! phoenix-engine (not yet implemented).

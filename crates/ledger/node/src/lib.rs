@@ -1,0 +1,1 @@
+//! phoenix-ledger-node (not yet implemented).

@@ -1,0 +1,1 @@
+//! phoenix-ledger-types (not yet implemented).

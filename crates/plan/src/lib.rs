@@ -1,0 +1,1 @@
+//! Pure planning over a validated fleet.

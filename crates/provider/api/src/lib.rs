@@ -1,0 +1,1 @@
+//! phoenix-provider-api (not yet implemented).

@@ -1,0 +1,1 @@
+//! phoenix-provider-local (not yet implemented).

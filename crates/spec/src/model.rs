@@ -1,0 +1,384 @@
+//! The validated fleet model. Everything here has passed validation: names are unique,
+//! references resolve, dependency graphs are acyclic, ranges are ordered. The planner relies on
+//! that and does not re-check it.
+
+use crate::quantity::Range;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A place in a spec file, for diagnostics that point back at the source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Location {
+    /// Index of the file in [`Fleet::files`].
+    pub file: usize,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// Byte offset of the start.
+    pub offset: usize,
+    /// Length in bytes of the marked text (at least 1 when displayed).
+    pub len: usize,
+}
+
+/// A whole fleet: the merge of every file given, with one environment overlay applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fleet {
+    /// Format version (`phoenix: 1`).
+    pub format: u32,
+    /// Fleet name.
+    pub name: String,
+    /// Free-text description.
+    pub description: Option<String>,
+    /// The environment overlay applied, if any.
+    pub environment: Option<String>,
+    /// Names of every environment the files define.
+    pub environments: Vec<String>,
+    /// Planning policy.
+    pub policy: Policy,
+    /// Totals the source document states for the whole fleet; compared with the computed demand.
+    pub budget: Option<Budget>,
+    /// Sites in file order.
+    pub sites: Vec<Site>,
+    /// Projects in file order.
+    pub projects: Vec<Project>,
+    /// Services in file order.
+    pub services: Vec<Service>,
+    /// The files the fleet was read from, in order, for diagnostics.
+    #[serde(skip)]
+    pub files: Vec<String>,
+}
+
+/// Fleet-wide planning policy (`policy:`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Policy {
+    /// How far CPU demand may exceed CPU capacity, as a ratio (`1.0` = not at all). Demand above
+    /// capacity but within the ratio is a warning; above the ratio, an error. Memory and storage
+    /// are never overcommitted.
+    pub cpu_overcommit: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { cpu_overcommit: 1.0 }
+    }
+}
+
+/// Site tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Core datacenter.
+    Core,
+    /// Regional datacenter.
+    Regional,
+    /// Edge site.
+    Edge,
+}
+
+impl Tier {
+    /// The spelling used in spec files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Core => "core",
+            Tier::Regional => "regional",
+            Tier::Edge => "edge",
+        }
+    }
+}
+
+/// Which provider runs a site's workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Processes on this host (the embedded default).
+    #[default]
+    Local,
+    /// Docker containers.
+    Docker,
+    /// A Kubernetes cluster.
+    Kubernetes,
+    /// A Proxmox VE cluster.
+    Proxmox,
+}
+
+impl ProviderKind {
+    /// The spelling used in spec files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Docker => "docker",
+            ProviderKind::Kubernetes => "kubernetes",
+            ProviderKind::Proxmox => "proxmox",
+        }
+    }
+}
+
+/// CPU (millicores), memory (bytes) and storage (bytes), each a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Resources {
+    /// Millicores.
+    pub cpu: Range,
+    /// Bytes.
+    pub memory: Range,
+    /// Bytes.
+    pub storage: Range,
+}
+
+impl Resources {
+    /// No resources.
+    pub const ZERO: Resources = Resources { cpu: Range::ZERO, memory: Range::ZERO, storage: Range::ZERO };
+
+    /// Multiplies every quantity by a count range.
+    pub fn times(self, count: Range) -> Resources {
+        Resources { cpu: self.cpu.times(count), memory: self.memory.times(count), storage: self.storage.times(count) }
+    }
+}
+
+impl std::ops::Add for Resources {
+    type Output = Resources;
+    fn add(self, r: Resources) -> Resources {
+        Resources { cpu: self.cpu + r.cpu, memory: self.memory + r.memory, storage: self.storage + r.storage }
+    }
+}
+
+impl std::ops::AddAssign for Resources {
+    fn add_assign(&mut self, r: Resources) {
+        *self = *self + r;
+    }
+}
+
+impl std::iter::Sum for Resources {
+    fn sum<I: Iterator<Item = Resources>>(iter: I) -> Resources {
+        iter.fold(Resources::ZERO, std::ops::Add::add)
+    }
+}
+
+/// Totals a source document states; any of the three may be absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Budget {
+    /// Millicores.
+    pub cpu: Option<Range>,
+    /// Bytes.
+    pub memory: Option<Range>,
+    /// Bytes.
+    pub storage: Option<Range>,
+    /// Where the budget was written.
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// A site: capacity in a tier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Site {
+    /// Unique name.
+    pub name: String,
+    /// Tier.
+    pub tier: Tier,
+    /// Free-text region.
+    pub region: Option<String>,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Number of identical hosts (default 1).
+    pub hosts: u32,
+    /// Capacity of each host.
+    pub capacity: Resources,
+    /// Free-text description.
+    pub description: Option<String>,
+    /// Where the site is declared.
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// A project: grouping, ordering, attribution and budget.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    /// Unique name.
+    pub name: String,
+    /// Projects whose services must all be healthy before any service of this one starts.
+    pub depends_on: Vec<String>,
+    /// Project whose demand this one's is attributed to (counted once, there).
+    pub hosted_on: Option<String>,
+    /// Duration for the timeline, in hours.
+    pub duration: Option<Range>,
+    /// Totals the source document states for this project.
+    pub budget: Option<Budget>,
+    /// Free-text description.
+    pub description: Option<String>,
+    /// Where the project is declared.
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// What a service's instances are for the ledger checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// An ordinary application (default).
+    #[default]
+    App,
+    /// A BFT validator; the validators of one service form one validator set.
+    Validator,
+    /// A read replica (non-voting follower).
+    Replica,
+    /// A light client.
+    Light,
+}
+
+/// Spread of a service's instances across failure domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Spread {
+    /// No spreading constraint (default).
+    #[default]
+    None,
+    /// Instances spread as evenly as possible across sites.
+    Site,
+    /// Instances spread as evenly as possible across hosts.
+    Host,
+}
+
+/// Where a service may run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Placement {
+    /// Only sites of this tier.
+    pub tier: Option<Tier>,
+    /// Only these sites (empty = any).
+    pub sites: Vec<String>,
+    /// Spread across failure domains.
+    pub spread: Spread,
+}
+
+/// A readiness gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The check itself.
+    pub check: HealthCheck,
+    /// Give up (and fail the step) after this many milliseconds (default 30 s).
+    pub timeout_ms: u64,
+    /// How often to probe, in milliseconds (default 500 ms; an extension).
+    pub interval_ms: u64,
+}
+
+/// The kinds of health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthCheck {
+    /// HTTP GET, healthy when the status matches.
+    Http {
+        /// URL, with substitutions still in place.
+        url: String,
+        /// Expected status (default 200).
+        expect_status: u16,
+    },
+    /// TCP connect to `host:port`.
+    Tcp {
+        /// Address, with substitutions still in place.
+        address: String,
+    },
+    /// A command; exit status 0 is healthy.
+    Command {
+        /// Argv, with substitutions still in place.
+        argv: Vec<String>,
+    },
+}
+
+/// Rollout strategy (`rollout:`, an extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "strategy")]
+pub enum Rollout {
+    /// Replace instances a few at a time.
+    Rolling {
+        /// Instances that may be down at once during the rollout.
+        max_unavailable: u32,
+        /// Extra instances that may be started above the declared count.
+        max_surge: u32,
+    },
+    /// Start a full new set beside the old, gate it, then stop the old.
+    BlueGreen,
+    /// Start a few new instances, gate and watch them, then the rest, or roll back.
+    Canary {
+        /// How many instances go first.
+        canary: u32,
+        /// How long to watch the canaries after their gate passed, in milliseconds.
+        analysis_ms: u64,
+    },
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout::Rolling { max_unavailable: 1, max_surge: 0 }
+    }
+}
+
+/// When the supervisor restarts an instance's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Always restart when it exits.
+    Always,
+    /// Restart when it exits non-zero (default).
+    #[default]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// A service: demand, placement, and how to run and check it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    /// Unique name.
+    pub name: String,
+    /// Owning project.
+    pub project: Option<String>,
+    /// Rollout phase (default 1).
+    pub phase: u32,
+    /// Role for the ledger checks.
+    pub role: Role,
+    /// Instance count; apply uses the minimum.
+    pub replicas: Range,
+    /// Where it may run.
+    pub placement: Placement,
+    /// Per-instance resources.
+    pub resources: Resources,
+    /// Argv with substitutions still in place.
+    pub command: Vec<String>,
+    /// Environment with substitutions still in place.
+    pub env: BTreeMap<String, String>,
+    /// Named ports, allocated per instance by the provider.
+    pub ports: Vec<String>,
+    /// Readiness gate.
+    pub health: Option<Health>,
+    /// Services started (and healthy) first.
+    pub depends_on: Vec<String>,
+    /// Feature flag: false = planned but not deployed.
+    pub enabled: bool,
+    /// Rollout strategy.
+    pub rollout: Rollout,
+    /// Restart policy of the supervisor.
+    pub restart: RestartPolicy,
+    /// Grace period between SIGTERM and SIGKILL, in milliseconds (default 10 s).
+    pub stop_grace_ms: u64,
+    /// Paths under `${data_dir}` snapshotted before a change and restored on rollback.
+    pub backup: Vec<String>,
+    /// Free-text description.
+    pub description: Option<String>,
+    /// Where the service is declared.
+    #[serde(skip)]
+    pub location: Location,
+}
+
+impl Fleet {
+    /// The site with this name.
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+    /// The project with this name.
+    pub fn project(&self, name: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! A YAML node tree where every node keeps its source span.

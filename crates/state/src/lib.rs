@@ -1,0 +1,1 @@
+//! phoenix-state (not yet implemented).
