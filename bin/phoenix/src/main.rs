@@ -1,1 +1,152 @@
-fn main() {}
+//! The `phoenix` binary: parses arguments, wires the crates together and prints. No domain
+//! logic lives here.
+
+mod plan_cmd;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Phoenix plans, deploys, verifies, rolls back and audits fleets across core, regional and
+/// edge sites.
+#[derive(Parser)]
+#[command(name = "phoenix", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check fleet spec files; every problem is reported with FILE:LINE:COL.
+    Validate {
+        /// Spec files; later files extend earlier ones.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Apply this environment overlay before validating.
+        #[arg(long)]
+        env: Option<String>,
+        /// Output format of the diagnostics.
+        #[arg(short, long, value_enum, default_value_t = ValidateFormat::Text)]
+        output: ValidateFormat,
+    },
+    /// Compute demand, capacity, placement, BFT safety, phases, waves and the timeline.
+    Plan {
+        /// Spec files; later files extend earlier ones.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = plan_cmd::PlanFormat::Table)]
+        output: plan_cmd::PlanFormat,
+        /// Apply this environment overlay.
+        #[arg(long)]
+        env: Option<String>,
+        /// Exit with status 3 when the plan has error findings (for CI gates).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the JSON Schema of the fleet spec format, for editors.
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { files, env, output } => validate(&files, env.as_deref(), output),
+        Command::Plan {
+            files,
+            output,
+            env,
+            strict,
+        } => plan_cmd::run(&files, env.as_deref(), output, strict),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&phoenix_spec::schema::json_schema())
+                    .unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn validate(
+    files: &[PathBuf],
+    env: Option<&str>,
+    output: ValidateFormat,
+) -> anyhow::Result<ExitCode> {
+    match (phoenix_spec::load_files(files, env), output) {
+        (Ok(fleet), ValidateFormat::Text) => {
+            let env = fleet
+                .environment
+                .as_deref()
+                .map(|e| format!(", environment {e}"))
+                .unwrap_or_default();
+            println!(
+                "{}: valid (fleet {}{env}: {} sites, {} projects, {} services)",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fleet.name,
+                fleet.sites.len(),
+                fleet.projects.len(),
+                fleet.services.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Ok(_), ValidateFormat::Json) => {
+            println!(
+                "{}",
+                serde_json::json!({ "valid": true, "diagnostics": [] })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Err(diags), ValidateFormat::Text) => {
+            eprint!("{}", diags.render());
+            Ok(ExitCode::from(1))
+        }
+        (Err(diags), ValidateFormat::Json) => {
+            let items: Vec<_> = diags
+                .items
+                .iter()
+                .map(|d| {
+                    let mut v = serde_json::to_value(d).unwrap_or_default();
+                    if let (Some(loc), Some(obj)) = (&d.location, v.as_object_mut()) {
+                        obj.insert("position".into(), diags.position(loc).into());
+                        obj.insert(
+                            "file".into(),
+                            diags
+                                .sources
+                                .get(loc.file)
+                                .map(|s| s.0.clone())
+                                .unwrap_or_default()
+                                .into(),
+                        );
+                    }
+                    v
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "valid": false, "diagnostics": items })
+            );
+            eprint!("{}", diags.render());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -31,12 +31,32 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error at a location.
-    pub fn error(code: &'static str, message: impl Into<String>, location: Option<Location>) -> Self {
-        Diagnostic { severity: Severity::Error, code, message: message.into(), location, hint: None }
+    pub fn error(
+        code: &'static str,
+        message: impl Into<String>,
+        location: Option<Location>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            location,
+            hint: None,
+        }
     }
     /// A warning at a location.
-    pub fn warning(code: &'static str, message: impl Into<String>, location: Option<Location>) -> Self {
-        Diagnostic { severity: Severity::Warning, code, message: message.into(), location, hint: None }
+    pub fn warning(
+        code: &'static str,
+        message: impl Into<String>,
+        location: Option<Location>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            code,
+            message: message.into(),
+            location,
+            hint: None,
+        }
     }
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -58,12 +78,19 @@ pub struct Diagnostics {
 impl Diagnostics {
     /// Number of errors (warnings excluded).
     pub fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Error).count()
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// `FILE:LINE:COL` of a location.
     pub fn position(&self, loc: &Location) -> String {
-        let file = self.sources.get(loc.file).map(|s| s.0.as_str()).unwrap_or("<input>");
+        let file = self
+            .sources
+            .get(loc.file)
+            .map(|s| s.0.as_str())
+            .unwrap_or("<input>");
         format!("{file}:{}:{}", loc.line, loc.col)
     }
 
@@ -88,8 +115,15 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
     };
     match &d.location {
         Some(loc) => {
-            let (file, text) = sources.get(loc.file).map(|(f, t)| (f.as_str(), t.as_str())).unwrap_or(("<input>", ""));
-            let _ = writeln!(out, "{file}:{}:{}: {sev}[{}]: {}", loc.line, loc.col, d.code, d.message);
+            let (file, text) = sources
+                .get(loc.file)
+                .map(|(f, t)| (f.as_str(), t.as_str()))
+                .unwrap_or(("<input>", ""));
+            let _ = writeln!(
+                out,
+                "{file}:{}:{}: {sev}[{}]: {}",
+                loc.line, loc.col, d.code, d.message
+            );
             if let Some(line_text) = text.lines().nth(loc.line.saturating_sub(1)) {
                 let gutter = loc.line.to_string().len();
                 let _ = writeln!(out, "{:gutter$} |", "");
@@ -97,7 +131,13 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
                 let start = loc.col.saturating_sub(1);
                 let visible = line_text.chars().count().saturating_sub(start).max(1);
                 let width = loc.len.clamp(1, visible);
-                let _ = writeln!(out, "{:gutter$} | {}{}", "", " ".repeat(start), "^".repeat(width));
+                let _ = writeln!(
+                    out,
+                    "{:gutter$} | {}{}",
+                    "",
+                    " ".repeat(start),
+                    "^".repeat(width)
+                );
             }
         }
         None => {
@@ -111,7 +151,10 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
 }
 
 /// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(word, c);
@@ -128,12 +171,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
+    let mut prev2 = vec![0; b.len() + 1];
     for i in 1..=a.len() {
         cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
             cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            // An adjacent transposition (`prot` for `port`) is one typo, not two.
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(prev2[j - 2] + 1);
+            }
         }
+        prev2.clone_from(&prev);
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
@@ -145,8 +194,14 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("replica", ["replicas", "resources", "role"]), Some("replicas"));
-        assert_eq!(did_you_mean("dependson", ["depends_on", "description"]), Some("depends_on"));
+        assert_eq!(
+            did_you_mean("replica", ["replicas", "resources", "role"]),
+            Some("replicas")
+        );
+        assert_eq!(
+            did_you_mean("dependson", ["depends_on", "description"]),
+            Some("depends_on")
+        );
         assert_eq!(did_you_mean("zzzz", ["replicas", "role"]), None);
     }
 }

@@ -11,10 +11,10 @@
 
 pub mod diag;
 pub mod model;
+mod parse;
 pub mod quantity;
 pub mod schema;
 pub mod subst;
-mod parse;
 mod validate;
 mod yaml;
 
@@ -37,13 +37,20 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P], env: Option<&str>) -> Result<Flee
         match std::fs::read_to_string(p.as_ref()) {
             Ok(text) => sources.push((name, text)),
             Err(e) => {
-                read_errors.push(Diagnostic::error("unreadable-file", format!("cannot read `{name}`: {e}"), None));
+                read_errors.push(Diagnostic::error(
+                    "unreadable-file",
+                    format!("cannot read `{name}`: {e}"),
+                    None,
+                ));
                 sources.push((name, String::new()));
             }
         }
     }
     if !read_errors.is_empty() {
-        return Err(Diagnostics { items: read_errors, sources });
+        return Err(Diagnostics {
+            items: read_errors,
+            sources,
+        });
     }
     parse_sources(&sources, env)
 }
@@ -52,10 +59,13 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P], env: Option<&str>) -> Result<Flee
 ///
 /// # Errors
 /// Every problem found, each located.
-pub fn parse_sources(sources: &[(String, String)], env: Option<&str>) -> Result<Fleet, Diagnostics> {
+pub fn parse_sources(
+    sources: &[(String, String)],
+    env: Option<&str>,
+) -> Result<Fleet, Diagnostics> {
     let mut diags = Vec::new();
-    let fleet = parse::parse(sources, env, &mut diags);
-    let fleet = fleet.and_then(|f| validate::validate(f, &mut diags));
+    let parsed = parse::parse(sources, env, &mut diags);
+    let fleet = parsed.and_then(|(f, map)| validate::validate(f, &map, &mut diags));
     diags.sort_by(|a, b| {
         let ka = a.location.as_ref().map(|l| (l.file, l.line, l.col));
         let kb = b.location.as_ref().map(|l| (l.file, l.line, l.col));
@@ -64,6 +74,9 @@ pub fn parse_sources(sources: &[(String, String)], env: Option<&str>) -> Result<
     let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
     match fleet {
         Some(f) if !has_errors => Ok(f),
-        _ => Err(Diagnostics { items: diags, sources: sources.to_vec() }),
+        _ => Err(Diagnostics {
+            items: diags,
+            sources: sources.to_vec(),
+        }),
     }
 }

@@ -60,7 +60,9 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { cpu_overcommit: 1.0 }
+        Policy {
+            cpu_overcommit: 1.0,
+        }
     }
 }
 
@@ -127,18 +129,30 @@ pub struct Resources {
 
 impl Resources {
     /// No resources.
-    pub const ZERO: Resources = Resources { cpu: Range::ZERO, memory: Range::ZERO, storage: Range::ZERO };
+    pub const ZERO: Resources = Resources {
+        cpu: Range::ZERO,
+        memory: Range::ZERO,
+        storage: Range::ZERO,
+    };
 
     /// Multiplies every quantity by a count range.
     pub fn times(self, count: Range) -> Resources {
-        Resources { cpu: self.cpu.times(count), memory: self.memory.times(count), storage: self.storage.times(count) }
+        Resources {
+            cpu: self.cpu.times(count),
+            memory: self.memory.times(count),
+            storage: self.storage.times(count),
+        }
     }
 }
 
 impl std::ops::Add for Resources {
     type Output = Resources;
     fn add(self, r: Resources) -> Resources {
-        Resources { cpu: self.cpu + r.cpu, memory: self.memory + r.memory, storage: self.storage + r.storage }
+        Resources {
+            cpu: self.cpu + r.cpu,
+            memory: self.memory + r.memory,
+            storage: self.storage + r.storage,
+        }
     }
 }
 
@@ -183,6 +197,11 @@ pub struct Site {
     pub hosts: u32,
     /// Capacity of each host.
     pub capacity: Resources,
+    /// Phase in which the site comes online (default 1): a service of phase p is only placed
+    /// on sites whose phase is at most p.
+    pub phase: u32,
+    /// The site group this site was expanded from (`count:`), if any.
+    pub group: Option<String>,
     /// Free-text description.
     pub description: Option<String>,
     /// Where the site is declared.
@@ -249,11 +268,11 @@ pub struct Placement {
     pub spread: Spread,
 }
 
-/// A readiness gate.
+/// A readiness gate: every check must pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
-    /// The check itself.
-    pub check: HealthCheck,
+    /// The checks (at least one); the instance is healthy when all pass.
+    pub checks: Vec<HealthCheck>,
     /// Give up (and fail the step) after this many milliseconds (default 30 s).
     pub timeout_ms: u64,
     /// How often to probe, in milliseconds (default 500 ms; an extension).
@@ -307,7 +326,10 @@ pub enum Rollout {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Rollout::Rolling { max_unavailable: 1, max_surge: 0 }
+        Rollout::Rolling {
+            max_unavailable: 1,
+            max_surge: 0,
+        }
     }
 }
 

@@ -1,2 +1,1372 @@
-use crate::{Diagnostic, Fleet};
-pub(crate) fn parse(_s: &[(String, String)], _env: Option<&str>, _d: &mut Vec<Diagnostic>) -> Option<Fleet> { todo!() }
+//! From located YAML nodes to the model: types, unknown fields, quantities, names, duplicates,
+//! substitutions, site groups and environment overlays. Cross-references and graphs are checked
+//! afterwards by `validate`.
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::model::*;
+use crate::quantity::{Kind, Range, parse_range};
+use crate::subst;
+use crate::yaml::{self, Node, NodeKind};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where references were written, for `validate` to point at: `"service:web:depends_on:0"`.
+#[derive(Debug, Default)]
+pub(crate) struct SourceMap {
+    pub(crate) locs: HashMap<String, Location>,
+}
+
+impl SourceMap {
+    pub(crate) fn at(&self, key: &str) -> Option<Location> {
+        self.locs.get(key).cloned()
+    }
+    fn put(&mut self, key: String, loc: &Location) {
+        self.locs.insert(key, loc.clone());
+    }
+}
+
+type D = Vec<Diagnostic>;
+
+const TOP_KEYS: &[&str] = &[
+    "phoenix",
+    "name",
+    "description",
+    "policy",
+    "budget",
+    "sites",
+    "projects",
+    "services",
+    "environments",
+];
+const SITE_KEYS: &[&str] = &[
+    "name",
+    "tier",
+    "region",
+    "provider",
+    "hosts",
+    "capacity",
+    "count",
+    "phase",
+    "description",
+];
+const PROJECT_KEYS: &[&str] = &[
+    "name",
+    "depends_on",
+    "hosted_on",
+    "duration",
+    "budget",
+    "description",
+];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "project",
+    "phase",
+    "role",
+    "replicas",
+    "placement",
+    "resources",
+    "command",
+    "env",
+    "ports",
+    "health",
+    "depends_on",
+    "enabled",
+    "rollout",
+    "restart",
+    "stop_grace",
+    "backup",
+    "description",
+];
+const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "storage"];
+const PLACEMENT_KEYS: &[&str] = &["tier", "sites", "spread"];
+const HEALTH_KEYS: &[&str] = &[
+    "http",
+    "expect_status",
+    "tcp",
+    "command",
+    "timeout",
+    "interval",
+];
+const ROLLOUT_KEYS: &[&str] = &[
+    "strategy",
+    "max_unavailable",
+    "max_surge",
+    "canary",
+    "analysis",
+];
+const ENV_KEYS: &[&str] = &["sites", "projects", "services"];
+
+/// The mapping keys of a node, checked against the allowed ones.
+struct Fields<'n> {
+    node: &'n Node,
+    what: String,
+}
+
+impl<'n> Fields<'n> {
+    fn new(node: &'n Node, what: impl Into<String>, allowed: &[&str], d: &mut D) -> Option<Self> {
+        let what = what.into();
+        let Some(entries) = node.map() else {
+            d.push(Diagnostic::error(
+                "wrong-type",
+                format!("expected a mapping for {what}, found {}", node.describe()),
+                Some(node.loc.clone()),
+            ));
+            return None;
+        };
+        let mut seen: HashMap<&str, &Location> = HashMap::new();
+        for (k, _) in entries {
+            let Some(key) = k.scalar() else {
+                d.push(Diagnostic::error(
+                    "wrong-type",
+                    format!("keys of {what} must be plain names"),
+                    Some(k.loc.clone()),
+                ));
+                continue;
+            };
+            if let Some(first) = seen.insert(key, &k.loc) {
+                d.push(
+                    Diagnostic::error(
+                        "duplicate-key",
+                        format!("`{key}` is given twice in {what}"),
+                        Some(k.loc.clone()),
+                    )
+                    .with_hint(format!("the first is at line {}; keep one", first.line)),
+                );
+            }
+            if !allowed.contains(&key) {
+                let diag = Diagnostic::error(
+                    "unknown-field",
+                    format!("unknown field `{key}` in {what}"),
+                    Some(k.loc.clone()),
+                );
+                let hint = match did_you_mean(key, allowed.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("known fields: {}", allowed.join(", ")),
+                };
+                d.push(diag.with_hint(hint));
+            }
+        }
+        Some(Fields { node, what })
+    }
+
+    /// A present, non-null field.
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.node.get(key).filter(|n| !n.is_null())
+    }
+
+    fn required(&self, key: &str, d: &mut D) -> Option<&'n Node> {
+        let v = self.get(key);
+        if v.is_none() {
+            d.push(Diagnostic::error(
+                "missing-field",
+                format!("{} is missing required field `{key}`", self.what),
+                Some(self.node.loc.clone()),
+            ));
+        }
+        v
+    }
+}
+
+fn string(n: &Node, what: &str, d: &mut D) -> Option<String> {
+    match n.scalar() {
+        Some(s) => Some(s.to_string()),
+        None => {
+            d.push(Diagnostic::error(
+                "wrong-type",
+                format!("expected text for {what}, found {}", n.describe()),
+                Some(n.loc.clone()),
+            ));
+            None
+        }
+    }
+}
+
+/// Names of sites, projects, services and the fleet: `[a-z0-9][a-z0-9-_]*`.
+pub(crate) fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn name(n: &Node, what: &str, d: &mut D) -> Option<String> {
+    let s = string(n, what, d)?;
+    if !valid_name(&s) {
+        let suggestion: String = s
+            .to_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        d.push(
+            Diagnostic::error("bad-name", format!("`{s}` is not a valid name for {what}"), Some(n.loc.clone()))
+                .with_hint(format!("names are lowercase letters, digits, `-` and `_`, starting with a letter or digit, e.g. `{}`", suggestion.trim_start_matches(['-', '_']))),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn uint(n: &Node, what: &str, d: &mut D) -> Option<u32> {
+    let ok = matches!(&n.kind, NodeKind::Scalar { plain: true, .. });
+    match n
+        .scalar()
+        .filter(|_| ok)
+        .and_then(|s| s.parse::<u32>().ok())
+    {
+        Some(v) => Some(v),
+        None => {
+            d.push(Diagnostic::error(
+                "wrong-type",
+                format!(
+                    "expected a whole number for {what}, found `{}`",
+                    n.scalar().unwrap_or(n.describe())
+                ),
+                Some(n.loc.clone()),
+            ));
+            None
+        }
+    }
+}
+
+fn boolean(n: &Node, what: &str, d: &mut D) -> Option<bool> {
+    match n
+        .scalar()
+        .filter(|_| matches!(&n.kind, NodeKind::Scalar { plain: true, .. }))
+    {
+        Some("true" | "True" | "TRUE") => Some(true),
+        Some("false" | "False" | "FALSE") => Some(false),
+        _ => {
+            let mut diag = Diagnostic::error(
+                "wrong-type",
+                format!("expected `true` or `false` for {what}"),
+                Some(n.loc.clone()),
+            );
+            if matches!(n.scalar(), Some("yes" | "no" | "on" | "off")) {
+                diag = diag.with_hint("YAML 1.2 booleans are `true` and `false` only");
+            }
+            d.push(diag);
+            None
+        }
+    }
+}
+
+fn range(n: &Node, kind: Kind, what: &str, d: &mut D) -> Option<Range> {
+    let s = string(n, what, d)?;
+    match parse_range(&s, kind) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let mut diag = Diagnostic::error(
+                "bad-quantity",
+                format!("{what}: {}", e.message),
+                Some(n.loc.clone()),
+            );
+            if let Some(h) = e.hint {
+                diag = diag.with_hint(h);
+            }
+            d.push(diag);
+            None
+        }
+    }
+}
+
+/// Milliseconds from `500ms`, `20s`, `5m`, `1h`.
+fn time_ms(n: &Node, what: &str, d: &mut D) -> Option<u64> {
+    let s = string(n, what, d)?;
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult = match unit {
+        "ms" => Some(1.0),
+        "s" => Some(1000.0),
+        "m" => Some(60_000.0),
+        "h" => Some(3_600_000.0),
+        _ => None,
+    };
+    match (num.parse::<f64>(), mult) {
+        (Ok(v), Some(m)) if v.is_finite() && v >= 0.0 && v * m < 1e15 => {
+            Some((v * m).round() as u64)
+        }
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    "bad-quantity",
+                    format!("{what}: `{t}` is not a time"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint(format!(
+                    "write a number with a unit: `500ms`, `{}s`, `5m`, `1h`",
+                    if num.is_empty() { "20" } else { num }
+                )),
+            );
+            None
+        }
+    }
+}
+
+fn choice<'c>(n: &Node, what: &str, options: &[&'c str], d: &mut D) -> Option<&'c str> {
+    let s = string(n, what, d)?;
+    match options.iter().find(|o| **o == s) {
+        Some(o) => Some(o),
+        None => {
+            let hint = match did_you_mean(&s, options.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`? (one of {})", options.join(", ")),
+                None => format!("one of {}", options.join(", ")),
+            };
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!("`{s}` is not a valid {what}"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint(hint),
+            );
+            None
+        }
+    }
+}
+
+fn list<'n>(n: &'n Node, what: &str, d: &mut D) -> Option<&'n [Node]> {
+    match n.seq() {
+        Some(items) => Some(items),
+        None => {
+            let mut diag = Diagnostic::error(
+                "wrong-type",
+                format!("expected a list for {what}, found {}", n.describe()),
+                Some(n.loc.clone()),
+            );
+            if let Some(s) = n.scalar() {
+                diag = diag.with_hint(format!("write `[{s}]`"));
+            }
+            d.push(diag);
+            None
+        }
+    }
+}
+
+fn string_list(n: &Node, what: &str, d: &mut D) -> Vec<(String, Location)> {
+    let Some(items) = list(n, what, d) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|i| string(i, what, d).map(|s| (s, i.loc.clone())))
+        .collect()
+}
+
+fn resources(n: &Node, what: &str, d: &mut D) -> Resources {
+    let Some(f) = Fields::new(n, what, RESOURCE_KEYS, d) else {
+        return Resources::ZERO;
+    };
+    let q = |key: &str, kind: Kind, d: &mut D| {
+        f.get(key)
+            .and_then(|v| range(v, kind, &format!("{what} `{key}`"), d))
+            .unwrap_or(Range::ZERO)
+    };
+    Resources {
+        cpu: q("cpu", Kind::Cpu, d),
+        memory: q("memory", Kind::Bytes, d),
+        storage: q("storage", Kind::Bytes, d),
+    }
+}
+
+fn budget(n: &Node, what: &str, d: &mut D) -> Option<Budget> {
+    let f = Fields::new(n, what, RESOURCE_KEYS, d)?;
+    let q = |key: &str, kind: Kind, d: &mut D| {
+        f.get(key)
+            .and_then(|v| range(v, kind, &format!("{what} `{key}`"), d))
+    };
+    Some(Budget {
+        cpu: q("cpu", Kind::Cpu, d),
+        memory: q("memory", Kind::Bytes, d),
+        storage: q("storage", Kind::Bytes, d),
+        location: n.loc.clone(),
+    })
+}
+
+fn item_name(n: &Node) -> Option<&str> {
+    n.get("name").and_then(Node::scalar)
+}
+
+/// Deep merge of an overlay into a base node: mappings merge key by key, anything else replaces.
+fn merge(base: &Node, overlay: &Node) -> Node {
+    match (&base.kind, &overlay.kind) {
+        (NodeKind::Map(b), NodeKind::Map(o)) => {
+            let mut entries = b.clone();
+            for (ok, ov) in o {
+                match entries
+                    .iter_mut()
+                    .find(|(bk, _)| bk.scalar().is_some() && bk.scalar() == ok.scalar())
+                {
+                    Some((_, bv)) => *bv = merge(bv, ov),
+                    None => entries.push((ok.clone(), ov.clone())),
+                }
+            }
+            Node {
+                kind: NodeKind::Map(entries),
+                loc: base.loc.clone(),
+            }
+        }
+        _ => overlay.clone(),
+    }
+}
+
+#[derive(Default)]
+struct Collected {
+    format: Option<(u32, Location)>,
+    name: Option<(String, Location)>,
+    description: Option<String>,
+    policy: Option<Policy>,
+    budget: Option<Budget>,
+    sites: Vec<Node>,
+    projects: Vec<Node>,
+    services: Vec<Node>,
+    /// env name -> section ("sites") -> entries (item name node, overlay node)
+    environments: BTreeMap<String, Vec<(String, Node, Node)>>,
+}
+
+fn once<T>(slot: &mut Option<T>, value: Option<T>, key: &str, loc: &Location, d: &mut D) {
+    if value.is_none() {
+        return;
+    }
+    if slot.is_some() {
+        d.push(Diagnostic::error("duplicate-definition", format!("`{key}` is defined in more than one file"), Some(loc.clone()))
+            .with_hint("define it once; later files may only add sites, projects, services and environments"));
+    } else {
+        *slot = value;
+    }
+}
+
+fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
+    let Some(f) = Fields::new(root, "the fleet spec", TOP_KEYS, d) else {
+        return;
+    };
+    match f.get("phoenix") {
+        Some(v) => {
+            if let Some(ver) = uint(v, "`phoenix` (the format version)", d) {
+                if ver != 1 {
+                    d.push(
+                        Diagnostic::error(
+                            "unsupported-format",
+                            format!("format version {ver} is not supported"),
+                            Some(v.loc.clone()),
+                        )
+                        .with_hint("this Phoenix reads `phoenix: 1`"),
+                    );
+                }
+                if c.format.is_none() {
+                    c.format = Some((ver, v.loc.clone()));
+                }
+            }
+        }
+        None => d.push(
+            Diagnostic::error(
+                "missing-field",
+                "the fleet spec is missing required field `phoenix` (the format version)",
+                Some(root.loc.clone()),
+            )
+            .with_hint("start the file with `phoenix: 1`"),
+        ),
+    }
+    if let Some(v) = f.get("name")
+        && let Some(n) = name(v, "the fleet", d)
+    {
+        match &c.name {
+            Some((first, _)) if *first != n => d.push(
+                Diagnostic::error(
+                    "fleet-name-mismatch",
+                    format!("fleet name `{n}` differs from `{first}` given in an earlier file"),
+                    Some(v.loc.clone()),
+                )
+                .with_hint("every file of one fleet has the same `name`, or none"),
+            ),
+            Some(_) => {}
+            None => c.name = Some((n, v.loc.clone())),
+        }
+    }
+    if let Some(v) = f.get("description") {
+        let s = string(v, "the fleet description", d);
+        once(&mut c.description, s, "description", &v.loc, d);
+    }
+    if let Some(v) = f.get("policy") {
+        let p = policy(v, d);
+        once(&mut c.policy, p, "policy", &v.loc, d);
+    }
+    if let Some(v) = f.get("budget") {
+        let b = budget(v, "the fleet budget", d);
+        once(&mut c.budget, b, "budget", &v.loc, d);
+    }
+    for (key, out) in [
+        ("sites", &mut c.sites),
+        ("projects", &mut c.projects),
+        ("services", &mut c.services),
+    ] {
+        if let Some(v) = f.get(key)
+            && let Some(items) = list(v, &format!("`{key}`"), d)
+        {
+            out.extend(items.iter().cloned());
+        }
+    }
+    if let Some(v) = f.get("environments") {
+        collect_environments(v, c, d);
+    }
+}
+
+fn collect_environments(v: &Node, c: &mut Collected, d: &mut D) {
+    let Some(envs) = v.map() else {
+        d.push(Diagnostic::error(
+            "wrong-type",
+            format!(
+                "expected a mapping of environment names for `environments`, found {}",
+                v.describe()
+            ),
+            Some(v.loc.clone()),
+        ));
+        return;
+    };
+    for (k, body) in envs {
+        let Some(env) = name(k, "an environment", d) else {
+            continue;
+        };
+        let what = format!("environment `{env}`");
+        let entries = c.environments.entry(env.clone()).or_default();
+        if body.is_null() {
+            continue;
+        }
+        let Some(f) = Fields::new(body, &what, ENV_KEYS, d) else {
+            continue;
+        };
+        for section in ENV_KEYS {
+            let Some(sec) = f.get(section) else { continue };
+            let Some(items) = sec.map() else {
+                d.push(Diagnostic::error("wrong-type", format!("expected a mapping from names to changes for `{section}` in {what}, found {}", sec.describe()), Some(sec.loc.clone()))
+                    .with_hint(format!("e.g. `{section}: {{ some-name: {{ ... }} }}`")));
+                continue;
+            };
+            for (item_key, overlay) in items {
+                entries.push((section.to_string(), item_key.clone(), overlay.clone()));
+            }
+        }
+    }
+}
+
+fn policy(n: &Node, d: &mut D) -> Option<Policy> {
+    let f = Fields::new(n, "`policy`", &["cpu_overcommit"], d)?;
+    let mut p = Policy::default();
+    if let Some(v) = f.get("cpu_overcommit") {
+        match v.scalar().and_then(|s| s.parse::<f64>().ok()) {
+            Some(r) if r.is_finite() && (1.0..=100.0).contains(&r) => p.cpu_overcommit = r,
+            _ => d.push(Diagnostic::error("bad-value", "`cpu_overcommit` must be a ratio between 1 and 100", Some(v.loc.clone()))
+                .with_hint("e.g. `cpu_overcommit: 2` lets CPU demand reach twice the cores, with a warning")),
+        }
+    }
+    Some(p)
+}
+
+fn apply_environment(c: &mut Collected, env: &str, d: &mut D) {
+    let Some(entries) = c.environments.get(env).cloned() else {
+        let known: Vec<&str> = c.environments.keys().map(String::as_str).collect();
+        let mut diag = Diagnostic::error(
+            "unknown-environment",
+            format!("environment `{env}` is not defined"),
+            None,
+        );
+        diag = match did_you_mean(env, known.iter().copied()) {
+            Some(m) => diag.with_hint(format!(
+                "did you mean `{m}`? (defined: {})",
+                known.join(", ")
+            )),
+            None if known.is_empty() => diag.with_hint("the spec defines no `environments`"),
+            None => diag.with_hint(format!("defined: {}", known.join(", "))),
+        };
+        d.push(diag);
+        return;
+    };
+    for (section, key, overlay) in entries {
+        let items = match section.as_str() {
+            "sites" => &mut c.sites,
+            "projects" => &mut c.projects,
+            _ => &mut c.services,
+        };
+        let Some(target) = key.scalar() else { continue };
+        match items.iter_mut().find(|n| item_name(n) == Some(target)) {
+            Some(base) => {
+                if overlay.map().is_none() {
+                    d.push(Diagnostic::error("wrong-type", format!("expected a mapping of changes for `{target}` in environment `{env}`, found {}", overlay.describe()), Some(overlay.loc.clone())));
+                    continue;
+                }
+                if overlay.get("name").is_some() {
+                    d.push(Diagnostic::error(
+                        "bad-value",
+                        format!("environment `{env}` cannot rename `{target}`"),
+                        Some(overlay.loc.clone()),
+                    ));
+                    continue;
+                }
+                *base = merge(base, &overlay);
+            }
+            None => {
+                let known: Vec<&str> = items.iter().filter_map(item_name).collect();
+                let singular = section.trim_end_matches('s');
+                let mut diag = Diagnostic::error(
+                    "unknown-reference",
+                    format!(
+                        "environment `{env}` changes {singular} `{target}`, which is not defined"
+                    ),
+                    Some(key.loc.clone()),
+                );
+                diag = match did_you_mean(target, known.iter().copied()) {
+                    Some(m) => diag.with_hint(format!("did you mean `{m}`?")),
+                    None => diag.with_hint(format!("an environment only changes what the base files define; known {section}: {}", known.join(", "))),
+                };
+                d.push(diag);
+            }
+        }
+    }
+}
+
+pub(crate) fn parse(
+    sources: &[(String, String)],
+    env: Option<&str>,
+    d: &mut D,
+) -> Option<(Fleet, SourceMap)> {
+    let mut c = Collected::default();
+    let mut any_root = false;
+    for (i, (_, text)) in sources.iter().enumerate() {
+        if let Some(root) = yaml::parse(i, text, d) {
+            any_root = true;
+            collect_file(&root, &mut c, d);
+        }
+    }
+    if !any_root {
+        return None;
+    }
+    if let Some(env) = env {
+        apply_environment(&mut c, env, d);
+    }
+    let mut map = SourceMap::default();
+    let mut sites = Vec::new();
+    for n in &c.sites {
+        sites.extend(site(n, d));
+    }
+    let projects: Vec<Project> = c
+        .projects
+        .iter()
+        .filter_map(|n| project(n, &mut map, d))
+        .collect();
+    let services: Vec<Service> = c
+        .services
+        .iter()
+        .filter_map(|n| service(n, &mut map, d))
+        .collect();
+
+    check_duplicates(
+        "site",
+        sites
+            .iter()
+            .map(|s| (s.name.as_str(), &s.location, s.group.as_deref())),
+        d,
+    );
+    check_duplicates(
+        "project",
+        projects
+            .iter()
+            .map(|p| (p.name.as_str(), &p.location, None)),
+        d,
+    );
+    check_duplicates(
+        "service",
+        services
+            .iter()
+            .map(|s| (s.name.as_str(), &s.location, None)),
+        d,
+    );
+
+    let name = match c.name {
+        Some((n, _)) => n,
+        None => {
+            if let Some(first_root_loc) = sources.first().map(|_| Location {
+                file: 0,
+                line: 1,
+                col: 1,
+                offset: 0,
+                len: 1,
+            }) {
+                d.push(
+                    Diagnostic::error(
+                        "missing-field",
+                        "the fleet spec is missing required field `name`",
+                        Some(first_root_loc),
+                    )
+                    .with_hint("add `name: my-fleet` (lowercase letters, digits, `-`, `_`)"),
+                );
+            }
+            return None;
+        }
+    };
+    let fleet = Fleet {
+        format: c.format.map(|f| f.0).unwrap_or(1),
+        name,
+        description: c.description,
+        environment: env.map(str::to_string),
+        environments: c.environments.keys().cloned().collect(),
+        policy: c.policy.unwrap_or_default(),
+        budget: c.budget,
+        sites,
+        projects,
+        services,
+        files: sources.iter().map(|s| s.0.clone()).collect(),
+    };
+    Some((fleet, map))
+}
+
+fn check_duplicates<'a>(
+    kind: &str,
+    items: impl Iterator<Item = (&'a str, &'a Location, Option<&'a str>)>,
+    d: &mut D,
+) {
+    let mut seen: HashMap<&str, &Location> = HashMap::new();
+    for (name, loc, group) in items {
+        if let Some(first) = seen.insert(name, loc) {
+            let mut diag = Diagnostic::error("duplicate-name", format!("{kind} `{name}` is defined twice"), Some(loc.clone()))
+                .with_hint(format!("the first definition is at line {}, column {}{}; names must be unique across all files", first.line, first.col,
+                    if first.file != loc.file { " of an earlier file" } else { "" }));
+            if let Some(g) = group {
+                diag = diag.with_hint(format!("site group `{g}` expands to `{g}-1`, `{g}-2`, ...; it collides with a site of the same name"));
+            }
+            d.push(diag);
+        }
+    }
+}
+
+fn site(n: &Node, d: &mut D) -> Vec<Site> {
+    let what = match item_name(n) {
+        Some(s) => format!("site `{s}`"),
+        None => "a site".to_string(),
+    };
+    let Some(f) = Fields::new(n, &what, SITE_KEYS, d) else {
+        return Vec::new();
+    };
+    let name_v = f.required("name", d).and_then(|v| name(v, "a site", d));
+    let tier = f
+        .required("tier", d)
+        .and_then(|v| choice(v, "tier", &["core", "regional", "edge"], d))
+        .map(|t| match t {
+            "core" => Tier::Core,
+            "regional" => Tier::Regional,
+            _ => Tier::Edge,
+        });
+    let provider = f
+        .get("provider")
+        .and_then(|v| {
+            choice(
+                v,
+                "provider",
+                &["local", "docker", "kubernetes", "proxmox"],
+                d,
+            )
+        })
+        .map(|p| match p {
+            "docker" => ProviderKind::Docker,
+            "kubernetes" => ProviderKind::Kubernetes,
+            "proxmox" => ProviderKind::Proxmox,
+            _ => ProviderKind::Local,
+        })
+        .unwrap_or_default();
+    let hosts = f
+        .get("hosts")
+        .and_then(|v| uint(v, "`hosts`", d))
+        .unwrap_or(1);
+    if hosts == 0
+        && let Some(v) = f.get("hosts")
+    {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                format!("{what} has `hosts: 0`"),
+                Some(v.loc.clone()),
+            )
+            .with_hint("a site has at least one host; remove the site instead"),
+        );
+    }
+    let capacity = match f.required("capacity", d) {
+        Some(v) => resources(v, &format!("capacity of {what}"), d),
+        None => Resources::ZERO,
+    };
+    let region = f.get("region").and_then(|v| string(v, "`region`", d));
+    let description = f
+        .get("description")
+        .and_then(|v| string(v, "`description`", d));
+    let phase = f
+        .get("phase")
+        .and_then(|v| uint(v, "`phase`", d))
+        .unwrap_or(1)
+        .max(1);
+    let count = f.get("count").and_then(|v| uint(v, "`count`", d));
+    let (Some(name), Some(tier)) = (name_v, tier) else {
+        return Vec::new();
+    };
+    let base = Site {
+        name: name.clone(),
+        tier,
+        region,
+        provider,
+        hosts,
+        capacity,
+        phase,
+        group: None,
+        description,
+        location: n.loc.clone(),
+    };
+    match count {
+        None => vec![base],
+        Some(0) => {
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!("{what} has `count: 0`"),
+                    f.get("count").map(|v| v.loc.clone()),
+                )
+                .with_hint("a site group has at least one site"),
+            );
+            Vec::new()
+        }
+        Some(k) => (1..=k)
+            .map(|i| Site {
+                name: format!("{name}-{i}"),
+                group: Some(name.clone()),
+                ..base.clone()
+            })
+            .collect(),
+    }
+}
+
+fn refs(
+    f: &Fields<'_>,
+    key: &str,
+    prefix: &str,
+    what: &str,
+    map: &mut SourceMap,
+    d: &mut D,
+) -> Vec<String> {
+    let Some(v) = f.get(key) else {
+        return Vec::new();
+    };
+    string_list(v, what, d)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (s, loc))| {
+            map.put(format!("{prefix}:{key}:{i}"), &loc);
+            s
+        })
+        .collect()
+}
+
+fn project(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Project> {
+    let what = match item_name(n) {
+        Some(s) => format!("project `{s}`"),
+        None => "a project".to_string(),
+    };
+    let f = Fields::new(n, &what, PROJECT_KEYS, d)?;
+    let name_v = f.required("name", d).and_then(|v| name(v, "a project", d));
+    let prefix = format!("project:{}", name_v.as_deref().unwrap_or("?"));
+    let depends_on = refs(
+        &f,
+        "depends_on",
+        &prefix,
+        &format!("`depends_on` of {what}"),
+        map,
+        d,
+    );
+    let hosted_on = f.get("hosted_on").and_then(|v| {
+        map.put(format!("{prefix}:hosted_on"), &v.loc);
+        string(v, "`hosted_on`", d)
+    });
+    let duration = f
+        .get("duration")
+        .and_then(|v| range(v, Kind::Duration, &format!("duration of {what}"), d));
+    let budget = f
+        .get("budget")
+        .and_then(|v| budget(v, &format!("budget of {what}"), d));
+    let description = f
+        .get("description")
+        .and_then(|v| string(v, "`description`", d));
+    Some(Project {
+        name: name_v?,
+        depends_on,
+        hosted_on,
+        duration,
+        budget,
+        description,
+        location: n.loc.clone(),
+    })
+}
+
+/// Checks every `${...}` in a string against the built-ins and the service's ports.
+fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
+    for r in subst::references(text) {
+        if r.name.is_empty() && !text[r.offset..].contains('}') {
+            d.push(
+                Diagnostic::error(
+                    "bad-substitution",
+                    format!("unterminated `${{` in {what}"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint("close it with `}`, e.g. `${port}`"),
+            );
+            continue;
+        }
+        if subst::BUILTINS.contains(&r.name.as_str()) || ports.contains(&r.name) {
+            continue;
+        }
+        let known: Vec<String> = ports
+            .iter()
+            .cloned()
+            .chain(subst::BUILTINS.iter().map(|s| s.to_string()))
+            .collect();
+        let mut loc = n.loc.clone();
+        if matches!(&n.kind, NodeKind::Scalar { plain: true, .. }) && !text.contains('\n') {
+            loc.col += text[..r.offset].chars().count();
+            loc.offset += r.offset;
+            loc.len = r.len;
+        }
+        let diag = Diagnostic::error(
+            "unknown-substitution",
+            format!("unknown substitution `${{{}}}` in {what}", r.name),
+            Some(loc),
+        );
+        let hint = match did_you_mean(&r.name, known.iter().map(String::as_str)) {
+            Some(m) => format!("did you mean `${{{m}}}`?"),
+            None if ports.is_empty() => format!(
+                "known: {}; a named port must be declared in `ports:` first",
+                known
+                    .iter()
+                    .map(|k| format!("${{{k}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "known: {}",
+                known
+                    .iter()
+                    .map(|k| format!("${{{k}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        d.push(diag.with_hint(hint));
+    }
+}
+
+fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
+    let what = match item_name(n) {
+        Some(s) => format!("service `{s}`"),
+        None => "a service".to_string(),
+    };
+    let f = Fields::new(n, &what, SERVICE_KEYS, d)?;
+    let name_v = f.required("name", d).and_then(|v| name(v, "a service", d));
+    let prefix = format!("service:{}", name_v.as_deref().unwrap_or("?"));
+    let project = f.get("project").and_then(|v| {
+        map.put(format!("{prefix}:project"), &v.loc);
+        string(v, "`project`", d)
+    });
+    let phase = match f
+        .get("phase")
+        .and_then(|v| uint(v, "`phase`", d).map(|p| (p, v)))
+    {
+        Some((0, v)) => {
+            d.push(Diagnostic::error(
+                "bad-value",
+                "phases start at 1",
+                Some(v.loc.clone()),
+            ));
+            1
+        }
+        Some((p, _)) => p,
+        None => 1,
+    };
+    let role = f
+        .get("role")
+        .and_then(|v| choice(v, "role", &["app", "validator", "replica", "light"], d))
+        .map(|r| match r {
+            "validator" => Role::Validator,
+            "replica" => Role::Replica,
+            "light" => Role::Light,
+            _ => Role::App,
+        })
+        .unwrap_or_default();
+    let replicas = f
+        .get("replicas")
+        .and_then(|v| range(v, Kind::Count, "`replicas`", d))
+        .unwrap_or(Range::exact(1));
+    let placement = f
+        .get("placement")
+        .map(|v| placement(v, &what, &prefix, map, d))
+        .unwrap_or_default();
+    let resources = f
+        .get("resources")
+        .map(|v| resources(v, &format!("resources of {what}"), d))
+        .unwrap_or_default();
+    let ports: Vec<String> = match f.get("ports") {
+        Some(v) => {
+            let list = string_list(v, "`ports`", d);
+            let mut out: Vec<String> = Vec::new();
+            for (p, loc) in list {
+                if !valid_port_name(&p) {
+                    d.push(Diagnostic::error("bad-name", format!("`{p}` is not a valid port name"), Some(loc)).with_hint("port names are identifiers: letters, digits and `_`, e.g. `port`, `http`, `p2p`"));
+                } else if subst::BUILTINS.contains(&p.as_str()) {
+                    d.push(
+                        Diagnostic::error(
+                            "bad-name",
+                            format!("`{p}` cannot be a port name: it is a built-in substitution"),
+                            Some(loc),
+                        )
+                        .with_hint("pick another name, e.g. `http`"),
+                    );
+                } else if out.contains(&p) {
+                    d.push(Diagnostic::error(
+                        "duplicate-name",
+                        format!("port `{p}` is declared twice in {what}"),
+                        Some(loc),
+                    ));
+                } else {
+                    out.push(p);
+                }
+            }
+            out
+        }
+        None => Vec::new(),
+    };
+    let command: Vec<String> = match f.get("command") {
+        Some(v) => match list(v, &format!("`command` of {what}"), d) {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| {
+                    let s = string(i, "a command argument", d)?;
+                    check_subst(i, &s, &ports, &format!("`command` of {what}"), d);
+                    Some(s)
+                })
+                .collect(),
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let mut env = BTreeMap::new();
+    if let Some(v) = f.get("env") {
+        match v.map() {
+            Some(entries) => {
+                for (k, val) in entries {
+                    let (Some(key), Some(value)) = (
+                        string(k, "an environment variable name", d),
+                        string(val, "an environment variable value", d),
+                    ) else {
+                        continue;
+                    };
+                    check_subst(val, &value, &ports, &format!("`env.{key}` of {what}"), d);
+                    env.insert(key, value);
+                }
+            }
+            None => d.push(Diagnostic::error(
+                "wrong-type",
+                format!(
+                    "expected a mapping for `env` of {what}, found {}",
+                    v.describe()
+                ),
+                Some(v.loc.clone()),
+            )),
+        }
+    }
+    let health = f.get("health").and_then(|v| health(v, &what, &ports, d));
+    let depends_on = refs(
+        &f,
+        "depends_on",
+        &prefix,
+        &format!("`depends_on` of {what}"),
+        map,
+        d,
+    );
+    let enabled = f
+        .get("enabled")
+        .and_then(|v| boolean(v, "`enabled`", d))
+        .unwrap_or(true);
+    let rollout = f
+        .get("rollout")
+        .and_then(|v| rollout(v, &what, d))
+        .unwrap_or_default();
+    let restart = f
+        .get("restart")
+        .and_then(|v| choice(v, "restart policy", &["always", "on-failure", "never"], d))
+        .map(|r| match r {
+            "always" => RestartPolicy::Always,
+            "never" => RestartPolicy::Never,
+            _ => RestartPolicy::OnFailure,
+        })
+        .unwrap_or_default();
+    let stop_grace_ms = f
+        .get("stop_grace")
+        .and_then(|v| time_ms(v, "`stop_grace`", d))
+        .unwrap_or(10_000);
+    let backup: Vec<String> = match f.get("backup") {
+        Some(v) => match list(v, "`backup`", d) {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| {
+                    let s = string(i, "a backup path", d)?;
+                    check_subst(i, &s, &ports, &format!("`backup` of {what}"), d);
+                    if !s.starts_with("${data_dir}") {
+                        d.push(
+                            Diagnostic::error(
+                                "bad-value",
+                                format!("backup path `{s}` is not under `${{data_dir}}`"),
+                                Some(i.loc.clone()),
+                            )
+                            .with_hint(
+                                "backups cover the instance's own data: write `${data_dir}/...`",
+                            ),
+                        );
+                    }
+                    Some(s)
+                })
+                .collect(),
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let description = f
+        .get("description")
+        .and_then(|v| string(v, "`description`", d));
+    Some(Service {
+        name: name_v?,
+        project,
+        phase,
+        role,
+        replicas,
+        placement,
+        resources,
+        command,
+        env,
+        ports,
+        health,
+        depends_on,
+        enabled,
+        rollout,
+        restart,
+        stop_grace_ms,
+        backup,
+        description,
+        location: n.loc.clone(),
+    })
+}
+
+fn valid_port_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+fn placement(n: &Node, what: &str, prefix: &str, map: &mut SourceMap, d: &mut D) -> Placement {
+    let Some(f) = Fields::new(n, format!("placement of {what}"), PLACEMENT_KEYS, d) else {
+        return Placement::default();
+    };
+    let tier = f
+        .get("tier")
+        .and_then(|v| choice(v, "tier", &["core", "regional", "edge"], d))
+        .map(|t| match t {
+            "core" => Tier::Core,
+            "regional" => Tier::Regional,
+            _ => Tier::Edge,
+        });
+    let sites = match f.get("sites") {
+        Some(v) => string_list(v, "`placement.sites`", d)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (s, loc))| {
+                map.put(format!("{prefix}:placement.sites:{i}"), &loc);
+                s
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let spread = f
+        .get("spread")
+        .and_then(|v| choice(v, "spread", &["site", "host", "none"], d))
+        .map(|s| match s {
+            "site" => Spread::Site,
+            "host" => Spread::Host,
+            _ => Spread::None,
+        })
+        .unwrap_or_default();
+    Placement {
+        tier,
+        sites,
+        spread,
+    }
+}
+
+fn health(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Health> {
+    let f = Fields::new(n, format!("health of {what}"), HEALTH_KEYS, d)?;
+    let mut checks = Vec::new();
+    let expect_status = match f.get("expect_status") {
+        Some(v) => match uint(v, "`expect_status`", d) {
+            Some(s) if (100..=599).contains(&s) => s as u16,
+            Some(_) => {
+                d.push(Diagnostic::error(
+                    "bad-value",
+                    "`expect_status` must be an HTTP status (100-599)",
+                    Some(v.loc.clone()),
+                ));
+                200
+            }
+            None => 200,
+        },
+        None => 200,
+    };
+    if let Some(v) = f.get("http") {
+        if let Some(url) = string(v, "`health.http`", d) {
+            check_subst(v, &url, ports, &format!("`health.http` of {what}"), d);
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                d.push(
+                    Diagnostic::error(
+                        "bad-value",
+                        format!("`{url}` is not an http:// URL"),
+                        Some(v.loc.clone()),
+                    )
+                    .with_hint("e.g. `http://127.0.0.1:${port}/health`"),
+                );
+            }
+            checks.push(HealthCheck::Http { url, expect_status });
+        }
+    } else if let Some(v) = f.get("expect_status") {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                "`expect_status` applies only to an `http` check",
+                Some(v.loc.clone()),
+            )
+            .with_hint("add `http: \"http://127.0.0.1:${port}/\"` or remove `expect_status`"),
+        );
+    }
+    if let Some(v) = f.get("tcp")
+        && let Some(address) = string(v, "`health.tcp`", d)
+    {
+        check_subst(v, &address, ports, &format!("`health.tcp` of {what}"), d);
+        checks.push(HealthCheck::Tcp { address });
+    }
+    if let Some(v) = f.get("command")
+        && let Some(items) = list(v, "`health.command`", d)
+    {
+        let argv: Vec<String> = items
+            .iter()
+            .filter_map(|i| {
+                let s = string(i, "a command argument", d)?;
+                check_subst(i, &s, ports, &format!("`health.command` of {what}"), d);
+                Some(s)
+            })
+            .collect();
+        if argv.is_empty() {
+            d.push(Diagnostic::error(
+                "bad-value",
+                "`health.command` is empty",
+                Some(v.loc.clone()),
+            ));
+        } else {
+            checks.push(HealthCheck::Command { argv });
+        }
+    }
+    let timeout_ms = f
+        .get("timeout")
+        .and_then(|v| time_ms(v, "`health.timeout`", d))
+        .unwrap_or(30_000);
+    let interval_ms = f
+        .get("interval")
+        .and_then(|v| time_ms(v, "`health.interval`", d))
+        .unwrap_or(500)
+        .max(10);
+    if checks.is_empty() {
+        if ["http", "tcp", "command"]
+            .iter()
+            .all(|k| f.get(k).is_none())
+        {
+            d.push(
+                Diagnostic::error(
+                    "missing-field",
+                    format!("health of {what} has no check"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint("give at least one of `http`, `tcp` or `command`"),
+            );
+        }
+        return None;
+    }
+    Some(Health {
+        checks,
+        timeout_ms,
+        interval_ms,
+    })
+}
+
+fn rollout(n: &Node, what: &str, d: &mut D) -> Option<Rollout> {
+    let f = Fields::new(n, format!("rollout of {what}"), ROLLOUT_KEYS, d)?;
+    let strategy = f.required("strategy", d).and_then(|v| {
+        choice(
+            v,
+            "rollout strategy",
+            &["rolling", "blue-green", "canary"],
+            d,
+        )
+    })?;
+    let allowed: &[&str] = match strategy {
+        "rolling" => &["max_unavailable", "max_surge"],
+        "canary" => &["canary", "analysis"],
+        _ => &[],
+    };
+    for key in ["max_unavailable", "max_surge", "canary", "analysis"] {
+        if let Some(v) = f.get(key)
+            && !allowed.contains(&key)
+        {
+            d.push(Diagnostic::error(
+                "bad-value",
+                format!("`{key}` does not apply to the `{strategy}` strategy"),
+                Some(v.loc.clone()),
+            ));
+        }
+    }
+    let num = |key: &str, default: u32, d: &mut D| {
+        f.get(key)
+            .and_then(|v| uint(v, &format!("`{key}`"), d))
+            .unwrap_or(default)
+    };
+    Some(match strategy {
+        "rolling" => {
+            let max_unavailable = num("max_unavailable", 1, d);
+            let max_surge = num("max_surge", 0, d);
+            if max_unavailable == 0 && max_surge == 0 {
+                d.push(
+                    Diagnostic::error(
+                        "bad-value",
+                        format!("rolling rollout of {what} can make no progress"),
+                        Some(n.loc.clone()),
+                    )
+                    .with_hint("allow `max_unavailable` or `max_surge` to be at least 1"),
+                );
+            }
+            Rollout::Rolling {
+                max_unavailable,
+                max_surge,
+            }
+        }
+        "canary" => Rollout::Canary {
+            canary: num("canary", 1, d).max(1),
+            analysis_ms: f
+                .get("analysis")
+                .and_then(|v| time_ms(v, "`analysis`", d))
+                .unwrap_or(30_000),
+        },
+        _ => Rollout::BlueGreen,
+    })
+}

@@ -47,17 +47,26 @@ impl Range {
     /// # Panics
     /// On overflow (release builds keep overflow checks on).
     pub fn times(self, count: Range) -> Range {
-        Range { min: self.min * count.min, max: self.max * count.max }
+        Range {
+            min: self.min * count.min,
+            max: self.max * count.max,
+        }
     }
 
     /// Multiplies both bounds by a scalar.
     pub fn scale(self, k: u64) -> Range {
-        Range { min: self.min * k, max: self.max * k }
+        Range {
+            min: self.min * k,
+            max: self.max * k,
+        }
     }
 
     /// Bound-wise maximum (for critical paths: the longer of two paths, per bound).
     pub fn max_each(self, other: Range) -> Range {
-        Range { min: self.min.max(other.min), max: self.max.max(other.max) }
+        Range {
+            min: self.min.max(other.min),
+            max: self.max.max(other.max),
+        }
     }
 }
 
@@ -65,7 +74,10 @@ impl Add for Range {
     type Output = Range;
     /// Sums of ranges add minimums and maximums separately.
     fn add(self, rhs: Range) -> Range {
-        Range { min: self.min + rhs.min, max: self.max + rhs.max }
+        Range {
+            min: self.min + rhs.min,
+            max: self.max + rhs.max,
+        }
     }
 }
 
@@ -90,7 +102,11 @@ impl std::iter::Sum for Range {
 
 impl fmt::Display for Range {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.min == self.max { write!(f, "{}", self.min) } else { write!(f, "{}-{}", self.min, self.max) }
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
     }
 }
 
@@ -112,7 +128,9 @@ impl Kind {
     pub fn describe(self) -> &'static str {
         match self {
             Kind::Cpu => "a CPU quantity (cores, e.g. `4`, `1.5`, `500m`, `8-16`)",
-            Kind::Bytes => "a size (e.g. `256Mi`, `64G`, `2-4T`; units K M G T P or Ki Mi Gi Ti Pi)",
+            Kind::Bytes => {
+                "a size (e.g. `256Mi`, `64G`, `2-4T`; units K M G T P or Ki Mi Gi Ti Pi)"
+            }
             Kind::Duration => "a duration (e.g. `3d`, `2-3w`, `12h`)",
             Kind::Count => "a whole number or range (e.g. `3`, `2-4`)",
         }
@@ -130,7 +148,10 @@ pub struct QuantityError {
 }
 
 fn qerr(message: impl Into<String>, hint: Option<String>) -> QuantityError {
-    QuantityError { message: message.into(), hint }
+    QuantityError {
+        message: message.into(),
+        hint,
+    }
 }
 
 /// Parses one value (no range) of the given kind into its base unit.
@@ -139,11 +160,16 @@ pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
     if t.is_empty() {
         return Err(qerr("empty quantity", Some(kind.describe().to_string())));
     }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     let suffix = suffix.trim();
     if num.is_empty() {
-        return Err(qerr(format!("`{t}` is not a number"), Some(format!("expected {}", kind.describe()))));
+        return Err(qerr(
+            format!("`{t}` is not a number"),
+            Some(format!("expected {}", kind.describe())),
+        ));
     }
     let multiplier: u128 = match kind {
         Kind::Cpu => match suffix {
@@ -156,19 +182,24 @@ pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
                 ));
             }
         },
-        Kind::Bytes => match bytes_multiplier(suffix) {
-            Some(m) => m,
-            None => {
-                let hint = match suffix {
+        Kind::Bytes => {
+            match bytes_multiplier(suffix) {
+                Some(m) => m,
+                None => {
+                    let hint = match suffix {
                     "k" | "kb" => "did you mean `K` (1000) or `Ki` (1024)?".to_string(),
                     "m" | "mb" => "`m` is milli; did you mean `M` (10^6 bytes) or `Mi` (2^20)?".to_string(),
                     "g" | "gb" | "Gb" | "gB" => "did you mean `G` (10^9 bytes) or `Gi` (2^30)?".to_string(),
                     "t" | "tb" | "Tb" => "did you mean `T` (10^12 bytes) or `Ti` (2^40)?".to_string(),
                     _ => "units are K M G T P (decimal) or Ki Mi Gi Ti Pi (binary); a B may follow".to_string(),
                 };
-                return Err(qerr(format!("unknown size unit `{suffix}` in `{t}`"), Some(hint)));
+                    return Err(qerr(
+                        format!("unknown size unit `{suffix}` in `{t}`"),
+                        Some(hint),
+                    ));
+                }
             }
-        },
+        }
         Kind::Duration => match suffix {
             "h" => 1,
             "d" => 24,
@@ -188,13 +219,19 @@ pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
         },
         Kind::Count => {
             if !suffix.is_empty() || num.contains('.') {
-                return Err(qerr(format!("`{t}` is not a whole number"), Some(kind.describe().into())));
+                return Err(qerr(
+                    format!("`{t}` is not a whole number"),
+                    Some(kind.describe().into()),
+                ));
             }
             1
         }
     };
     let scaled = parse_decimal_scaled(num, multiplier).ok_or_else(|| {
-        qerr(format!("`{t}` is not a valid number"), Some(format!("expected {}", kind.describe())))
+        qerr(
+            format!("`{t}` is not a valid number"),
+            Some(format!("expected {}", kind.describe())),
+        )
     })?;
     if kind == Kind::Count && scaled == 0 && num.chars().all(|c| c == '0') {
         return Ok(0);
@@ -230,14 +267,24 @@ fn parse_decimal_scaled(num: &str, multiplier: u128) -> Option<u64> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.chars().all(|c| c.is_ascii_digit()) || !frac_part.chars().all(|c| c.is_ascii_digit()) {
+    if !int_part.chars().all(|c| c.is_ascii_digit())
+        || !frac_part.chars().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     if frac_part.len() > 18 || int_part.len() > 20 {
         return None;
     }
-    let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
-    let frac: u128 = if frac_part.is_empty() { 0 } else { frac_part.parse().ok()? };
+    let int: u128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
+    let frac: u128 = if frac_part.is_empty() {
+        0
+    } else {
+        frac_part.parse().ok()?
+    };
     let denom = 10u128.pow(frac_part.len() as u32);
     let whole = int.checked_mul(multiplier)?;
     let frac_scaled = frac.checked_mul(multiplier)?;
@@ -258,11 +305,20 @@ pub fn parse_range(text: &str, kind: Kind) -> Result<Range, QuantityError> {
         Some((a, b)) => {
             let (a, b) = (a.trim(), b.trim());
             if a.is_empty() {
-                return Err(qerr(format!("`{t}` is negative or has no lower bound"), Some("quantities are never negative".into())));
+                return Err(qerr(
+                    format!("`{t}` is negative or has no lower bound"),
+                    Some("quantities are never negative".into()),
+                ));
             }
-            let b_suffix_at = b.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(b.len());
+            let b_suffix_at = b
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(b.len());
             let a_has_suffix = a.chars().any(|c| !(c.is_ascii_digit() || c == '.'));
-            let a_full = if a_has_suffix { a.to_string() } else { format!("{a}{}", &b[b_suffix_at..]) };
+            let a_full = if a_has_suffix {
+                a.to_string()
+            } else {
+                format!("{a}{}", &b[b_suffix_at..])
+            };
             let lo = parse_value(&a_full, kind)?;
             let hi = parse_value(b, kind)?;
             if lo > hi {
@@ -279,18 +335,33 @@ pub fn parse_range(text: &str, kind: Kind) -> Result<Range, QuantityError> {
 /// Formats a CPU range in cores (`0.5`, `8-16`).
 pub fn fmt_cpu(r: Range) -> String {
     let one = |v: u64| {
-        if v % 1000 == 0 { format!("{}", v / 1000) } else { format!("{}", v as f64 / 1000.0) }
+        if v.is_multiple_of(1000) {
+            format!("{}", v / 1000)
+        } else {
+            format!("{}", v as f64 / 1000.0)
+        }
     };
-    if r.min == r.max { one(r.min) } else { format!("{}-{}", one(r.min), one(r.max)) }
+    if r.min == r.max {
+        one(r.min)
+    } else {
+        format!("{}-{}", one(r.min), one(r.max))
+    }
 }
 
 /// Formats a byte range with a readable binary or decimal unit (`256Mi`, `1.6-6.2T`).
 pub fn fmt_bytes(r: Range) -> String {
     let unit_for = |v: u64| -> (&'static str, f64) {
-        const UNITS: [(&str, f64); 5] = [("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)];
-        const BIN: [(&str, u64); 5] = [("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+        const UNITS: [(&str, f64); 5] =
+            [("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)];
+        const BIN: [(&str, u64); 5] = [
+            ("Pi", 1 << 50),
+            ("Ti", 1 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ];
         for (u, m) in BIN {
-            if v >= m && v % m == 0 {
+            if v >= m && v.is_multiple_of(m) {
                 return (u, m as f64);
             }
         }
@@ -304,23 +375,49 @@ pub fn fmt_bytes(r: Range) -> String {
     let one = |v: u64| {
         let (u, m) = unit_for(v);
         let x = v as f64 / m;
-        let s = if (x - x.round()).abs() < 1e-9 { format!("{}", x.round()) } else { format!("{:.2}", x).trim_end_matches('0').to_string() };
+        let s = if (x - x.round()).abs() < 1e-9 {
+            format!("{}", x.round())
+        } else {
+            format!("{:.2}", x).trim_end_matches('0').to_string()
+        };
         format!("{s}{u}")
     };
-    if r.min == r.max { one(r.min) } else { format!("{}-{}", one(r.min), one(r.max)) }
+    if r.min == r.max {
+        one(r.min)
+    } else {
+        format!("{}-{}", one(r.min), one(r.max))
+    }
 }
 
 /// Formats an hour range in weeks (`2-3w`) or days when shorter than a week.
 pub fn fmt_duration(r: Range) -> String {
     let w = |v: u64| {
         let x = v as f64 / 168.0;
-        if (x - x.round()).abs() < 1e-9 { format!("{}", x.round()) } else { format!("{:.1}", x) }
+        if (x - x.round()).abs() < 1e-9 {
+            format!("{}", x.round())
+        } else {
+            format!("{:.1}", x)
+        }
     };
     if r.max < 168 {
-        let d = |v: u64| if v % 24 == 0 { format!("{}", v / 24) } else { format!("{:.1}", v as f64 / 24.0) };
-        return if r.min == r.max { format!("{}d", d(r.min)) } else { format!("{}-{}d", d(r.min), d(r.max)) };
+        let d = |v: u64| {
+            if v.is_multiple_of(24) {
+                format!("{}", v / 24)
+            } else {
+                format!("{:.1}", v as f64 / 24.0)
+            }
+        };
+        return if r.min == r.max {
+            format!("{}d", d(r.min))
+        } else {
+            format!("{}-{}d", d(r.min), d(r.max))
+        };
     }
-    if r.min == r.max { format!("{}w", w(r.min)) } else { format!("{}-{}w", w(r.min), w(r.max)) }
+    if r.min == r.max {
+        format!("{}w", w(r.min))
+    } else {
+        format!("{}-{}w", w(r.min), w(r.max))
+    }
 }
 
 #[cfg(test)]
@@ -331,22 +428,58 @@ mod tests {
     #[test]
     fn parses_contract_examples() {
         assert_eq!(parse_range("8", Kind::Cpu).unwrap(), Range::exact(8000));
-        assert_eq!(parse_range("8-16", Kind::Cpu).unwrap(), Range::new(8000, 16000));
+        assert_eq!(
+            parse_range("8-16", Kind::Cpu).unwrap(),
+            Range::new(8000, 16000)
+        );
         assert_eq!(parse_range("500m", Kind::Cpu).unwrap(), Range::exact(500));
         assert_eq!(parse_range("1.5", Kind::Cpu).unwrap(), Range::exact(1500));
-        assert_eq!(parse_range("256Mi", Kind::Bytes).unwrap(), Range::exact(256 << 20));
-        assert_eq!(parse_range("2-4T", Kind::Bytes).unwrap(), Range::new(2_000_000_000_000, 4_000_000_000_000));
-        assert_eq!(parse_range("1.6-6.2T", Kind::Bytes).unwrap(), Range::new(1_600_000_000_000, 6_200_000_000_000));
-        assert_eq!(parse_range("3w", Kind::Duration).unwrap(), Range::exact(3 * 168));
-        assert_eq!(parse_range("3-5d", Kind::Duration).unwrap(), Range::new(72, 120));
-        assert_eq!(parse_range("500G-2T", Kind::Bytes).unwrap(), Range::new(500_000_000_000, 2_000_000_000_000));
-        assert_eq!(parse_range("64GB", Kind::Bytes).unwrap(), Range::exact(64_000_000_000));
+        assert_eq!(
+            parse_range("256Mi", Kind::Bytes).unwrap(),
+            Range::exact(256 << 20)
+        );
+        assert_eq!(
+            parse_range("2-4T", Kind::Bytes).unwrap(),
+            Range::new(2_000_000_000_000, 4_000_000_000_000)
+        );
+        assert_eq!(
+            parse_range("1.6-6.2T", Kind::Bytes).unwrap(),
+            Range::new(1_600_000_000_000, 6_200_000_000_000)
+        );
+        assert_eq!(
+            parse_range("3w", Kind::Duration).unwrap(),
+            Range::exact(3 * 168)
+        );
+        assert_eq!(
+            parse_range("3-5d", Kind::Duration).unwrap(),
+            Range::new(72, 120)
+        );
+        assert_eq!(
+            parse_range("500G-2T", Kind::Bytes).unwrap(),
+            Range::new(500_000_000_000, 2_000_000_000_000)
+        );
+        assert_eq!(
+            parse_range("64GB", Kind::Bytes).unwrap(),
+            Range::exact(64_000_000_000)
+        );
     }
 
     #[test]
     fn rejects_bad_quantities_with_hints() {
-        assert!(parse_range("16-8", Kind::Cpu).unwrap_err().hint.unwrap().contains("8-16"));
-        assert!(parse_range("12gb", Kind::Bytes).unwrap_err().hint.unwrap().contains("`G`"));
+        assert!(
+            parse_range("16-8", Kind::Cpu)
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("8-16")
+        );
+        assert!(
+            parse_range("12gb", Kind::Bytes)
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("`G`")
+        );
         assert!(parse_range("3", Kind::Duration).is_err());
         assert!(parse_range("abc", Kind::Cpu).is_err());
         assert!(parse_range("-3", Kind::Cpu).is_err());

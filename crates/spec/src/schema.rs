@@ -1,1 +1,135 @@
-//! JSON Schema of the fleet spec, for editors.
+//! JSON Schema (draft 2020-12) of the fleet spec, for editors (`phoenix schema`). YAML language
+//! servers use it for completion and checking; Phoenix's own validation is stricter (references,
+//! cycles, substitutions) and is what counts.
+
+use serde_json::{Value, json};
+
+fn quantity(description: &str, pattern: &str) -> Value {
+    json!({
+        "description": description,
+        "anyOf": [
+            { "type": "number", "minimum": 0 },
+            { "type": "string", "pattern": pattern }
+        ]
+    })
+}
+
+fn resources(description: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "additionalProperties": false,
+        "properties": {
+            "cpu": quantity("Cores: `4`, `1.5`, `500m`, or a range `8-16`.", r"^\s*[0-9.]+m?\s*(-\s*[0-9.]+m?\s*)?$"),
+            "memory": quantity("Bytes with K M G T P (decimal) or Ki Mi Gi Ti Pi (binary); ranges `64-128Gi`.", BYTES),
+            "storage": quantity("Bytes with K M G T P (decimal) or Ki Mi Gi Ti Pi (binary); ranges `2-4T`.", BYTES)
+        }
+    })
+}
+
+const BYTES: &str = r"^\s*[0-9.]+\s*([KMGTP]i?B?)?\s*(-\s*[0-9.]+\s*([KMGTP]i?B?)?\s*)?$";
+const NAME: &str = "^[a-z0-9][a-z0-9_-]*$";
+const TIME: &str = r"^[0-9.]+(ms|s|m|h)$";
+
+/// The JSON Schema of format 1 with Phoenix's extensions.
+pub fn json_schema() -> Value {
+    let name = json!({ "type": "string", "pattern": NAME });
+    let names = json!({ "type": "array", "items": { "type": "string" } });
+    let count = json!({ "anyOf": [ { "type": "integer", "minimum": 0 }, { "type": "string", "pattern": r"^[0-9]+(-[0-9]+)?$" } ] });
+    let site = json!({
+        "type": "object", "additionalProperties": false, "required": ["name", "tier", "capacity"],
+        "properties": {
+            "name": name, "tier": { "enum": ["core", "regional", "edge"] },
+            "region": { "type": "string" },
+            "provider": { "enum": ["local", "docker", "kubernetes", "proxmox"], "default": "local" },
+            "hosts": { "type": "integer", "minimum": 1, "default": 1 },
+            "capacity": resources("Capacity of each host."),
+            "count": { "type": "integer", "minimum": 1, "description": "A group of identical sites NAME-1 ... NAME-count." },
+            "phase": { "type": "integer", "minimum": 1, "default": 1, "description": "Phase in which the site comes online." },
+            "description": { "type": "string" }
+        }
+    });
+    let project = json!({
+        "type": "object", "additionalProperties": false, "required": ["name"],
+        "properties": {
+            "name": name, "depends_on": names, "hosted_on": { "type": "string" },
+            "duration": { "type": "string", "pattern": r"^[0-9.]+[hdw]?(-[0-9.]+[hdw])?$", "description": "`3d`, `2-3w`." },
+            "budget": resources("Totals the source document states; the plan reports any mismatch."),
+            "description": { "type": "string" }
+        }
+    });
+    let health = json!({
+        "type": "object", "additionalProperties": false,
+        "anyOf": [ { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["command"] } ],
+        "properties": {
+            "http": { "type": "string" }, "expect_status": { "type": "integer", "default": 200 },
+            "tcp": { "type": "string" }, "command": { "type": "array", "items": { "type": "string" } },
+            "timeout": { "type": "string", "pattern": TIME, "default": "30s" },
+            "interval": { "type": "string", "pattern": TIME, "default": "500ms" }
+        }
+    });
+    let service = json!({
+        "type": "object", "additionalProperties": false, "required": ["name"],
+        "properties": {
+            "name": name, "project": { "type": "string" },
+            "phase": { "type": "integer", "minimum": 1, "default": 1 },
+            "role": { "enum": ["app", "validator", "replica", "light"], "default": "app" },
+            "replicas": count,
+            "placement": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "tier": { "enum": ["core", "regional", "edge"] }, "sites": names,
+                    "spread": { "enum": ["site", "host", "none"], "default": "none" }
+                }
+            },
+            "resources": resources("Per instance."),
+            "command": { "type": "array", "items": { "type": "string" } },
+            "env": { "type": "object", "additionalProperties": { "type": "string" } },
+            "ports": names, "health": health, "depends_on": names,
+            "enabled": { "type": "boolean", "default": true },
+            "rollout": {
+                "type": "object", "additionalProperties": false, "required": ["strategy"],
+                "properties": {
+                    "strategy": { "enum": ["rolling", "blue-green", "canary"] },
+                    "max_unavailable": { "type": "integer", "minimum": 0 },
+                    "max_surge": { "type": "integer", "minimum": 0 },
+                    "canary": { "type": "integer", "minimum": 1 },
+                    "analysis": { "type": "string", "pattern": TIME }
+                }
+            },
+            "restart": { "enum": ["always", "on-failure", "never"], "default": "on-failure" },
+            "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
+            "backup": { "type": "array", "items": { "type": "string", "pattern": r"^\$\{data_dir\}" } },
+            "description": { "type": "string" }
+        }
+    });
+    let overlay = |of: &str| json!({ "type": "object", "description": format!("Changes to {of} by name."), "additionalProperties": { "type": "object" } });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://phoenix.invalid/schema/fleet-1.json",
+        "title": "Phoenix fleet spec, format 1",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["phoenix", "name"],
+        "properties": {
+            "phoenix": { "const": 1, "description": "Format version." },
+            "name": name,
+            "description": { "type": "string" },
+            "policy": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "cpu_overcommit": { "type": "number", "minimum": 1, "default": 1 } }
+            },
+            "budget": resources("Totals the source document states for the whole fleet."),
+            "sites": { "type": "array", "items": site },
+            "projects": { "type": "array", "items": project },
+            "services": { "type": "array", "items": service },
+            "environments": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "sites": overlay("sites"), "projects": overlay("projects"), "services": overlay("services") }
+                }
+            }
+        }
+    })
+}

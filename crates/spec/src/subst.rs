@@ -27,13 +27,21 @@ pub fn references(template: &str) -> Vec<Reference> {
         let after = &rest[i + 2..];
         match after.find('}') {
             Some(j) => {
-                out.push(Reference { name: after[..j].to_string(), offset: base + i, len: j + 3 });
+                out.push(Reference {
+                    name: after[..j].to_string(),
+                    offset: base + i,
+                    len: j + 3,
+                });
                 let consumed = i + 2 + j + 1;
                 base += consumed;
                 rest = &rest[consumed..];
             }
             None => {
-                out.push(Reference { name: String::new(), offset: base + i, len: rest.len() - i });
+                out.push(Reference {
+                    name: String::new(),
+                    offset: base + i,
+                    len: rest.len() - i,
+                });
                 break;
             }
         }
@@ -45,7 +53,10 @@ pub fn references(template: &str) -> Vec<Reference> {
 ///
 /// # Errors
 /// The first name `lookup` does not know (validation makes this impossible for a loaded fleet).
-pub fn substitute(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn substitute(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut last = 0;
     for r in references(template) {

@@ -1,0 +1,322 @@
+//! One test per class of invalid input: each must give a located, explained error.
+
+use phoenix_spec::{Diagnostic, parse_sources};
+
+const BASE: &str = "phoenix: 1\nname: demo\nsites:\n  - name: core-1\n    tier: core\n    capacity: { cpu: 8, memory: 16Gi, storage: 100G }\n";
+
+fn errors(yaml: &str) -> Vec<Diagnostic> {
+    match parse_sources(&[("f.yaml".to_string(), yaml.to_string())], None) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(d) => d.items,
+    }
+}
+
+/// Asserts one diagnostic with `code` at `line:col` whose hint contains `hint`.
+#[track_caller]
+fn expect(yaml: &str, code: &str, line: usize, col: usize, hint: &str) {
+    let all = errors(yaml);
+    let found = all
+        .iter()
+        .find(|d| d.code == code)
+        .unwrap_or_else(|| panic!("no `{code}` in {all:#?}"));
+    let loc = found.location.as_ref().expect("located");
+    assert_eq!((loc.line, loc.col), (line, col), "{found:#?}");
+    let h = found.hint.as_deref().unwrap_or("");
+    assert!(h.contains(hint), "hint {h:?} lacks {hint:?}");
+}
+
+#[test]
+fn typo_in_field_suggests_the_right_one() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    replica: 2\n"),
+        "unknown-field",
+        9,
+        5,
+        "did you mean `replicas`?",
+    );
+}
+
+#[test]
+fn typo_in_top_level_field() {
+    expect(
+        &format!("{BASE}servces: []\n"),
+        "unknown-field",
+        7,
+        1,
+        "`services`",
+    );
+}
+
+#[test]
+fn missing_required_fields() {
+    expect(
+        "phoenix: 1\nname: demo\nsites:\n  - name: a\n    capacity: {cpu: 1}\n",
+        "missing-field",
+        4,
+        5,
+        "",
+    );
+    expect("name: demo\n", "missing-field", 1, 1, "phoenix: 1");
+}
+
+#[test]
+fn unsupported_format_version() {
+    expect(
+        "phoenix: 2\nname: demo\n",
+        "unsupported-format",
+        1,
+        10,
+        "phoenix: 1",
+    );
+}
+
+#[test]
+fn bad_quantities() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    resources: {{ memory: 12gb }}\n"),
+        "bad-quantity",
+        9,
+        26,
+        "`G`",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    resources: {{ cpu: 16-8 }}\n"),
+        "bad-quantity",
+        9,
+        23,
+        "8-16",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    replicas: two\n"),
+        "bad-quantity",
+        9,
+        15,
+        "whole number",
+    );
+    expect(
+        &format!("{BASE}projects:\n  - name: p\n    duration: 3\n"),
+        "bad-quantity",
+        9,
+        15,
+        "`w`",
+    );
+    expect(
+        &format!(
+            "{BASE}services:\n  - name: web\n    health: {{ tcp: \"127.0.0.1:1\", timeout: 20 }}\n"
+        ),
+        "bad-quantity",
+        9,
+        44,
+        "20s",
+    );
+}
+
+#[test]
+fn bad_enum_value() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    role: validatr\n"),
+        "bad-value",
+        9,
+        11,
+        "did you mean `validator`?",
+    );
+}
+
+#[test]
+fn bad_names() {
+    expect("phoenix: 1\nname: My Fleet\n", "bad-name", 2, 7, "my-fleet");
+}
+
+#[test]
+fn unknown_references_list_the_known_ones() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    placement: {{ sites: [core-9] }}\n"),
+        "unknown-reference",
+        9,
+        26,
+        "did you mean `core-1`?",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    depends_on: [dbb]\n  - name: db\n"),
+        "unknown-reference",
+        9,
+        18,
+        "did you mean `db`?",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    project: nope\n"),
+        "unknown-reference",
+        9,
+        14,
+        "no project is defined",
+    );
+    expect(
+        &format!("{BASE}projects:\n  - name: a\n    hosted_on: zzz\n  - name: b\n"),
+        "unknown-reference",
+        9,
+        16,
+        "known projects: a, b",
+    );
+}
+
+#[test]
+fn cycles_name_the_whole_loop() {
+    let y = format!(
+        "{BASE}services:\n  - name: a\n    depends_on: [b]\n  - name: b\n    depends_on: [c]\n  - name: c\n    depends_on: [a]\n"
+    );
+    let all = errors(&y);
+    let c = all.iter().find(|d| d.code == "cycle").expect("cycle");
+    assert!(c.message.contains("a -> b -> c -> a"), "{}", c.message);
+    assert_eq!(c.location.as_ref().unwrap().line, 9);
+}
+
+#[test]
+fn project_cycles_and_cycles_through_projects() {
+    let y = format!(
+        "{BASE}projects:\n  - name: p\n    depends_on: [q]\n  - name: q\n    depends_on: [p]\n"
+    );
+    assert!(
+        errors(&y)
+            .iter()
+            .any(|d| d.code == "cycle" && d.message.contains("p -> q -> p"))
+    );
+    let y = format!(
+        "{BASE}projects:\n  - name: p\n  - name: q\n    depends_on: [p]\nservices:\n  - name: a\n    project: p\n    depends_on: [b]\n  - name: b\n    project: q\n"
+    );
+    assert!(
+        errors(&y)
+            .iter()
+            .any(|d| d.code == "cycle" && d.message.contains("through projects"))
+    );
+}
+
+#[test]
+fn unknown_substitution() {
+    expect(
+        &format!(
+            "{BASE}services:\n  - name: web\n    ports: [port]\n    command: [serve, \"${{prot}}\"]\n"
+        ),
+        "unknown-substitution",
+        10,
+        22,
+        "did you mean `${port}`?",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    env: {{ A: \"${{http}}\" }}\n"),
+        "unknown-substitution",
+        9,
+        15,
+        "declared in `ports:`",
+    );
+}
+
+#[test]
+fn dependency_on_a_later_phase() {
+    expect(
+        &format!(
+            "{BASE}services:\n  - name: web\n    depends_on: [db]\n  - name: db\n    phase: 2\n"
+        ),
+        "phase-order",
+        9,
+        18,
+        "phase",
+    );
+}
+
+#[test]
+fn duplicates_within_and_across_files() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n  - name: web\n"),
+        "duplicate-name",
+        9,
+        5,
+        "line 8",
+    );
+    let second = "phoenix: 1\nservices:\n  - name: web\n".to_string();
+    let r = parse_sources(
+        &[
+            ("a.yaml".into(), format!("{BASE}services:\n  - name: web\n")),
+            ("b.yaml".into(), second),
+        ],
+        None,
+    );
+    let d = r.unwrap_err();
+    let dup = d
+        .items
+        .iter()
+        .find(|x| x.code == "duplicate-name")
+        .expect("dup");
+    assert_eq!(d.position(dup.location.as_ref().unwrap()), "b.yaml:3:5");
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let all = errors("phoenix: 1\nname: demo\nsites: [\n");
+    assert_eq!(all[0].code, "yaml-syntax");
+    assert!(all[0].location.is_some());
+}
+
+#[test]
+fn wrong_types() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    depends_on: db\n"),
+        "wrong-type",
+        9,
+        17,
+        "[db]",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    enabled: yes\n"),
+        "wrong-type",
+        9,
+        14,
+        "`true` and `false`",
+    );
+}
+
+#[test]
+fn health_needs_a_check() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    health: {{ timeout: 5s }}\n"),
+        "missing-field",
+        9,
+        13,
+        "`http`, `tcp` or `command`",
+    );
+}
+
+#[test]
+fn unknown_environment_and_overlay_target() {
+    let y = format!(
+        "{BASE}environments:\n  prod:\n    services: {{ wbe: {{ replicas: 3 }} }}\nservices:\n  - name: web\n"
+    );
+    let r = parse_sources(&[("f.yaml".into(), y.clone())], Some("prod")).unwrap_err();
+    let d = r
+        .items
+        .iter()
+        .find(|d| d.code == "unknown-reference")
+        .expect("unknown overlay target");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `web`?"));
+    let r = parse_sources(&[("f.yaml".into(), y)], Some("prdo")).unwrap_err();
+    assert!(
+        r.items[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `prod`?")
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let y = format!(
+        "{BASE}services:\n  - name: web\n    replica: 2\n    resources: {{ cpu: lots }}\n    depends_on: [nope]\n"
+    );
+    let codes: Vec<&str> = errors(&y).iter().map(|d| d.code).collect();
+    assert!(
+        codes.contains(&"unknown-field")
+            && codes.contains(&"bad-quantity")
+            && codes.contains(&"unknown-reference"),
+        "{codes:?}"
+    );
+}
