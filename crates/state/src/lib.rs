@@ -1,1 +1,199 @@
-//! phoenix-state (not yet implemented).
+//! Phoenix's deploy state: per fleet, the revisions applied (desired spec, placement, outcome),
+//! a record of every unit the engine runs, write-ahead intents, and the deploy lock with a
+//! lease. One trait, [`StateStore`], with two backends: [`SqliteStore`] (embedded default,
+//! `--state-dir`) and [`PostgresStore`] (`--state-url postgres://...`), which pass one
+//! conformance suite (`conformance`, behind the `testing` feature).
+//!
+//! ```
+//! use std::time::Duration;
+//! use phoenix_state::{LockOwner, LockRequest, NewRevision, RevisionOutcome, StateStore, SqliteStore};
+//!
+//! let store = SqliteStore::open_in_memory()?;
+//! let grant = store.acquire_lock("demo", &LockRequest::new(LockOwner::this_process("apply"), Duration::from_secs(30)))?;
+//! let revision = store.create_revision(&grant.lease, NewRevision {
+//!     spec_json: "{}".into(), placement_json: "{}".into(), plan_hash: "abc".into(), actor: "alice@host".into(),
+//! })?;
+//! store.set_revision_outcome(&grant.lease, revision.number, RevisionOutcome::Applied)?;
+//! assert_eq!(store.latest_applied_revision("demo")?.map(|r| r.number), Some(revision.number));
+//! store.release_lock(&grant.lease)?;
+//! # Ok::<(), phoenix_state::StateError>(())
+//! ```
+//!
+//! # How an engine stays crash-safe with this store
+//!
+//! The rule is *write intent before acting*: whatever happens outside the store (a process
+//! started or stopped, a snapshot taken or restored) is announced by an intent committed
+//! *before* the action and closed *after* it, so that after a `kill -9` at any instant the open
+//! intents list exactly the actions that may or may not have happened.
+//!
+//! 1. **Lock.** [`StateStore::acquire_lock`] with a short TTL (e.g. 15 s), renewed from a
+//!    background thread every third of it. On [`StateError::LockHeld`], if the holder is on
+//!    this host ([`LockOwner::host`] equals [`this_host`]) and its pid no longer exists, the
+//!    holder was killed: ask again with [`LockRequest::take_over_token`] set to its token
+//!    instead of waiting for the lease to expire. Otherwise refuse and show the holder. If a
+//!    renewal fails with [`StateError::LockLost`], stop acting at once: someone else owns the
+//!    fleet now, and every further write with the old lease is refused anyway (fencing).
+//! 2. **Recover** before planning, every time (not only when [`LockGrant::took_over`] says a
+//!    previous apply died): for each of [`StateStore::open_intents`], oldest first, look the
+//!    unit up in the provider *by its unit id* and resolve the intent:
+//!    - `start`: if the process exists, either adopt it (write its handle into the instance
+//!      record and close the intent `Done` in one [`StateStore::write_atomically`] batch) or
+//!      stop it and close the intent `Failed`; if it does not, close it `Failed`.
+//!    - `stop`: stop again (stopping is idempotent), then delete the record and close `Done`.
+//!    - `snapshot`: a snapshot may be partial; discard it and close `Failed`.
+//!    - `restore`: restore again (idempotent from the same snapshot) or close `Failed` and let
+//!      the rollback redo it.
+//!
+//!    Then mark a `Pending` revision left by the dead apply `Failed { reason: "interrupted" }`,
+//!    and stop any provider unit of the fleet that has no instance record (none should exist,
+//!    since records are written before starting, but this is what guarantees "no orphans").
+//! 3. **Act**, for each unit action of the plan:
+//!    - start: one batch `[UpsertInstance { desired: Running, observed: Unknown, handle: null },
+//!      RecordIntent(Start)]`; then start the process under the unit id (a provider start of a
+//!      unit id that already runs returns the existing process, which is what makes a retried
+//!      start never create a duplicate); then one batch `[UpsertInstance { observed: Starting,
+//!      handle }, CloseIntent(Done)]`; then the health gate, then `observed: Running`.
+//!    - stop: one batch `[UpsertInstance { desired: Stopped }, RecordIntent(Stop)]`; stop; then
+//!      `[DeleteInstance, CloseIntent(Done)]`.
+//!    - backups: `RecordIntent(Snapshot)` before copying, closed after; the same for restore.
+//! 4. **Finish**: [`StateStore::set_revision_outcome`] (`Applied`, `Failed`, or
+//!    `RolledBack { to }` after an automatic rollback; a rollback to an older revision asked
+//!    for by a person is best a *new* revision carrying the old spec, so that
+//!    [`StateStore::latest_applied_revision`] is always what runs), anchor the audit log head
+//!    with [`StateStore::anchor_audit_head`], release the lock.
+//!
+//! Because every step either happened and is recorded, or is announced by an open intent,
+//! recovery followed by a fresh plan against the records converges: exactly the declared
+//! processes, no orphans, no duplicates.
+
+mod db;
+mod error;
+mod logic;
+mod postgres;
+mod schema;
+mod sqlite;
+mod store;
+mod types;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+use std::path::Path;
+
+pub use error::{DbError, StateError};
+pub use postgres::PostgresStore;
+pub use sqlite::{DATABASE_FILE, SqliteStore};
+pub use store::StateStore;
+pub use types::{
+    AuditAnchor, DesiredState, InstanceRecord, InstanceState, Intent, IntentId, IntentOp,
+    IntentOutcome, Lease, LockGrant, LockHolder, LockOwner, LockRequest, NewIntent, NewRevision,
+    ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written, this_host,
+};
+
+/// The newest schema version this build of Phoenix reads and writes.
+pub fn schema_version() -> u32 {
+    schema::latest_version()
+}
+
+/// Opens the state store the CLI options name: PostgreSQL for a `postgres://` or
+/// `postgresql://` `state_url`, otherwise SQLite in `state_dir` (created if needed). An empty
+/// `state_url` counts as none.
+///
+/// # Errors
+/// [`StateError::UnsupportedStateUrl`] for another scheme; otherwise as
+/// [`SqliteStore::open`] or [`PostgresStore::connect`].
+pub fn open(state_dir: &Path, state_url: Option<&str>) -> Result<Box<dyn StateStore>, StateError> {
+    match state_url.map(str::trim).filter(|url| !url.is_empty()) {
+        None => Ok(Box::new(SqliteStore::open(state_dir)?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Box::new(PostgresStore::connect(url)?))
+        }
+        Some(url) => Err(StateError::UnsupportedStateUrl {
+            url: postgres::redact_password(url),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_without_url_creates_sqlite_in_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("nested/.phoenix");
+        let store = open(&state_dir, None).unwrap();
+        assert!(store.list_fleets().unwrap().is_empty());
+        assert!(state_dir.join(DATABASE_FILE).exists());
+        let store = open(&state_dir, Some("")).unwrap();
+        assert!(store.list_fleets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_refuses_unknown_url_schemes() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open(dir.path(), Some("mysql://u:pw@h/db"))
+            .err()
+            .expect("must refuse");
+        assert!(
+            matches!(err, StateError::UnsupportedStateUrl { ref url } if url == "mysql://u:***@h/db"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unit_ids_name_instance_and_revision() {
+        let unit = UnitId::new("web-0", RevisionNumber(3));
+        assert_eq!(unit.as_str(), "web-0@r3");
+        assert_eq!(unit.parts(), Some(("web-0", RevisionNumber(3))));
+        assert_eq!(UnitId::from_raw("odd").parts(), None);
+    }
+
+    #[test]
+    fn revision_outcome_transitions() {
+        use RevisionOutcome::*;
+        let failed = Failed { reason: "x".into() };
+        let rolled = RolledBack {
+            to: RevisionNumber(1),
+        };
+        assert!(Pending.may_become(&Applied));
+        assert!(Pending.may_become(&failed));
+        assert!(Applied.may_become(&rolled));
+        assert!(failed.may_become(&rolled));
+        assert!(Applied.may_become(&Applied));
+        assert!(!Applied.may_become(&Pending));
+        assert!(!Applied.may_become(&failed));
+        assert!(!rolled.may_become(&Applied));
+    }
+
+    #[test]
+    fn a_schema_newer_than_this_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        connection
+            .execute(
+                "INSERT INTO schema_version (version, applied_at_ms) VALUES (?1, 0)",
+                [i64::from(schema_version()) + 1],
+            )
+            .unwrap();
+        drop(connection);
+        let err = SqliteStore::open(dir.path()).expect_err("must refuse");
+        assert!(
+            matches!(err, StateError::SchemaTooNew { found, .. } if found == schema_version() + 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reopening_does_not_migrate_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        let versions: i64 = connection
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, i64::from(schema_version()));
+    }
+}

@@ -1,0 +1,935 @@
+//! The store's semantics, written once over [`Tx`] and shared by both backends.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::db::{Backend, Fail, Row, Tx, Val};
+use crate::error::StateError;
+use crate::schema::{MIGRATIONS, latest_version};
+use crate::types::{
+    AuditAnchor, DesiredState, InstanceRecord, InstanceState, Intent, IntentId, IntentOp,
+    IntentOutcome, Lease, LockGrant, LockHolder, LockOwner, LockRequest, NewIntent, NewRevision,
+    ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Conversions
+
+/// Stored integers are BIGINT; values past `i64::MAX` saturate, which no stored row can match.
+fn int(v: u64) -> Val {
+    Val::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn unsigned(v: i64, table: &'static str, key: &str) -> Result<u64, Fail> {
+    u64::try_from(v).map_err(|_| corrupt(table, key, format!("negative number {v}")))
+}
+
+fn time(ms: i64, table: &'static str, key: &str) -> Result<Timestamp, Fail> {
+    Timestamp::from_millisecond(ms).map_err(|e| corrupt(table, key, format!("bad time {ms}: {e}")))
+}
+
+fn opt_time(ms: Option<i64>, table: &'static str, key: &str) -> Result<Option<Timestamp>, Fail> {
+    ms.map(|ms| time(ms, table, key)).transpose()
+}
+
+fn json(text: &str, table: &'static str, key: &str) -> Result<serde_json::Value, Fail> {
+    serde_json::from_str(text).map_err(|e| corrupt(table, key, format!("bad JSON: {e}")))
+}
+
+fn json_text(value: &serde_json::Value) -> String {
+    // Serializing a `Value` cannot fail: its map keys are strings.
+    value.to_string()
+}
+
+fn corrupt(table: &'static str, key: &str, reason: String) -> Fail {
+    Fail::State(StateError::CorruptRecord {
+        table,
+        key: key.to_owned(),
+        reason,
+    })
+}
+
+fn ttl_ms(ttl: Duration) -> Result<i64, Fail> {
+    match i64::try_from(ttl.as_millis()) {
+        Ok(ms) if ms > 0 => Ok(ms),
+        _ => Err(Fail::State(StateError::InvalidLeaseDuration { ttl })),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+pub(crate) fn migrate<B: Backend>(backend: &B) -> Result<(), StateError> {
+    let mut attempting = 0;
+    backend
+        .write(|tx| {
+            tx.lock_for_migration()?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_version (
+                    version       BIGINT PRIMARY KEY,
+                    applied_at_ms BIGINT NOT NULL
+                )",
+            )?;
+            let rows = tx.query("SELECT max(version) FROM schema_version", &[])?;
+            let current = rows
+                .first()
+                .map(|r| r.opt_int(0))
+                .transpose()?
+                .flatten()
+                .unwrap_or(0);
+            let current = u32::try_from(current)
+                .map_err(|_| corrupt("schema_version", "max", format!("{current}")))?;
+            if current > latest_version() {
+                return Err(StateError::SchemaTooNew {
+                    found: current,
+                    supported: latest_version(),
+                }
+                .into());
+            }
+            for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+                attempting = migration.version;
+                tx.execute_batch(&migration.ddl_for(tx.dialect()))?;
+                let now = tx.now_ms()?;
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_at_ms) VALUES ($1, $2)",
+                    &[Val::Int(i64::from(migration.version)), Val::Int(now)],
+                )?;
+            }
+            Ok(())
+        })
+        .map_err(|f| {
+            f.at(|source| StateError::Migrate {
+                to_version: attempting,
+                source,
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleets and the deploy lock
+
+/// Makes sure the fleet's row exists and takes its row lock, serialising writers of one fleet.
+fn lock_fleet(tx: &mut dyn Tx, fleet: &str) -> Result<(), Fail> {
+    tx.execute(
+        "INSERT INTO fleets (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        &[fleet.into()],
+    )?;
+    tx.lock_fleet_row(fleet)?;
+    Ok(())
+}
+
+const HOLDER_COLUMNS: &str = "token, who, pid, operation, acquired_at_ms, expires_at_ms";
+
+fn holder_from_row(row: &Row, fleet: &str) -> Result<LockHolder, Fail> {
+    let table = "deploy_locks";
+    let pid = row.int(2)?;
+    Ok(LockHolder {
+        token: unsigned(row.int(0)?, table, fleet)?,
+        owner: LockOwner {
+            who: row.text(1)?,
+            pid: u32::try_from(pid).map_err(|_| corrupt(table, fleet, format!("bad pid {pid}")))?,
+            operation: row.text(3)?,
+        },
+        acquired_at: time(row.int(4)?, table, fleet)?,
+        expires_at: time(row.int(5)?, table, fleet)?,
+    })
+}
+
+fn read_holder(tx: &mut dyn Tx, fleet: &str) -> Result<Option<LockHolder>, Fail> {
+    let rows = tx.query(
+        &format!("SELECT {HOLDER_COLUMNS} FROM deploy_locks WHERE fleet = $1"),
+        &[fleet.into()],
+    )?;
+    rows.first()
+        .map(|row| holder_from_row(row, fleet))
+        .transpose()
+}
+
+pub(crate) fn acquire_lock<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    request: &LockRequest,
+) -> Result<LockGrant, StateError> {
+    backend
+        .write(|tx| {
+            let ttl = ttl_ms(request.ttl)?;
+            lock_fleet(tx, fleet)?;
+            let now = tx.now_ms()?;
+            let took_over = match read_holder(tx, fleet)? {
+                None => None,
+                Some(current)
+                    if request.take_over_token == Some(current.token)
+                        || current.expires_at.as_millisecond() <= now =>
+                {
+                    Some(current)
+                }
+                Some(current) => {
+                    return Err(StateError::LockHeld { fleet: fleet.to_owned(), holder: Box::new(current) }.into());
+                }
+            };
+            let rows = tx.query(
+                "UPDATE fleets SET last_lock_token = last_lock_token + 1 WHERE name = $1 RETURNING last_lock_token",
+                &[fleet.into()],
+            )?;
+            let token = rows.first().ok_or_else(|| corrupt("fleets", fleet, "row vanished".into()))?.int(0)?;
+            let owner = &request.owner;
+            tx.execute(
+                "INSERT INTO deploy_locks (fleet, token, who, pid, operation, acquired_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (fleet) DO UPDATE SET token = excluded.token, who = excluded.who,
+                     pid = excluded.pid, operation = excluded.operation,
+                     acquired_at_ms = excluded.acquired_at_ms, expires_at_ms = excluded.expires_at_ms",
+                &[
+                    fleet.into(),
+                    Val::Int(token),
+                    owner.who.as_str().into(),
+                    Val::Int(i64::from(owner.pid)),
+                    owner.operation.as_str().into(),
+                    Val::Int(now),
+                    Val::Int(now.saturating_add(ttl)),
+                ],
+            )?;
+            let lease = Lease {
+                fleet: fleet.to_owned(),
+                holder: LockHolder {
+                    owner: owner.clone(),
+                    token: unsigned(token, "fleets", fleet)?,
+                    acquired_at: time(now, "deploy_locks", fleet)?,
+                    expires_at: time(now.saturating_add(ttl), "deploy_locks", fleet)?,
+                },
+            };
+            Ok(LockGrant { lease, took_over })
+        })
+        .map_err(|f| f.at(|source| StateError::AcquireLock { fleet: fleet.to_owned(), source }))
+}
+
+/// Fails with `LockLost` unless `lease` is the fleet's current lease.
+fn check_fence(tx: &mut dyn Tx, lease: &Lease) -> Result<(), Fail> {
+    match read_holder(tx, &lease.fleet)? {
+        Some(current) if current.token == lease.token() => Ok(()),
+        current => Err(StateError::LockLost {
+            fleet: lease.fleet.clone(),
+            token: lease.token(),
+            held_by: current.map(Box::new),
+        }
+        .into()),
+    }
+}
+
+pub(crate) fn renew_lock<B: Backend>(
+    backend: &B,
+    lease: &Lease,
+    ttl: Duration,
+) -> Result<Lease, StateError> {
+    backend
+        .write(|tx| {
+            let ttl = ttl_ms(ttl)?;
+            lock_fleet(tx, &lease.fleet)?;
+            check_fence(tx, lease)?;
+            let now = tx.now_ms()?;
+            let expires = now.saturating_add(ttl);
+            tx.execute(
+                "UPDATE deploy_locks SET expires_at_ms = $1 WHERE fleet = $2 AND token = $3",
+                &[
+                    Val::Int(expires),
+                    lease.fleet.as_str().into(),
+                    int(lease.token()),
+                ],
+            )?;
+            let mut renewed = lease.clone();
+            renewed.holder.expires_at = time(expires, "deploy_locks", &lease.fleet)?;
+            Ok(renewed)
+        })
+        .map_err(|f| {
+            f.at(|source| StateError::RenewLock {
+                fleet: lease.fleet.clone(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn release_lock<B: Backend>(backend: &B, lease: &Lease) -> Result<bool, StateError> {
+    backend
+        .write(|tx| {
+            let deleted = tx.execute(
+                "DELETE FROM deploy_locks WHERE fleet = $1 AND token = $2",
+                &[lease.fleet.as_str().into(), int(lease.token())],
+            )?;
+            Ok(deleted > 0)
+        })
+        .map_err(|f| {
+            f.at(|source| StateError::ReleaseLock {
+                fleet: lease.fleet.clone(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn lock_holder<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Option<LockHolder>, StateError> {
+    backend.read(|tx| read_holder(tx, fleet)).map_err(|f| {
+        f.at(|source| StateError::ReadLock {
+            fleet: fleet.to_owned(),
+            source,
+        })
+    })
+}
+
+pub(crate) fn list_fleets<B: Backend>(backend: &B) -> Result<Vec<String>, StateError> {
+    backend
+        .read(|tx| {
+            let rows = tx.query("SELECT name FROM fleets ORDER BY name", &[])?;
+            rows.iter().map(|r| r.text(0).map_err(Fail::from)).collect()
+        })
+        .map_err(|f| f.at(|source| StateError::ReadFleets { source }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+pub(crate) fn write_atomically<B: Backend>(
+    backend: &B,
+    lease: &Lease,
+    writes: Vec<Write>,
+) -> Result<Vec<Written>, StateError> {
+    let fleet = lease.fleet.as_str();
+    backend
+        .write(|tx| {
+            lock_fleet(tx, fleet)?;
+            check_fence(tx, lease)?;
+            let now = tx.now_ms()?;
+            writes
+                .into_iter()
+                .map(|write| apply_write(tx, lease, now, write))
+                .collect()
+        })
+        .map_err(|f| {
+            f.at(|source| StateError::WriteBatch {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+fn apply_write(tx: &mut dyn Tx, lease: &Lease, now: i64, write: Write) -> Result<Written, Fail> {
+    let fleet = lease.fleet.as_str();
+    match write {
+        Write::CreateRevision(new) => create_revision(tx, fleet, now, new).map(Written::Revision),
+        Write::SetRevisionOutcome { revision, outcome } => {
+            set_revision_outcome(tx, fleet, now, revision, outcome).map(Written::Revision)
+        }
+        Write::UpsertInstance(state) => {
+            upsert_instance(tx, fleet, now, state).map(Written::Instance)
+        }
+        Write::DeleteInstance(unit) => {
+            let deleted = tx.execute(
+                "DELETE FROM instances WHERE fleet = $1 AND unit = $2",
+                &[fleet.into(), unit.as_str().into()],
+            )?;
+            Ok(Written::InstanceDeleted {
+                unit,
+                existed: deleted > 0,
+            })
+        }
+        Write::RecordIntent(new) => record_intent(tx, lease, now, new).map(Written::Intent),
+        Write::CloseIntent { id, outcome } => {
+            close_intent(tx, fleet, now, id, outcome).map(Written::Intent)
+        }
+    }
+}
+
+fn create_revision(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    now: i64,
+    new: NewRevision,
+) -> Result<Revision, Fail> {
+    let rows = tx.query(
+        "UPDATE fleets SET last_revision = last_revision + 1 WHERE name = $1 RETURNING last_revision",
+        &[fleet.into()],
+    )?;
+    let number = rows
+        .first()
+        .ok_or_else(|| corrupt("fleets", fleet, "row vanished".into()))?
+        .int(0)?;
+    tx.execute(
+        "INSERT INTO revisions (fleet, number, spec_json, placement_json, plan_hash, actor, created_at_ms, outcome)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            fleet.into(),
+            Val::Int(number),
+            new.spec_json.as_str().into(),
+            new.placement_json.as_str().into(),
+            new.plan_hash.as_str().into(),
+            new.actor.as_str().into(),
+            Val::Int(now),
+            RevisionOutcome::Pending.name().into(),
+        ],
+    )?;
+    Ok(Revision {
+        fleet: fleet.to_owned(),
+        number: RevisionNumber(unsigned(number, "fleets", fleet)?),
+        spec_json: new.spec_json,
+        placement_json: new.placement_json,
+        plan_hash: new.plan_hash,
+        actor: new.actor,
+        created_at: time(now, "revisions", fleet)?,
+        outcome: RevisionOutcome::Pending,
+        finished_at: None,
+    })
+}
+
+fn set_revision_outcome(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    now: i64,
+    number: RevisionNumber,
+    outcome: RevisionOutcome,
+) -> Result<Revision, Fail> {
+    let Some(mut revision) = read_revisions(tx, fleet, "AND number = $2", &[int(number.0)])?.pop()
+    else {
+        return Err(StateError::RevisionNotFound {
+            fleet: fleet.to_owned(),
+            revision: number,
+        }
+        .into());
+    };
+    if !revision.outcome.may_become(&outcome) {
+        return Err(StateError::InvalidRevisionTransition {
+            fleet: fleet.to_owned(),
+            revision: number,
+            from: revision.outcome.name(),
+            to: outcome.name(),
+        }
+        .into());
+    }
+    let (reason, rolled_back_to) = match &outcome {
+        RevisionOutcome::Failed { reason } => (Some(reason.as_str()), None),
+        RevisionOutcome::RolledBack { to } => (None, Some(to.0)),
+        RevisionOutcome::Pending | RevisionOutcome::Applied => (None, None),
+    };
+    let finished = (outcome != RevisionOutcome::Pending).then_some(now);
+    tx.execute(
+        "UPDATE revisions SET outcome = $1, outcome_reason = $2, rolled_back_to = $3, finished_at_ms = $4
+         WHERE fleet = $5 AND number = $6",
+        &[
+            outcome.name().into(),
+            reason.into(),
+            rolled_back_to.map_or(Val::Null, int),
+            finished.into(),
+            fleet.into(),
+            int(number.0),
+        ],
+    )?;
+    revision.finished_at = opt_time(finished, "revisions", fleet)?;
+    revision.outcome = outcome;
+    Ok(revision)
+}
+
+fn upsert_instance(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    now: i64,
+    state: InstanceState,
+) -> Result<InstanceRecord, Fail> {
+    tx.execute(
+        "INSERT INTO instances (fleet, unit, service, instance, revision, site, host, desired, observed,
+                                handle_json, ports_json, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (fleet, unit) DO UPDATE SET service = excluded.service, instance = excluded.instance,
+             revision = excluded.revision, site = excluded.site, host = excluded.host,
+             desired = excluded.desired, observed = excluded.observed, handle_json = excluded.handle_json,
+             ports_json = excluded.ports_json, updated_at_ms = excluded.updated_at_ms",
+        &[
+            fleet.into(),
+            state.unit.as_str().into(),
+            state.service.as_str().into(),
+            state.instance.as_str().into(),
+            int(state.revision.0),
+            state.site.as_str().into(),
+            state.host.as_str().into(),
+            state.desired.as_str().into(),
+            state.observed.as_str().into(),
+            json_text(&state.handle).into(),
+            json_text(&state.ports).into(),
+            Val::Int(now),
+        ],
+    )?;
+    Ok(InstanceRecord {
+        fleet: fleet.to_owned(),
+        updated_at: time(now, "instances", fleet)?,
+        state,
+    })
+}
+
+fn record_intent(tx: &mut dyn Tx, lease: &Lease, now: i64, new: NewIntent) -> Result<Intent, Fail> {
+    let fleet = lease.fleet.as_str();
+    let rows = tx.query(
+        "INSERT INTO intents (fleet, op, unit, revision, detail_json, lease_token, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        &[
+            fleet.into(),
+            new.op.as_str().into(),
+            new.unit.as_str().into(),
+            int(new.revision.0),
+            json_text(&new.detail).into(),
+            int(lease.token()),
+            Val::Int(now),
+        ],
+    )?;
+    let id = rows
+        .first()
+        .ok_or_else(|| corrupt("intents", fleet, "insert returned no id".into()))?
+        .int(0)?;
+    Ok(Intent {
+        id: IntentId(unsigned(id, "intents", fleet)?),
+        fleet: fleet.to_owned(),
+        op: new.op,
+        unit: new.unit,
+        revision: new.revision,
+        detail: new.detail,
+        lease_token: lease.token(),
+        created_at: time(now, "intents", fleet)?,
+        outcome: None,
+        closed_at: None,
+    })
+}
+
+fn close_intent(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    now: i64,
+    id: IntentId,
+    outcome: IntentOutcome,
+) -> Result<Intent, Fail> {
+    let Some(mut intent) = read_intents(tx, fleet, "AND id = $2", &[int(id.0)])?.pop() else {
+        return Err(StateError::IntentNotFound {
+            fleet: fleet.to_owned(),
+            id,
+        }
+        .into());
+    };
+    if !intent.is_open() {
+        return Err(StateError::IntentAlreadyClosed {
+            fleet: fleet.to_owned(),
+            id,
+        }
+        .into());
+    }
+    let (name, reason) = match &outcome {
+        IntentOutcome::Done => ("done", None),
+        IntentOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+    };
+    tx.execute(
+        "UPDATE intents SET outcome = $1, failure_reason = $2, closed_at_ms = $3 WHERE id = $4",
+        &[name.into(), reason.into(), Val::Int(now), int(id.0)],
+    )?;
+    intent.outcome = Some(outcome);
+    intent.closed_at = Some(time(now, "intents", fleet)?);
+    Ok(intent)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+const REVISION_COLUMNS: &str = "number, spec_json, placement_json, plan_hash, actor, created_at_ms, outcome, \
+                                outcome_reason, rolled_back_to, finished_at_ms";
+
+/// Revisions of `fleet` matching `filter` (SQL after `WHERE fleet = $1`, parameters from `$2`).
+fn read_revisions(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    filter: &str,
+    params: &[Val],
+) -> Result<Vec<Revision>, Fail> {
+    let mut all = vec![Val::from(fleet)];
+    all.extend_from_slice(params);
+    let rows = tx.query(
+        &format!(
+            "SELECT {REVISION_COLUMNS} FROM revisions WHERE fleet = $1 {filter} ORDER BY number"
+        ),
+        &all,
+    )?;
+    rows.iter()
+        .map(|row| revision_from_row(row, fleet))
+        .collect()
+}
+
+fn revision_from_row(row: &Row, fleet: &str) -> Result<Revision, Fail> {
+    let table = "revisions";
+    let number = unsigned(row.int(0)?, table, fleet)?;
+    let key = format!("{fleet}/r{number}");
+    let outcome = match row.text(6)?.as_str() {
+        "pending" => RevisionOutcome::Pending,
+        "applied" => RevisionOutcome::Applied,
+        "failed" => RevisionOutcome::Failed {
+            reason: row.opt_text(7)?.unwrap_or_default(),
+        },
+        "rolled-back" => {
+            let to = row
+                .opt_int(8)?
+                .ok_or_else(|| corrupt(table, &key, "rolled-back without a target".into()))?;
+            RevisionOutcome::RolledBack {
+                to: RevisionNumber(unsigned(to, table, &key)?),
+            }
+        }
+        other => return Err(corrupt(table, &key, format!("unknown outcome {other:?}"))),
+    };
+    Ok(Revision {
+        fleet: fleet.to_owned(),
+        number: RevisionNumber(number),
+        spec_json: row.text(1)?,
+        placement_json: row.text(2)?,
+        plan_hash: row.text(3)?,
+        actor: row.text(4)?,
+        created_at: time(row.int(5)?, table, &key)?,
+        outcome,
+        finished_at: opt_time(row.opt_int(9)?, table, &key)?,
+    })
+}
+
+pub(crate) fn get_revision<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    number: RevisionNumber,
+) -> Result<Option<Revision>, StateError> {
+    backend
+        .read(|tx| Ok(read_revisions(tx, fleet, "AND number = $2", &[int(number.0)])?.pop()))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadRevisions {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn list_revisions<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<Revision>, StateError> {
+    backend
+        .read(|tx| read_revisions(tx, fleet, "", &[]))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadRevisions {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn latest_applied_revision<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Option<Revision>, StateError> {
+    backend
+        .read(|tx| {
+            let filter = "AND number = (SELECT max(number) FROM revisions WHERE fleet = $1 AND outcome = $2)";
+            Ok(read_revisions(tx, fleet, filter, &[RevisionOutcome::Applied.name().into()])?.pop())
+        })
+        .map_err(|f| f.at(|source| StateError::ReadRevisions { fleet: fleet.to_owned(), source }))
+}
+
+const INSTANCE_COLUMNS: &str = "unit, service, instance, revision, site, host, desired, observed, handle_json, ports_json, updated_at_ms";
+
+fn read_instances(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    unit: Option<&UnitId>,
+) -> Result<Vec<InstanceRecord>, Fail> {
+    let rows = match unit {
+        Some(unit) => tx.query(
+            &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE fleet = $1 AND unit = $2"),
+            &[fleet.into(), unit.as_str().into()],
+        )?,
+        None => tx.query(
+            &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE fleet = $1 ORDER BY unit"),
+            &[fleet.into()],
+        )?,
+    };
+    rows.iter()
+        .map(|row| instance_from_row(row, fleet))
+        .collect()
+}
+
+fn instance_from_row(row: &Row, fleet: &str) -> Result<InstanceRecord, Fail> {
+    let table = "instances";
+    let unit = row.text(0)?;
+    let key = format!("{fleet}/{unit}");
+    let desired = row.text(6)?;
+    let observed = row.text(7)?;
+    Ok(InstanceRecord {
+        fleet: fleet.to_owned(),
+        state: InstanceState {
+            unit: UnitId::from_raw(unit),
+            service: row.text(1)?,
+            instance: row.text(2)?,
+            revision: RevisionNumber(unsigned(row.int(3)?, table, &key)?),
+            site: row.text(4)?,
+            host: row.text(5)?,
+            desired: DesiredState::parse(&desired).ok_or_else(|| {
+                corrupt(table, &key, format!("unknown desired state {desired:?}"))
+            })?,
+            observed: ObservedState::parse(&observed).ok_or_else(|| {
+                corrupt(table, &key, format!("unknown observed state {observed:?}"))
+            })?,
+            handle: json(&row.text(8)?, table, &key)?,
+            ports: json(&row.text(9)?, table, &key)?,
+        },
+        updated_at: time(row.int(10)?, table, &key)?,
+    })
+}
+
+pub(crate) fn get_instance<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    unit: &UnitId,
+) -> Result<Option<InstanceRecord>, StateError> {
+    backend
+        .read(|tx| Ok(read_instances(tx, fleet, Some(unit))?.pop()))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadInstances {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn list_instances<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<InstanceRecord>, StateError> {
+    backend
+        .read(|tx| read_instances(tx, fleet, None))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadInstances {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+const INTENT_COLUMNS: &str = "id, op, unit, revision, detail_json, lease_token, created_at_ms, outcome, failure_reason, closed_at_ms";
+
+/// Intents of `fleet` matching `filter` (SQL after `WHERE fleet = $1`, parameters from `$2`).
+fn read_intents(
+    tx: &mut dyn Tx,
+    fleet: &str,
+    filter: &str,
+    params: &[Val],
+) -> Result<Vec<Intent>, Fail> {
+    let mut all = vec![Val::from(fleet)];
+    all.extend_from_slice(params);
+    let rows = tx.query(
+        &format!("SELECT {INTENT_COLUMNS} FROM intents WHERE fleet = $1 {filter} ORDER BY id"),
+        &all,
+    )?;
+    rows.iter().map(|row| intent_from_row(row, fleet)).collect()
+}
+
+fn intent_from_row(row: &Row, fleet: &str) -> Result<Intent, Fail> {
+    let table = "intents";
+    let id = unsigned(row.int(0)?, table, fleet)?;
+    let key = format!("{fleet}/{id}");
+    let op = row.text(1)?;
+    let outcome = match row.opt_text(7)?.as_deref() {
+        None => None,
+        Some("done") => Some(IntentOutcome::Done),
+        Some("failed") => Some(IntentOutcome::Failed {
+            reason: row.opt_text(8)?.unwrap_or_default(),
+        }),
+        Some(other) => return Err(corrupt(table, &key, format!("unknown outcome {other:?}"))),
+    };
+    Ok(Intent {
+        id: IntentId(id),
+        fleet: fleet.to_owned(),
+        op: IntentOp::parse(&op)
+            .ok_or_else(|| corrupt(table, &key, format!("unknown op {op:?}")))?,
+        unit: UnitId::from_raw(row.text(2)?),
+        revision: RevisionNumber(unsigned(row.int(3)?, table, &key)?),
+        detail: json(&row.text(4)?, table, &key)?,
+        lease_token: unsigned(row.int(5)?, table, &key)?,
+        created_at: time(row.int(6)?, table, &key)?,
+        outcome,
+        closed_at: opt_time(row.opt_int(9)?, table, &key)?,
+    })
+}
+
+pub(crate) fn get_intent<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    id: IntentId,
+) -> Result<Option<Intent>, StateError> {
+    backend
+        .read(|tx| Ok(read_intents(tx, fleet, "AND id = $2", &[int(id.0)])?.pop()))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadIntents {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+pub(crate) fn open_intents<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<Intent>, StateError> {
+    backend
+        .read(|tx| read_intents(tx, fleet, "AND outcome IS NULL", &[]))
+        .map_err(|f| {
+            f.at(|source| StateError::ReadIntents {
+                fleet: fleet.to_owned(),
+                source,
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit anchor
+
+fn read_anchor(tx: &mut dyn Tx) -> Result<Option<AuditAnchor>, Fail> {
+    let rows = tx.query(
+        "SELECT seq, head_hash, updated_at_ms FROM audit_anchor WHERE id = 1",
+        &[],
+    )?;
+    rows.first()
+        .map(|row| {
+            Ok(AuditAnchor {
+                seq: unsigned(row.int(0)?, "audit_anchor", "1")?,
+                head_hash: row.text(1)?,
+                updated_at: time(row.int(2)?, "audit_anchor", "1")?,
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn audit_anchor<B: Backend>(backend: &B) -> Result<Option<AuditAnchor>, StateError> {
+    backend.read(read_anchor).map_err(|f| {
+        f.at(|source| StateError::AuditAnchor {
+            step: "read",
+            source,
+        })
+    })
+}
+
+pub(crate) fn anchor_audit_head<B: Backend>(
+    backend: &B,
+    seq: u64,
+    head_hash: &str,
+) -> Result<AuditAnchor, StateError> {
+    backend
+        .write(|tx| {
+            let now = tx.now_ms()?;
+            // The WHERE clause keeps the anchor from moving back under concurrent appenders.
+            tx.execute(
+                "INSERT INTO audit_anchor (id, seq, head_hash, updated_at_ms) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash,
+                     updated_at_ms = excluded.updated_at_ms
+                 WHERE audit_anchor.seq <= excluded.seq",
+                &[int(seq), head_hash.into(), Val::Int(now)],
+            )?;
+            read_anchor(tx)?.ok_or_else(|| corrupt("audit_anchor", "1", "row vanished".into()))
+        })
+        .map_err(|f| {
+            f.at(|source| StateError::AuditAnchor {
+                step: "write",
+                source,
+            })
+        })
+}
+
+/// Implements [`StateStore`](crate::StateStore) for a [`Backend`] by delegating to this module.
+macro_rules! impl_state_store {
+    ($store:ty) => {
+        impl $crate::StateStore for $store {
+            fn acquire_lock(
+                &self,
+                fleet: &str,
+                request: &$crate::LockRequest,
+            ) -> Result<$crate::LockGrant, $crate::StateError> {
+                $crate::logic::acquire_lock(self, fleet, request)
+            }
+            fn renew_lock(
+                &self,
+                lease: &$crate::Lease,
+                ttl: std::time::Duration,
+            ) -> Result<$crate::Lease, $crate::StateError> {
+                $crate::logic::renew_lock(self, lease, ttl)
+            }
+            fn release_lock(&self, lease: &$crate::Lease) -> Result<bool, $crate::StateError> {
+                $crate::logic::release_lock(self, lease)
+            }
+            fn lock_holder(
+                &self,
+                fleet: &str,
+            ) -> Result<Option<$crate::LockHolder>, $crate::StateError> {
+                $crate::logic::lock_holder(self, fleet)
+            }
+            fn write_atomically(
+                &self,
+                lease: &$crate::Lease,
+                writes: Vec<$crate::Write>,
+            ) -> Result<Vec<$crate::Written>, $crate::StateError> {
+                $crate::logic::write_atomically(self, lease, writes)
+            }
+            fn list_fleets(&self) -> Result<Vec<String>, $crate::StateError> {
+                $crate::logic::list_fleets(self)
+            }
+            fn get_revision(
+                &self,
+                fleet: &str,
+                number: $crate::RevisionNumber,
+            ) -> Result<Option<$crate::Revision>, $crate::StateError> {
+                $crate::logic::get_revision(self, fleet, number)
+            }
+            fn list_revisions(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::Revision>, $crate::StateError> {
+                $crate::logic::list_revisions(self, fleet)
+            }
+            fn latest_applied_revision(
+                &self,
+                fleet: &str,
+            ) -> Result<Option<$crate::Revision>, $crate::StateError> {
+                $crate::logic::latest_applied_revision(self, fleet)
+            }
+            fn get_instance(
+                &self,
+                fleet: &str,
+                unit: &$crate::UnitId,
+            ) -> Result<Option<$crate::InstanceRecord>, $crate::StateError> {
+                $crate::logic::get_instance(self, fleet, unit)
+            }
+            fn list_instances(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::InstanceRecord>, $crate::StateError> {
+                $crate::logic::list_instances(self, fleet)
+            }
+            fn get_intent(
+                &self,
+                fleet: &str,
+                id: $crate::IntentId,
+            ) -> Result<Option<$crate::Intent>, $crate::StateError> {
+                $crate::logic::get_intent(self, fleet, id)
+            }
+            fn open_intents(&self, fleet: &str) -> Result<Vec<$crate::Intent>, $crate::StateError> {
+                $crate::logic::open_intents(self, fleet)
+            }
+            fn audit_anchor(&self) -> Result<Option<$crate::AuditAnchor>, $crate::StateError> {
+                $crate::logic::audit_anchor(self)
+            }
+            fn anchor_audit_head(
+                &self,
+                seq: u64,
+                head_hash: &str,
+            ) -> Result<$crate::AuditAnchor, $crate::StateError> {
+                $crate::logic::anchor_audit_head(self, seq, head_hash)
+            }
+        }
+    };
+}
+pub(crate) use impl_state_store;

@@ -1,0 +1,107 @@
+//! The versioned schema. Each migration runs once, in order, inside the transaction that records
+//! it in `schema_version`, so a crash mid-migration leaves the previous version intact.
+
+use crate::db::Dialect;
+
+/// One schema version.
+pub(crate) struct Migration {
+    pub(crate) version: u32,
+    /// DDL in the PostgreSQL dialect, with `{intent_id}` standing for the one column type the two
+    /// dialects spell differently.
+    pub(crate) ddl: &'static str,
+}
+
+impl Migration {
+    pub(crate) fn ddl_for(&self, dialect: Dialect) -> String {
+        let intent_id = match dialect {
+            // AUTOINCREMENT: ids are never reused, even after the newest intent is deleted.
+            Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Dialect::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        };
+        self.ddl.replace("{intent_id}", intent_id)
+    }
+}
+
+/// The newest schema version this build knows.
+pub(crate) fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Every column is BIGINT or TEXT (times are Unix milliseconds) so that both backends read and
+/// write the same values through one code path.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    ddl: r#"
+CREATE TABLE fleets (
+    name            TEXT PRIMARY KEY,
+    -- Counters live here, not in max(number), so numbers are never reused.
+    last_revision   BIGINT NOT NULL DEFAULT 0,
+    last_lock_token BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE revisions (
+    fleet          TEXT NOT NULL REFERENCES fleets (name),
+    number         BIGINT NOT NULL,
+    spec_json      TEXT NOT NULL,
+    placement_json TEXT NOT NULL,
+    plan_hash      TEXT NOT NULL,
+    actor          TEXT NOT NULL,
+    created_at_ms  BIGINT NOT NULL,
+    outcome        TEXT NOT NULL,
+    outcome_reason TEXT,
+    rolled_back_to BIGINT,
+    finished_at_ms BIGINT,
+    PRIMARY KEY (fleet, number)
+);
+
+CREATE TABLE instances (
+    fleet         TEXT NOT NULL REFERENCES fleets (name),
+    unit          TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    revision      BIGINT NOT NULL,
+    site          TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    desired       TEXT NOT NULL,
+    observed      TEXT NOT NULL,
+    handle_json   TEXT NOT NULL,
+    ports_json    TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (fleet, unit)
+);
+
+CREATE TABLE intents (
+    id             {intent_id},
+    fleet          TEXT NOT NULL REFERENCES fleets (name),
+    op             TEXT NOT NULL,
+    unit           TEXT NOT NULL,
+    revision       BIGINT NOT NULL,
+    detail_json    TEXT NOT NULL,
+    lease_token    BIGINT NOT NULL,
+    created_at_ms  BIGINT NOT NULL,
+    outcome        TEXT,
+    failure_reason TEXT,
+    closed_at_ms   BIGINT
+);
+
+-- Recovery asks for open intents on every apply; keep that cheap however long the history.
+CREATE INDEX intents_open ON intents (fleet, id) WHERE outcome IS NULL;
+
+CREATE TABLE deploy_locks (
+    fleet          TEXT PRIMARY KEY REFERENCES fleets (name),
+    token          BIGINT NOT NULL,
+    who            TEXT NOT NULL,
+    pid            BIGINT NOT NULL,
+    operation      TEXT NOT NULL,
+    acquired_at_ms BIGINT NOT NULL,
+    expires_at_ms  BIGINT NOT NULL
+);
+
+CREATE TABLE audit_anchor (
+    id            BIGINT PRIMARY KEY CHECK (id = 1),
+    seq           BIGINT NOT NULL,
+    head_hash     TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+"#,
+}];
