@@ -45,15 +45,17 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Parses `agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION]` (the
-/// leading `agent` is optional; durations take `ms`, `s`, `m`, `h`).
+/// Parses `agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION]
+/// [--lock-wait DURATION]` (the leading `agent` is optional; durations take `ms`, `s`, `m`,
+/// `h`; see [`AgentOptions`] for their meaning).
 ///
 /// # Errors
 /// [`AgentError::Usage`] describing the problem.
 pub fn parse_agent_args(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<(PathBuf, AgentOptions), AgentError> {
-    let usage = "usage: agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION]";
+    let usage = "usage: agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION] \
+                 [--lock-wait DURATION]";
     let mut args = args.into_iter().peekable();
     if args.peek().is_some_and(|a| a == "agent") {
         args.next();
@@ -78,6 +80,7 @@ pub fn parse_agent_args(
             "--restart-backoff" => {
                 opts.restart_backoff = parse_duration(&value()?.to_string_lossy())?;
             }
+            "--lock-wait" => opts.lock_wait = parse_duration(&value()?.to_string_lossy())?,
             "-h" | "--help" => return Err(AgentError::Usage(usage.into())),
             other => {
                 return Err(AgentError::Usage(format!(

@@ -38,7 +38,15 @@ impl LocalFixture {
             .map(OsString::from)
             .chain([self.dir.path().into()])
             .chain(
-                ["--idle-exit", self.idle_exit, "--restart-backoff", "100ms"].map(OsString::from),
+                [
+                    "--idle-exit",
+                    self.idle_exit,
+                    "--restart-backoff",
+                    "100ms",
+                    "--lock-wait",
+                    "500ms",
+                ]
+                .map(OsString::from),
             )
             .collect()
     }
@@ -161,4 +169,21 @@ pub fn wait_dead(pid: u32, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// Live agent processes (by command line) of `state_dir`.
+pub fn agent_processes(state_dir: &Path) -> Vec<u32> {
+    let dir = state_dir.as_os_str().as_encoded_bytes().to_vec();
+    all_pids()
+        .into_iter()
+        .filter(|p| alive(*p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.first()
+                    .is_some_and(|a| a.ends_with(b"phoenix-local-agent"))
+                    && args.contains(&dir.as_slice())
+            })
+        })
+        .collect()
 }
