@@ -25,6 +25,7 @@
 pub mod backup;
 pub mod conformance;
 mod error;
+pub mod fake;
 pub mod logs;
 pub mod probe;
 mod serde_compat;
