@@ -19,6 +19,12 @@
 //!
 //! The interface is synchronous: the engine drives providers from worker threads.
 //!
+//! Besides the [`Provider`] trait and its types: [`probe`] (HTTP, TCP and command checks from
+//! this host, each attempt bounded), [`backup`] (file-system snapshots confined to a data dir),
+//! [`logs`] (which log files belong to a service; printing and following them),
+//! [`conformance`] (the suite every provider passes) and [`fake`] (an in-memory provider for
+//! engine tests).
+//!
 //! Architecture Invariant: nothing here decides *what* should run; providers do what they are
 //! told and report what they observe. Deciding is the engine's job.
 

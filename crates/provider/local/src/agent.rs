@@ -180,8 +180,6 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
         shutdown: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
     });
-    agent.adopt()?;
-
     let sock = paths.socket();
     if sock.as_os_str().len() > 100 {
         return Err(AgentError::SocketPathTooLong { path: sock });
@@ -193,6 +191,12 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
     listener
         .set_nonblocking(true)
         .map_err(|e| AgentError::io("configure", &sock, e))?;
+    // Adopt only once the socket exists: clients that connect meanwhile wait in the backlog for
+    // a complete answer instead of finding no agent and starting another one.
+    if let Err(e) = agent.adopt() {
+        let _ = fs::remove_file(&sock);
+        return Err(e);
+    }
     log(format_args!("serving {}", sock.display()));
 
     let supervisor = {

@@ -152,6 +152,16 @@ impl LocalProvider {
     /// [`ProviderError::Unavailable`] when no agent answers within the start timeout (the
     /// message quotes the end of the agent's log).
     pub fn request(&self, req: &Request) -> Result<Reply> {
+        let sock = self.paths.socket();
+        if sock.as_os_str().len() > 100 {
+            return Err(ProviderError::InvalidSpec {
+                unit: String::new(),
+                problem: format!(
+                    "socket path `{}` is too long for a Unix socket; use a shorter state dir",
+                    sock.display()
+                ),
+            });
+        }
         let deadline = Instant::now() + self.start_timeout;
         let mut spawned: Option<u32> = None;
         let mut last_problem = String::from("no agent answered");
