@@ -83,6 +83,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a closed pipe (`phoenix plan | head`) ends output quietly instead of
+/// panicking.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 fn validate(
     files: &[PathBuf],
     env: Option<&str>,

@@ -1,15 +1,20 @@
 //! `phoenix plan`: load, plan, print.
 
 use clap::ValueEnum;
+use phoenix_plan::render;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Output formats of `phoenix plan`.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum PlanFormat {
+    /// Readable tables for a terminal.
     Table,
+    /// The JSON contract of fleet-spec.md, for scripts.
     Json,
+    /// A report to paste into a ticket.
     Markdown,
+    /// The dependency graph for Graphviz.
     Dot,
 }
 
@@ -26,6 +31,25 @@ pub(crate) fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    let _ = (fleet, output, strict);
-    anyhow::bail!("the planner is not wired yet")
+    let plan = phoenix_plan::plan(&fleet);
+    let text = match output {
+        PlanFormat::Table => render::table(&plan),
+        PlanFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&phoenix_plan::to_json(&plan))?
+        ),
+        PlanFormat::Markdown => render::markdown(&plan),
+        PlanFormat::Dot => render::dot(&plan),
+    };
+    crate::print_out(&text)?;
+    let errors = plan
+        .findings
+        .iter()
+        .filter(|f| f.severity == phoenix_plan::Severity::Error)
+        .count();
+    Ok(if strict && errors > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

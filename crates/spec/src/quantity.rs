@@ -348,11 +348,10 @@ pub fn fmt_cpu(r: Range) -> String {
     }
 }
 
-/// Formats a byte range with a readable binary or decimal unit (`256Mi`, `1.6-6.2T`).
+/// Formats a byte range with a readable unit (`256Mi`, `1.6-6.2T`): a binary unit when the value
+/// is a whole number of it (as written in specs), else a decimal unit with up to two decimals.
 pub fn fmt_bytes(r: Range) -> String {
-    let unit_for = |v: u64| -> (&'static str, f64) {
-        const UNITS: [(&str, f64); 5] =
-            [("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)];
+    fn one(v: u64) -> String {
         const BIN: [(&str, u64); 5] = [
             ("Pi", 1 << 50),
             ("Ti", 1 << 40),
@@ -360,28 +359,31 @@ pub fn fmt_bytes(r: Range) -> String {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ];
-        for (u, m) in BIN {
-            if v >= m && v.is_multiple_of(m) {
-                return (u, m as f64);
-            }
+        const DEC: [(&str, u64); 5] = [
+            ("P", 1_000_000_000_000_000),
+            ("T", 1_000_000_000_000),
+            ("G", 1_000_000_000),
+            ("M", 1_000_000),
+            ("K", 1_000),
+        ];
+        // Binary when the value is a whole, short number of a binary unit (specs write `256Mi`),
+        // else the largest decimal unit with two decimals at most (`1.6T`, not `1562500000Ki`).
+        let binary = BIN
+            .iter()
+            .find(|(_, m)| v >= *m && v.is_multiple_of(*m))
+            .map(|(u, m)| (v / m, *u));
+        match binary {
+            Some((n, u)) if n < 10_000 => format!("{n}{u}"),
+            _ => match DEC.iter().find(|(_, m)| v >= *m) {
+                Some((u, m)) => {
+                    let x = v as f64 / *m as f64;
+                    let s = format!("{x:.2}");
+                    format!("{}{u}", s.trim_end_matches('0').trim_end_matches('.'))
+                }
+                None => format!("{v}"),
+            },
         }
-        for (u, m) in UNITS {
-            if v as f64 >= m {
-                return (u, m);
-            }
-        }
-        ("", 1.0)
-    };
-    let one = |v: u64| {
-        let (u, m) = unit_for(v);
-        let x = v as f64 / m;
-        let s = if (x - x.round()).abs() < 1e-9 {
-            format!("{}", x.round())
-        } else {
-            format!("{:.2}", x).trim_end_matches('0').to_string()
-        };
-        format!("{s}{u}")
-    };
+    }
     if r.min == r.max {
         one(r.min)
     } else {
@@ -462,6 +464,18 @@ mod tests {
             parse_range("64GB", Kind::Bytes).unwrap(),
             Range::exact(64_000_000_000)
         );
+    }
+
+    #[test]
+    fn formats_bytes_readably() {
+        assert_eq!(fmt_bytes(Range::exact(256 << 20)), "256Mi");
+        assert_eq!(
+            fmt_bytes(Range::new(1_600_000_000_000, 6_200_000_000_000)),
+            "1.6T-6.2T"
+        );
+        assert_eq!(fmt_bytes(Range::exact(1_578_125_000_000)), "1.58T");
+        assert_eq!(fmt_bytes(Range::exact(2_000_000_000_000)), "2T");
+        assert_eq!(fmt_bytes(Range::exact(140 << 30)), "140Gi");
     }
 
     #[test]
