@@ -15,9 +15,8 @@
 use crate::amount::Resource;
 use crate::finding::{Finding, Severity, code};
 use phoenix_spec::quantity::Range;
-use phoenix_spec::{Fleet, Resources, Service, Site, Spread};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use phoenix_spec::{Fleet, Resources, Service, Site, Spread, Tier};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Index of each resource in the `[u64; 3]` vectors below.
 const CPU: usize = 0;
@@ -26,6 +25,9 @@ const STO: usize = 2;
 
 /// CPU (scaled by the overcommit ratio), memory and storage.
 type Vector = [u64; 3];
+
+/// What decides a service's eligible sites: tier, site list and phase.
+type Constraint<'f> = (Option<Tier>, &'f [String], u32);
 
 /// Ordering key of a host in a candidate set: best fit by free memory, then free CPU.
 type Key = (u64, u64, u64, u32);
@@ -116,6 +118,37 @@ fn key(h: &Host, id: u32) -> Key {
     (h.free[MEM], h.free[CPU], h.free[STO], id)
 }
 
+/// What a round robin did: the placed hosts, the domains it visited (in order), the count on
+/// each and the ones found full.
+struct RoundRobin<D> {
+    placed: Vec<u32>,
+    domains: Vec<D>,
+    counts: Vec<usize>,
+    full: Vec<usize>,
+}
+
+impl<D: Copy> RoundRobin<D> {
+    /// Offers one instance to visited domain `i`; on success it stays live for the next round.
+    fn offer<P>(
+        &mut self,
+        p: &mut P,
+        i: usize,
+        take: &mut impl FnMut(&mut P, D) -> Option<u32>,
+        live: &mut Vec<usize>,
+    ) {
+        match take(p, self.domains[i]) {
+            Some(h) => {
+                self.placed.push(h);
+                self.counts[i] += 1;
+                live.push(i);
+            }
+            // Instances of one service are identical and room only shrinks, so a domain
+            // that cannot take one now never will during this service.
+            None => self.full.push(i),
+        }
+    }
+}
+
 /// Candidate sets: for each distinct list of eligible sites, the live hosts of those sites.
 #[derive(Default)]
 struct Classes {
@@ -123,6 +156,8 @@ struct Classes {
     sets: Vec<BTreeSet<Key>>,
     /// For each site, the classes that contain its hosts.
     of_site: Vec<Vec<usize>>,
+    /// For each site, the class of that site alone, once created.
+    single: Vec<Option<usize>>,
 }
 
 struct Packer<'f> {
@@ -135,6 +170,8 @@ struct Packer<'f> {
     /// any resource can take nothing more and leaves every candidate set.
     min_need: Vector,
     classes: Classes,
+    /// Eligible sites by placement constraint, computed once per distinct constraint.
+    eligible: BTreeMap<Constraint<'f>, Result<Vec<u32>, String>>,
 }
 
 impl<'f> Packer<'f> {
@@ -164,9 +201,11 @@ impl<'f> Packer<'f> {
         }
         let classes = Classes {
             of_site: vec![Vec::new(); fleet.sites.len()],
+            single: vec![None; fleet.sites.len()],
             ..Classes::default()
         };
         Packer {
+            eligible: BTreeMap::new(),
             fleet,
             ratio,
             hosts,
@@ -177,7 +216,7 @@ impl<'f> Packer<'f> {
     }
 
     /// Spread services first (spreading is the harder constraint to meet late), then by
-    /// decreasing dominant share of the largest host, then by name.
+    /// decreasing dominant share of the largest host, then in fleet order.
     fn service_order(&self) -> Vec<usize> {
         let mut largest = [0u64; 3];
         for h in &self.hosts {
@@ -192,20 +231,35 @@ impl<'f> Packer<'f> {
                 .map(|d| n[d] as f64 / largest[d] as f64)
                 .fold(0.0f64, f64::max)
         };
-        let mut order: Vec<usize> = (0..self.fleet.services.len()).collect();
-        let svcs = &self.fleet.services;
+        let keys: Vec<(bool, f64)> = self
+            .fleet
+            .services
+            .iter()
+            .map(|s| (s.placement.spread == Spread::None, share(s)))
+            .collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| {
-            let (sa, sb) = (&svcs[a], &svcs[b]);
-            (sa.placement.spread == Spread::None)
-                .cmp(&(sb.placement.spread == Spread::None))
-                .then(share(sb).total_cmp(&share(sa)))
-                .then(sa.name.cmp(&sb.name))
+            keys[a]
+                .0
+                .cmp(&keys[b].0)
+                .then(keys[b].1.total_cmp(&keys[a].1))
+                .then(a.cmp(&b))
         });
         order
     }
 
     fn alive(&self, free: &Vector) -> bool {
         fits(free, &self.min_need)
+    }
+
+    /// The candidate set of one site (cached: spread services ask for it per site).
+    fn site_class(&mut self, site: u32) -> usize {
+        if let Some(c) = self.classes.single[site as usize] {
+            return c;
+        }
+        let c = self.class(&[site]);
+        self.classes.single[site as usize] = Some(c);
+        c
     }
 
     /// The candidate set of these sites, created on first use from the hosts' current room.
@@ -260,12 +314,25 @@ impl<'f> Packer<'f> {
         }
     }
 
-    fn place_service(&mut self, svc: &Service) -> (Vec<u32>, Vec<Finding>) {
+    fn eligible(&mut self, svc: &'f Service) -> Result<Vec<u32>, String> {
+        let key = (
+            svc.placement.tier,
+            svc.placement.sites.as_slice(),
+            svc.phase,
+        );
+        let fleet = self.fleet;
+        self.eligible
+            .entry(key)
+            .or_insert_with(|| eligible_sites(fleet, svc))
+            .clone()
+    }
+
+    fn place_service(&mut self, svc: &'f Service) -> (Vec<u32>, Vec<Finding>) {
         let n = svc.replicas.min as usize;
         if n == 0 {
             return (Vec::new(), Vec::new());
         }
-        let sites = match eligible_sites(self.fleet, svc) {
+        let sites = match self.eligible(svc) {
             Ok(s) => s,
             Err(why) => {
                 let msg = format!(
@@ -314,36 +381,17 @@ impl<'f> Packer<'f> {
         findings: &mut Vec<Finding>,
     ) -> Vec<u32> {
         let need = need(svc);
-        let classes: Vec<usize> = sites.iter().map(|&s| self.class(&[s])).collect();
-        let mut heap: BinaryHeap<Reverse<(usize, usize)>> =
-            (0..sites.len()).map(|i| Reverse((0, i))).collect();
-        let mut counts = vec![0usize; sites.len()];
-        let mut full = Vec::new();
-        let mut placed = Vec::with_capacity(n);
-        while placed.len() < n {
-            let Some(Reverse((count, i))) = heap.pop() else {
-                break;
-            };
-            match self.best_fit(classes[i], &need) {
-                Some(h) => {
-                    self.assign(h, 1, svc);
-                    placed.push(h);
-                    counts[i] = count + 1;
-                    heap.push(Reverse((count + 1, i)));
-                }
-                // Instances of one service are identical and room only shrinks, so a site
-                // that cannot take one now never will during this service.
-                None => full.push(i),
-            }
-        }
-        let names: Vec<String> = sites
-            .iter()
-            .map(|&s| self.fleet.sites[s as usize].name.clone())
-            .collect();
-        if let Some(f) = uneven(svc, "site", &names, &counts, &full) {
+        let rr = self.round_robin(n, sites.iter().copied(), |p, site| {
+            let class = p.site_class(site);
+            let h = p.best_fit(class, &need)?;
+            p.assign(h, 1, svc);
+            Some(h)
+        });
+        let name = |i: usize| self.fleet.sites[rr.domains[i] as usize].name.clone();
+        if let Some(f) = uneven(svc, "site", name, &rr.counts, &rr.full) {
             findings.push(f);
         }
-        placed
+        rr.placed
     }
 
     /// Round robin over the hosts of the eligible sites. Ties go to the lowest host index and
@@ -357,37 +405,68 @@ impl<'f> Packer<'f> {
         findings: &mut Vec<Finding>,
     ) -> Vec<u32> {
         let need = need(svc);
-        let mut domains = Vec::new();
-        let mut heap = BinaryHeap::new();
-        for (pos, &s) in sites.iter().enumerate() {
-            for h in self.site_hosts[s as usize].clone() {
-                let d = domains.len();
-                domains.push(h);
-                heap.push(Reverse((0usize, self.hosts[h as usize].index, pos, d)));
+        let ranges: Vec<std::ops::Range<u32>> = sites
+            .iter()
+            .map(|&s| self.site_hosts[s as usize].clone())
+            .collect();
+        let deepest = ranges.iter().map(|r| r.len() as u32).max().unwrap_or(0);
+        let in_tie_order = (0..deepest).flat_map(|rank| {
+            ranges
+                .iter()
+                .filter(move |r| rank < r.len() as u32)
+                .map(move |r| r.start + rank)
+        });
+        let rr = self.round_robin(n, in_tie_order, |p, h| {
+            if !fits(&p.hosts[h as usize].free, &need) {
+                return None;
             }
-        }
-        let mut counts = vec![0usize; domains.len()];
-        let mut full = Vec::new();
-        let mut placed = Vec::with_capacity(n);
-        while placed.len() < n {
-            let Some(Reverse((count, index, pos, d))) = heap.pop() else {
-                break;
-            };
-            let h = domains[d];
-            if fits(&self.hosts[h as usize].free, &need) {
-                self.assign(h, 1, svc);
-                placed.push(h);
-                counts[d] = count + 1;
-                heap.push(Reverse((count + 1, index, pos, d)));
-            } else {
-                full.push(d);
-            }
-        }
-        let names: Vec<String> = domains.iter().map(|&h| self.host_name(h)).collect();
-        if let Some(f) = uneven(svc, "host", &names, &counts, &full) {
+            p.assign(h, 1, svc);
+            Some(h)
+        });
+        let name = |i: usize| self.host_name(rr.domains[i]);
+        if let Some(f) = uneven(svc, "host", name, &rr.counts, &rr.full) {
             findings.push(f);
         }
-        placed
+        rr.placed
+    }
+
+    /// Gives one instance per round to every failure domain that still has room, visiting
+    /// domains in the given tie-break order, until `n` are placed or no domain has room.
+    /// Every domain in a round holds the same count, so this is exactly "fewest instances
+    /// first, ties in order", without a heap; the first round is consumed lazily so a small
+    /// service never enumerates every domain.
+    fn round_robin<D: Copy>(
+        &mut self,
+        n: usize,
+        in_tie_order: impl Iterator<Item = D>,
+        mut take: impl FnMut(&mut Self, D) -> Option<u32>,
+    ) -> RoundRobin<D> {
+        let mut rr = RoundRobin {
+            placed: Vec::with_capacity(n),
+            domains: Vec::new(),
+            counts: Vec::new(),
+            full: Vec::new(),
+        };
+        let mut live = Vec::new();
+        for d in in_tie_order {
+            if rr.placed.len() == n {
+                break;
+            }
+            let i = rr.domains.len();
+            rr.domains.push(d);
+            rr.counts.push(0);
+            rr.offer(self, i, &mut take, &mut live);
+        }
+        while rr.placed.len() < n && !live.is_empty() {
+            let round = std::mem::take(&mut live);
+            for i in round {
+                if rr.placed.len() == n {
+                    break;
+                }
+                rr.offer(self, i, &mut take, &mut live);
+            }
+        }
+        rr
     }
 
     fn host_name(&self, h: u32) -> String {
@@ -528,7 +607,7 @@ pub(crate) fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 fn uneven(
     svc: &Service,
     kind: &str,
-    names: &[String],
+    name: impl Fn(usize) -> String,
     counts: &[usize],
     full: &[usize],
 ) -> Option<Finding> {
@@ -539,7 +618,7 @@ fn uneven(
     let short: Vec<String> = full
         .iter()
         .filter(|&&i| counts[i] + 1 < *hi)
-        .map(|&i| format!("{} ({})", names[i], counts[i]))
+        .map(|&i| format!("{} ({})", name(i), counts[i]))
         .collect();
     let msg = format!(
         "service `{}`: spread by {kind} is uneven ({lo} to {hi} instances per {kind}): {} ran out of room",
