@@ -11,7 +11,7 @@ const MI: u64 = 1 << 20;
 const GI: u64 = 1 << 30;
 
 /// `instances` instances in services of `per_service` instances each (the last one smaller).
-pub fn synthetic(instances: usize, per_service: usize) -> Fleet {
+pub(crate) fn synthetic(instances: usize, per_service: usize) -> Fleet {
     let mut f = empty();
     f.policy.cpu_overcommit = 2.0;
     let tiers = [
@@ -46,10 +46,10 @@ pub fn synthetic(instances: usize, per_service: usize) -> Fleet {
             3 => s.placement.spread = Spread::Host,
             _ => {}
         }
-        if k % 50 == 0 {
+        if k.is_multiple_of(50) {
             s.role = Role::Validator;
         }
-        if k > 0 && k % 3 == 0 {
+        if k > 0 && k.is_multiple_of(3) {
             s.depends_on = vec![format!("svc-{}", k - 3)];
         }
         f.services.push(s);
