@@ -28,6 +28,26 @@ impl Amount {
     }
 }
 
+impl Amount {
+    /// Like [`Amount::human`] but leaving out resources that are zero (`4 cores, 8Gi memory`);
+    /// `nothing` when all are.
+    pub fn human_nonzero(&self) -> String {
+        let parts: Vec<String> = Resource::ALL
+            .iter()
+            .filter(|r| r.of(&self.0).max > 0)
+            .map(|&r| match r {
+                Resource::Cpu => r.fmt(r.of(&self.0)),
+                _ => format!("{} {}", r.fmt(r.of(&self.0)), r.name()),
+            })
+            .collect();
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 impl std::ops::AddAssign for Amount {
     fn add_assign(&mut self, rhs: Amount) {
         self.0 += rhs.0;

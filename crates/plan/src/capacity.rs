@@ -57,7 +57,7 @@ pub(crate) fn compare(
         return Some((Severity::Error, code::OVER_CAPACITY, msg));
     }
     let msg = format!(
-        "{} demand up to {} exceeds the {} of capacity by up to {}{} ({} is never overcommitted)",
+        "{} demand up to {} exceeds the {} of capacity by up to {}{}; {} is never overcommitted",
         capitalised(r.name()),
         fmt(demand.max),
         fmt(capacity.min),
@@ -68,12 +68,12 @@ pub(crate) fn compare(
     Some((Severity::Error, code::OVER_CAPACITY, msg))
 }
 
-/// "; over even at the low end, by at least X" when the minimum demand exceeds the maximum
+/// ", and by at least X even at the low end ..." when the minimum demand exceeds the maximum
 /// capacity: then it is over whatever the ranges turn out to be.
 fn at_least(r: Resource, demand_min: u64, limit_max: u64) -> String {
     if demand_min > limit_max {
         format!(
-            " (and by at least {} even at the low end of demand and the high end of capacity)",
+            ", and by at least {} even at the low end of demand and the high end of capacity",
             r.fmt_one(demand_min - limit_max)
         )
     } else {
@@ -122,6 +122,7 @@ pub(crate) fn sites(fleet: &Fleet, hosts: &[Host]) -> BTreeMap<String, SitePlan>
             let capacity = site_capacity(site);
             let plan = SitePlan {
                 index,
+                group: site.group.clone(),
                 tier: site.tier,
                 region: site.region.clone(),
                 provider: site.provider,

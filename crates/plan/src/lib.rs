@@ -111,6 +111,19 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
     serde_json::to_value(plan).expect("a plan always serialises: string keys, finite numbers")
 }
 
+/// The plan as pretty-printed JSON text with a final newline, serialised straight from the
+/// plan. Same content as [`to_json`], but fields keep their declared order and no
+/// intermediate `Value` is built, which matters for plans of 100,000 instances.
+///
+/// # Panics
+/// Never in practice: every map key is a string and every number finite.
+pub fn to_json_string(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan)
+        .expect("a plan always serialises: string keys, finite numbers");
+    s.push('\n');
+    s
+}
+
 fn totals(fleet: &Fleet, sites: &BTreeMap<String, SitePlan>) -> Totals {
     let deployed: Resources = fleet
         .services

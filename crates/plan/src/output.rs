@@ -186,6 +186,8 @@ pub struct PhasePlan {
 pub struct SitePlan {
     /// Position in the fleet's site list, for display in file order.
     pub index: usize,
+    /// The site group it was expanded from (`count:`), if any.
+    pub group: Option<String>,
     /// Tier.
     pub tier: Tier,
     /// Region, if given.

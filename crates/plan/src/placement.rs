@@ -521,7 +521,7 @@ impl<'f> Packer<'f> {
         format!(
             "{head}: capacity exhausted at {} {site_list}: {why}; the rest need {} more",
             if sites.len() == 1 { "site" } else { "sites" },
-            crate::amount::Amount(more).human()
+            crate::amount::Amount(more).human_nonzero()
         )
     }
 
@@ -549,16 +549,21 @@ impl<'f> Packer<'f> {
             } else {
                 r.fmt_one(largest)
             };
+            // "8 cores" names its resource; a size needs "of memory".
+            let of = if d == CPU {
+                String::new()
+            } else {
+                format!(" of {}", r.name())
+            };
             parts.push(format!(
-                "the largest eligible host has {host_has} of {} but an instance needs {}",
-                r.name(),
+                "the largest eligible host has {host_has}{of} but an instance needs {}",
                 r.fmt_one(need[d])
             ));
         }
         if parts.is_empty() {
             format!(
                 "no eligible host has {} at once (each falls short in one resource)",
-                crate::amount::Amount(per_instance_max(svc)).human()
+                crate::amount::Amount(per_instance_max(svc)).human_nonzero()
             )
         } else {
             parts.join("; ")

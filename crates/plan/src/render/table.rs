@@ -1,6 +1,125 @@
-//! stub
-use crate::Plan;
-/// stub
-pub fn table(_p: &Plan) -> String {
-    String::new()
+//! The default `phoenix plan` output: plain aligned tables for a terminal.
+
+use super::{
+    Grid, critical_path_line, demand_cells, names, projects_grid, severity_counts, sites_grid,
+    tiers_grid, timeline_grid, validators_grid,
+};
+use crate::amount::Amount;
+use crate::output::Plan;
+use std::fmt::Write as _;
+
+/// Renders a plan as readable terminal tables: totals, projects, tiers, phases and waves,
+/// sites with utilisation, validator sets, timeline and findings.
+pub fn table(plan: &Plan) -> String {
+    let mut out = String::new();
+    header(plan, &mut out);
+    section(&mut out, "TOTALS", totals(plan));
+    section(&mut out, "PROJECTS", projects_grid(plan).text());
+    section(&mut out, "TIERS", tiers_grid(plan).text());
+    section(&mut out, "PHASES AND WAVES", phases(plan));
+    section(
+        &mut out,
+        "SITES (demand of placed instances; % = demand max over capacity min)",
+        sites_grid(plan).text(),
+    );
+    if !plan.validator_sets.is_empty() {
+        section(
+            &mut out,
+            "VALIDATOR SETS (f = floor((n-1)/3), quorum 2f+1)",
+            validators_grid(plan).text(),
+        );
+    }
+    if let Some(t) = &plan.timeline {
+        let body = format!("{}  {}\n", timeline_grid(t).text(), critical_path_line(t));
+        section(&mut out, "TIMELINE", body);
+    }
+    section(
+        &mut out,
+        &format!("FINDINGS ({})", severity_counts(&plan.findings)),
+        findings(plan),
+    );
+    out
+}
+
+fn header(plan: &Plan, out: &mut String) {
+    let env = plan
+        .environment
+        .as_ref()
+        .map_or(String::new(), |e| format!(", environment {e}"));
+    let _ = writeln!(
+        out,
+        "Plan of fleet {}{env} (CPU overcommit ratio {})",
+        plan.fleet, plan.policy.cpu_overcommit
+    );
+}
+
+fn section(out: &mut String, title: &str, body: String) {
+    let _ = write!(out, "\n{title}\n{body}");
+}
+
+fn totals(plan: &Plan) -> String {
+    let t = &plan.totals;
+    let mut g = Grid::new(&[
+        ("", false),
+        ("cpu", true),
+        ("memory", true),
+        ("storage", true),
+    ]);
+    let rows: [(&str, &Amount); 4] = [
+        ("declared demand (replicas as ranges)", &t.demand),
+        ("deployed (replicas at minimum)", &t.deployed),
+        ("placed", &t.placed),
+        ("capacity", &t.capacity),
+    ];
+    for (label, a) in rows {
+        let [c, m, s] = demand_cells(&a.0);
+        g.row(vec![label.to_string(), c, m, s]);
+    }
+    let disabled = if t.disabled_services > 0 {
+        format!(" ({} disabled)", t.disabled_services)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}  {} sites, {} hosts; {} services{disabled}; {} instances planned, {} placed\n",
+        g.text(),
+        t.sites,
+        t.hosts,
+        t.services,
+        t.instances,
+        t.placed_instances
+    )
+}
+
+fn phases(plan: &Plan) -> String {
+    let mut out = String::new();
+    for p in &plan.phases {
+        let count: usize = p.waves.iter().map(Vec::len).sum();
+        let _ = writeln!(
+            out,
+            "  phase {}: {count} services, {}; {} online",
+            p.phase,
+            p.demand.human_nonzero(),
+            super::count(p.sites_online, "site")
+        );
+        for (i, w) in p.waves.iter().enumerate() {
+            let _ = writeln!(out, "    wave {}: {}", i + 1, names(w));
+        }
+    }
+    out
+}
+
+fn findings(plan: &Plan) -> String {
+    if plan.findings.is_empty() {
+        return "  none\n".to_string();
+    }
+    let mut g = Grid::new(&[("severity", false), ("code", false), ("message", false)]);
+    for f in &plan.findings {
+        g.row(vec![
+            f.severity.as_str().to_string(),
+            f.code.to_string(),
+            f.message.clone(),
+        ]);
+    }
+    g.text()
 }
