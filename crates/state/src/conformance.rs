@@ -913,7 +913,10 @@ pub fn persistence_across_reopen(h: &dyn Harness) {
         Some(revision.clone())
     );
     assert_eq!(store.list_instances(&fleet).unwrap(), [record]);
-    assert_eq!(store.open_intents(&fleet).unwrap(), std::slice::from_ref(&intent));
+    assert_eq!(
+        store.open_intents(&fleet).unwrap(),
+        std::slice::from_ref(&intent)
+    );
     assert_eq!(
         store.lock_holder(&fleet).unwrap(),
         Some(lease.holder.clone())

@@ -142,6 +142,23 @@ mod tests {
     }
 
     #[test]
+    fn this_process_names_user_host_and_pid() {
+        let owner = LockOwner::this_process("apply");
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.host(), this_host());
+        assert!(
+            owner.who.ends_with(&format!("@{}", this_host())),
+            "{}",
+            owner.who
+        );
+        assert!(!owner.who.starts_with('@'), "{}", owner.who);
+        // Without $USER (as in CI) the uid's name is looked up instead.
+        if let Some(name) = super::types::user_from_passwd() {
+            assert!(!name.is_empty() && !name.contains(':'), "{name}");
+        }
+    }
+
+    #[test]
     fn unit_ids_name_instance_and_revision() {
         let unit = UnitId::new("web-0", RevisionNumber(3));
         assert_eq!(unit.as_str(), "web-0@r3");

@@ -335,13 +335,10 @@ pub struct LockOwner {
 }
 
 impl LockOwner {
-    /// This process, as `$USER@hostname` with its own pid.
+    /// This process, as `user@hostname` with its own pid.
     pub fn this_process(operation: &str) -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".to_owned());
         Self {
-            who: format!("{user}@{}", this_host()),
+            who: format!("{}@{}", this_user(), this_host()),
             pid: std::process::id(),
             operation: operation.to_owned(),
         }
@@ -353,6 +350,34 @@ impl LockOwner {
             .rsplit_once('@')
             .map_or(self.who.as_str(), |(_, host)| host)
     }
+}
+
+/// The user running this process: `$USER`, `$LOGNAME`, or the name of the process's uid in
+/// `/etc/passwd` (CI runs often have no `USER`); `unknown` if none says.
+fn this_user() -> String {
+    let from_env = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty());
+    from_env
+        .or_else(user_from_passwd)
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+pub(crate) fn user_from_passwd() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_owned())
+    })
 }
 
 /// The name of this host, for [`LockOwner::this_process`]; `localhost` when it cannot be read.
