@@ -40,10 +40,8 @@ if [[ -z "$BIN" ]]; then
     fi
     say "installing PostgreSQL from Debian"
     export DEBIAN_FRONTEND=noninteractive
-    # The package would create and start a 'main' cluster through the init system, which a CI
-    # container may not have; we run our own cluster, so ask it not to.
-    mkdir -p /etc/postgresql-common/createcluster.d
-    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/phoenix-ci.conf
+    # The package may also create (and, where an init system runs, start) its own 'main'
+    # cluster on 5432; harmless: ours then takes another free port.
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends postgresql postgresql-client >&2
     BIN=$(find_bindir)
@@ -79,7 +77,30 @@ pick_port() {
     return 1
 }
 
-server_running() { as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+# Running means accepting connections, not only "pg_ctl status": after a kill -9 the dead
+# postmaster can linger as a zombie (containers often have no init reaping them), which pg_ctl
+# takes for a live server.
+server_ready() {
+    local port="$1" tries
+    as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 || return 1
+    for tries in 1 2 3 4 5 6 7 8 9 10; do
+        "$BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2 && return 0
+        sleep 1
+    done
+    return 1
+}
+
+# A postmaster killed without a clean stop leaves postmaster.pid behind; if that pid is gone
+# or a zombie, the file only stands in the way of the next start.
+remove_stale_pid_file() {
+    local pid
+    [[ -f "$DATA/postmaster.pid" ]] || return 0
+    pid=$(head -n 1 "$DATA/postmaster.pid")
+    if ! kill -0 "$pid" 2>/dev/null || [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" == Z* ]]; then
+        say "removing the stale pid file of postmaster $pid"
+        rm -f "$DATA/postmaster.pid"
+    fi
+}
 
 mkdir -p "$PG_DIR"
 chown "$OWNER" "$PG_DIR"
@@ -100,13 +121,13 @@ if [[ ! -f "$DATA/PG_VERSION" ]]; then
         --no-sync >&2
 fi
 
-if server_running && [[ -f "$PORT_FILE" ]]; then
+if [[ -f "$PORT_FILE" ]] && server_ready "$(cat "$PORT_FILE")"; then
     PORT=$(cat "$PORT_FILE")
     say "reusing the server already running on port $PORT"
 else
-    # A server killed without a clean stop leaves a pid file behind; pg_ctl handles a stale one,
-    # but a still-running stray postmaster from a lost port file must be stopped first.
-    as_owner "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 || true
+    # Whatever is left of an earlier server (lost port file, killed postmaster) goes first.
+    as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -t 20 stop >/dev/null 2>&1 || true
+    remove_stale_pid_file
     PORT=""
     if [[ -f "$PORT_FILE" ]] && ! port_in_use "$(cat "$PORT_FILE")"; then
         PORT=$(cat "$PORT_FILE")
