@@ -112,6 +112,9 @@ pub struct Finding {
     /// The host (index within the site) it is about, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<u32>,
+    /// Where in the spec files the subject is declared, `FILE:LINE:COL`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 impl Finding {
@@ -125,6 +128,7 @@ impl Finding {
             service: None,
             site: None,
             host: None,
+            at: None,
         }
     }
 

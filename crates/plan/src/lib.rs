@@ -24,6 +24,7 @@ mod capacity;
 mod dag;
 mod demand;
 pub mod finding;
+mod locate;
 mod output;
 mod placement;
 pub mod render;
@@ -79,6 +80,7 @@ pub fn plan(fleet: &Fleet) -> Plan {
         ratio,
     ));
     findings.extend(budget::mismatches(fleet, &projects, &totals.demand.0));
+    locate::locate(fleet, &mut findings);
     finding::sort(&mut findings);
 
     Plan {

@@ -752,3 +752,28 @@ fn same_fleet_gives_byte_identical_json() {
     let b = serde_json::to_string(&to_json(&plan(&f.clone()))).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn findings_point_at_their_subject_in_the_spec() {
+    let mut f = fleet(
+        &[("core-1", Tier::Core, 1, 16 * CORE, 64 * GI)],
+        &[("v", 1, CORE, GI)],
+    );
+    f.files = vec!["fleet.yaml".into()];
+    f.services[0].role = Role::Validator;
+    f.services[0].location.line = 12;
+    f.services[0].location.col = 5;
+    let mut b = budget(Some(Range::exact(99 * CORE)), None);
+    b.location.line = 3;
+    b.location.col = 9;
+    f.budget = Some(b);
+    let p = plan(&f);
+    assert_eq!(
+        one_with_code(&p, code::BFT_UNSAFE).at.as_deref(),
+        Some("fleet.yaml:12:5")
+    );
+    assert_eq!(
+        one_with_code(&p, code::BUDGET_MISMATCH).at.as_deref(),
+        Some("fleet.yaml:3:9")
+    );
+}

@@ -19,11 +19,17 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
+/// Loads an example under the name `examples/FILE`, as from the repository root, so that the
+/// locations in findings (and so the snapshots) do not depend on where the clone is.
 fn load(file: &Path, env: Option<&str>) -> phoenix_spec::Fleet {
-    phoenix_spec::load_files(&[file], env).unwrap_or_else(|d| {
+    let name = format!(
+        "examples/{}",
+        file.file_name().expect("a file name").to_string_lossy()
+    );
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {name}: {e}"));
+    phoenix_spec::parse_sources(&[(name.clone(), text)], env).unwrap_or_else(|d| {
         panic!(
-            "{} (environment {env:?}) does not validate:\n{}",
-            file.display(),
+            "{name} (environment {env:?}) does not validate:\n{}",
             d.render()
         )
     })

@@ -98,11 +98,14 @@ fn findings(plan: &Plan, out: &mut String) {
         .into_iter()
         .flatten()
         .collect();
-        let place = if place.is_empty() {
+        let mut place = if place.is_empty() {
             "fleet".to_string()
         } else {
             place.join(", ")
         };
+        if let Some(at) = &f.at {
+            place.push_str(&format!(" (`{at}`)"));
+        }
         g.row(vec![
             severity,
             format!("`{}`", f.code),

@@ -113,11 +113,17 @@ fn findings(plan: &Plan) -> String {
     if plan.findings.is_empty() {
         return "  none\n".to_string();
     }
-    let mut g = Grid::new(&[("severity", false), ("code", false), ("message", false)]);
+    let mut g = Grid::new(&[
+        ("severity", false),
+        ("code", false),
+        ("at", false),
+        ("message", false),
+    ]);
     for f in &plan.findings {
         g.row(vec![
             f.severity.as_str().to_string(),
             f.code.to_string(),
+            f.at.clone().unwrap_or_else(|| "-".to_string()),
             f.message.clone(),
         ]);
     }
