@@ -572,16 +572,17 @@ pub fn verify_file(path: &Path, anchor: Option<&ChainHead>) -> Result<VerifyRepo
     }
 }
 
-/// Complete lines (without their `\n`) and the bytes after the last `\n` (a torn line).
+/// Complete lines (without their `\n`) and the bytes after the last `\n` (a torn line). Blank
+/// lines are kept (a blank line is damage, since appends never write one) so that indexes are
+/// file line numbers - 1.
 fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, &[u8]) {
-    let complete_end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let lines = bytes[..complete_end]
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>();
-    // `filter` drops the empty piece after the final newline; a blank line in the middle is not
-    // a record either and would show up as a sequence gap only if it hid one, so it is ignored.
-    (lines, &bytes[complete_end..])
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(last_newline) => (
+            bytes[..last_newline].split(|&b| b == b'\n').collect(),
+            &bytes[last_newline + 1..],
+        ),
+        None => (Vec::new(), bytes),
+    }
 }
 
 /// Reads the whole file under a shared lock, so that no append is seen half-written.

@@ -345,6 +345,18 @@ fn a_garbage_line_is_reported_with_its_line_number() {
 }
 
 #[test]
+fn a_blank_line_is_reported_at_its_file_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 3);
+    let mut tampered = lines(&log);
+    tampered.insert(1, String::new());
+    write_lines(&log, &tampered);
+    let found = problems(&log, None);
+    assert_eq!(found[0].line, 2, "{found:?}");
+    assert!(matches!(found[0].kind, ProblemKind::Unparseable { .. }));
+}
+
+#[test]
 fn a_truncated_tail_is_detected_and_set_aside_by_the_next_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 3);
