@@ -681,16 +681,17 @@ pub fn lock_expiry_allows_takeover(h: &dyn Harness) {
     let short = store
         .acquire_lock(
             &fleet,
-            &LockRequest::new(owner("alice", "apply"), Duration::from_millis(300)),
+            &LockRequest::new(owner("alice", "apply"), Duration::from_millis(1000)),
         )
         .unwrap()
         .lease;
+    // A lease of a second, so that a loaded machine does not let it expire before this check.
     let bob = LockRequest::new(owner("bob", "apply"), Duration::from_secs(60));
     assert!(matches!(
         store.acquire_lock(&fleet, &bob),
         Err(StateError::LockHeld { .. })
     ));
-    thread::sleep(Duration::from_millis(700));
+    thread::sleep(Duration::from_millis(1500));
     let grant = h
         .open()
         .acquire_lock(&fleet, &bob)
