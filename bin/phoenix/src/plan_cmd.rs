@@ -34,10 +34,7 @@ pub(crate) fn run(
     let plan = phoenix_plan::plan(&fleet);
     let text = match output {
         PlanFormat::Table => render::table(&plan),
-        PlanFormat::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&phoenix_plan::to_json(&plan))?
-        ),
+        PlanFormat::Json => phoenix_plan::to_json_string(&plan),
         PlanFormat::Markdown => render::markdown(&plan),
         PlanFormat::Dot => render::dot(&plan),
     };

@@ -53,7 +53,9 @@ fn analyse(fleet: &Fleet, svc: &Service, hosts: &[Host], placed: &[u32]) -> Vali
         service: svc.name.clone(),
         n,
         f,
-        quorum: 2 * f + 1,
+        // Votes needed to finalize: n - f. It equals 2f+1 only when n = 3f+1; with n = 5 (f = 1)
+        // three votes could finalize two conflicting blocks, so the quorum is four.
+        quorum: n - f,
         by_site,
         worst_site,
         worst_host,

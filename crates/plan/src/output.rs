@@ -257,7 +257,7 @@ pub struct ValidatorSet {
     pub n: u64,
     /// Faults tolerated: floor((n-1)/3).
     pub f: u64,
-    /// Votes needed: 2f+1.
+    /// Votes needed to finalize: n - f (2f+1 when n = 3f+1).
     pub quorum: u64,
     /// Validators per site.
     pub by_site: BTreeMap<String, u64>,

@@ -436,7 +436,7 @@ fn validators(sites: usize, hosts: u32, n: u64, spread: Spread) -> Fleet {
 fn three_validators_tolerate_nothing() {
     let p = plan(&validators(3, 1, 3, Spread::Site));
     let set = &p.validator_sets[0];
-    assert_eq!((set.n, set.f, set.quorum, set.safe), (3, 0, 1, false));
+    assert_eq!((set.n, set.f, set.quorum, set.safe), (3, 0, 3, false));
     let e = one_with_code(&p, code::BFT_UNSAFE);
     assert!(e.message.contains("at least 4"), "{}", e.message);
 }

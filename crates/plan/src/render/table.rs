@@ -25,7 +25,7 @@ pub fn table(plan: &Plan) -> String {
     if !plan.validator_sets.is_empty() {
         section(
             &mut out,
-            "VALIDATOR SETS (f = floor((n-1)/3), quorum 2f+1)",
+            "VALIDATOR SETS (f = floor((n-1)/3), quorum n-f)",
             validators_grid(plan).text(),
         );
     }
