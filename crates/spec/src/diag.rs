@@ -155,15 +155,35 @@ pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let seen: Vec<&'a str> = candidates.into_iter().collect();
     let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
+    for &c in &seen {
         let d = edit_distance(word, c);
         let limit = (word.len().max(c.len()) / 3).max(1) + usize::from(word.len() > 6);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
     }
-    best.map(|(_, c)| c)
+    best.map(|(_, c)| c).or_else(|| {
+        // An abbreviation (`prod` for `production`) is a likely slip too, when it is unambiguous.
+        let mut prefixed = candidates_prefixed(word, &seen);
+        if prefixed.len() == 1 {
+            prefixed.pop()
+        } else {
+            None
+        }
+    })
+}
+
+fn candidates_prefixed<'a>(word: &str, candidates: &[&'a str]) -> Vec<&'a str> {
+    if word.len() < 3 {
+        return Vec::new();
+    }
+    candidates
+        .iter()
+        .copied()
+        .filter(|c| c.starts_with(word) && c.len() > word.len())
+        .collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -203,5 +223,10 @@ mod tests {
             Some("depends_on")
         );
         assert_eq!(did_you_mean("zzzz", ["replicas", "role"]), None);
+        assert_eq!(
+            did_you_mean("prod", ["production", "staging"]),
+            Some("production")
+        );
+        assert_eq!(did_you_mean("rep", ["replicas", "replica-set"]), None);
     }
 }
