@@ -1,0 +1,170 @@
+//! Block header, block, and the transaction root.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{Hash, PublicKey};
+use crate::tx::{MAX_CHAIN_ID, MAX_TX_BYTES, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// Most transactions in one block.
+pub const MAX_BLOCK_TXS: usize = 8192;
+/// Largest encoded block.
+pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+const HEADER_DOMAIN: &[u8] = b"phoenix-ledger/header/v1\n";
+
+/// What every block commits to. Its hash is the block's identity.
+///
+/// Besides the chain fields it carries the consensus context the block was proposed in
+/// (`epoch`, `view`, `parent_view`, `proposer`), so that a validator that missed the proposal can
+/// still check it, and the three roots that read replicas and light clients need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    /// Chain id from the genesis file.
+    pub chain_id: String,
+    /// Height; genesis is 0.
+    pub height: u64,
+    /// Hash of the parent header (zero for genesis).
+    pub parent_hash: Hash,
+    /// Consensus epoch of the proposal.
+    pub epoch: u64,
+    /// Consensus view of the proposal.
+    pub view: u64,
+    /// Consensus view of the parent.
+    pub parent_view: u64,
+    /// The proposing validator.
+    pub proposer: PublicKey,
+    /// Proposer's clock, milliseconds since the Unix epoch; strictly increasing along the chain.
+    pub timestamp_ms: u64,
+    /// Merkle root of the transaction hashes.
+    pub tx_root: Hash,
+    /// Root of the authenticated state after executing this block.
+    pub state_root: Hash,
+    /// Hash of the validator set after executing this block.
+    pub validator_set_hash: Hash,
+    /// Number of transactions.
+    pub tx_count: u32,
+}
+
+impl BlockHeader {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.chain_id);
+        w.u64(self.height);
+        w.fixed(&self.parent_hash.0);
+        w.u64(self.epoch);
+        w.u64(self.view);
+        w.u64(self.parent_view);
+        w.fixed(&self.proposer.0);
+        w.u64(self.timestamp_ms);
+        w.fixed(&self.tx_root.0);
+        w.fixed(&self.state_root.0);
+        w.fixed(&self.validator_set_hash.0);
+        w.u32(self.tx_count);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(BlockHeader {
+            chain_id: r.string("chain id", MAX_CHAIN_ID)?,
+            height: r.u64("height")?,
+            parent_hash: Hash(r.array("parent hash")?),
+            epoch: r.u64("epoch")?,
+            view: r.u64("view")?,
+            parent_view: r.u64("parent view")?,
+            proposer: PublicKey(r.array("proposer")?),
+            timestamp_ms: r.u64("timestamp")?,
+            tx_root: Hash(r.array("tx root")?),
+            state_root: Hash(r.array("state root")?),
+            validator_set_hash: Hash(r.array("validator set hash")?),
+            tx_count: r.u32("tx count")?,
+        })
+    }
+    /// Canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        self.write(&mut w);
+        w.finish()
+    }
+    /// The block hash.
+    pub fn hash(&self) -> Hash {
+        Hash::of(&[HEADER_DOMAIN, &self.encode()])
+    }
+}
+
+/// A header and its transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The header.
+    pub header: BlockHeader,
+    /// The transactions, in execution order.
+    pub txs: Vec<Transaction>,
+}
+
+impl Block {
+    /// Canonical bytes: header, count, then each transaction length-prefixed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256 + self.txs.len() * 300);
+        self.header.write(&mut w);
+        w.u32(u32::try_from(self.txs.len()).expect("bounded by MAX_BLOCK_TXS"));
+        for tx in &self.txs {
+            w.bytes(&tx.encode());
+        }
+        w.finish()
+    }
+    /// Decodes canonical bytes.
+    ///
+    /// # Errors
+    /// Malformed input, more than [`MAX_BLOCK_TXS`] transactions, more than [`MAX_BLOCK_BYTES`],
+    /// or a `tx_count` that disagrees with the list.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_BLOCK_BYTES {
+            return Err(DecodeError::TooLong {
+                field: "block",
+                len: bytes.len(),
+                max: MAX_BLOCK_BYTES,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let header = BlockHeader::read(&mut r)?;
+        let n = r.u32("tx count")? as usize;
+        if n > MAX_BLOCK_TXS {
+            return Err(DecodeError::TooLong {
+                field: "block transactions",
+                len: n,
+                max: MAX_BLOCK_TXS,
+            });
+        }
+        if n != header.tx_count as usize {
+            return Err(DecodeError::Invalid {
+                field: "tx count",
+                reason: "header and body disagree",
+            });
+        }
+        let mut txs = Vec::with_capacity(n);
+        for _ in 0..n {
+            txs.push(Transaction::decode(r.bytes("transaction", MAX_TX_BYTES)?)?);
+        }
+        r.finish()?;
+        Ok(Block { header, txs })
+    }
+    /// The block hash (the header's).
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+}
+
+/// Binary Merkle root over transaction hashes (`leaf = H(0x00||h)`, `node = H(0x01||l||r)`, an
+/// odd node is carried up unchanged; empty = zero).
+pub fn tx_root(hashes: &[Hash]) -> Hash {
+    if hashes.is_empty() {
+        return Hash::ZERO;
+    }
+    let mut level: Vec<Hash> = hashes.iter().map(|h| Hash::of(&[&[0u8], &h.0])).collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|c| match c {
+                [l, r] => Hash::of(&[&[1u8], &l.0, &r.0]),
+                [one] => *one,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    level[0]
+}

@@ -1,0 +1,621 @@
+//! Codec, signature, state and execution tests for the ledger types.
+
+use phoenix_ledger_types::block::{Block, tx_root};
+use phoenix_ledger_types::crypto::{Hash, Keypair, PublicKey, verify_many};
+use phoenix_ledger_types::exec::*;
+use phoenix_ledger_types::state::{AuthMap, verify_proof};
+use phoenix_ledger_types::tx::*;
+use proptest::prelude::*;
+
+const CHAIN: &str = "test-chain";
+
+fn kp(i: u64) -> Keypair {
+    Keypair::from_test_index(i)
+}
+
+fn genesis(threshold: u32) -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 0,
+        epoch_length: 10,
+        admin_threshold: threshold,
+        validators: (100..104)
+            .map(|i| Validator {
+                key: kp(i).public(),
+                address: format!("127.0.0.1:{}", 9000 + i),
+            })
+            .collect(),
+        accounts: vec![
+            GenesisAccount {
+                key: kp(1).public(),
+                roles: Role::ALL.to_vec(),
+            },
+            GenesisAccount {
+                key: kp(2).public(),
+                roles: vec![Role::Admin, Role::Verifier],
+            },
+            GenesisAccount {
+                key: kp(3).public(),
+                roles: vec![Role::Admin],
+            },
+        ],
+    }
+}
+
+fn tx(k: &Keypair, nonce: u64, op: Operation) -> Transaction {
+    TxBody {
+        chain_id: CHAIN.into(),
+        signer: k.public(),
+        nonce,
+        op,
+    }
+    .sign(k)
+}
+
+fn audit(step: &str) -> Operation {
+    Operation::Audit(AuditRecord {
+        actor: "alice".into(),
+        fleet: "core".into(),
+        revision: 7,
+        plan_hash: Hash::of(&[b"plan"]),
+        step: step.into(),
+        outcome: Outcome::Succeeded,
+        detail: "ok".into(),
+    })
+}
+
+fn arb_str() -> impl Strategy<Value = String> {
+    "[a-z0-9:_-]{0,24}"
+}
+fn arb_hash() -> impl Strategy<Value = Hash> {
+    any::<[u8; 32]>().prop_map(Hash)
+}
+fn arb_key() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(PublicKey)
+}
+fn arb_role() -> impl Strategy<Value = Role> {
+    prop::sample::select(Role::ALL.to_vec())
+}
+fn arb_module() -> impl Strategy<Value = Module> {
+    prop::sample::select(Module::ALL.to_vec())
+}
+
+fn arb_op() -> impl Strategy<Value = Operation> {
+    let action = prop_oneof![
+        (arb_key(), arb_str(), any::<u64>()).prop_map(|(key, address, effective_epoch)| {
+            GovAction::AddValidator {
+                key,
+                address,
+                effective_epoch,
+            }
+        }),
+        (arb_key(), any::<u64>()).prop_map(|(key, effective_epoch)| GovAction::RemoveValidator {
+            key,
+            effective_epoch
+        }),
+        (arb_key(), arb_role()).prop_map(|(account, role)| GovAction::GrantRole { account, role }),
+        (arb_key(), arb_role()).prop_map(|(account, role)| GovAction::RevokeRole { account, role }),
+        arb_module().prop_map(|module| GovAction::Unpause { module }),
+        any::<u32>().prop_map(|threshold| GovAction::SetThreshold { threshold }),
+    ];
+    prop_oneof![
+        (arb_str(), action)
+            .prop_map(|(id, action)| Operation::Governance(GovOp::Propose { id, action })),
+        arb_str().prop_map(|id| Operation::Governance(GovOp::Approve { id })),
+        arb_module().prop_map(|module| Operation::Governance(GovOp::Pause { module })),
+        (
+            arb_str(),
+            arb_key(),
+            arb_hash(),
+            prop::collection::btree_set(arb_role(), 0..5)
+        )
+            .prop_map(|(did, key, doc_hash, roles)| Operation::Identity(
+                IdentityOp::Register {
+                    did,
+                    key,
+                    doc_hash,
+                    roles: roles.into_iter().collect()
+                }
+            )),
+        (arb_str(), arb_key())
+            .prop_map(|(did, new_key)| Operation::Identity(IdentityOp::RotateKey { did, new_key })),
+        arb_str().prop_map(|did| Operation::Identity(IdentityOp::Revoke { did })),
+        (arb_str(), arb_str(), arb_str(), arb_str(), arb_hash()).prop_map(
+            |(id, tenant, site, kind, spec_hash)| {
+                Operation::Provisioning(ProvOp::Request {
+                    id,
+                    tenant,
+                    site,
+                    kind,
+                    spec_hash,
+                })
+            }
+        ),
+        arb_str().prop_map(|id| Operation::Provisioning(ProvOp::MarkProvisioned { id })),
+        arb_str().prop_map(|id| Operation::Provisioning(ProvOp::Verify { id })),
+        arb_str().prop_map(|id| Operation::Provisioning(ProvOp::Release { id })),
+        (
+            arb_str(),
+            arb_str(),
+            any::<u64>(),
+            arb_hash(),
+            arb_str(),
+            0usize..4,
+            arb_str()
+        )
+            .prop_map(|(actor, fleet, revision, plan_hash, step, o, detail)| {
+                Operation::Audit(AuditRecord {
+                    actor,
+                    fleet,
+                    revision,
+                    plan_hash,
+                    step,
+                    outcome: [
+                        Outcome::Started,
+                        Outcome::Succeeded,
+                        Outcome::Failed,
+                        Outcome::RolledBack,
+                    ][o],
+                    detail,
+                })
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn tx_codec_roundtrips_canonically(op in arb_op(), nonce in any::<u64>(), seed in any::<u64>()) {
+        let t = tx(&kp(seed), nonce, op);
+        let bytes = t.encode();
+        let back = Transaction::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &t);
+        prop_assert_eq!(back.encode(), bytes);
+        prop_assert!(back.verify_signature());
+    }
+
+    #[test]
+    fn decode_accepts_only_canonical_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(t) = Transaction::decode(&bytes) {
+            prop_assert_eq!(t.encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn mutated_tx_never_verifies_as_the_original(op in arb_op(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let t = tx(&kp(1), 0, op);
+        let mut bytes = t.encode();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        if let Ok(m) = Transaction::decode(&bytes) {
+            prop_assert!(m != t);
+            prop_assert!(!m.verify_signature() || m.body == t.body);
+        }
+    }
+
+    #[test]
+    fn state_root_is_independent_of_write_order(
+        entries in prop::collection::btree_map(prop::collection::vec(any::<u8>(), 1..8), prop::collection::vec(any::<u8>(), 0..8), 0..64),
+        removals in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+    ) {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let mut a = AuthMap::new();
+        for (k, v) in &entries { a.insert(k, v); }
+        let mut b = AuthMap::new();
+        for (k, v) in entries.iter().rev() { b.insert(k, b"junk"); b.insert(k, v); }
+        prop_assert_eq!(a.root_hash(), b.root_hash());
+        prop_assert_eq!(a.len(), entries.len());
+        // Remove some keys from `a`; a fresh map of the remainder must have the same root.
+        let mut keep: std::collections::BTreeMap<_, _> = entries.iter().cloned().collect();
+        if !entries.is_empty() {
+            for r in &removals {
+                let k = entries[r.index(entries.len())].0.clone();
+                prop_assert_eq!(a.remove(&k), keep.remove(&k).is_some());
+            }
+        }
+        let mut c = AuthMap::new();
+        for (k, v) in &keep { c.insert(k, v); }
+        prop_assert_eq!(a.root_hash(), c.root_hash());
+        for (k, v) in &keep {
+            prop_assert_eq!(a.get(k), Some(&v[..]));
+            prop_assert!(verify_proof(&a.root_hash(), k, Some(v), &a.prove(k)));
+            prop_assert!(!verify_proof(&a.root_hash(), k, Some(b"other-value"), &a.prove(k)));
+        }
+        let absent = b"definitely-absent-key";
+        prop_assert!(verify_proof(&a.root_hash(), absent, None, &a.prove(absent)));
+    }
+}
+
+#[test]
+fn snapshots_are_independent() {
+    let mut a = AuthMap::new();
+    a.insert(b"x", b"1");
+    let snap = a.clone();
+    let root = snap.root_hash();
+    a.insert(b"x", b"2");
+    a.insert(b"y", b"3");
+    assert_eq!(snap.root_hash(), root);
+    assert_eq!(snap.get(b"x"), Some(&b"1"[..]));
+    assert_ne!(a.root_hash(), root);
+}
+
+#[test]
+fn signatures_single_and_batch_agree() {
+    let good: Vec<Transaction> = (0..8).map(|i| tx(&kp(1), i, audit("s"))).collect();
+    let mut bad = good.clone();
+    bad[3].signature.0[5] ^= 1;
+    let hashes: Vec<Hash> = bad.iter().map(Transaction::hash).collect();
+    let items: Vec<_> = bad
+        .iter()
+        .zip(&hashes)
+        .map(|(t, h)| (t.body.signer, &h.0[..], t.signature))
+        .collect();
+    let v = verify_many(&items);
+    for (i, t) in bad.iter().enumerate() {
+        assert_eq!(v[i], t.verify_signature());
+    }
+    assert!(!v[3]);
+    assert_eq!(v.iter().filter(|x| **x).count(), 7);
+}
+
+#[test]
+fn rejects_wrong_chain_replay_gap_and_unauthorised() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let mut wrong = TxBody {
+        chain_id: "other".into(),
+        signer: kp(1).public(),
+        nonce: 0,
+        op: audit("a"),
+    };
+    let e = s.apply_tx(&wrong.clone().sign(&kp(1)), 1).unwrap_err();
+    assert!(matches!(e, TxError::WrongChain { .. }), "{e}");
+    wrong.chain_id = CHAIN.into();
+    let ok = wrong.sign(&kp(1));
+    s.apply_tx(&ok, 1).unwrap();
+    let e = s.apply_tx(&ok, 1).unwrap_err();
+    assert!(e.to_string().starts_with("replayed"), "{e}");
+    let e = s.apply_tx(&tx(&kp(1), 5, audit("b")), 1).unwrap_err();
+    assert!(matches!(
+        e,
+        TxError::FutureNonce {
+            expected: 1,
+            got: 5
+        }
+    ));
+    // Account 3 is admin only: it may not write audit records.
+    let root = s.root();
+    let e = s.apply_tx(&tx(&kp(3), 0, audit("c")), 1).unwrap_err();
+    assert!(e.to_string().contains("unauthorised"), "{e}");
+    assert_eq!(
+        s.root(),
+        root,
+        "a failed transaction leaves the state unchanged"
+    );
+    // Unknown accounts have no roles.
+    let e = s.apply_tx(&tx(&kp(77), 0, audit("d")), 1).unwrap_err();
+    assert!(matches!(
+        e,
+        TxError::Unauthorised {
+            role: Role::Auditor,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn audit_records_are_sequenced() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    for i in 0..3 {
+        s.apply_tx(&tx(&kp(1), i, audit(&format!("step-{i}"))), 4)
+            .unwrap();
+    }
+    let e: AuditEntry = s.get("audit", "00000000000000000002").unwrap();
+    assert_eq!(e.seq, 2);
+    assert_eq!(e.record.step, "step-2");
+    assert_eq!(e.height, 4);
+    assert_eq!(s.get::<u64>("audit", "count"), Some(3));
+}
+
+#[test]
+fn k_of_n_proposals_pause_and_unpause() {
+    let mut s = LedgerState::from_genesis(&genesis(2)).unwrap();
+    // Emergency pause by a single admin.
+    s.apply_tx(
+        &tx(
+            &kp(2),
+            0,
+            Operation::Governance(GovOp::Pause {
+                module: Module::Audit,
+            }),
+        ),
+        1,
+    )
+    .unwrap();
+    let e = s.apply_tx(&tx(&kp(1), 0, audit("x")), 1).unwrap_err();
+    assert_eq!(e, TxError::Paused(Module::Audit));
+    // Unpause needs 2 approvals.
+    let prop = Operation::Governance(GovOp::Propose {
+        id: "unpause-audit".into(),
+        action: GovAction::Unpause {
+            module: Module::Audit,
+        },
+    });
+    s.apply_tx(&tx(&kp(2), 1, prop), 2).unwrap();
+    assert!(
+        s.paused().contains(&Module::Audit),
+        "one approval is not enough"
+    );
+    let approve = Operation::Governance(GovOp::Approve {
+        id: "unpause-audit".into(),
+    });
+    let e = s.apply_tx(&tx(&kp(2), 2, approve.clone()), 2).unwrap_err();
+    assert!(e.to_string().contains("already approved"), "{e}");
+    s.apply_tx(&tx(&kp(3), 0, approve.clone()), 3).unwrap();
+    assert!(!s.paused().contains(&Module::Audit));
+    let p: Proposal = s.get("governance", "proposal-unpause-audit").unwrap();
+    assert_eq!(p.executed_at, Some(3));
+    let e = s.apply_tx(&tx(&kp(1), 0, approve), 3).unwrap_err();
+    assert!(e.to_string().contains("already executed"), "{e}");
+    s.apply_tx(&tx(&kp(1), 0, audit("x")), 4).unwrap();
+}
+
+#[test]
+fn roles_granted_and_revoked_by_proposal() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let who = kp(50);
+    assert!(s.apply_tx(&tx(&who, 0, audit("a")), 1).is_err());
+    let grant = GovAction::GrantRole {
+        account: who.public(),
+        role: Role::Auditor,
+    };
+    s.apply_tx(
+        &tx(
+            &kp(2),
+            0,
+            Operation::Governance(GovOp::Propose {
+                id: "g".into(),
+                action: grant,
+            }),
+        ),
+        1,
+    )
+    .unwrap();
+    s.apply_tx(&tx(&who, 0, audit("a")), 1).unwrap();
+    let revoke = GovAction::RevokeRole {
+        account: who.public(),
+        role: Role::Auditor,
+    };
+    s.apply_tx(
+        &tx(
+            &kp(2),
+            1,
+            Operation::Governance(GovOp::Propose {
+                id: "r".into(),
+                action: revoke,
+            }),
+        ),
+        1,
+    )
+    .unwrap();
+    assert!(s.apply_tx(&tx(&who, 1, audit("b")), 1).is_err());
+}
+
+#[test]
+fn validator_changes_apply_at_their_epoch() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let before = s.validators().hash();
+    let newv = kp(200).public();
+    let add = GovAction::AddValidator {
+        key: newv,
+        address: "127.0.0.1:9999".into(),
+        effective_epoch: 0,
+    };
+    let e = s
+        .apply_tx(
+            &tx(
+                &kp(1),
+                0,
+                Operation::Governance(GovOp::Propose {
+                    id: "v".into(),
+                    action: add,
+                }),
+            ),
+            5,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("later than the current epoch"),
+        "{e}"
+    );
+    let add = GovAction::AddValidator {
+        key: newv,
+        address: "127.0.0.1:9999".into(),
+        effective_epoch: 2,
+    };
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            0,
+            Operation::Governance(GovOp::Propose {
+                id: "v".into(),
+                action: add,
+            }),
+        ),
+        5,
+    )
+    .unwrap();
+    assert_eq!(s.validators().validators.len(), 4);
+    s.begin_block(10); // epoch 1: not yet
+    assert_eq!(s.validators().validators.len(), 4);
+    assert_eq!(s.validators().hash(), before);
+    s.begin_block(20); // epoch 2
+    assert_eq!(s.validators().validators.len(), 5);
+    assert!(s.validators().pending.is_empty());
+    assert_ne!(s.validators().hash(), before);
+}
+
+#[test]
+fn identity_register_rotate_revoke() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let (k1, k2) = (kp(60), kp(61));
+    let reg = Operation::Identity(IdentityOp::Register {
+        did: "did:phx:ops".into(),
+        key: k1.public(),
+        doc_hash: Hash::of(&[b"doc"]),
+        roles: vec![Role::Auditor],
+    });
+    s.apply_tx(&tx(&kp(1), 0, reg.clone()), 1).unwrap();
+    assert!(matches!(
+        s.apply_tx(&tx(&kp(1), 1, reg), 1),
+        Err(TxError::AlreadyExists(_))
+    ));
+    s.apply_tx(&tx(&k1, 0, audit("by-identity")), 1).unwrap();
+    // Self-rotation needs no role.
+    let rot = Operation::Identity(IdentityOp::RotateKey {
+        did: "did:phx:ops".into(),
+        new_key: k2.public(),
+    });
+    s.apply_tx(&tx(&k1, 1, rot), 2).unwrap();
+    assert!(matches!(
+        s.apply_tx(&tx(&k1, 2, audit("old key")), 2),
+        Err(TxError::RetiredKey)
+    ));
+    s.apply_tx(&tx(&k2, 0, audit("new key")), 2).unwrap();
+    let id: Identity = s.get("identity", "did:phx:ops").unwrap();
+    assert_eq!(id.key, k2.public());
+    assert_eq!(id.previous_keys, vec![k1.public()]);
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            1,
+            Operation::Identity(IdentityOp::Revoke {
+                did: "did:phx:ops".into(),
+            }),
+        ),
+        3,
+    )
+    .unwrap();
+    assert!(s.apply_tx(&tx(&k2, 1, audit("revoked")), 3).is_err());
+    // Identities may not be given admin.
+    let reg_admin = Operation::Identity(IdentityOp::Register {
+        did: "did:phx:evil".into(),
+        key: kp(62).public(),
+        doc_hash: Hash::ZERO,
+        roles: vec![Role::Admin],
+    });
+    assert!(s.apply_tx(&tx(&kp(1), 2, reg_admin), 3).is_err());
+}
+
+#[test]
+fn provisioning_lifecycle() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let id = "vm-42".to_string();
+    let req = Operation::Provisioning(ProvOp::Request {
+        id: id.clone(),
+        tenant: "bank".into(),
+        site: "core-1".into(),
+        kind: "vm".into(),
+        spec_hash: Hash::of(&[b"spec"]),
+    });
+    s.apply_tx(&tx(&kp(1), 0, req), 1).unwrap();
+    // Verify before provisioned: invalid transition.
+    let verify = Operation::Provisioning(ProvOp::Verify { id: id.clone() });
+    assert!(matches!(
+        s.apply_tx(&tx(&kp(2), 0, verify.clone()), 1),
+        Err(TxError::Invalid(_))
+    ));
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            1,
+            Operation::Provisioning(ProvOp::MarkProvisioned { id: id.clone() }),
+        ),
+        2,
+    )
+    .unwrap();
+    // The provisioner cannot verify its own resource.
+    assert!(s.apply_tx(&tx(&kp(1), 2, verify.clone()), 2).is_err());
+    s.apply_tx(&tx(&kp(2), 0, verify), 3).unwrap();
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            2,
+            Operation::Provisioning(ProvOp::Release { id: id.clone() }),
+        ),
+        4,
+    )
+    .unwrap();
+    let r: Resource = s.get("provisioning", &id).unwrap();
+    assert_eq!(r.state, ResourceState::Released);
+    assert_eq!(r.history.len(), 4);
+    assert!(
+        s.apply_tx(
+            &tx(&kp(1), 3, Operation::Provisioning(ProvOp::Release { id })),
+            5
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn built_blocks_reexecute_to_the_same_header() {
+    let g = genesis(1);
+    let s0 = LedgerState::from_genesis(&g).unwrap();
+    let gb = genesis_block(&g, &s0);
+    let ctx = BlockContext {
+        epoch: 0,
+        view: 1,
+        parent_view: 0,
+        proposer: kp(100).public(),
+        timestamp_ms: 10,
+    };
+    let mut cands: Vec<Transaction> = (0..5).map(|n| tx(&kp(1), n, audit("a"))).collect();
+    cands.push(tx(&kp(3), 0, audit("unauthorised")));
+    cands.push(tx(&kp(1), 0, audit("replay")));
+    let built = build_block(&gb.header, &s0, ctx, cands);
+    assert_eq!(built.block.txs.len(), 5);
+    assert_eq!(built.rejected.len(), 2);
+    let s1 = execute_block(&gb.header, &s0, &built.block).unwrap();
+    assert_eq!(s1.root(), built.block.header.state_root);
+    let bytes = built.block.encode();
+    assert_eq!(Block::decode(&bytes).unwrap(), built.block);
+    let hashes: Vec<_> = built.block.txs.iter().map(Transaction::hash).collect();
+    assert_eq!(tx_root(&hashes), built.block.header.tx_root);
+
+    let mut bad = built.block.clone();
+    bad.header.state_root = Hash::ZERO;
+    assert_eq!(
+        execute_block(&gb.header, &s0, &bad).unwrap_err(),
+        BlockError::Header("state root mismatch")
+    );
+    let mut bad = built.block.clone();
+    bad.txs.swap(0, 1);
+    assert!(execute_block(&gb.header, &s0, &bad).is_err());
+    let mut bad = built.block;
+    bad.header.timestamp_ms = 0;
+    assert!(execute_block(&gb.header, &s0, &bad).is_err());
+}
+
+#[test]
+fn oversized_and_truncated_inputs_are_rejected() {
+    let big = vec![0u8; MAX_TX_BYTES + 1];
+    assert!(
+        Transaction::decode(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("too long")
+    );
+    let t = tx(&kp(1), 0, audit("a")).encode();
+    for cut in [0, 1, 10, t.len() - 1] {
+        assert!(Transaction::decode(&t[..cut]).is_err());
+    }
+    let mut trailing = t.clone();
+    trailing.push(0);
+    assert!(
+        Transaction::decode(&trailing)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing")
+    );
+}
