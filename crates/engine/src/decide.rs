@@ -1,0 +1,555 @@
+//! The pure decision core: desired units + observed units -> actions, as data.
+//!
+//! No I/O, no clock: [`decide`] and [`resolve_intent`] are functions of their inputs, which is
+//! what lets every rollout decision be unit-tested without processes.
+
+use crate::desired::{Desired, Scope, fingerprint};
+use phoenix_provider_api::{Health, UnitSpec, UnitState, UnitStatus};
+use phoenix_spec::Rollout;
+use phoenix_state::{Intent, IntentOp};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A unit as observed: the provider's status, one health probe if it runs, and the spec it was
+/// started with (from its revision's document) when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedUnit {
+    /// What the provider reports.
+    pub status: UnitStatus,
+    /// Result of a probe of its health check, for running units with one; `None` when not
+    /// probed (not running, or no check: then running counts as healthy).
+    pub healthy: Option<bool>,
+    /// The probe's detail.
+    pub health_detail: Option<String>,
+    /// The spec it runs (revision set), when its revision is known to the store.
+    pub spec: Option<UnitSpec>,
+}
+
+impl ObservedUnit {
+    /// An observation without probe or known spec.
+    pub fn new(status: UnitStatus) -> Self {
+        ObservedUnit {
+            status,
+            healthy: None,
+            health_detail: None,
+            spec: None,
+        }
+    }
+
+    /// Running, and its check (if any) passed.
+    pub fn is_up(&self) -> bool {
+        self.status.state.is_running() && self.healthy != Some(false)
+    }
+
+    /// The fingerprint of the spec it runs, when known.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.spec.as_ref().map(fingerprint)
+    }
+}
+
+/// A unit that runs before a change: what a rollback would bring back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OldUnit {
+    /// `web-0@r3`.
+    pub unit_id: String,
+    /// Its revision.
+    pub revision: u64,
+    /// Whether it was running.
+    pub running: bool,
+    /// Its spec, when known (needed to start it again).
+    #[serde(skip)]
+    pub spec: Option<UnitSpec>,
+}
+
+/// What happens to one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "change")]
+pub enum Change {
+    /// No unit runs it: start one.
+    Create,
+    /// A unit runs it, but not as desired (other spec, unhealthy, not running): start a new
+    /// unit and stop the old one.
+    Replace {
+        /// The unit replaced.
+        old: Box<OldUnit>,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// A change to one instance, with the unit to start (revision 0: set when executed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceAction {
+    /// Service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
+    /// What happens.
+    #[serde(flatten)]
+    pub change: Change,
+    /// The unit to start.
+    #[serde(skip)]
+    pub spec: UnitSpec,
+}
+
+impl InstanceAction {
+    /// The unit being replaced, if any.
+    pub fn old(&self) -> Option<&OldUnit> {
+        match &self.change {
+            Change::Create => None,
+            Change::Replace { old, .. } => Some(old),
+        }
+    }
+}
+
+/// The changes of one service, rolled out with its strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceActions {
+    /// Service.
+    pub service: String,
+    /// Strategy.
+    #[serde(skip)]
+    pub rollout: Rollout,
+    /// Gate.
+    #[serde(skip)]
+    pub health: Option<Health>,
+    /// Stop grace.
+    pub stop_grace_ms: u64,
+    /// Changed instances, by instance index.
+    pub actions: Vec<InstanceAction>,
+}
+
+/// One wave: services that may roll out in parallel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaveActions {
+    /// Wave number within the phase, from 1.
+    pub wave: usize,
+    /// Services with changes.
+    pub services: Vec<ServiceActions>,
+}
+
+/// One phase: its waves run in order, and the next phase starts only when this one is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhaseActions {
+    /// Phase number.
+    pub phase: u32,
+    /// Waves with changes.
+    pub waves: Vec<WaveActions>,
+}
+
+/// A unit to stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    /// Service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
+    /// Unit id.
+    pub unit_id: String,
+    /// Why.
+    pub reason: String,
+    /// Grace period.
+    pub stop_grace_ms: u64,
+}
+
+/// Everything an apply will do, in order: `cleanup` (stray units of desired instances), then
+/// `phases`, then `removals` (instances no longer desired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Decision {
+    /// Duplicates and leftovers of instances that are desired: stopped first.
+    pub cleanup: Vec<Removal>,
+    /// Creates and replacements, phase by phase, wave by wave.
+    pub phases: Vec<PhaseActions>,
+    /// Units of instances that are not desired (scaled down, disabled, no longer in the spec):
+    /// stopped once the rollout succeeded.
+    pub removals: Vec<Removal>,
+    /// Desired instances that already run as desired.
+    pub unchanged: Vec<String>,
+}
+
+impl Decision {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.cleanup.is_empty() && self.phases.is_empty() && self.removals.is_empty()
+    }
+
+    /// Every instance action, in execution order.
+    pub fn actions(&self) -> impl Iterator<Item = &InstanceAction> {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.waves)
+            .flat_map(|w| &w.services)
+            .flat_map(|s| &s.actions)
+    }
+
+    /// `(creates, replaces, removes)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let creates = self
+            .actions()
+            .filter(|a| matches!(a.change, Change::Create))
+            .count();
+        let replaces = self.actions().count() - creates;
+        (creates, replaces, self.cleanup.len() + self.removals.len())
+    }
+
+    /// The diff for people: `+` create, `~` replace, `-` remove, one line each.
+    pub fn diff_lines(&self) -> Vec<DiffLine> {
+        let mut out = Vec::new();
+        for r in &self.cleanup {
+            out.push(DiffLine::remove(r));
+        }
+        for p in &self.phases {
+            for w in &p.waves {
+                for s in &w.services {
+                    for a in &s.actions {
+                        out.push(match &a.change {
+                            Change::Create => DiffLine {
+                                sign: '+',
+                                service: a.service.clone(),
+                                instance: a.instance.clone(),
+                                unit: None,
+                                detail: format!(
+                                    "create (phase {}, wave {}, {})",
+                                    p.phase,
+                                    w.wave,
+                                    strategy_name(&s.rollout)
+                                ),
+                            },
+                            Change::Replace { old, reason } => DiffLine {
+                                sign: '~',
+                                service: a.service.clone(),
+                                instance: a.instance.clone(),
+                                unit: Some(old.unit_id.clone()),
+                                detail: format!(
+                                    "replace {}: {reason} (phase {}, wave {}, {})",
+                                    old.unit_id,
+                                    p.phase,
+                                    w.wave,
+                                    strategy_name(&s.rollout)
+                                ),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        for r in &self.removals {
+            out.push(DiffLine::remove(r));
+        }
+        out
+    }
+}
+
+/// One line of the diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffLine {
+    /// `+`, `~` or `-`.
+    pub sign: char,
+    /// Service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
+    /// The unit replaced or removed.
+    pub unit: Option<String>,
+    /// What and why.
+    pub detail: String,
+}
+
+impl DiffLine {
+    fn remove(r: &Removal) -> Self {
+        DiffLine {
+            sign: '-',
+            service: r.service.clone(),
+            instance: r.instance.clone(),
+            unit: Some(r.unit_id.clone()),
+            detail: format!("remove {}: {}", r.unit_id, r.reason),
+        }
+    }
+}
+
+impl std::fmt::Display for DiffLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:<20} {}", self.sign, self.instance, self.detail)
+    }
+}
+
+/// The name of a strategy as written in specs.
+pub fn strategy_name(r: &Rollout) -> &'static str {
+    match r {
+        Rollout::Rolling { .. } => "rolling",
+        Rollout::BlueGreen => "blue-green",
+        Rollout::Canary { .. } => "canary",
+    }
+}
+
+/// The numeric index of an instance id (`web-12` -> 12), for ordering.
+pub fn instance_index(instance: &str) -> u64 {
+    instance
+        .rsplit_once('-')
+        .and_then(|(_, i)| i.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Picks the unit that stands for an instance among several: up first, then running the
+/// desired spec, then running at all, then the newest revision.
+pub fn keeper<'a>(
+    units: &[&'a ObservedUnit],
+    desired_fp: Option<&str>,
+) -> Option<&'a ObservedUnit> {
+    units.iter().copied().max_by_key(|u| {
+        (
+            u.is_up(),
+            desired_fp.is_some() && u.fingerprint().as_deref() == desired_fp,
+            u.status.state.is_running(),
+            u.status.revision,
+        )
+    })
+}
+
+/// Why an observed unit does not run an instance as desired; `None` if it does.
+pub fn mismatch(unit: &ObservedUnit, desired: &UnitSpec) -> Option<String> {
+    if !unit.status.state.is_running() {
+        return Some(match &unit.status.detail {
+            Some(d) => format!("{} ({d})", unit.status.state),
+            None => unit.status.state.to_string(),
+        });
+    }
+    let Some(old) = &unit.spec else {
+        return Some(format!(
+            "revision r{} is unknown to the state store",
+            unit.status.revision
+        ));
+    };
+    if fingerprint(old) != fingerprint(desired) {
+        return Some(spec_changes(old, desired));
+    }
+    if unit.healthy == Some(false) {
+        return Some(format!(
+            "unhealthy: {}",
+            unit.health_detail.as_deref().unwrap_or("probe failed")
+        ));
+    }
+    None
+}
+
+/// Which fields differ between two unit specs, for the diff.
+pub fn spec_changes(old: &UnitSpec, new: &UnitSpec) -> String {
+    let mut changed = Vec::new();
+    if old.command != new.command {
+        changed.push("command");
+    }
+    if old.env != new.env {
+        changed.push("env");
+    }
+    if old.ports != new.ports {
+        changed.push("ports");
+    }
+    if old.health != new.health {
+        changed.push("health");
+    }
+    if old.restart != new.restart {
+        changed.push("restart");
+    }
+    if old.stop_grace_ms != new.stop_grace_ms {
+        changed.push("stop_grace");
+    }
+    if old.backup != new.backup {
+        changed.push("backup");
+    }
+    if old.site != new.site || old.host != new.host {
+        changed.push("placement");
+    }
+    if changed.is_empty() {
+        "spec changed".into()
+    } else {
+        format!("{} changed", changed.join(", "))
+    }
+}
+
+/// Decides what an apply of `desired` does, given what runs (`observed`, every unit of the
+/// fleet the provider lists) and which services may be touched.
+///
+/// # Guarantees
+/// Pure. After the decision is carried out successfully, each desired instance in scope has
+/// exactly one unit, running its desired spec and healthy, and no unit of an undesired
+/// instance in scope is left; units out of scope are untouched.
+pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> Decision {
+    let mut by_instance: BTreeMap<&str, Vec<&ObservedUnit>> = BTreeMap::new();
+    for u in observed {
+        by_instance.entry(&u.status.instance).or_default().push(u);
+    }
+    let grace = |service: &str| {
+        desired
+            .services
+            .get(service)
+            .map_or(10_000, |s| s.stop_grace_ms)
+    };
+    let mut decision = Decision::default();
+    let mut actions: BTreeMap<&str, Vec<InstanceAction>> = BTreeMap::new();
+
+    for (instance, unit) in &desired.units {
+        if !scope.contains(&unit.service) {
+            continue;
+        }
+        let units = by_instance.remove(instance.as_str()).unwrap_or_default();
+        let keep = keeper(&units, Some(&unit.fingerprint));
+        for other in &units {
+            if keep.is_some_and(|k| k.status.unit_id == other.status.unit_id) {
+                continue;
+            }
+            let reason = match keep {
+                Some(k) => format!("duplicate of {} ({})", k.status.unit_id, other.status.state),
+                None => other.status.state.to_string(),
+            };
+            decision.cleanup.push(Removal {
+                service: unit.service.clone(),
+                instance: instance.clone(),
+                unit_id: other.status.unit_id.clone(),
+                reason,
+                stop_grace_ms: grace(&unit.service),
+            });
+        }
+        let change = match keep {
+            None => Change::Create,
+            Some(k) => match mismatch(k, &unit.spec) {
+                None => {
+                    decision.unchanged.push(instance.clone());
+                    continue;
+                }
+                Some(reason) => Change::Replace {
+                    old: Box::new(OldUnit {
+                        unit_id: k.status.unit_id.clone(),
+                        revision: k.status.revision,
+                        running: k.status.state.is_running(),
+                        spec: k.spec.clone(),
+                    }),
+                    reason,
+                },
+            },
+        };
+        actions
+            .entry(&unit.service)
+            .or_default()
+            .push(InstanceAction {
+                service: unit.service.clone(),
+                instance: instance.clone(),
+                change,
+                spec: unit.spec.clone(),
+            });
+    }
+
+    // Whatever is left belongs to no desired instance in scope.
+    for (instance, units) in by_instance {
+        for u in units {
+            let service = u.status.service.as_str();
+            let reason = match desired.services.get(service) {
+                _ if !scope.contains(service) => continue,
+                None if !scope.is_all() => continue,
+                None => "service not in the spec".to_string(),
+                Some(info) if !info.enabled => "service disabled".to_string(),
+                Some(_) if desired.units.contains_key(instance) => continue,
+                Some(_) => "instance not desired (replicas)".to_string(),
+            };
+            decision.removals.push(Removal {
+                service: service.into(),
+                instance: instance.into(),
+                unit_id: u.status.unit_id.clone(),
+                reason,
+                stop_grace_ms: grace(service),
+            });
+        }
+    }
+    // Stop in reverse dependency order: later phases and waves first.
+    let order = service_order(desired);
+    decision.removals.sort_by_key(|r| {
+        (
+            std::cmp::Reverse(order.get(r.service.as_str()).copied()),
+            r.unit_id.clone(),
+        )
+    });
+
+    for (phase, waves) in &desired.phases {
+        let mut wave_actions = Vec::new();
+        for (i, wave) in waves.iter().enumerate() {
+            let services: Vec<ServiceActions> = wave
+                .iter()
+                .filter_map(|s| {
+                    let mut acts = actions.remove(s.as_str())?;
+                    acts.sort_by_key(|a| instance_index(&a.instance));
+                    let info = &desired.services[s];
+                    Some(ServiceActions {
+                        service: s.clone(),
+                        rollout: info.rollout.clone(),
+                        health: info.health.clone(),
+                        stop_grace_ms: info.stop_grace_ms,
+                        actions: acts,
+                    })
+                })
+                .collect();
+            if !services.is_empty() {
+                wave_actions.push(WaveActions {
+                    wave: i + 1,
+                    services,
+                });
+            }
+        }
+        if !wave_actions.is_empty() {
+            decision.phases.push(PhaseActions {
+                phase: *phase,
+                waves: wave_actions,
+            });
+        }
+    }
+    debug_assert!(actions.is_empty(), "every enabled service is in a wave");
+    decision
+}
+
+fn service_order(desired: &Desired) -> BTreeMap<&str, (u32, usize)> {
+    let mut order = BTreeMap::new();
+    for (phase, waves) in &desired.phases {
+        for (i, wave) in waves.iter().enumerate() {
+            for s in wave {
+                order.insert(s.as_str(), (*phase, i));
+            }
+        }
+    }
+    order
+}
+
+/// How recovery resolves one open intent left by an apply that died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resolution {
+    /// The start happened and the unit runs: keep it (the plan decides whether it stays) and
+    /// close the intent `Done`.
+    Adopt,
+    /// The start happened but the unit is not running: stop it, close `Failed`.
+    StopAndFail,
+    /// The action did not happen (no such unit): close `Failed`.
+    Fail,
+    /// A stop may not have finished: stop again (idempotent), delete the record, close `Done`.
+    StopAgain,
+    /// A snapshot may be partial: close `Failed` (the next change takes a new one).
+    Discard,
+    /// A restore may be partial: restore again from the same snapshot, close `Done`.
+    RestoreAgain,
+}
+
+/// Resolves an open intent against the provider's view of its unit.
+pub fn resolve_intent(intent: &Intent, unit: Option<&UnitStatus>) -> Resolution {
+    match intent.op {
+        IntentOp::Start => match unit {
+            Some(u) if u.state == UnitState::Running => Resolution::Adopt,
+            Some(_) => Resolution::StopAndFail,
+            None => Resolution::Fail,
+        },
+        IntentOp::Stop => Resolution::StopAgain,
+        IntentOp::Snapshot => Resolution::Discard,
+        IntentOp::Restore => Resolution::RestoreAgain,
+    }
+}
+
+/// Services named in `decision` (for progress display).
+pub fn services_in(decision: &Decision) -> BTreeSet<String> {
+    decision.actions().map(|a| a.service.clone()).collect()
+}

@@ -1,0 +1,338 @@
+//! What should run: the desired units of a fleet (from the spec and the planner's placement),
+//! the services' rollout settings, the phase/wave order, and the revision document stored with
+//! every apply.
+
+use crate::error::EngineError;
+use phoenix_provider_api::{Health, UnitSpec};
+use phoenix_spec::{Fleet, Rollout};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One instance that should run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredUnit {
+    /// Service name.
+    pub service: String,
+    /// Instance id, `web-0`.
+    pub instance: String,
+    /// The unit to run, with `revision` 0: the executor sets the revision being applied.
+    pub spec: UnitSpec,
+    /// [`fingerprint`] of `spec`: two units with the same fingerprint run the same thing.
+    pub fingerprint: String,
+}
+
+/// How one service is rolled out and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Name.
+    pub name: String,
+    /// Rollout phase.
+    pub phase: u32,
+    /// Strategy.
+    pub rollout: Rollout,
+    /// Readiness gate (`None`: up once running).
+    pub health: Option<Health>,
+    /// Grace period of stops.
+    pub stop_grace_ms: u64,
+    /// Whether it is deployed (`enabled: true`).
+    pub enabled: bool,
+    /// Direct dependencies.
+    pub depends_on: Vec<String>,
+}
+
+/// Everything the decision core needs to know about what should run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Desired {
+    /// Fleet name.
+    pub fleet: String,
+    /// Phases in order, each a list of waves, each a list of service names (enabled services
+    /// only, in the planner's order).
+    pub phases: Vec<(u32, Vec<Vec<String>>)>,
+    /// Every service of the spec, enabled or not.
+    pub services: BTreeMap<String, ServiceInfo>,
+    /// Desired units by instance id (enabled services only).
+    pub units: BTreeMap<String, DesiredUnit>,
+}
+
+/// The fingerprint of a unit spec: a short hash of everything that makes a unit run
+/// differently (command, env, ports, health, restart, grace, backups, placement), ignoring its
+/// revision.
+pub fn fingerprint(spec: &UnitSpec) -> String {
+    let mut s = spec.clone();
+    s.revision = 0;
+    let json = serde_json::to_vec(&s).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hex SHA-256 of `bytes`, for plan hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Desired {
+    /// The desired state of `fleet` as placed by `plan`: `replicas.min` instances of every
+    /// enabled service, each on the site and host the planner chose.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidDesired`] listing every enabled service that cannot be deployed:
+    /// an instance the planner could not place, or no `command`.
+    pub fn new(fleet: &Fleet, plan: &phoenix_plan::Plan) -> Result<Self, EngineError> {
+        let mut problems = Vec::new();
+        let mut services = BTreeMap::new();
+        for s in &fleet.services {
+            services.insert(
+                s.name.clone(),
+                ServiceInfo {
+                    name: s.name.clone(),
+                    phase: s.phase,
+                    rollout: s.rollout.clone(),
+                    health: s.health.clone(),
+                    stop_grace_ms: s.stop_grace_ms,
+                    enabled: s.enabled,
+                    depends_on: s.depends_on.clone(),
+                },
+            );
+            if s.enabled && s.replicas.min > 0 && s.command.is_empty() {
+                problems.push(format!("service `{}` has no `command` to run", s.name));
+            }
+        }
+        let mut units = BTreeMap::new();
+        for inst in &plan.instances {
+            let Some(service) = fleet.service(&inst.service) else {
+                continue;
+            };
+            if !service.enabled {
+                continue;
+            }
+            let (Some(site), Some(host)) = (&inst.site, inst.host) else {
+                problems.push(format!(
+                    "instance `{}` could not be placed (see `phoenix plan`)",
+                    inst.id
+                ));
+                continue;
+            };
+            let index: u32 = inst
+                .id
+                .rsplit_once('-')
+                .and_then(|(_, i)| i.parse().ok())
+                .unwrap_or(0);
+            let spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            if !service.command.is_empty()
+                && let Err(e) = spec.validate()
+            {
+                problems.push(e.to_string());
+            }
+            units.insert(
+                inst.id.clone(),
+                DesiredUnit {
+                    service: service.name.clone(),
+                    instance: inst.id.clone(),
+                    fingerprint: fingerprint(&spec),
+                    spec,
+                },
+            );
+        }
+        if !problems.is_empty() {
+            return Err(EngineError::InvalidDesired { problems });
+        }
+        let phases = plan
+            .phases
+            .iter()
+            .map(|p| {
+                let waves: Vec<Vec<String>> = p
+                    .waves
+                    .iter()
+                    .map(|w| {
+                        w.iter()
+                            .filter(|s| services.get(*s).is_some_and(|i| i.enabled))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                (p.phase, waves)
+            })
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
+        Ok(Desired {
+            fleet: fleet.name.clone(),
+            phases,
+            services,
+            units,
+        })
+    }
+
+    /// Nothing should run (for `destroy`).
+    pub fn empty(fleet: &str) -> Self {
+        Desired {
+            fleet: fleet.into(),
+            ..Desired::default()
+        }
+    }
+}
+
+/// Which services an apply may touch (`--target`, `--exclude`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope {
+    /// Services in scope; `None` = the whole fleet (and units of services no longer in the
+    /// spec may be removed).
+    pub services: Option<BTreeSet<String>>,
+}
+
+impl Scope {
+    /// The whole fleet.
+    pub fn all() -> Self {
+        Scope { services: None }
+    }
+
+    /// `targets` and everything they depend on (transitively), minus `excludes`; with no
+    /// targets, every service minus `excludes`.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidDesired`] naming unknown services.
+    pub fn new(
+        desired: &Desired,
+        targets: &[String],
+        excludes: &[String],
+    ) -> Result<Self, EngineError> {
+        let unknown: Vec<String> = targets
+            .iter()
+            .chain(excludes)
+            .filter(|s| !desired.services.contains_key(*s))
+            .map(|s| format!("unknown service `{s}` in --target/--exclude"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(EngineError::InvalidDesired { problems: unknown });
+        }
+        if targets.is_empty() && excludes.is_empty() {
+            return Ok(Scope::all());
+        }
+        let mut set = BTreeSet::new();
+        if targets.is_empty() {
+            set.extend(desired.services.keys().cloned());
+        } else {
+            let mut stack: Vec<String> = targets.to_vec();
+            while let Some(s) = stack.pop() {
+                if set.insert(s.clone())
+                    && let Some(info) = desired.services.get(&s)
+                {
+                    stack.extend(info.depends_on.iter().cloned());
+                }
+            }
+        }
+        for e in excludes {
+            set.remove(e);
+        }
+        Ok(Scope {
+            services: Some(set),
+        })
+    }
+
+    /// Whether the service may be touched.
+    pub fn contains(&self, service: &str) -> bool {
+        self.services.as_ref().is_none_or(|s| s.contains(service))
+    }
+
+    /// Whether this is the whole fleet.
+    pub fn is_all(&self) -> bool {
+        self.services.is_none()
+    }
+}
+
+/// What kind of operation a revision records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevisionKind {
+    /// `phoenix apply` (or `up`).
+    #[default]
+    Apply,
+    /// `phoenix rollback`: the spec of an older revision applied again.
+    Rollback,
+    /// `phoenix destroy`: nothing should run.
+    Destroy,
+}
+
+/// The document stored as a revision's `spec_json`: the spec sources (so an old revision can
+/// be parsed and applied again by `rollback`), and the unit spec of every instance (so the
+/// engine knows what a running unit of that revision runs, and can restart it on rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RevisionDoc {
+    /// Document format, 1.
+    pub format: u32,
+    /// What the revision did.
+    #[serde(default)]
+    pub kind: RevisionKind,
+    /// For a rollback: the revision whose spec was applied again.
+    #[serde(default)]
+    pub rollback_of: Option<u64>,
+    /// Environment overlay the sources were read with.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// `(file name, text)` of every spec file, in order.
+    #[serde(default)]
+    pub sources: Vec<(String, String)>,
+    /// `--target` services, if any.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// `--exclude` services, if any.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Unit spec (revision 0) of every desired instance.
+    #[serde(default)]
+    pub units: BTreeMap<String, UnitSpec>,
+}
+
+impl RevisionDoc {
+    /// A document for `desired`, read from `sources` with `environment`.
+    pub fn new(
+        kind: RevisionKind,
+        desired: &Desired,
+        sources: Vec<(String, String)>,
+        environment: Option<String>,
+    ) -> Self {
+        RevisionDoc {
+            format: 1,
+            kind,
+            rollback_of: None,
+            environment,
+            sources,
+            targets: Vec::new(),
+            excludes: Vec::new(),
+            units: desired
+                .units
+                .iter()
+                .map(|(k, u)| (k.clone(), u.spec.clone()))
+                .collect(),
+        }
+    }
+
+    /// Parses a stored document; `None` if it is not one (an older or foreign revision).
+    pub fn parse(spec_json: &str) -> Option<Self> {
+        serde_json::from_str(spec_json).ok()
+    }
+
+    /// The document as stored.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_ignores_revision_only() {
+        let a = UnitSpec::new("f", "web", "web-0", 1).with_command(["x"]);
+        let mut b = a.clone();
+        b.revision = 7;
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let c = a.clone().with_env("K", "v");
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}
