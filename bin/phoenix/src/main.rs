@@ -1,6 +1,7 @@
 //! The `phoenix` binary: parses arguments, wires the crates together and prints. No domain
 //! logic lives here.
 
+mod deploy_cmd;
 mod plan_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -47,6 +48,29 @@ enum Command {
     },
     /// Print the JSON Schema of the fleet spec format, for editors.
     Schema,
+    /// Make the fleet true: create, replace and remove instances wave by wave, with health
+    /// gates and automatic rollback.
+    Apply(deploy_cmd::ApplyArgs),
+    /// Desired against observed: missing, extra, unhealthy, wrong revision.
+    Status(deploy_cmd::StatusArgs),
+    /// Apply an earlier revision's spec again (default: the applied revision before the
+    /// current one).
+    Rollback(deploy_cmd::RollbackArgs),
+    /// Stop every instance of the fleet.
+    Destroy(deploy_cmd::DestroyArgs),
+    /// Revisions and every recorded step; `--verify` checks the audit log's hash chain.
+    History(deploy_cmd::HistoryArgs),
+    /// Run the bundled demo fleet on this machine and show what runs where.
+    Up(deploy_cmd::UpArgs),
+    /// Print (and with -f follow) the logs of a service or instance.
+    Logs(deploy_cmd::LogsArgs),
+    /// The local provider's supervising agent (started on demand by the other commands).
+    #[command(disable_help_flag = true)]
+    Agent {
+        /// `--state-dir DIR [--idle-exit D] [--restart-backoff D] [--lock-wait D]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,6 +89,14 @@ fn main() -> ExitCode {
             env,
             strict,
         } => plan_cmd::run(&files, env.as_deref(), output, strict),
+        Command::Apply(args) => deploy_cmd::apply(args),
+        Command::Status(args) => deploy_cmd::status_cmd(args),
+        Command::Rollback(args) => deploy_cmd::rollback(args),
+        Command::Destroy(args) => deploy_cmd::destroy(args),
+        Command::History(args) => deploy_cmd::history(args),
+        Command::Up(args) => deploy_cmd::up(args),
+        Command::Logs(args) => deploy_cmd::logs(args),
+        Command::Agent { args } => return deploy_cmd::agent(args),
         Command::Schema => {
             println!(
                 "{}",

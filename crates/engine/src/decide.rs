@@ -444,6 +444,7 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
             let service = u.status.service.as_str();
             let reason = match desired.services.get(service) {
                 _ if !scope.contains(service) => continue,
+                _ if desired.destroy => "fleet destroyed".to_string(),
                 None if !scope.is_all() => continue,
                 None => "service not in the spec".to_string(),
                 Some(info) if !info.enabled => "service disabled".to_string(),

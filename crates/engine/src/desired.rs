@@ -53,6 +53,8 @@ pub struct Desired {
     pub services: BTreeMap<String, ServiceInfo>,
     /// Desired units by instance id (enabled services only).
     pub units: BTreeMap<String, DesiredUnit>,
+    /// Whether the fleet is being destroyed (nothing should run).
+    pub destroy: bool,
 }
 
 /// The fingerprint of a unit spec: a short hash of everything that makes a unit run
@@ -164,6 +166,7 @@ impl Desired {
             phases,
             services,
             units,
+            destroy: false,
         })
     }
 
@@ -171,7 +174,39 @@ impl Desired {
     pub fn empty(fleet: &str) -> Self {
         Desired {
             fleet: fleet.into(),
+            destroy: true,
             ..Desired::default()
+        }
+    }
+
+    /// Nothing of `fleet` should run, and what runs is stopped in reverse dependency order
+    /// (for `destroy` with the spec at hand).
+    pub fn destroy(fleet: &Fleet, plan: &phoenix_plan::Plan) -> Self {
+        let mut services = BTreeMap::new();
+        for s in &fleet.services {
+            services.insert(
+                s.name.clone(),
+                ServiceInfo {
+                    name: s.name.clone(),
+                    phase: s.phase,
+                    rollout: s.rollout.clone(),
+                    health: s.health.clone(),
+                    stop_grace_ms: s.stop_grace_ms,
+                    enabled: false,
+                    depends_on: s.depends_on.clone(),
+                },
+            );
+        }
+        Desired {
+            fleet: fleet.name.clone(),
+            phases: plan
+                .phases
+                .iter()
+                .map(|p| (p.phase, p.waves.clone()))
+                .collect(),
+            services,
+            units: BTreeMap::new(),
+            destroy: true,
         }
     }
 }

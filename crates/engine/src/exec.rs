@@ -177,6 +177,9 @@ impl Drop for Permit<'_> {
 /// Runs `f` on every item in parallel (scoped threads; the semaphore inside `f` bounds the
 /// work); true when every call returned true.
 fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> bool + Sync) -> bool {
+    if items.is_empty() {
+        return true;
+    }
     if items.len() == 1 {
         return f(&items[0]);
     }
@@ -202,7 +205,6 @@ struct Changed {
     new_unit_id: Option<String>,
     snapshot: Option<String>,
     stop_grace_ms: u64,
-    health: Option<Health>,
 }
 
 /// How a replacement orders its start and stop.
@@ -1096,7 +1098,6 @@ impl Run<'_> {
             new_unit_id: None,
             snapshot: None,
             stop_grace_ms: sa.stop_grace_ms,
-            health: sa.health.clone(),
         });
         if let Some(old) = &old {
             let paths = old
@@ -1202,7 +1203,14 @@ impl Run<'_> {
             } => {
                 let surge = *max_surge as usize;
                 let batch = (surge + *max_unavailable as usize).max(1);
-                for chunk in sa.actions.chunks(batch) {
+                // New instances take nothing down: start them all at once. Replacements go
+                // `max_unavailable + max_surge` at a time.
+                let (creates, replaces): (Vec<InstanceAction>, Vec<InstanceAction>) =
+                    sa.actions.iter().cloned().partition(|a| a.old().is_none());
+                if !parallel(&creates, |a| self.change_instance(sa, a, Mode::StopFirst)) {
+                    return false;
+                }
+                for chunk in replaces.chunks(batch) {
                     let indexed: Vec<(usize, &InstanceAction)> = chunk.iter().enumerate().collect();
                     let ok = parallel(&indexed, |(i, a)| {
                         let mode = if *i < surge {
@@ -1446,7 +1454,8 @@ impl Run<'_> {
                 Some(old) if old.running && c.old_stopped => match &old.spec {
                     Some(spec) => match self.start_unit(spec) {
                         Ok(status) => {
-                            let outcome = self.gate(&status, c.health.as_ref());
+                            // The old unit is gated by its own check, not the new revision's.
+                            let outcome = self.gate(&status, spec.health.as_ref());
                             if outcome.healthy {
                                 parts.push(format!("restarted {} (healthy)", old.unit_id));
                             } else {

@@ -1,0 +1,773 @@
+//! `phoenix apply`, `status`, `rollback`, `destroy`, `history`, `up`, `logs` and `agent`: load
+//! the spec, wire the engine to the local provider, the state store and the audit log, print.
+
+mod render;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use phoenix_audit::{LocalLog, Recorder};
+use phoenix_engine::{
+    ApplyOptions, ApplyOutcome, ApplyReport, Decision, Desired, Engine, Event, RevisionDoc,
+    RevisionKind, Scope, StatusReport, status,
+};
+use phoenix_provider_api::Provider;
+use phoenix_provider_local::LocalProvider;
+use phoenix_state::{RevisionNumber, RevisionOutcome, StateStore};
+use std::ffi::OsString;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The demo fleet of `phoenix up`, built into the binary so that it works from any directory.
+pub(crate) const LOCAL_DEMO: &str = include_str!("../../../examples/local-demo.yaml");
+
+/// Where state lives.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct StateArgs {
+    /// State directory: SQLite state, audit log, the local agent, unit logs and data.
+    #[arg(long, default_value = ".phoenix", env = "PHOENIX_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// PostgreSQL URL for the state store (`postgres://...`) instead of SQLite in the state dir.
+    #[arg(long, env = "PHOENIX_STATE_URL")]
+    pub state_url: Option<String>,
+}
+
+/// Output of commands that change things.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum RunFormat {
+    /// Progress bars on a terminal, plain lines otherwise.
+    #[default]
+    Table,
+    /// One JSON event per line (NDJSON), for CI.
+    Json,
+}
+
+/// Output of commands that report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum ReportFormat {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Options shared by the commands that change a fleet.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ChangeArgs {
+    /// Do not ask; required when there is no terminal.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Instance steps (start + health gate, stop) in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallelism: u32,
+    /// Output: progress for people, or one JSON event per line.
+    #[arg(short, long, value_enum, default_value_t = RunFormat::Table)]
+    pub output: RunFormat,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `phoenix apply`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ApplyArgs {
+    /// Spec files; later files extend earlier ones.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Environment overlay.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only these services (and what they depend on); repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// Leave these services alone; repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// On a failed health gate, leave the changed instances as they are.
+    #[arg(long)]
+    pub no_rollback: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// `phoenix rollback`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct RollbackArgs {
+    /// Spec files naming the fleet.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The revision to return to (`3` or `r3`); default: the applied revision before the
+    /// current one.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// `phoenix destroy`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct DestroyArgs {
+    /// Spec files naming the fleet.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// `phoenix status`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct StatusArgs {
+    /// Spec files: the desired state.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Environment overlay.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `phoenix history`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct HistoryArgs {
+    /// Spec files naming the fleet.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Check the audit log's hash chain (and its anchor in the state store); exit 1 if any
+    /// record was edited or removed.
+    #[arg(long)]
+    pub verify: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `phoenix up`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct UpArgs {
+    /// Output: progress for people, or one JSON event per line.
+    #[arg(short, long, value_enum, default_value_t = RunFormat::Table)]
+    pub output: RunFormat,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `phoenix logs`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct LogsArgs {
+    /// Service (`web`) or instance (`web-0`).
+    pub service: String,
+    /// Keep printing new lines (and new revisions' logs) until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Fleet; default: the only fleet in the state store, or the one applied last.
+    #[arg(long)]
+    pub fleet: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Set by Ctrl-C.
+static CANCEL: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// Whether an operation that must be stopped cleanly is running (otherwise Ctrl-C exits at once).
+static EXECUTING: AtomicBool = AtomicBool::new(false);
+
+fn cancel_flag() -> Arc<AtomicBool> {
+    CANCEL
+        .get_or_init(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let f = flag.clone();
+            let _ = ctrlc::set_handler(move || {
+                if !EXECUTING.load(Ordering::SeqCst) || f.swap(true, Ordering::SeqCst) {
+                    // Nothing in flight, or a second Ctrl-C: leave now. A held deploy lock is
+                    // taken over by the next apply (its holder is dead).
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupted: finishing in-flight steps, then stopping (Ctrl-C again to quit now)");
+            });
+            flag
+        })
+        .clone()
+}
+
+/// The engine wired to this host: local provider, state store, local audit log.
+struct Wired {
+    state_dir: PathBuf,
+    engine: Engine,
+    provider: Arc<LocalProvider>,
+    store: Arc<dyn StateStore>,
+    log: Arc<LocalLog>,
+}
+
+fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
+    let store: Arc<dyn StateStore> = Arc::from(
+        phoenix_state::open(&state.state_dir, state.state_url.as_deref())
+            .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?,
+    );
+    let log = Arc::new(
+        LocalLog::open_in(&state.state_dir)
+            .with_context(|| format!("opening the audit log in {}", state.state_dir.display()))?,
+    );
+    let provider = Arc::new(LocalProvider::new(&state.state_dir));
+    let actor = phoenix_state::LockOwner::this_process("apply").who;
+    let engine = Engine {
+        provider: provider.clone(),
+        store: store.clone(),
+        recorder: log.clone() as Arc<dyn Recorder>,
+        actor,
+    };
+    Ok(Wired {
+        state_dir: state.state_dir.clone(),
+        engine,
+        provider,
+        store,
+        log,
+    })
+}
+
+/// A parsed fleet with its sources, or the exit code after printing its diagnostics.
+type Loaded = Result<(phoenix_spec::Fleet, Vec<(String, String)>), ExitCode>;
+
+/// Reads the files and parses them, keeping the sources for the revision document.
+fn load(files: &[PathBuf], env: Option<&str>) -> anyhow::Result<Loaded> {
+    let mut sources = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        sources.push((f.display().to_string(), text));
+    }
+    match phoenix_spec::parse_sources(&sources, env) {
+        Ok(fleet) => Ok(Ok((fleet, sources))),
+        Err(d) => {
+            eprint!("{}", d.render());
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+/// The desired state of a fleet, refusing sites whose provider this build cannot drive.
+fn desired_of(fleet: &phoenix_spec::Fleet) -> anyhow::Result<Desired> {
+    let plan = phoenix_plan::plan(fleet);
+    let desired = Desired::new(fleet, &plan)?;
+    let mut bad: Vec<String> = desired
+        .units
+        .values()
+        .filter_map(|u| fleet.site(&u.spec.site))
+        .filter(|s| s.provider != phoenix_spec::ProviderKind::Local)
+        .map(|s| format!("site `{}` uses provider `{}`", s.name, s.provider.as_str()))
+        .collect();
+    bad.sort();
+    bad.dedup();
+    if !bad.is_empty() {
+        bail!(
+            "this build of phoenix deploys to the `local` provider only:\n  {}",
+            bad.join("\n  ")
+        );
+    }
+    Ok(desired)
+}
+
+/// Prints the diff and asks; `Err(code)` when it must not go on.
+fn confirm(
+    what: &str,
+    fleet: &str,
+    decision: &Decision,
+    yes: bool,
+    output: RunFormat,
+    refused: &AtomicBool,
+) -> bool {
+    let lines = decision.diff_lines();
+    match output {
+        RunFormat::Json => render::json_line(&serde_json::json!({
+            "event": "diff", "fleet": fleet, "changes": lines,
+        })),
+        RunFormat::Table => {
+            let (c, r, x) = decision.counts();
+            eprintln!("Fleet {fleet}: {c} to create, {r} to replace, {x} to remove");
+            for l in &lines {
+                eprintln!("  {l}");
+            }
+        }
+    }
+    if yes {
+        return true;
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !interactive {
+        eprintln!(
+            "refusing to {what} without --yes: there is no terminal to ask for confirmation \
+             (re-run with --yes to {what} the changes above)"
+        );
+        refused.store(true, Ordering::SeqCst);
+        return false;
+    }
+    eprint!("{} fleet {fleet} as above? [y/N] ", capitalise(what));
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// Runs one change (apply, rollback, destroy, up) and prints its report.
+#[allow(clippy::too_many_arguments)] // Plain options of one command; a struct would be built once.
+fn run_change(
+    w: &Wired,
+    what: &str,
+    desired: &Desired,
+    doc: &RevisionDoc,
+    scope: Scope,
+    change: &ChangeArgs,
+    rollback: bool,
+    after: &dyn Fn(&ApplyReport),
+) -> anyhow::Result<ExitCode> {
+    let cancel = cancel_flag();
+    let opts = ApplyOptions {
+        parallelism: change.parallelism as usize,
+        rollback,
+        scope,
+        cancel: cancel.clone(),
+        lock_ttl: Duration::from_secs(15),
+        operation: what.into(),
+    };
+    let refused = AtomicBool::new(false);
+    let progress = render::Progress::new(change.output);
+    let confirm_fn = |d: &Decision| {
+        let ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
+        if ok {
+            EXECUTING.store(true, Ordering::SeqCst);
+        }
+        ok
+    };
+    let sink = |e: &Event| progress.event(e);
+    let result = w.engine.apply(desired, doc, &opts, &confirm_fn, &sink);
+    EXECUTING.store(false, Ordering::SeqCst);
+    progress.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if change.output == RunFormat::Json {
+                render::json_line(&serde_json::json!({"event": "error", "message": e.to_string()}));
+            }
+            return Err(e.into());
+        }
+    };
+    anchor_audit(w);
+    if refused.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(2));
+    }
+    after(&report);
+    render::report(&report, change.output, what);
+    Ok(match &report.outcome {
+        ApplyOutcome::NoChanges | ApplyOutcome::Applied => ExitCode::SUCCESS,
+        ApplyOutcome::Cancelled => ExitCode::from(130),
+        ApplyOutcome::Declined | ApplyOutcome::RolledBack { .. } | ApplyOutcome::Failed { .. } => {
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// Anchors the audit log's head in the state store, unless the log no longer verifies against
+/// the previous anchor (then the evidence is kept and `history --verify` reports it).
+fn anchor_audit(w: &Wired) {
+    let previous = w.store.audit_anchor().ok().flatten();
+    let checked = match &previous {
+        Some(a) => w.log.verify_against(&phoenix_audit::ChainHead {
+            seq: a.seq,
+            hash: a.head_hash.clone(),
+        }),
+        None => w.log.verify(),
+    };
+    match checked {
+        Ok(report) => {
+            if let Some(head) = report.head {
+                let _ = w.store.anchor_audit_head(head.seq, &head.hash);
+            }
+        }
+        Err(e) => eprintln!(
+            "warning: {e}\n  the audit log was not anchored; see `phoenix history --verify`"
+        ),
+    }
+}
+
+pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let (fleet, sources) = match load(&args.files, args.env.as_deref())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let desired = desired_of(&fleet)?;
+    let scope = Scope::new(&desired, &args.target, &args.exclude)?;
+    let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
+    doc.targets = args.target.clone();
+    doc.excludes = args.exclude.clone();
+    let w = wire(&args.change.state)?;
+    run_change(
+        &w,
+        "apply",
+        &desired,
+        &doc,
+        scope,
+        &args.change,
+        !args.no_rollback,
+        &|_| {},
+    )
+}
+
+pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
+    let (fleet, sources) = match load(&args.files, None)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
+    let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, sources, None);
+    let w = wire(&args.change.state)?;
+    let code = run_change(
+        &w,
+        "destroy",
+        &desired,
+        &doc,
+        Scope::all(),
+        &args.change,
+        false,
+        &|_| {},
+    )?;
+    stop_idle_agent(&w);
+    Ok(code)
+}
+
+/// Stops the local agent when it supervises nothing any more, so that `destroy` leaves no
+/// process behind.
+fn stop_idle_agent(w: &Wired) {
+    if let Ok(Some(info)) = w.provider.ping()
+        && info.units == 0
+    {
+        let _ = w.provider.shutdown_agent(false);
+    }
+}
+
+fn parse_revision(s: &str) -> anyhow::Result<u64> {
+    s.trim_start_matches(['r', 'R'])
+        .parse()
+        .with_context(|| format!("`{s}` is not a revision number (e.g. 3 or r3)"))
+}
+
+pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let (fleet, _) = match load(&args.files, None)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let w = wire(&args.change.state)?;
+    let revisions = w.store.list_revisions(&fleet.name)?;
+    let target = match &args.to {
+        Some(t) => {
+            let n = parse_revision(t)?;
+            revisions
+                .iter()
+                .find(|r| r.number == RevisionNumber(n))
+                .with_context(|| format!("fleet {} has no revision r{n}", fleet.name))?
+        }
+        None => {
+            let applied: Vec<_> = revisions
+                .iter()
+                .filter(|r| r.outcome == RevisionOutcome::Applied)
+                .collect();
+            match applied.as_slice() {
+                [.., previous, _current] => *previous,
+                _ => bail!(
+                    "fleet {} has no earlier applied revision to roll back to (see `phoenix history`)",
+                    fleet.name
+                ),
+            }
+        }
+    };
+    let old = RevisionDoc::parse(&target.spec_json).with_context(|| {
+        format!(
+            "revision {} has no spec this phoenix can read",
+            target.number
+        )
+    })?;
+    let desired = if old.kind == RevisionKind::Destroy {
+        Desired::empty(&fleet.name)
+    } else {
+        let old_fleet = phoenix_spec::parse_sources(&old.sources, old.environment.as_deref())
+            .map_err(|d| {
+                anyhow::anyhow!(
+                    "revision {} no longer parses:\n{}",
+                    target.number,
+                    d.render()
+                )
+            })?;
+        if old_fleet.name != fleet.name {
+            bail!(
+                "revision {} is of fleet {}, not {}",
+                target.number,
+                old_fleet.name,
+                fleet.name
+            );
+        }
+        desired_of(&old_fleet)?
+    };
+    let scope = Scope::new(&desired, &old.targets, &old.excludes).unwrap_or_else(|_| Scope::all());
+    let mut doc = RevisionDoc::new(
+        RevisionKind::Rollback,
+        &desired,
+        old.sources.clone(),
+        old.environment.clone(),
+    );
+    doc.rollback_of = Some(target.number.0);
+    doc.targets = old.targets.clone();
+    doc.excludes = old.excludes.clone();
+    if args.change.output == RunFormat::Table {
+        eprintln!(
+            "Rolling fleet {} back to revision {}",
+            fleet.name, target.number
+        );
+    }
+    run_change(
+        &w,
+        "rollback",
+        &desired,
+        &doc,
+        scope,
+        &args.change,
+        true,
+        &|_| {},
+    )
+}
+
+pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let name = "examples/local-demo.yaml";
+    let sources = vec![(name.to_string(), LOCAL_DEMO.to_string())];
+    let fleet = phoenix_spec::parse_sources(&sources, None)
+        .map_err(|d| anyhow::anyhow!("the bundled demo does not parse:\n{}", d.render()))?;
+    let desired = desired_of(&fleet)?;
+    std::fs::create_dir_all(&args.state.state_dir)?;
+    // A copy of the spec beside the state, so that status, logs and destroy can name it.
+    let copy = args.state.state_dir.join("local-demo.yaml");
+    std::fs::write(&copy, LOCAL_DEMO).with_context(|| format!("writing {}", copy.display()))?;
+    let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, None);
+    let w = wire(&args.state)?;
+    let change = ChangeArgs {
+        yes: true,
+        parallelism: 16,
+        output: args.output,
+        state: args.state.clone(),
+    };
+    let code = run_change(
+        &w,
+        "apply",
+        &desired,
+        &doc,
+        Scope::all(),
+        &change,
+        true,
+        &|_| {},
+    )?;
+    if code == ExitCode::SUCCESS && args.output == RunFormat::Table {
+        let observed = w.engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+        let report = status::status(&desired, &observed, None);
+        print_up(&report, &copy, &args.state.state_dir);
+    }
+    Ok(code)
+}
+
+fn print_up(report: &StatusReport, spec: &Path, state_dir: &Path) {
+    let mut out = String::new();
+    out.push_str(&format!("\nFleet {} is up:\n\n", report.fleet));
+    let rows: Vec<Vec<String>> = report
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.service.clone(),
+                i.instance.clone(),
+                i.ports
+                    .values()
+                    .map(|p| format!("http://127.0.0.1:{p}/"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                if i.healthy { "healthy" } else { "unhealthy" }.into(),
+            ]
+        })
+        .collect();
+    out.push_str(&render::table(
+        &["SERVICE", "INSTANCE", "URL", "PID", "HEALTH"],
+        &rows,
+    ));
+    let sd = if state_dir == Path::new(".phoenix") {
+        String::new()
+    } else {
+        format!(" --state-dir {}", state_dir.display())
+    };
+    out.push_str(&format!(
+        "\nLook at it:\n  phoenix status {spec}{sd}          desired vs running, health\n  \
+         phoenix logs web -f{sd}                   follow a service's logs\n  \
+         phoenix history {spec}{sd}         revisions and every step\n  \
+         phoenix destroy {spec} --yes{sd}   stop everything\n",
+        spec = spec.display(),
+    ));
+    let _ = crate::print_out(&out);
+}
+
+pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (fleet, _) = match load(&args.files, args.env.as_deref())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let desired = desired_of(&fleet)?;
+    let w = wire(&args.state)?;
+    let observed = w.engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+    let revision = w
+        .store
+        .latest_applied_revision(&fleet.name)?
+        .map(|r| r.number.0);
+    let report = status::status(&desired, &observed, revision);
+    match args.output {
+        ReportFormat::Json => {
+            crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+        }
+        ReportFormat::Table => crate::print_out(&render::status_table(&report))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let (fleet, _) = match load(&args.files, None)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let w = wire(&args.state)?;
+    let revisions = w.store.list_revisions(&fleet.name)?;
+    let records: Vec<_> = match w.log.read_all() {
+        Ok(r) => r,
+        Err(e) if args.verify => {
+            eprintln!("audit log unreadable: {e}");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|r| r.entry.fleet == fleet.name)
+        .collect();
+    let verify = if args.verify {
+        let anchor = w.store.audit_anchor()?;
+        Some(match &anchor {
+            Some(a) => w.log.verify_against(&phoenix_audit::ChainHead {
+                seq: a.seq,
+                hash: a.head_hash.clone(),
+            }),
+            None => w.log.verify(),
+        })
+    } else {
+        None
+    };
+    let ok = !matches!(verify, Some(Err(_)));
+    match args.output {
+        ReportFormat::Json => {
+            let v = render::history_json(&fleet.name, &revisions, &records, verify.as_ref());
+            crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        }
+        ReportFormat::Table => {
+            crate::print_out(&render::history_table(&revisions, &records))?;
+            if let Some(v) = &verify {
+                match v {
+                    Ok(r) => crate::print_out(&format!(
+                        "\naudit log {} verified: {} records, hash chain intact{}\n",
+                        w.log.path().display(),
+                        r.records,
+                        r.head
+                            .as_ref()
+                            .map(|h| format!(
+                                ", head seq {} {}",
+                                h.seq,
+                                &h.hash[..h.hash.len().min(16)]
+                            ))
+                            .unwrap_or_default()
+                    ))?,
+                    Err(e) => eprintln!("\nAUDIT LOG DOES NOT VERIFY: {}", render::verify_error(e)),
+                }
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let w = wire(&args.state)?;
+    let fleet = match args.fleet {
+        Some(f) => f,
+        None => {
+            let fleets = w.store.list_fleets()?;
+            match fleets.as_slice() {
+                [] => bail!(
+                    "no fleet in {}; apply one first or pass --fleet",
+                    w.state_dir.display()
+                ),
+                [one] => one.clone(),
+                many => {
+                    // The fleet whose latest revision is newest.
+                    let mut best: Option<(jiff::Timestamp, String)> = None;
+                    for f in many {
+                        if let Some(r) = w.store.list_revisions(f)?.last()
+                            && best.as_ref().is_none_or(|(t, _)| r.created_at > *t)
+                        {
+                            best = Some((r.created_at, f.clone()));
+                        }
+                    }
+                    best.map(|(_, f)| f)
+                        .context("no fleet has a revision; pass --fleet")?
+                }
+            }
+        }
+    };
+    let provider = w.provider.clone();
+    let selector = args.service.clone();
+    let initial = provider.log_paths(&fleet, &selector)?;
+    if initial.is_empty() && !args.follow {
+        eprintln!(
+            "no logs of `{selector}` in fleet {fleet} under {}",
+            w.state_dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let cancel = cancel_flag();
+    EXECUTING.store(true, Ordering::SeqCst);
+    let mut out = std::io::stdout().lock();
+    let result = phoenix_provider_api::logs::print_logs(
+        || provider.log_paths(&fleet, &selector).unwrap_or_default(),
+        &mut out,
+        args.follow,
+        Duration::from_millis(200),
+        &|| cancel.load(Ordering::SeqCst),
+    );
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub(crate) fn agent(args: Vec<OsString>) -> ExitCode {
+    phoenix_provider_local::agent_main(args)
+}

@@ -1,0 +1,463 @@
+//! Printing for the deploy commands: progress (bars, plain lines or NDJSON), reports, tables.
+
+use super::RunFormat;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use phoenix_audit::{AuditOutcome, AuditRecord, VerifyError, VerifyReport};
+use phoenix_engine::{ApplyOutcome, ApplyReport, Event, StatusReport};
+use phoenix_state::{Revision, RevisionOutcome};
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::Mutex;
+
+/// Prints one JSON value as a line on stdout (NDJSON); a closed pipe is ignored.
+pub(super) fn json_line(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+enum Mode {
+    Json,
+    Plain,
+    Bars {
+        multi: MultiProgress,
+        bar: Mutex<Option<ProgressBar>>,
+    },
+}
+
+/// Renders engine events as they come.
+pub(super) struct Progress {
+    mode: Mode,
+}
+
+impl Progress {
+    pub(super) fn new(format: RunFormat) -> Self {
+        let mode = match format {
+            RunFormat::Json => Mode::Json,
+            RunFormat::Table if std::io::stderr().is_terminal() => Mode::Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                bar: Mutex::new(None),
+            },
+            RunFormat::Table => Mode::Plain,
+        };
+        Progress { mode }
+    }
+
+    fn line(&self, text: String) {
+        match &self.mode {
+            Mode::Bars { multi, .. } => {
+                let _ = multi.println(text);
+            }
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    pub(super) fn event(&self, e: &Event) {
+        if let Mode::Json = self.mode {
+            if let Ok(v) = serde_json::to_value(e) {
+                json_line(&v);
+            }
+            return;
+        }
+        match e {
+            Event::Recovered {
+                unit,
+                op,
+                resolution,
+            } => self.line(format!("recovered an interrupted {op} of {unit}: {resolution}")),
+            Event::ApplyStarted {
+                fleet,
+                revision,
+                creates,
+                replaces,
+                removes,
+            } => self.line(format!(
+                "revision r{revision} of fleet {fleet}: {creates} to create, {replaces} to replace, {removes} to remove"
+            )),
+            Event::WaveStarted {
+                phase,
+                wave,
+                services,
+                instances,
+            } => {
+                let title = format!("phase {phase} wave {wave}: {}", services.join(", "));
+                match &self.mode {
+                    Mode::Bars { multi, bar } => {
+                        let b = multi.add(ProgressBar::new(*instances as u64));
+                        b.set_style(
+                            ProgressStyle::with_template(
+                                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} healthy {msg}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                        b.set_prefix(title);
+                        b.enable_steady_tick(std::time::Duration::from_millis(120));
+                        *bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+                    }
+                    _ => self.line(format!("{title} ({instances} instances)")),
+                }
+            }
+            Event::UnitStarting { .. } => {}
+            Event::UnitStarted {
+                unit, pid, ports, ..
+            } => {
+                let ports: Vec<String> = ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let text = format!(
+                    "  started {unit}{}{}",
+                    pid.map(|p| format!(" pid {p}")).unwrap_or_default(),
+                    if ports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", ports.join(" "))
+                    }
+                );
+                match &self.mode {
+                    Mode::Bars { bar, .. } => {
+                        if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
+                            b.set_message(format!("started {unit}"));
+                        }
+                    }
+                    _ => self.line(text),
+                }
+            }
+            Event::GatePassed { unit, ms, .. } => match &self.mode {
+                Mode::Bars { bar, .. } => {
+                    if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
+                        b.inc(1);
+                        b.set_message(format!("{unit} healthy"));
+                    }
+                }
+                _ => self.line(format!("  ok {unit} healthy after {ms} ms")),
+            },
+            Event::GateFailed { unit, reason, .. } => {
+                self.line(format!("  FAILED {unit}: {reason}"));
+            }
+            Event::CanaryAnalysis {
+                service,
+                instances,
+                ms,
+            } => self.line(format!(
+                "  canary analysis of {service} ({}) for {ms} ms",
+                instances.join(", ")
+            )),
+            Event::UnitStopped { unit, reason, .. } => {
+                self.line(format!("  stopped {unit} ({reason})"));
+            }
+            Event::Snapshot { instance, tag } => {
+                self.line(format!("  backed up {instance} as {tag}"));
+            }
+            Event::Restored { instance, tag } => {
+                self.line(format!("  restored {instance} from {tag}"));
+            }
+            Event::WaveFinished { .. } => {
+                if let Mode::Bars { bar, .. } = &self.mode
+                    && let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    b.finish_with_message("done");
+                }
+            }
+            Event::RollbackStarted { reason, instances } => {
+                if let Mode::Bars { bar, .. } = &self.mode
+                    && let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    b.abandon_with_message("failed");
+                }
+                self.line(format!("rolling back {instances} instance(s): {reason}"));
+            }
+            Event::InstanceRestored { instance, detail } => {
+                self.line(format!("  restored {instance}: {detail}"));
+            }
+            Event::Warning { message } => self.line(format!("warning: {message}")),
+            Event::Finished { .. } => {}
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        if let Mode::Bars { bar, .. } = &self.mode
+            && let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            b.abandon();
+        }
+    }
+}
+
+/// Prints the final report of a change: stdout for the summary, stderr for failures.
+pub(super) fn report(r: &ApplyReport, format: RunFormat, what: &str) {
+    if format == RunFormat::Json {
+        json_line(&serde_json::json!({
+            "event": "report",
+            "operation": what,
+            "fleet": r.fleet,
+            "revision": r.revision,
+            "outcome": r.outcome,
+            "failure": r.failure,
+            "restored": r.restored,
+            "recovered": r.recovered,
+        }));
+        return;
+    }
+    let rev = r.revision.map(|n| format!("r{n}")).unwrap_or_default();
+    let (c, x, d) = r.decision.counts();
+    match &r.outcome {
+        ApplyOutcome::NoChanges => {
+            let _ = crate::print_out(&format!(
+                "fleet {}: no changes; everything runs as desired\n",
+                r.fleet
+            ));
+        }
+        ApplyOutcome::Declined => eprintln!("{what} cancelled; nothing was changed"),
+        ApplyOutcome::Applied => {
+            let _ = crate::print_out(&format!(
+                "{what} of fleet {}: revision {rev} applied ({c} created, {x} replaced, {d} removed)\n",
+                r.fleet
+            ));
+        }
+        ApplyOutcome::Cancelled => eprintln!(
+            "{what} of fleet {} interrupted: revision {rev} recorded as cancelled; run apply again to converge",
+            r.fleet
+        ),
+        ApplyOutcome::RolledBack { .. } | ApplyOutcome::Failed { .. } if r.failure.is_some() => {
+            let f = r.failure.as_ref().expect("checked");
+            let mut msg = format!(
+                "error: {what} of fleet {} failed at revision {rev}\n  instance {} (unit {}): {}\n",
+                r.fleet, f.instance, f.unit, f.reason
+            );
+            match &r.outcome {
+                ApplyOutcome::RolledBack { to } => {
+                    msg.push_str("  rolled back:\n");
+                    for l in &r.restored {
+                        msg.push_str(&format!("    {l}\n"));
+                    }
+                    match to {
+                        Some(t) => msg.push_str(&format!("  the fleet runs revision r{t} again\n")),
+                        None => msg.push_str("  there was no earlier revision; the new instances were removed\n"),
+                    }
+                }
+                _ => msg.push_str("  not rolled back (--no-rollback): the changed instances are left as they are\n"),
+            }
+            eprint!("{msg}");
+        }
+        ApplyOutcome::RolledBack { .. } | ApplyOutcome::Failed { .. } => {
+            eprintln!("error: {what} of fleet {} failed: {:?}", r.fleet, r.outcome);
+        }
+    }
+}
+
+/// A plain text table with aligned columns.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let fmt_row = |cells: Vec<&str>, out: &mut String| {
+        let line: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    };
+    fmt_row(header.to_vec(), &mut out);
+    for r in rows {
+        fmt_row(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+pub(super) fn status_table(r: &StatusReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.service.clone(),
+                i.instance.clone(),
+                i.state.clone(),
+                if i.healthy { "yes" } else { "no" }.into(),
+                i.revision
+                    .map(|n| format!("r{n}"))
+                    .unwrap_or_else(|| "-".into()),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.ports
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                i.site.clone(),
+                if i.drift.is_empty() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{}{}",
+                        i.drift.join(","),
+                        i.detail
+                            .as_ref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    )
+                },
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "fleet {}{}\n",
+        r.fleet,
+        r.revision
+            .map(|n| format!(", applied revision r{n}"))
+            .unwrap_or_default()
+    );
+    out.push_str(&table(
+        &[
+            "SERVICE", "INSTANCE", "STATE", "HEALTHY", "REVISION", "PID", "PORTS", "SITE", "DRIFT",
+        ],
+        &rows,
+    ));
+    if !r.extra.is_empty() {
+        out.push_str("\nextra units (not desired):\n");
+        let rows: Vec<Vec<String>> = r
+            .extra
+            .iter()
+            .map(|e| {
+                vec![
+                    e.unit.clone(),
+                    e.state.clone(),
+                    e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    e.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["UNIT", "STATE", "PID", "WHY"], &rows));
+    }
+    out.push_str(if r.in_sync {
+        "\nin sync: every instance runs its desired revision and is healthy\n"
+    } else {
+        "\ndrift found: run `phoenix apply` with the same files to repair it\n"
+    });
+    out
+}
+
+fn outcome_text(o: &RevisionOutcome) -> String {
+    match o {
+        RevisionOutcome::Pending => "pending".into(),
+        RevisionOutcome::Applied => "applied".into(),
+        RevisionOutcome::Failed { reason } => format!("failed: {reason}"),
+        RevisionOutcome::RolledBack { to } => format!("rolled back to {to}"),
+    }
+}
+
+fn audit_outcome(o: &AuditOutcome) -> String {
+    match o {
+        AuditOutcome::Ok => "ok".into(),
+        AuditOutcome::Failed { reason } => format!("failed: {reason}"),
+        AuditOutcome::Skipped { reason } => format!("skipped: {reason}"),
+        AuditOutcome::Cancelled { reason } => format!("cancelled: {reason}"),
+    }
+}
+
+fn kind_of(r: &Revision) -> String {
+    phoenix_engine::RevisionDoc::parse(&r.spec_json)
+        .map(|d| match (d.kind, d.rollback_of) {
+            (phoenix_engine::RevisionKind::Rollback, Some(n)) => format!("rollback to r{n}"),
+            (k, _) => serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+pub(super) fn history_table(revisions: &[Revision], records: &[AuditRecord]) -> String {
+    let mut out = String::new();
+    let rows: Vec<Vec<String>> = revisions
+        .iter()
+        .map(|r| {
+            vec![
+                r.number.to_string(),
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                r.actor.clone(),
+                kind_of(r),
+                outcome_text(&r.outcome),
+                r.plan_hash[..r.plan_hash.len().min(12)].to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["REVISION", "CREATED", "ACTOR", "KIND", "OUTCOME", "PLAN"],
+        &rows,
+    ));
+    if !records.is_empty() {
+        out.push_str("\nsteps (audit log):\n");
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                vec![
+                    r.seq.to_string(),
+                    r.entry.at.strftime("%H:%M:%S%.3f").to_string(),
+                    r.entry
+                        .revision
+                        .map(|n| format!("r{n}"))
+                        .unwrap_or_else(|| "-".into()),
+                    r.entry.step.clone(),
+                    audit_outcome(&r.entry.outcome),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["SEQ", "AT", "REV", "STEP", "OUTCOME"], &rows));
+    }
+    out
+}
+
+pub(super) fn verify_error(e: &VerifyError) -> String {
+    match e {
+        VerifyError::Read { path, source } => format!("cannot read {}: {source}", path.display()),
+        VerifyError::Tampered { path, problems, .. } => {
+            let mut s = format!("{} was altered:", path.display());
+            for p in problems {
+                s.push_str(&format!("\n  {p}"));
+            }
+            s
+        }
+    }
+}
+
+pub(super) fn history_json(
+    fleet: &str,
+    revisions: &[Revision],
+    records: &[AuditRecord],
+    verify: Option<&Result<VerifyReport, VerifyError>>,
+) -> serde_json::Value {
+    let revs: Vec<serde_json::Value> = revisions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "revision": r.number.0,
+                "created_at": r.created_at.to_string(),
+                "finished_at": r.finished_at.map(|t| t.to_string()),
+                "actor": r.actor,
+                "kind": kind_of(r),
+                "outcome": r.outcome.name(),
+                "detail": outcome_text(&r.outcome),
+                "plan_hash": r.plan_hash,
+                "steps": records.iter().filter(|x| x.entry.revision == Some(r.number.0)).map(|x| serde_json::json!({
+                    "seq": x.seq, "at": x.entry.at.to_string(), "step": x.entry.step,
+                    "outcome": audit_outcome(&x.entry.outcome), "detail": x.entry.detail,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let verify = verify.map(|v| match v {
+        Ok(r) => serde_json::json!({"ok": true, "records": r.records, "head": r.head.as_ref().map(|h| serde_json::json!({"seq": h.seq, "hash": h.hash}))}),
+        Err(VerifyError::Tampered { problems, .. }) => serde_json::json!({
+            "ok": false,
+            "problems": problems.iter().map(|p| serde_json::json!({"line": p.line, "seq": p.seq, "problem": p.kind.to_string()})).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({"ok": false, "problems": [{"problem": e.to_string()}]}),
+    });
+    serde_json::json!({ "fleet": fleet, "revisions": revs, "verify": verify })
+}

@@ -1,0 +1,524 @@
+//! End-to-end tests of `phoenix apply/status/rollback/destroy/history/up` against real
+//! `python3 -m http.server` processes under the local provider, each test in its own state dir.
+//! Every test destroys what it started (also when it fails, through [`Fleet`]'s `Drop`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+
+/// A fleet spec in a temp dir with its own state dir; destroyed on drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+    name: String,
+    state_url: Option<String>,
+}
+
+fn http_service(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    replicas: {replicas}\n    command: [python3, -m, http.server, '${{port}}', --bind, 127.0.0.1, --directory, '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 15s, interval: 50ms }}\n    stop_grace: 2s\n{extra}"
+    )
+}
+
+impl Fleet {
+    fn new(name: &str, services: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("px").tempdir().unwrap();
+        let f = Fleet {
+            dir,
+            name: name.into(),
+            state_url: None,
+        };
+        f.write("fleet.yaml", services);
+        f
+    }
+
+    fn write(&self, file: &str, services: &str) -> PathBuf {
+        let yaml = format!(
+            "phoenix: 1\nname: {}\nsites:\n  - name: local\n    tier: core\n    capacity: {{ cpu: 64, memory: 64Gi, storage: 100G }}\nservices:\n{services}",
+            self.name
+        );
+        let p = self.dir.path().join(file);
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--state-dir")
+            .arg(self.state())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_remove("PHOENIX_STATE_URL");
+        if let Some(url) = &self.state_url {
+            c.arg("--state-url").arg(url);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "phoenix {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn status(&self, file: &str) -> Value {
+        let out = self.ok(&["status", file, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `(instance, state, healthy, revision, pid)` of every desired instance.
+    fn instances(&self, file: &str) -> Vec<(String, String, bool, u64, u32)> {
+        self.status(file)["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["instance"].as_str().unwrap().to_string(),
+                    i["state"].as_str().unwrap().to_string(),
+                    i["healthy"].as_bool().unwrap(),
+                    i["revision"].as_u64().unwrap_or(0),
+                    i["pid"].as_u64().unwrap_or(0) as u32,
+                )
+            })
+            .collect()
+    }
+
+    fn all_up(&self, file: &str) -> bool {
+        let st = self.status(file);
+        st["extra"].as_array().unwrap().is_empty()
+            && st["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["state"] == "running" && i["healthy"] == true)
+    }
+
+    /// Pids of every process that carries this state dir's agent tag and runs a unit: what
+    /// really runs, whatever any table says.
+    fn unit_processes(&self) -> Vec<(u32, String)> {
+        let tag = std::path::absolute(self.state()).unwrap();
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            let has = |k: &str, v: Option<&str>| {
+                vars.iter().any(|x| match v {
+                    Some(v) => *x == format!("{k}={v}").as_bytes(),
+                    None => x.starts_with(format!("{k}=").as_bytes()),
+                })
+            };
+            if !has("PHOENIX_AGENT_STATE_DIR", Some(&tag.display().to_string())) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let unit = vars
+                .iter()
+                .find_map(|x| x.strip_prefix(b"PHOENIX_UNIT="))
+                .map(|u| String::from_utf8_lossy(u).into_owned());
+            if let Some(unit) = unit {
+                found.push((pid, unit));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn agent_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state().join("agent/agent.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.run(&["destroy", "fleet.yaml", "--yes"]);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn two_tier(extra_web: &str) -> String {
+    format!(
+        "{}{}",
+        http_service("db", 1, ""),
+        http_service("web", 2, &format!("    depends_on: [db]\n{extra_web}"))
+    )
+}
+
+#[test]
+fn apply_then_status_then_kill_one_then_reapply_repairs() {
+    let f = Fleet::new("repair", &two_tier("    restart: never\n"));
+    let out = f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revision r1 applied"));
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+    let inst = f.instances("fleet.yaml");
+    assert_eq!(inst.len(), 3);
+    assert_eq!(f.unit_processes().len(), 3);
+
+    // Kill web-1's process: status shows it, apply repairs it.
+    let web1 = inst.iter().find(|i| i.0 == "web-1").unwrap().4;
+    Command::new("kill")
+        .args(["-9", &web1.to_string()])
+        .status()
+        .unwrap();
+    wait_for("status to show web-1 down", Duration::from_secs(10), || {
+        let i = f.instances("fleet.yaml");
+        let w = i.iter().find(|i| i.0 == "web-1").unwrap();
+        w.1 != "running" && !w.2
+    });
+    let table = String::from_utf8_lossy(&f.ok(&["status", "fleet.yaml"]).stdout).into_owned();
+    assert!(table.contains("drift found"), "{table}");
+    let out = f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("~ web-1"), "{err}");
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+    assert_eq!(f.unit_processes().len(), 3);
+}
+
+#[test]
+fn a_revision_that_never_gets_healthy_is_rolled_back_and_the_previous_keeps_running() {
+    let f = Fleet::new("rollback", &two_tier(""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let before = f.instances("fleet.yaml");
+    // r2: web's health check asks for a page that does not exist (404), for 1.5 s.
+    let bad = format!(
+        "{}{}",
+        http_service("db", 1, ""),
+        http_service("web", 2, "    depends_on: [db]\n    env: { V: '2' }\n")
+            .replace("timeout: 15s", "timeout: 1500ms")
+            .replace("/'", "/nope'")
+    );
+    f.write("bad.yaml", &bad);
+    let started = Instant::now();
+    let out = f.run(&["apply", "bad.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("instance web-0"), "{err}");
+    assert!(err.contains("404"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("restarted web-0@r1 (healthy)"), "{err}");
+    assert!(err.contains("runs revision r1 again"), "{err}");
+    // Restored within the health timeout + 5 s.
+    assert!(started.elapsed() < Duration::from_millis(1500 + 5000 + 2000));
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+    let after = f.instances("fleet.yaml");
+    assert!(after.iter().all(|i| i.3 == 1), "{after:?}");
+    // db was untouched; web-1 never started at r2.
+    assert_eq!(before[0].4, after[0].4);
+    let hist: Value =
+        serde_json::from_slice(&f.ok(&["history", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(hist["revisions"][1]["outcome"], "rolled-back");
+    assert_eq!(f.unit_processes().len(), 3);
+}
+
+#[test]
+fn without_yes_and_without_a_terminal_apply_rollback_and_destroy_refuse_with_exit_2() {
+    let f = Fleet::new("refuse", &http_service("web", 1, ""));
+    let out = f.run(&["apply", "fleet.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("+ web-0"), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(f.unit_processes().is_empty());
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert_eq!(f.run(&["destroy", "fleet.yaml"]).status.code(), Some(2));
+    assert_eq!(f.unit_processes().len(), 1);
+}
+
+#[test]
+fn destroy_leaves_no_process_behind() {
+    let f = Fleet::new("destroy", &two_tier(""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let pids: Vec<u32> = f.instances("fleet.yaml").iter().map(|i| i.4).collect();
+    let agent = f.agent_pid().expect("agent pid");
+    assert!(pids.iter().all(|p| alive(*p)) && alive(agent));
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+    wait_for("processes to go", Duration::from_secs(10), || {
+        !pids.iter().any(|p| alive(*p)) && !alive(agent)
+    });
+    assert!(f.unit_processes().is_empty());
+    let st = f.status("fleet.yaml");
+    assert!(
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "missing")
+    );
+}
+
+#[test]
+fn a_concurrent_apply_is_refused_and_names_the_holder() {
+    // A service that takes a while to become healthy keeps the first apply busy.
+    let slow = "  - name: slow\n    command: [sh, -c, 'sleep 2; exec python3 -m http.server ${port} --bind 127.0.0.1']\n    ports: [port]\n    health: { tcp: '127.0.0.1:${port}', timeout: 20s, interval: 50ms }\n    stop_grace: 1s\n";
+    let f = Fleet::new("concurrent", slow);
+    let mut first = f
+        .cmd(&["apply", "fleet.yaml", "--yes"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the first apply to take the lock",
+        Duration::from_secs(10),
+        || {
+            let h = f.run(&["history", "fleet.yaml", "-o", "json"]);
+            serde_json::from_slice::<Value>(&h.stdout)
+                .map(|v| !v["revisions"].as_array().unwrap().is_empty())
+                .unwrap_or(false)
+        },
+    );
+    let second = f.run(&["apply", "fleet.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("being changed by"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(first.wait().unwrap().success());
+    assert!(f.all_up("fleet.yaml"));
+}
+
+#[test]
+fn kill_9_of_apply_at_several_moments_then_apply_converges_to_exactly_the_declared_processes() {
+    let heavy = std::env::var("PHOENIX_HEAVY_TESTS").is_ok_and(|v| v == "1");
+    let delays: &[u64] = if heavy {
+        &[0, 50, 150, 300, 500, 800, 1200, 1800]
+    } else {
+        &[100, 400, 900]
+    };
+    let f = Fleet::new("crash", &two_tier(""));
+    for (round, delay) in delays.iter().enumerate() {
+        // Alternate between two specs so that every round has replacements to interrupt.
+        let file = if round % 2 == 0 { "a.yaml" } else { "b.yaml" };
+        f.write(
+            file,
+            &two_tier(&format!("    env: {{ ROUND: '{round}' }}\n")),
+        );
+        let mut child = f
+            .cmd(&["apply", file, "--yes"])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = f.ok(&["apply", file, "--yes"]);
+        let _ = out;
+        assert!(
+            f.all_up(file),
+            "round {round} (kill after {delay} ms): {}",
+            f.status(file)
+        );
+        let procs = f.unit_processes();
+        assert_eq!(
+            procs.len(),
+            3,
+            "round {round} (kill after {delay} ms): {procs:?}"
+        );
+        let mut instances: Vec<String> = procs
+            .iter()
+            .map(|(_, u)| u.split('@').next().unwrap().to_string())
+            .collect();
+        instances.sort();
+        instances.dedup();
+        assert_eq!(instances, ["db-0", "web-0", "web-1"], "{procs:?}");
+    }
+}
+
+#[test]
+fn history_lists_revisions_and_verify_detects_edited_and_removed_records() {
+    let f = Fleet::new("audit", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let out = f.ok(&["history", "fleet.yaml", "--verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("r1") && text.contains("applied"), "{text}");
+    assert!(text.contains("gate web-0@r1"), "{text}");
+    assert!(text.contains("verified"), "{text}");
+
+    let log = f.state().join("audit.jsonl");
+    let original = std::fs::read_to_string(&log).unwrap();
+    // Edit a record.
+    let edited = original.replacen("unit.start web-0@r1", "unit.start web-9@r1", 1);
+    std::fs::write(&log, &edited).unwrap();
+    let out = f.run(&["history", "fleet.yaml", "--verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("edited"), "{err}");
+    // Remove the last record: the anchor in the state store catches it.
+    let mut lines: Vec<&str> = original.lines().collect();
+    lines.pop();
+    std::fs::write(&log, format!("{}\n", lines.join("\n"))).unwrap();
+    let out = f.run(&["history", "fleet.yaml", "--verify", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verify"]["ok"], false, "{v}");
+    std::fs::write(&log, original).unwrap();
+    f.ok(&["history", "fleet.yaml", "--verify"]);
+}
+
+#[test]
+fn json_output_is_one_event_per_line_and_rollback_to_returns_to_a_revision() {
+    let f = Fleet::new("events", &http_service("web", 2, ""));
+    let out = f.ok(&["apply", "fleet.yaml", "--yes", "-o", "json"]);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"diff"));
+    assert!(
+        kinds.contains(&"wave_started") && kinds.contains(&"gate_passed"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"report"));
+    assert_eq!(events.last().unwrap()["outcome"]["outcome"], "applied");
+
+    f.write("v2.yaml", &http_service("web", 2, "    env: { V: '2' }\n"));
+    f.ok(&["apply", "v2.yaml", "--yes"]);
+    assert!(f.instances("v2.yaml").iter().all(|i| i.3 == 2));
+    f.ok(&["rollback", "fleet.yaml", "--to", "r1", "--yes"]);
+    // r3 runs r1's spec: in sync with fleet.yaml.
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+    assert!(f.instances("fleet.yaml").iter().all(|i| i.3 == 3));
+}
+
+#[test]
+fn target_applies_part_of_a_fleet_with_its_dependencies() {
+    let f = Fleet::new(
+        "target",
+        &format!("{}{}", two_tier(""), http_service("other", 1, "")),
+    );
+    f.ok(&["apply", "fleet.yaml", "--yes", "--target", "web"]);
+    let inst = f.instances("fleet.yaml");
+    let running: Vec<&str> = inst
+        .iter()
+        .filter(|i| i.1 == "running")
+        .map(|i| i.0.as_str())
+        .collect();
+    assert_eq!(running, ["db-0", "web-0", "web-1"]);
+}
+
+#[test]
+fn up_runs_the_bundled_demo_from_any_directory() {
+    let dir = tempfile::Builder::new().prefix("pxup").tempdir().unwrap();
+    let state = dir.path().join(".phoenix");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .env_remove("PHOENIX_STATE_DIR")
+            .env_remove("PHOENIX_STATE_URL")
+            .output()
+            .unwrap()
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["destroy", ".phoenix/local-demo.yaml", "--yes"]);
+        }
+    }
+    let _down = Down(&run);
+    let out = run(&["up"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in [
+        "db-0",
+        "api-0",
+        "api-1",
+        "web-0",
+        "http://127.0.0.1:",
+        "phoenix status",
+        "phoenix logs",
+        "phoenix destroy",
+    ] {
+        assert!(text.contains(s), "`{s}` missing in:\n{text}");
+    }
+    assert!(state.join("local-demo.yaml").exists());
+    let st = run(&["status", ".phoenix/local-demo.yaml", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["instances"].as_array().unwrap().len(), 4);
+    assert!(
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["healthy"] == true)
+    );
+    let logs = run(&["logs", "api"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("api-0@r1 |"));
+    assert!(Path::new(&state).join("state.db").exists());
+}
+
+#[test]
+fn postgres_state_store_end_to_end() {
+    let Ok(url) = std::env::var("PHOENIX_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: PHOENIX_TEST_POSTGRES_URL is not set (.ci/postgres.sh starts a server)"
+        );
+        return;
+    };
+    let name = format!("pg-{}", std::process::id());
+    let mut f = Fleet::new(&name, &http_service("web", 2, ""));
+    f.state_url = Some(url);
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert!(f.all_up("fleet.yaml"));
+    let h: Value =
+        serde_json::from_slice(&f.ok(&["history", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(h["revisions"][0]["outcome"], "applied");
+    assert!(!f.state().join("state.db").exists());
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+    assert!(f.unit_processes().is_empty());
+}
