@@ -1,1 +1,24 @@
-//! phoenix-ledger-node (not yet implemented).
+//! Phoenix ledger node: a validator of the Phoenix BFT ledger.
+//!
+//! - [`engine`]: Commonware wiring (simplex consensus, marshal, buffered broadcast, backfill) and
+//!   transaction gossip, generic over runtime and network so the same code runs on tokio with
+//!   real sockets and in the deterministic simulator;
+//! - [`app`]: block building, verification and finalized-block application;
+//! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
+//! - [`api`]: the HTTP API (axum) and Prometheus metrics;
+//! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `tx`
+//!   and `bench`.
+//!
+//! Only this crate and `phoenix-ledger-types` know the consensus library.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod block;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod shared;
+
+pub use cli::{LedgerCommand, TxCommand, run};

@@ -31,7 +31,11 @@ enum Node {
 
 fn nibble(path: &[u8; 32], depth: usize) -> usize {
     let b = path[depth / 2];
-    usize::from(if depth.is_multiple_of(2) { b >> 4 } else { b & 0x0f })
+    usize::from(if depth.is_multiple_of(2) {
+        b >> 4
+    } else {
+        b & 0x0f
+    })
 }
 
 fn leaf_hash(path: &[u8; 32], value: &[u8]) -> Hash {

@@ -1,0 +1,617 @@
+//! The node's HTTP API (axum) and Prometheus metrics. Binds 127.0.0.1 only (see the config).
+
+use crate::block::LedgerBlock;
+use crate::shared::{Finalized, Shared, TxStatus, get, inc};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get as get_route, post},
+};
+use futures::future::BoxFuture;
+use phoenix_ledger_types::block::Block;
+use phoenix_ledger_types::crypto::{Hash, verify_many};
+use phoenix_ledger_types::state::verify_proof;
+use phoenix_ledger_types::tx::{MAX_TX_BYTES, Transaction};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Finality certificate summary for a block.
+#[derive(Debug, Clone)]
+pub struct Finality {
+    /// View in which the block was finalized.
+    pub view: u64,
+    /// Number of validator signatures in the certificate.
+    pub signers: usize,
+    /// The certificate, hex of its canonical encoding.
+    pub certificate_hex: String,
+}
+
+/// Looks up a finalized block and its certificate in durable storage.
+pub type BlockSource =
+    Arc<dyn Fn(u64) -> BoxFuture<'static, Option<(LedgerBlock, Option<Finality>)>> + Send + Sync>;
+
+/// Renders the consensus engine's own metrics (Prometheus text).
+pub type EngineMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Node state.
+    pub shared: Arc<Shared>,
+    /// Durable block lookup.
+    pub blocks: BlockSource,
+    /// Engine metrics.
+    pub engine_metrics: EngineMetrics,
+    /// Start time, for uptime and readiness.
+    pub started: Instant,
+    /// Empty-block interval (readiness tolerates three of them without progress).
+    pub empty_block_interval_ms: u64,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/tx", post(post_tx))
+        .route("/v1/txs", post(post_txs))
+        .route("/v1/tx/{hash}", get_route(get_tx))
+        .route("/v1/blocks/{height}", get_route(get_block))
+        .route("/v1/status", get_route(status))
+        .route("/v1/state/{module}/{key}", get_route(get_state))
+        .route("/v1/stream/blocks", get_route(stream_blocks))
+        .route("/v1/consensus", get_route(consensus_dump))
+        .route("/metrics", get_route(metrics))
+        .route("/health/live", get_route(|| async { "ok" }))
+        .route("/health/ready", get_route(ready))
+        .with_state(state)
+}
+
+fn err(code: StatusCode, reason: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+/// Decodes, checks the signature of, and admits transactions; one verdict per input.
+pub fn submit(shared: &Shared, raw: Vec<Vec<u8>>) -> Vec<Result<Hash, (Option<Hash>, String)>> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    for b in &raw {
+        if b.len() > MAX_TX_BYTES {
+            decoded.push(Err((
+                None,
+                format!("oversized: {} bytes > {MAX_TX_BYTES}", b.len()),
+            )));
+            continue;
+        }
+        decoded.push(
+            Transaction::decode(b)
+                .map(|tx| {
+                    let h = tx.hash();
+                    (tx, h)
+                })
+                .map_err(|e| (None, format!("malformed: {e}"))),
+        );
+    }
+    let items: Vec<_> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok())
+        .map(|(tx, h)| (tx.body.signer, &h.0[..], tx.signature))
+        .collect();
+    let verdicts = verify_many(&items);
+    let mut vi = verdicts.into_iter();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut g = shared.lock();
+    for d in decoded {
+        match d {
+            Err(e) => out.push(Err(e)),
+            Ok((tx, h)) => {
+                if !vi.next().unwrap_or(false) {
+                    let reason = "bad signature: not signed by the signer's key".to_string();
+                    g.reject(h, reason.clone());
+                    out.push(Err((Some(h), reason)));
+                    continue;
+                }
+                match g.admit(tx, h, true) {
+                    Ok(()) => out.push(Ok(h)),
+                    Err(reason) => {
+                        if !reason.starts_with("already") {
+                            g.reject(h, reason.clone());
+                        }
+                        out.push(Err((Some(h), reason)));
+                    }
+                }
+            }
+        }
+    }
+    drop(g);
+    let ok = out.iter().filter(|r| r.is_ok()).count() as u64;
+    inc(&shared.counters.tx_admitted, ok);
+    inc(&shared.counters.tx_refused, out.len() as u64 - ok);
+    out
+}
+
+#[derive(Deserialize)]
+struct TxJson {
+    tx: String,
+}
+
+async fn post_tx(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let raw = if is_json {
+        match serde_json::from_slice::<TxJson>(&body)
+            .ok()
+            .and_then(|t| hex::decode(t.tx.trim()).ok())
+        {
+            Some(b) => b,
+            None => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "malformed: expected {\"tx\": \"<hex of the canonical encoding>\"}",
+                );
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    match submit(&s.shared, vec![raw]).remove(0) {
+        Ok(h) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "hash": h, "status": "pending" })),
+        )
+            .into_response(),
+        Err((h, reason)) => {
+            let code = if reason.starts_with("mempool full") {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else if reason.starts_with("already") {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (
+                code,
+                Json(json!({ "hash": h, "status": "rejected", "error": reason })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Batch submission: the body is a sequence of `u32` big-endian length + canonical transaction.
+async fn post_txs(State(s): State<ApiState>, body: Bytes) -> Response {
+    let mut raw = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return err(StatusCode::BAD_REQUEST, "malformed batch: truncated length");
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
+        if rest.len() < 4 + len {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "malformed batch: truncated transaction",
+            );
+        }
+        raw.push(rest[4..4 + len].to_vec());
+        rest = &rest[4 + len..];
+    }
+    let shared = s.shared.clone();
+    let res = tokio::task::spawn_blocking(move || submit(&shared, raw))
+        .await
+        .unwrap_or_default();
+    let accepted = res.iter().filter(|r| r.is_ok()).count();
+    let rejected: Vec<Value> = res
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.as_ref()
+                .err()
+                .map(|(h, e)| json!({"index": i, "hash": h, "error": e}))
+        })
+        .collect();
+    Json(json!({ "accepted": accepted, "rejected": rejected })).into_response()
+}
+
+fn tx_json(tx: &Transaction) -> Value {
+    json!({
+        "hash": tx.hash(),
+        "signer": tx.body.signer,
+        "nonce": tx.body.nonce,
+        "chain_id": tx.body.chain_id,
+        "op": tx.body.op,
+    })
+}
+
+async fn get_tx(State(s): State<ApiState>, Path(hash): Path<String>) -> Response {
+    let Some(h) = Hash::from_hex(&hash) else {
+        return err(StatusCode::BAD_REQUEST, "hash must be 64 hex characters");
+    };
+    let status = s.shared.lock().tx_status(&h);
+    match status {
+        TxStatus::Unknown => err(StatusCode::NOT_FOUND, "unknown transaction"),
+        st => {
+            let mut v = serde_json::to_value(&st).expect("serialisable");
+            v["hash"] = json!(h);
+            Json(v).into_response()
+        }
+    }
+}
+
+/// JSON view of a block.
+pub fn block_json(b: &Block, finality: Option<&Finality>, with_txs: bool) -> Value {
+    let h = &b.header;
+    let txs: Value = if with_txs {
+        b.txs.iter().map(tx_json).collect::<Vec<_>>().into()
+    } else {
+        b.txs
+            .iter()
+            .map(|t| json!(t.hash()))
+            .collect::<Vec<_>>()
+            .into()
+    };
+    json!({
+        "height": h.height,
+        "hash": b.hash(),
+        "parent_hash": h.parent_hash,
+        "state_root": h.state_root,
+        "tx_root": h.tx_root,
+        "validator_set_hash": h.validator_set_hash,
+        "chain_id": h.chain_id,
+        "epoch": h.epoch,
+        "view": h.view,
+        "parent_view": h.parent_view,
+        "proposer": h.proposer,
+        "timestamp_ms": h.timestamp_ms,
+        "tx_count": h.tx_count,
+        "transactions": txs,
+        "finality": finality.map(|f| json!({
+            "view": f.view,
+            "signers": f.signers,
+            "certificate": f.certificate_hex,
+        })),
+    })
+}
+
+#[derive(Deserialize)]
+struct BlockQuery {
+    /// `false` lists transaction hashes only.
+    txs: Option<bool>,
+}
+
+async fn get_block(
+    State(s): State<ApiState>,
+    Path(height): Path<String>,
+    Query(q): Query<BlockQuery>,
+) -> Response {
+    let with_txs = q.txs.unwrap_or(true);
+    let height = if height == "latest" {
+        s.shared.lock().finalized_height()
+    } else {
+        match height.parse::<u64>() {
+            Ok(h) => h,
+            Err(_) => return err(StatusCode::BAD_REQUEST, "height must be a number or latest"),
+        }
+    };
+    if height == 0 {
+        let g = s.shared.lock().genesis_block.clone();
+        return Json(block_json(g.block(), None, with_txs)).into_response();
+    }
+    if height > s.shared.lock().finalized_height() {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no finalized block at height {height}"),
+        );
+    }
+    let recent = s.shared.lock().recent.get(&height).cloned();
+    if let Some(b) = recent
+        && !with_txs
+    {
+        return Json(block_json(b.block(), None, false)).into_response();
+    }
+    match (s.blocks)(height).await {
+        Some((b, f)) => Json(block_json(b.block(), f.as_ref(), with_txs)).into_response(),
+        None => err(
+            StatusCode::NOT_FOUND,
+            format!("block {height} not available"),
+        ),
+    }
+}
+
+/// The status document.
+pub fn status_json(s: &Shared) -> Value {
+    let g = s.lock();
+    let c = &s.counters;
+    let vs = g.finalized_state.validators();
+    let speculative_height = g
+        .speculative
+        .values()
+        .map(|(h, _)| h.height)
+        .max()
+        .unwrap_or(0)
+        .max(g.finalized_height());
+    json!({
+        "chain_id": g.genesis.chain_id,
+        "node": s.me,
+        "height": speculative_height,
+        "finalized_height": g.finalized_height(),
+        "finalized_hash": g.finalized_header.hash(),
+        "state_root": g.finalized_header.state_root,
+        "network_finalized_height": get(&c.network_finalized),
+        "view": get(&c.view),
+        "peers": live_peers(s, &g),
+        "validators": vs.validators,
+        "validator_set_hash": vs.hash(),
+        "mempool": g.mempool_len(),
+    })
+}
+
+fn live_peers(s: &Shared, g: &crate::shared::Inner) -> usize {
+    let now = Instant::now();
+    g.liveness
+        .iter()
+        .filter(|l| l.key != s.me.to_hex())
+        .filter(|l| {
+            l.last_seen
+                .is_some_and(|t| now.duration_since(t).as_secs() < 10)
+        })
+        .count()
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    Json(status_json(&s.shared)).into_response()
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    proof: Option<bool>,
+}
+
+async fn get_state(
+    State(s): State<ApiState>,
+    Path((module, key)): Path<(String, String)>,
+    Query(q): Query<StateQuery>,
+) -> Response {
+    let g = s.shared.lock();
+    let st = &g.finalized_state;
+    let full = format!("{module}/{key}");
+    let root = st.root();
+    match st.get_raw(&module, &key) {
+        None => err(StatusCode::NOT_FOUND, format!("no state at {full}")),
+        Some(raw) => {
+            let value: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+            let mut out = json!({
+                "module": module,
+                "key": key,
+                "height": g.finalized_height(),
+                "state_root": root,
+                "value": value,
+            });
+            if q.proof.unwrap_or(false) {
+                let proof = st.map().prove(full.as_bytes());
+                debug_assert!(verify_proof(&root, full.as_bytes(), Some(raw), &proof));
+                out["proof"] = serde_json::to_value(&proof).expect("serialisable");
+            }
+            Json(out).into_response()
+        }
+    }
+}
+
+async fn stream_blocks(State(s): State<ApiState>) -> Response {
+    let rx = s.shared.finalized_tx.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let ev = match rx.recv().await {
+            Ok(Finalized { block }) => {
+                let b = block.block();
+                let data = json!({
+                    "height": b.header.height,
+                    "hash": b.hash(),
+                    "parent_hash": b.header.parent_hash,
+                    "state_root": b.header.state_root,
+                    "timestamp_ms": b.header.timestamp_ms,
+                    "tx_count": b.txs.len(),
+                    "transactions": b.txs.iter().map(|t| t.hash()).collect::<Vec<_>>(),
+                });
+                Event::default().event("block").data(data.to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn consensus_dump(State(s): State<ApiState>) -> Response {
+    let status = status_json(&s.shared);
+    let g = s.shared.lock();
+    let c = &s.shared.counters;
+    let mut spec: Vec<(u64, String, u64, u32)> = g
+        .speculative
+        .iter()
+        .map(|(h, (hdr, _))| (hdr.height, h.to_hex(), hdr.view, hdr.tx_count))
+        .collect();
+    spec.sort();
+    let recent_views: HashMap<u64, u64> = g
+        .finalized_views
+        .iter()
+        .rev()
+        .take(16)
+        .map(|(h, v)| (*h, *v))
+        .collect();
+    Json(json!({
+        "status": status,
+        "view": get(&c.view),
+        "notarizations": get(&c.notarizations),
+        "nullifications": get(&c.nullifications),
+        "finalizations": get(&c.finalizations),
+        "equivocation_evidence": get(&c.faults),
+        "proposed": get(&c.proposed),
+        "verified": get(&c.verified),
+        "invalid_blocks": get(&c.invalid),
+        "unfinalized_blocks": spec.iter().map(|(h, d, v, n)| json!({"height": h, "hash": d, "view": v, "tx_count": n})).collect::<Vec<_>>(),
+        "finalization_views": recent_views,
+        "validator_liveness": g.liveness,
+        "uptime_s": s.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let c = &s.shared.counters;
+    let g = s.shared.lock();
+    let mut out = String::new();
+    let mut m = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP phoenix_ledger_{name} {help}\n# TYPE phoenix_ledger_{name} {kind}\nphoenix_ledger_{name} {v}\n"
+        ));
+    };
+    m(
+        "finalized_height",
+        "gauge",
+        "Height of the latest finalized block applied here.",
+        g.finalized_height(),
+    );
+    m(
+        "network_finalized_height",
+        "gauge",
+        "Highest finalized height announced by consensus.",
+        get(&c.network_finalized),
+    );
+    m(
+        "view",
+        "gauge",
+        "Highest consensus view seen.",
+        get(&c.view),
+    );
+    m(
+        "view_changes_total",
+        "counter",
+        "Views skipped by nullification (round changes).",
+        get(&c.nullifications),
+    );
+    m(
+        "notarizations_total",
+        "counter",
+        "Notarization certificates seen.",
+        get(&c.notarizations),
+    );
+    m(
+        "finalizations_total",
+        "counter",
+        "Finalization certificates seen.",
+        get(&c.finalizations),
+    );
+    m(
+        "equivocations_total",
+        "counter",
+        "Conflicting-vote evidence seen.",
+        get(&c.faults),
+    );
+    m(
+        "blocks_proposed_total",
+        "counter",
+        "Blocks proposed by this node.",
+        get(&c.proposed),
+    );
+    m(
+        "blocks_verified_total",
+        "counter",
+        "Blocks verified by this node.",
+        get(&c.verified),
+    );
+    m(
+        "blocks_invalid_total",
+        "counter",
+        "Blocks this node refused.",
+        get(&c.invalid),
+    );
+    m(
+        "tx_admitted_total",
+        "counter",
+        "Transactions admitted to the mempool.",
+        get(&c.tx_admitted),
+    );
+    m(
+        "tx_refused_total",
+        "counter",
+        "Transactions refused at admission.",
+        get(&c.tx_refused),
+    );
+    m(
+        "tx_committed_total",
+        "counter",
+        "Transactions in finalized blocks.",
+        get(&c.tx_committed),
+    );
+    m(
+        "mempool_size",
+        "gauge",
+        "Transactions waiting.",
+        g.mempool_len() as u64,
+    );
+    m(
+        "peers",
+        "gauge",
+        "Validators heard from in the last 10 s.",
+        live_peers(&s.shared, &g) as u64,
+    );
+    out.push_str("# HELP phoenix_ledger_validator_votes_total Votes seen per validator and kind (signing liveness).\n# TYPE phoenix_ledger_validator_votes_total counter\n");
+    for l in &g.liveness {
+        for (kind, v) in [
+            ("notarize", l.notarizes),
+            ("finalize", l.finalizes),
+            ("nullify", l.nullifies),
+        ] {
+            out.push_str(&format!(
+                "phoenix_ledger_validator_votes_total{{validator=\"{}\",kind=\"{kind}\"}} {v}\n",
+                l.key
+            ));
+        }
+    }
+    out.push_str("# HELP phoenix_ledger_validator_last_vote_view Latest view with a vote from each validator.\n# TYPE phoenix_ledger_validator_last_vote_view gauge\n");
+    for l in &g.liveness {
+        out.push_str(&format!(
+            "phoenix_ledger_validator_last_vote_view{{validator=\"{}\"}} {}\n",
+            l.key, l.last_view
+        ));
+    }
+    drop(g);
+    out.push_str(&(s.engine_metrics)());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    let g = s.shared.lock();
+    let fin = g.finalized_height();
+    let net = get(&s.shared.counters.network_finalized);
+    let peers = live_peers(&s.shared, &g);
+    let n = g.liveness.len();
+    drop(g);
+    let f = (n.saturating_sub(1)) / 3;
+    let need = n - f - 1; // peers needed besides this node for a quorum
+    if net > fin + 2 {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("catching up: {fin} of {net}"),
+        );
+    }
+    if peers < need {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{peers} live peers, quorum needs {need}"),
+        );
+    }
+    Json(json!({ "ready": true, "finalized_height": fin, "peers": peers })).into_response()
+}

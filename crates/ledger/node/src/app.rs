@@ -1,0 +1,416 @@
+//! The application the consensus engine drives: builds blocks (propose), checks them (verify),
+//! and applies finalized ones (reporter).
+
+use crate::block::{Ctx, LedgerBlock, from_digest, from_engine_key, to_digest};
+use crate::shared::{Shared, inc, raise};
+use commonware_actor::Feedback;
+use commonware_consensus::simplex::types::Attributable;
+use commonware_consensus::{
+    Reporter, Viewable,
+    marshal::{Update, ancestry::Ancestry},
+    simplex::{scheme::ed25519::Scheme, types::Activity},
+};
+use commonware_cryptography::{Digested, sha256::Digest};
+use commonware_runtime::{Clock, Metrics, Spawner};
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+use phoenix_ledger_types::block::{BlockHeader, MAX_BLOCK_TXS};
+use phoenix_ledger_types::crypto::{Hash, verify_many};
+use phoenix_ledger_types::exec::{BlockContext, LedgerState, build_block, execute_block};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tracing::{debug, error, info, warn};
+
+/// Block production cadence.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    /// Minimum time between a parent and a child block that carries transactions.
+    pub min_block_interval: Duration,
+    /// Time between blocks when there is nothing to include (empty blocks keep liveness visible).
+    pub empty_block_interval: Duration,
+    /// How far ahead of the local clock a block timestamp may be.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self {
+            min_block_interval: Duration::from_millis(50),
+            empty_block_interval: Duration::from_millis(1000),
+            max_clock_skew: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The ledger application.
+#[derive(Clone)]
+pub struct LedgerApp {
+    shared: Arc<Shared>,
+    cadence: Cadence,
+}
+
+impl LedgerApp {
+    /// An application over `shared`.
+    pub fn new(shared: Arc<Shared>, cadence: Cadence) -> Self {
+        Self { shared, cadence }
+    }
+}
+
+fn now_ms(c: &impl Clock) -> u64 {
+    u64::try_from(
+        c.current()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// Finds the post-state of `parent`, executing unknown ancestors from the ancestry stream if
+/// needed. `None` if the chain does not connect to a known state (then the block is invalid).
+async fn parent_state(
+    shared: &Shared,
+    parent: &LedgerBlock,
+    ancestry: &mut impl Ancestry<LedgerBlock>,
+) -> Option<(BlockHeader, LedgerState)> {
+    if let Some(s) = shared.lock().state_of(&parent.hash()) {
+        return Some(s);
+    }
+    // Walk back until a known state, then execute forward.
+    let mut chain = vec![parent.clone()];
+    loop {
+        let (known, fin_height) = {
+            let g = shared.lock();
+            let last = chain.last().expect("non-empty");
+            (
+                g.state_of(&last.block().header.parent_hash),
+                g.finalized_height(),
+            )
+        };
+        if let Some((mut hdr, mut state)) = known {
+            for b in chain.iter().rev() {
+                match execute_block(&hdr, &state, b.block()) {
+                    Ok(s) => {
+                        state = s;
+                        hdr = b.block().header.clone();
+                        shared
+                            .lock()
+                            .speculative
+                            .insert(b.hash(), (hdr.clone(), state.clone()));
+                    }
+                    Err(e) => {
+                        warn!(height = b.block().header.height, %e, "ancestor failed to execute");
+                        return None;
+                    }
+                }
+            }
+            return Some((hdr, state));
+        }
+        let last_height = chain.last().expect("non-empty").block().header.height;
+        if last_height <= fin_height + 1 {
+            // Its parent is at or below the finalized height but is not our finalized block.
+            return None;
+        }
+        let next = ancestry.next().await?;
+        chain.push(LedgerBlock::clone(next.inner()));
+    }
+}
+
+impl<E> commonware_consensus::Application<E> for LedgerApp
+where
+    E: Clock + Spawner + Metrics + Send + Sync + 'static,
+{
+    type SigningScheme = Scheme;
+    type Context = Ctx;
+    type Block = LedgerBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, context): (E, Ctx),
+        ancestry: impl Ancestry<LedgerBlock>,
+        _input: (),
+    ) -> Option<Digested<LedgerBlock>> {
+        let mut ancestry = ancestry;
+        let parent = LedgerBlock::clone(ancestry.next().await?.inner());
+        let (parent_hdr, parent_state) = parent_state(&self.shared, &parent, &mut ancestry).await?;
+
+        // Cadence: wait for transactions up to the empty-block interval.
+        let min_at = parent_hdr.timestamp_ms + self.cadence.min_block_interval.as_millis() as u64;
+        let empty_at =
+            parent_hdr.timestamp_ms + self.cadence.empty_block_interval.as_millis() as u64;
+        loop {
+            let now = now_ms(&runtime);
+            let has = self.shared.lock().has_candidates(&parent_state);
+            if (has && now >= min_at) || now >= empty_at {
+                break;
+            }
+            let until = if has { min_at } else { empty_at.min(now + 10) };
+            runtime
+                .sleep(Duration::from_millis(until.saturating_sub(now).max(1)))
+                .await;
+        }
+
+        let candidates = self.shared.lock().candidates(&parent_state, MAX_BLOCK_TXS);
+        let ctx = BlockContext {
+            epoch: context.round.epoch().get(),
+            view: context.round.view().get(),
+            parent_view: context.parent.0.get(),
+            proposer: from_engine_key(&context.leader),
+            timestamp_ms: now_ms(&runtime).max(parent_hdr.timestamp_ms + 1),
+        };
+        if from_digest(&context.parent.1) != parent.hash() {
+            error!("proposal context names another parent than the ancestry");
+            return None;
+        }
+        let built = build_block(&parent_hdr, &parent_state, ctx, candidates);
+        let block = LedgerBlock::new(built.block);
+        {
+            let mut g = self.shared.lock();
+            for (h, e) in &built.rejected {
+                g.drop_rejected(*h, e);
+            }
+            g.speculative
+                .insert(block.hash(), (block.block().header.clone(), built.state));
+        }
+        inc(&self.shared.counters.proposed, 1);
+        debug!(
+            height = block.block().header.height,
+            txs = block.block().txs.len(),
+            "proposed"
+        );
+        let digest = to_digest(block.hash());
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        (runtime, context): (E, Ctx),
+        ancestry: impl Ancestry<LedgerBlock>,
+    ) -> bool {
+        let mut ancestry = ancestry;
+        let Some(block) = ancestry.next().await else {
+            return false;
+        };
+        let block = LedgerBlock::clone(block.inner());
+        let Some(parent) = ancestry.next().await else {
+            return false;
+        };
+        let parent = LedgerBlock::clone(parent.inner());
+        let hdr = &block.block().header;
+        if hdr.epoch != context.round.epoch().get()
+            || hdr.view != context.round.view().get()
+            || from_engine_key(&context.leader) != hdr.proposer
+        {
+            return false;
+        }
+        let skew = self.cadence.max_clock_skew.as_millis() as u64;
+        if hdr.timestamp_ms > now_ms(&runtime) + skew {
+            warn!(height = hdr.height, "block timestamp too far in the future");
+            return false;
+        }
+        let Some((parent_hdr, parent_state)) =
+            parent_state(&self.shared, &parent, &mut ancestry).await
+        else {
+            inc(&self.shared.counters.invalid, 1);
+            return false;
+        };
+        // Signatures: skip those already checked at admission; batch the rest.
+        let unchecked: Vec<usize> = {
+            let g = self.shared.lock();
+            block
+                .block()
+                .txs
+                .iter()
+                .enumerate()
+                .filter(|(_, tx)| !g.is_verified(&tx.hash()))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        if !unchecked.is_empty() {
+            let hashes: Vec<Hash> = unchecked
+                .iter()
+                .map(|i| block.block().txs[*i].hash())
+                .collect();
+            let items: Vec<_> = unchecked
+                .iter()
+                .zip(&hashes)
+                .map(|(i, h)| {
+                    let tx = &block.block().txs[*i];
+                    (tx.body.signer, &h.0[..], tx.signature)
+                })
+                .collect();
+            if verify_many(&items).iter().any(|ok| !ok) {
+                warn!(
+                    height = hdr.height,
+                    "block carries a badly signed transaction"
+                );
+                inc(&self.shared.counters.invalid, 1);
+                return false;
+            }
+        }
+        match execute_block(&parent_hdr, &parent_state, block.block()) {
+            Ok(state) => {
+                self.shared
+                    .lock()
+                    .speculative
+                    .insert(block.hash(), (hdr.clone(), state));
+                inc(&self.shared.counters.verified, 1);
+                true
+            }
+            Err(e) => {
+                warn!(height = hdr.height, %e, "invalid block");
+                inc(&self.shared.counters.invalid, 1);
+                false
+            }
+        }
+    }
+}
+
+/// Applies one finalized block to the shared state (used by the reporter and by start-up
+/// replay). Returns false if it does not extend the finalized tip.
+///
+/// # Panics
+/// If a finalized block fails to execute: the quorum certified it, so this node's state has
+/// diverged and continuing would serve wrong data.
+pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> bool {
+    let hdr = &block.block().header;
+    let (tip, tip_state, cached) = {
+        let g = shared.lock();
+        if hdr.height <= g.finalized_height() {
+            return false;
+        }
+        (
+            g.finalized_header.clone(),
+            g.finalized_state.clone(),
+            g.speculative.get(&block.hash()).map(|(_, s)| s.clone()),
+        )
+    };
+    if hdr.height != tip.height + 1 {
+        error!(
+            height = hdr.height,
+            tip = tip.height,
+            "finalized block does not extend the tip"
+        );
+        return false;
+    }
+    let state = match cached {
+        Some(s) => s,
+        None => execute_block(&tip, &tip_state, block.block()).unwrap_or_else(|e| {
+            panic!(
+                "finalized block {} at height {} failed to execute: {e}",
+                block.hash(),
+                hdr.height
+            )
+        }),
+    };
+    let n = shared.lock().commit(block, state);
+    inc(&shared.counters.tx_committed, n);
+    raise(&shared.counters.network_finalized, hdr.height);
+    let _ = shared.finalized_tx.send(crate::shared::Finalized {
+        block: block.clone(),
+    });
+    true
+}
+
+/// Receives finalized blocks from marshal, in order, at least once.
+#[derive(Clone)]
+pub struct FinalizedReporter {
+    shared: Arc<Shared>,
+}
+
+impl FinalizedReporter {
+    /// A reporter over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl Reporter for FinalizedReporter {
+    type Activity = Update<LedgerBlock>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        match activity {
+            Update::Tip(_, height, _) => {
+                raise(&self.shared.counters.network_finalized, height.get())
+            }
+            Update::Block(block, ack) => {
+                let b = LedgerBlock::clone(block.inner());
+                if apply_finalized(&self.shared, &b) {
+                    info!(height = b.block().header.height, txs = b.block().txs.len(), hash = %b.hash(), "finalized");
+                }
+                ack.acknowledge();
+            }
+        }
+        Feedback::Ok
+    }
+}
+
+/// Observes consensus activity for metrics: views, nullifications (view changes), and each
+/// validator's votes (signing liveness).
+#[derive(Clone)]
+pub struct ActivityReporter {
+    shared: Arc<Shared>,
+}
+
+impl ActivityReporter {
+    /// A reporter over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+    fn vote(&self, signer: u32, view: u64, kind: u8) {
+        let mut g = self.shared.lock();
+        if let Some(l) = g.liveness.get_mut(signer as usize) {
+            match kind {
+                0 => l.notarizes += 1,
+                1 => l.finalizes += 1,
+                _ => l.nullifies += 1,
+            }
+            l.last_view = l.last_view.max(view);
+            l.last_seen = Some(std::time::Instant::now());
+        }
+    }
+}
+
+impl Reporter for ActivityReporter {
+    type Activity = Activity<Scheme, Digest>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        let c = &self.shared.counters;
+        match &activity {
+            Activity::Notarize(v) => self.vote(v.signer().get(), v.view().get(), 0),
+            Activity::Finalize(v) => self.vote(v.signer().get(), v.view().get(), 1),
+            Activity::Nullify(v) => self.vote(v.signer().get(), v.view().get(), 2),
+            Activity::Notarization(n) => {
+                inc(&c.notarizations, 1);
+                raise(&c.view, n.view().get());
+            }
+            Activity::Nullification(n) => {
+                inc(&c.nullifications, 1);
+                raise(&c.view, n.view().get());
+            }
+            Activity::Finalization(f) => {
+                inc(&c.finalizations, 1);
+                raise(&c.view, f.view().get());
+                let view = f.view().get();
+                let digest = from_digest(&f.proposal.payload);
+                let mut g = self.shared.lock();
+                let height = g.speculative.get(&digest).map(|(h, _)| h.height);
+                if let Some(h) = height {
+                    g.finalized_views.insert(h, view);
+                    while g.finalized_views.len() > 100_000 {
+                        g.finalized_views.pop_first();
+                    }
+                }
+            }
+            Activity::ConflictingNotarize(_)
+            | Activity::ConflictingFinalize(_)
+            | Activity::NullifyFinalize(_) => {
+                inc(&c.faults, 1);
+                warn!("equivocation evidence observed");
+            }
+            Activity::Certification(_) => {}
+        }
+        Feedback::Ok
+    }
+}

@@ -1,0 +1,470 @@
+//! `phoenix ledger bench`: N validators as separate processes on loopback, driven with signed
+//! audit transactions as fast as they commit them (closed loop with a bounded in-flight window).
+
+use crate::cli::block_on;
+use crate::config::{TestnetSpec, write_testnet};
+use crate::http::{Conn, sse};
+use anyhow::{Context, Result, bail};
+use phoenix_ledger_types::crypto::{Hash, Keypair};
+use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, Transaction, TxBody};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Arguments of `phoenix ledger bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Validators to start.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Measurement window, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// Output: json or text.
+    #[arg(short = 'o', long, default_value = "text")]
+    pub output: String,
+    /// Working directory (default: a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// First API port.
+    #[arg(long, default_value_t = 18700)]
+    pub api_base_port: u16,
+    /// First P2P port.
+    #[arg(long, default_value_t = 19700)]
+    pub p2p_base_port: u16,
+    /// Client accounts signing transactions.
+    #[arg(long, default_value_t = 64)]
+    pub accounts: usize,
+    /// Most submitted-but-uncommitted transactions at any time.
+    #[arg(long, default_value_t = 12_000)]
+    pub window: u64,
+    /// Transactions per submission request.
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    /// Minimum block interval, ms.
+    #[arg(long, default_value_t = 100)]
+    pub min_block_ms: u64,
+    /// Transactions to pre-sign per second of duration (an upper bound on the rate).
+    #[arg(long, default_value_t = 16_000)]
+    pub presign_rate: u64,
+    /// Executable to start validators with (default: this one); it is run as
+    /// `EXE ledger run --home DIR/node-i`.
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+}
+
+/// Parses `30s`, `500ms`, `2m`.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => bail!("bad duration unit in {s:?} (ms, s, m)"),
+    })
+}
+
+/// Child processes, killed (by pid) when dropped.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `exe ledger run --home dir/node-i` for each i, logging to `dir/node-i/node.log`.
+///
+/// # Errors
+/// Failing to spawn.
+pub fn spawn_node(exe: &PathBuf, home: &std::path::Path) -> Result<Child> {
+    let log = std::fs::File::create(home.join("node.log"))?;
+    let child = Command::new(exe)
+        .args(["ledger", "run", "--home"])
+        .arg(home)
+        .env(
+            "RUST_LOG",
+            std::env::var("PHOENIX_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    Ok(child)
+}
+
+/// Waits until every API answers `/v1/status` with a finalized height of at least `min`.
+///
+/// # Errors
+/// Timeout.
+pub async fn wait_height(apis: &[String], min: u64, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for api in apis {
+        let mut c = Conn::new(api);
+        loop {
+            if let Ok(r) = c.get("/v1/status").await
+                && let Ok(v) = r.json()
+                && v["finalized_height"].as_u64().unwrap_or(0) >= min
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{api} did not reach height {min} in {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Block hashes of heights `1..=to` from one node.
+///
+/// # Errors
+/// Connection errors or a missing block.
+pub async fn hashes(api: &str, to: u64) -> Result<Vec<String>> {
+    let mut c = Conn::new(api);
+    let mut out = Vec::with_capacity(to as usize);
+    for h in 1..=to {
+        let r = c.get(&format!("/v1/blocks/{h}?txs=false")).await?;
+        if r.status != 200 {
+            bail!("{api}: block {h}: HTTP {}", r.status);
+        }
+        out.push(r.json()?["hash"].as_str().unwrap_or_default().to_string());
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and prints one report.
+///
+/// # Errors
+/// Setup failures (ports in use, nodes not starting).
+pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    let duration = parse_duration(&args.duration)?;
+    let tmp = args.dir.is_none();
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("phoenix-ledger-bench-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys: Vec<Keypair> = (0..args.accounts)
+        .map(|_| crate::config::random_key())
+        .collect();
+    let cc = write_testnet(&TestnetSpec {
+        validators: args.validators,
+        dir: dir.clone(),
+        api_base_port: args.api_base_port,
+        p2p_base_port: args.p2p_base_port,
+        chain_id: "phoenix-bench".into(),
+        empty_block_interval_ms: 500,
+        min_block_interval_ms: args.min_block_ms,
+        extra_auditors: keys.iter().map(Keypair::public).collect(),
+        worker_threads: 2,
+    })?;
+    let exe = match &args.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe()?,
+    };
+    let procs = Procs(
+        (0..args.validators)
+            .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
+            .collect::<Result<_>>()?,
+    );
+    eprintln!(
+        "bench: started {} validators under {}",
+        args.validators,
+        dir.display()
+    );
+
+    // Pre-sign (client-side work kept out of the measurement) on two threads.
+    let total = (args.presign_rate * duration.as_secs().max(1)) as usize;
+    let per_account = total / args.accounts.max(1) + 1;
+    let t0 = Instant::now();
+    let signed: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let chunks: Vec<_> = keys
+            .chunks(keys.len().div_ceil(2).max(1))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|k| {
+                            let mut out = Vec::with_capacity(per_account * 4);
+                            for n in 0..per_account as u64 {
+                                let tx = sign_audit(k, n);
+                                let b = tx.encode();
+                                out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                                out.extend_from_slice(&b);
+                            }
+                            out
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        chunks
+            .into_iter()
+            .map(|h| h.join().expect("signer thread"))
+            .collect()
+    });
+    let streams: Vec<Vec<u8>> = signed.into_iter().flatten().collect();
+    eprintln!(
+        "bench: pre-signed {} transactions in {:?}",
+        per_account * args.accounts,
+        t0.elapsed()
+    );
+
+    let report = block_on(drive(&args, &cc.apis, streams, per_account, duration))?;
+    drop(procs);
+    if tmp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if args.output == "json" {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
+    TxBody {
+        chain_id: "phoenix-bench".into(),
+        signer: k.public(),
+        nonce,
+        op: Operation::Audit(AuditRecord {
+            actor: "bench".into(),
+            fleet: "bench-fleet".into(),
+            revision: nonce,
+            plan_hash: Hash::of(&[&nonce.to_be_bytes()]),
+            step: "apply".into(),
+            outcome: Outcome::Succeeded,
+            detail: String::new(),
+        }),
+    }
+    .sign(k)
+}
+
+/// Splits an account's length-prefixed stream into per-transaction byte ranges.
+fn split(stream: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 4 <= stream.len() {
+        let len = u32::from_be_bytes(stream[i..i + 4].try_into().expect("4")) as usize;
+        out.push((i, i + 4 + len));
+        i += 4 + len;
+    }
+    out
+}
+
+async fn drive(
+    args: &BenchArgs,
+    apis: &[String],
+    streams: Vec<Vec<u8>>,
+    per_account: usize,
+    duration: Duration,
+) -> Result<serde_json::Value> {
+    wait_height(apis, 1, Duration::from_secs(60)).await?;
+    eprintln!("bench: network is finalizing; driving for {duration:?}");
+    let submitted = Arc::new(AtomicU64::new(0));
+    let committed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Submit time of the first transaction of each batch, keyed by every hash in it.
+    let sent_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let latencies: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let blocks = Arc::new(AtomicU64::new(0));
+
+    // Commit watcher on node 0's finalized-block stream.
+    let watcher = {
+        let (sent_at, latencies, committed, blocks, stop) = (
+            sent_at.clone(),
+            latencies.clone(),
+            committed.clone(),
+            blocks.clone(),
+            stop.clone(),
+        );
+        let api = apis[0].clone();
+        tokio::spawn(async move {
+            let _ = sse(&api, "/v1/stream/blocks", |event, data| {
+                if event == "block"
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                {
+                    let now = Instant::now();
+                    let txs = v["transactions"].as_array().cloned().unwrap_or_default();
+                    blocks.fetch_add(1, Ordering::Relaxed);
+                    committed.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                    let mut sent = sent_at.lock().expect("lock");
+                    let mut lat = latencies.lock().expect("lock");
+                    for t in txs {
+                        if let Some(h) = t.as_str().and_then(Hash::from_hex)
+                            && let Some(at) = sent.remove(&h)
+                        {
+                            lat.push((now, now.duration_since(at).as_secs_f64() * 1000.0));
+                        }
+                    }
+                }
+                !stop.load(Ordering::Relaxed)
+            })
+            .await;
+        })
+    };
+
+    let start = Instant::now();
+    let end = start + duration;
+    let n = apis.len();
+    let mut tasks = Vec::new();
+    let streams = Arc::new(streams);
+    for (node, api) in apis.iter().enumerate() {
+        let accounts: Vec<usize> = (0..streams.len()).filter(|a| a % n == node).collect();
+        let (streams, submitted, committed, sent_at, api) = (
+            streams.clone(),
+            submitted.clone(),
+            committed.clone(),
+            sent_at.clone(),
+            api.clone(),
+        );
+        let (window, batch) = (args.window / n as u64, args.batch);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&api);
+            let ranges: Vec<Vec<(usize, usize)>> =
+                accounts.iter().map(|a| split(&streams[*a])).collect();
+            let mut next = vec![0usize; accounts.len()];
+            let mut mine = 0u64;
+            let mut errors = 0u64;
+            while Instant::now() < end {
+                // Closed loop: keep at most `window` of this node's share in flight.
+                let in_flight = submitted
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(committed.load(Ordering::Relaxed));
+                if in_flight / n as u64 > window || mine > window * 1000 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let mut body = Vec::with_capacity(batch * 300);
+                let mut hashes = Vec::with_capacity(batch);
+                'fill: while hashes.len() < batch {
+                    let before = hashes.len();
+                    for (j, a) in accounts.iter().enumerate() {
+                        if next[j] >= ranges[j].len() {
+                            continue;
+                        }
+                        let (s, e) = ranges[j][next[j]];
+                        next[j] += 1;
+                        let raw = &streams[*a][s..e];
+                        body.extend_from_slice(raw);
+                        hashes.push(Transaction::decode(&raw[4..]).expect("self-signed").hash());
+                        if hashes.len() >= batch {
+                            break 'fill;
+                        }
+                    }
+                    if hashes.len() == before {
+                        break;
+                    }
+                }
+                if hashes.is_empty() {
+                    break; // pre-signed supply exhausted
+                }
+                let now = Instant::now();
+                {
+                    let mut s = sent_at.lock().expect("lock");
+                    for h in &hashes {
+                        s.insert(*h, now);
+                    }
+                }
+                submitted.fetch_add(hashes.len() as u64, Ordering::Relaxed);
+                mine += hashes.len() as u64;
+                match conn
+                    .request("POST", "/v1/txs", "application/octet-stream", &body)
+                    .await
+                {
+                    Ok(r) if r.status == 200 => {
+                        let v = r.json().unwrap_or_default();
+                        let rej = v["rejected"].as_array().map_or(0, Vec::len) as u64;
+                        if rej > 0 {
+                            errors += rej;
+                            submitted.fetch_sub(rej, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        errors += hashes.len() as u64;
+                        submitted.fetch_sub(hashes.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap_or(0);
+    }
+    let _ = per_account;
+    // Let in-flight transactions land (they count for latency, not for the rate).
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < drain_until
+        && committed.load(Ordering::Relaxed) < submitted.load(Ordering::Relaxed)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.abort();
+
+    let lat = latencies.lock().expect("lock").clone();
+    let in_window = lat.iter().filter(|(t, _)| *t <= end).count();
+    let mut ms: Vec<f64> = lat.iter().map(|(_, l)| *l).collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+
+    // Agreement: every node's hash at every height up to the lowest finalized height.
+    let mut heights = Vec::new();
+    for api in apis {
+        let v = Conn::new(api).get("/v1/status").await?.json()?;
+        heights.push(v["finalized_height"].as_u64().unwrap_or(0));
+    }
+    let upto = heights.iter().copied().min().unwrap_or(0);
+    let mut all = Vec::new();
+    for api in apis {
+        all.push(hashes(api, upto).await?);
+    }
+    let agree = upto > 0 && all.windows(2).all(|w| w[0] == w[1]);
+    let secs = duration.as_secs_f64();
+    let nblocks = blocks.load(Ordering::Relaxed);
+    Ok(json!({
+        "validators": apis.len(),
+        "duration_s": secs,
+        "submitted": submitted.load(Ordering::Relaxed),
+        "refused": refused,
+        "committed": committed.load(Ordering::Relaxed),
+        "committed_in_window": in_window,
+        "committed_tps": (in_window as f64 / secs).round(),
+        "finality_ms": {
+            "p50": percentile(&ms, 0.50).round(),
+            "p90": percentile(&ms, 0.90).round(),
+            "p99": percentile(&ms, 0.99).round(),
+            "max": ms.last().copied().unwrap_or(0.0).round(),
+        },
+        "blocks": nblocks,
+        "avg_txs_per_block": committed.load(Ordering::Relaxed).checked_div(nblocks).unwrap_or(0),
+        "agree": agree,
+        "heights_compared": upto,
+        "finalized_heights": heights,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    }))
+}

@@ -1,0 +1,740 @@
+//! `phoenix ledger ...`: the command-line surface of the ledger.
+
+use crate::api::{self, ApiState, BlockSource, EngineMetrics, Finality};
+use crate::app::Cadence;
+use crate::block::{LedgerBlock, to_engine_key};
+use crate::config::{ClientConfig, Home, TestnetSpec, read_key, write_testnet};
+use crate::engine::{MAX_MESSAGE_SIZE, Networks, Timing, channels, start_validator};
+use crate::http::Conn;
+use crate::shared::Shared;
+use anyhow::{Context, Result, bail};
+use commonware_codec::{DecodeExt, Encode};
+use commonware_consensus::types::Height;
+use commonware_cryptography::{ChaCha20Poly1305, ed25519};
+use commonware_p2p::{Address, AddressableManager, authenticated::lookup};
+use commonware_runtime::{Metrics, Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
+use commonware_stream::{
+    cups::{self, Cups},
+    sake::{self, Sake},
+};
+use commonware_utils::{NZU32, NZUsize, ordered::Map};
+use phoenix_ledger_types::crypto::{Hash, Keypair, PublicKey};
+use phoenix_ledger_types::tx::{
+    AuditRecord, GovAction, GovOp, IdentityOp, Module, Operation, Outcome, ProvOp, Role, TxBody,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// `phoenix ledger <command>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// Write a local testnet: DIR/node-0..N-1 (config and keys) and a client key with every role.
+    Testnet {
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node i serves its API on 127.0.0.1:(P+i).
+        #[arg(long, default_value_t = 8700)]
+        api_base_port: u16,
+        /// Node i listens for peers on 127.0.0.1:(Q+i).
+        #[arg(long, default_value_t = 9700)]
+        p2p_base_port: u16,
+        /// Chain id.
+        #[arg(long, default_value = "phoenix-testnet")]
+        chain_id: String,
+        /// Interval of empty blocks when idle, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        empty_block_ms: u64,
+        /// Minimum interval between blocks with transactions, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        min_block_ms: u64,
+    },
+    /// Run one node in the foreground.
+    Run {
+        /// The node's home directory (DIR/node-i from `testnet`).
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// Sign and submit a transaction.
+    Tx {
+        /// Node API URL.
+        #[arg(long, default_value = "http://127.0.0.1:8700")]
+        api: String,
+        /// Signing key file (hex seed), e.g. DIR/client.key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Nonce (default: the account's next nonce, read from the node).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Chain id (default: read from the node).
+        #[arg(long)]
+        chain_id: Option<String>,
+        /// Wait until the transaction is committed or rejected.
+        #[arg(long)]
+        wait: bool,
+        /// Print the signed transaction (hex) instead of submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The operation.
+        #[command(subcommand)]
+        op: TxCommand,
+    },
+    /// Print a node's status.
+    Status {
+        /// Node API URL.
+        #[arg(long, default_value = "http://127.0.0.1:8700")]
+        api: String,
+    },
+    /// Generate a key; prints the public key and writes the secret seed to FILE.
+    Keygen {
+        /// Where to write the secret seed (hex).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Start N validators as separate processes on loopback, drive signed transactions, report.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Operations for `phoenix ledger tx`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TxCommand {
+    /// Record a control-plane operation (role auditor).
+    Audit {
+        /// Who acted.
+        #[arg(long)]
+        actor: String,
+        /// Fleet.
+        #[arg(long)]
+        fleet: String,
+        /// Revision.
+        #[arg(long, default_value_t = 0)]
+        revision: u64,
+        /// Plan hash (64 hex).
+        #[arg(
+            long,
+            default_value = "0000000000000000000000000000000000000000000000000000000000000000"
+        )]
+        plan_hash: String,
+        /// Step.
+        #[arg(long)]
+        step: String,
+        /// started | succeeded | failed | rolled_back.
+        #[arg(long)]
+        outcome: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Register an identity (role identity).
+    IdentityRegister {
+        /// DID.
+        #[arg(long)]
+        did: String,
+        /// The identity's public key (hex).
+        #[arg(long)]
+        key: String,
+        /// DID document hash (64 hex).
+        #[arg(long)]
+        doc_hash: String,
+        /// Comma-separated roles.
+        #[arg(long, default_value = "")]
+        roles: String,
+    },
+    /// Rotate an identity's key.
+    IdentityRotate {
+        /// DID.
+        #[arg(long)]
+        did: String,
+        /// New public key (hex).
+        #[arg(long)]
+        new_key: String,
+    },
+    /// Revoke an identity (role identity).
+    IdentityRevoke {
+        /// DID.
+        #[arg(long)]
+        did: String,
+    },
+    /// Request a resource (role provisioner).
+    ProvisionRequest {
+        /// Resource id.
+        #[arg(long)]
+        id: String,
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Site.
+        #[arg(long)]
+        site: String,
+        /// Kind.
+        #[arg(long)]
+        kind: String,
+        /// Spec hash (64 hex).
+        #[arg(long)]
+        spec_hash: String,
+    },
+    /// Mark a resource provisioned (role provisioner).
+    ProvisionMark {
+        /// Resource id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Verify a provisioned resource (role verifier, not the provisioner).
+    ProvisionVerify {
+        /// Resource id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Release a resource (role provisioner).
+    ProvisionRelease {
+        /// Resource id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Propose adding a validator from a later epoch (role admin).
+    GovAddValidator {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Validator key (hex).
+        #[arg(long)]
+        key: String,
+        /// Peer address.
+        #[arg(long)]
+        address: String,
+        /// First epoch it votes in.
+        #[arg(long)]
+        effective_epoch: u64,
+    },
+    /// Propose removing a validator from a later epoch (role admin).
+    GovRemoveValidator {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Validator key (hex).
+        #[arg(long)]
+        key: String,
+        /// First epoch without it.
+        #[arg(long)]
+        effective_epoch: u64,
+    },
+    /// Propose granting a role (role admin).
+    GovGrantRole {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Account (hex).
+        #[arg(long)]
+        account: String,
+        /// Role.
+        #[arg(long)]
+        role: String,
+    },
+    /// Propose revoking a role (role admin).
+    GovRevokeRole {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Account (hex).
+        #[arg(long)]
+        account: String,
+        /// Role.
+        #[arg(long)]
+        role: String,
+    },
+    /// Propose lifting a pause (role admin).
+    GovUnpause {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Module.
+        #[arg(long)]
+        module: String,
+    },
+    /// Propose a new approval threshold (role admin).
+    GovThreshold {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+        /// Approvals needed.
+        #[arg(long)]
+        threshold: u32,
+    },
+    /// Approve a proposal (role admin).
+    GovApprove {
+        /// Proposal id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Emergency-pause a module (role admin).
+    GovPause {
+        /// Module.
+        #[arg(long)]
+        module: String,
+    },
+}
+
+fn hash_arg(s: &str, what: &str) -> Result<Hash> {
+    Hash::from_hex(s).with_context(|| format!("--{what} must be 64 hex characters"))
+}
+fn key_arg(s: &str, what: &str) -> Result<PublicKey> {
+    PublicKey::from_hex(s).with_context(|| format!("--{what} must be 64 hex characters"))
+}
+fn role_arg(s: &str) -> Result<Role> {
+    Role::parse(s).with_context(|| {
+        format!("unknown role {s:?} (admin, identity, provisioner, verifier, auditor)")
+    })
+}
+fn module_arg(s: &str) -> Result<Module> {
+    Module::parse(s).with_context(|| {
+        format!("unknown module {s:?} (governance, identity, provisioning, audit)")
+    })
+}
+
+impl TxCommand {
+    /// The operation this command describes.
+    ///
+    /// # Errors
+    /// Malformed arguments.
+    pub fn operation(&self) -> Result<Operation> {
+        Ok(match self {
+            TxCommand::Audit {
+                actor,
+                fleet,
+                revision,
+                plan_hash,
+                step,
+                outcome,
+                detail,
+            } => Operation::Audit(AuditRecord {
+                actor: actor.clone(),
+                fleet: fleet.clone(),
+                revision: *revision,
+                plan_hash: hash_arg(plan_hash, "plan-hash")?,
+                step: step.clone(),
+                outcome: Outcome::parse(outcome).with_context(
+                    || "--outcome must be started, succeeded, failed or rolled_back",
+                )?,
+                detail: detail.clone(),
+            }),
+            TxCommand::IdentityRegister {
+                did,
+                key,
+                doc_hash,
+                roles,
+            } => {
+                let mut rs = roles
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(role_arg)
+                    .collect::<Result<Vec<_>>>()?;
+                rs.sort();
+                rs.dedup();
+                Operation::Identity(IdentityOp::Register {
+                    did: did.clone(),
+                    key: key_arg(key, "key")?,
+                    doc_hash: hash_arg(doc_hash, "doc-hash")?,
+                    roles: rs,
+                })
+            }
+            TxCommand::IdentityRotate { did, new_key } => {
+                Operation::Identity(IdentityOp::RotateKey {
+                    did: did.clone(),
+                    new_key: key_arg(new_key, "new-key")?,
+                })
+            }
+            TxCommand::IdentityRevoke { did } => {
+                Operation::Identity(IdentityOp::Revoke { did: did.clone() })
+            }
+            TxCommand::ProvisionRequest {
+                id,
+                tenant,
+                site,
+                kind,
+                spec_hash,
+            } => Operation::Provisioning(ProvOp::Request {
+                id: id.clone(),
+                tenant: tenant.clone(),
+                site: site.clone(),
+                kind: kind.clone(),
+                spec_hash: hash_arg(spec_hash, "spec-hash")?,
+            }),
+            TxCommand::ProvisionMark { id } => {
+                Operation::Provisioning(ProvOp::MarkProvisioned { id: id.clone() })
+            }
+            TxCommand::ProvisionVerify { id } => {
+                Operation::Provisioning(ProvOp::Verify { id: id.clone() })
+            }
+            TxCommand::ProvisionRelease { id } => {
+                Operation::Provisioning(ProvOp::Release { id: id.clone() })
+            }
+            TxCommand::GovAddValidator {
+                id,
+                key,
+                address,
+                effective_epoch,
+            } => propose(
+                id,
+                GovAction::AddValidator {
+                    key: key_arg(key, "key")?,
+                    address: address.clone(),
+                    effective_epoch: *effective_epoch,
+                },
+            ),
+            TxCommand::GovRemoveValidator {
+                id,
+                key,
+                effective_epoch,
+            } => propose(
+                id,
+                GovAction::RemoveValidator {
+                    key: key_arg(key, "key")?,
+                    effective_epoch: *effective_epoch,
+                },
+            ),
+            TxCommand::GovGrantRole { id, account, role } => propose(
+                id,
+                GovAction::GrantRole {
+                    account: key_arg(account, "account")?,
+                    role: role_arg(role)?,
+                },
+            ),
+            TxCommand::GovRevokeRole { id, account, role } => propose(
+                id,
+                GovAction::RevokeRole {
+                    account: key_arg(account, "account")?,
+                    role: role_arg(role)?,
+                },
+            ),
+            TxCommand::GovUnpause { id, module } => propose(
+                id,
+                GovAction::Unpause {
+                    module: module_arg(module)?,
+                },
+            ),
+            TxCommand::GovThreshold { id, threshold } => propose(
+                id,
+                GovAction::SetThreshold {
+                    threshold: *threshold,
+                },
+            ),
+            TxCommand::GovApprove { id } => {
+                Operation::Governance(GovOp::Approve { id: id.clone() })
+            }
+            TxCommand::GovPause { module } => Operation::Governance(GovOp::Pause {
+                module: module_arg(module)?,
+            }),
+        })
+    }
+}
+
+fn propose(id: &str, action: GovAction) -> Operation {
+    Operation::Governance(GovOp::Propose {
+        id: id.to_string(),
+        action,
+    })
+}
+
+/// Runs a ledger command.
+///
+/// Builds its own runtimes; `Run` blocks until the process is killed.
+///
+/// # Errors
+/// Whatever the command fails on, with context.
+pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
+    init_tracing(matches!(cmd, LedgerCommand::Run { .. }));
+    match cmd {
+        LedgerCommand::Testnet {
+            validators,
+            dir,
+            api_base_port,
+            p2p_base_port,
+            chain_id,
+            empty_block_ms,
+            min_block_ms,
+        } => {
+            let cc = write_testnet(&TestnetSpec {
+                validators,
+                dir: dir.clone(),
+                api_base_port,
+                p2p_base_port,
+                chain_id,
+                empty_block_interval_ms: empty_block_ms,
+                min_block_interval_ms: min_block_ms,
+                extra_auditors: vec![],
+                worker_threads: 2,
+            })?;
+            println!("wrote {validators} validators under {}", dir.display());
+            for i in 0..validators {
+                println!(
+                    "  node-{i}: phoenix ledger run --home {}   (API {})",
+                    dir.join(format!("node-{i}")).display(),
+                    cc.apis[i]
+                );
+            }
+            println!(
+                "client key {} (roles: all) in {}",
+                cc.key,
+                dir.join("client.key").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Run { home } => {
+            run_node(Home::load(&home)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Keygen { out } => {
+            let k = crate::config::random_key();
+            std::fs::write(&out, hex::encode(k.seed()) + "\n")?;
+            println!("{}", k.public());
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Status { api } => block_on(async move {
+            let r = Conn::new(&api).get("/v1/status").await?;
+            println!("{}", serde_json::to_string_pretty(&r.json()?)?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        LedgerCommand::Tx {
+            api,
+            key,
+            nonce,
+            chain_id,
+            wait,
+            dry_run,
+            op,
+        } => {
+            let key = read_key(&key)?;
+            let op = op.operation()?;
+            block_on(submit_tx(api, key, nonce, chain_id, wait, dry_run, op))
+        }
+        LedgerCommand::Bench(args) => crate::bench::run_bench(args),
+    }
+}
+
+fn init_tracing(node: bool) {
+    let default = if node { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a future on a fresh current-thread tokio runtime.
+///
+/// # Errors
+/// The future's error, or failing to build the runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+async fn submit_tx(
+    api: String,
+    key: Keypair,
+    nonce: Option<u64>,
+    chain_id: Option<String>,
+    wait: bool,
+    dry_run: bool,
+    op: Operation,
+) -> Result<ExitCode> {
+    let mut c = Conn::new(&api);
+    let chain_id = match chain_id {
+        Some(c) => c,
+        None => c.get("/v1/status").await?.json()?["chain_id"]
+            .as_str()
+            .context("status has no chain_id")?
+            .to_string(),
+    };
+    let nonce = match nonce {
+        Some(n) => n,
+        None => {
+            let r = c
+                .get(&format!("/v1/state/accounts/{}", key.public()))
+                .await?;
+            if r.status == 404 {
+                0
+            } else {
+                r.json()?["value"]["nonce"].as_u64().unwrap_or(0)
+            }
+        }
+    };
+    let tx = TxBody {
+        chain_id,
+        signer: key.public(),
+        nonce,
+        op,
+    }
+    .sign(&key);
+    let bytes = tx.encode();
+    if dry_run {
+        println!("{}", hex::encode(&bytes));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = c
+        .request("POST", "/v1/tx", "application/octet-stream", &bytes)
+        .await?;
+    let v = r.json()?;
+    println!("{}", serde_json::to_string(&v)?);
+    if r.status >= 300 {
+        return Ok(ExitCode::from(2));
+    }
+    if wait {
+        let h = tx.hash();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let s = c.get(&format!("/v1/tx/{h}")).await?.json()?;
+            match s["status"].as_str() {
+                Some("committed") => {
+                    println!("{}", serde_json::to_string(&s)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some("rejected") => {
+                    println!("{}", serde_json::to_string(&s)?);
+                    return Ok(ExitCode::from(2));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        bail!("transaction {h} not committed within 30 s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a validator from its home directory until the process is killed.
+///
+/// # Errors
+/// Bad configuration or failing to bind.
+pub fn run_node(home: Home) -> Result<()> {
+    let cfg = cw_tokio::Config::new()
+        .with_worker_threads(home.node.worker_threads.max(1))
+        .with_tcp_nodelay(Some(true))
+        .with_storage_directory(home.dir.join("data"))
+        .with_catch_panics(false);
+    let executor = cw_tokio::Runner::new(cfg);
+    let signer = ed25519::PrivateKey::decode(home.key.seed().to_vec())
+        .map_err(|e| anyhow::anyhow!("validator key: {e}"))?;
+    let me = home.key.public();
+    let participants: Vec<ed25519::PublicKey> = home
+        .genesis
+        .validators
+        .iter()
+        .map(|v| to_engine_key(&v.key))
+        .collect();
+    let node = home.node.clone();
+    let genesis = home.genesis.clone();
+    executor.start(|context| async move {
+        let shared = Shared::new(genesis, me);
+        let handshake = Cups::<_, ChaCha20Poly1305>::new(
+            Sake {
+                signer: signer.clone(),
+                synchrony_bound: Duration::from_secs(5),
+                max_handshake_age: Duration::from_secs(10),
+                version: sake::Version::V1,
+            },
+            cups::Version::V1,
+        );
+        let mut p2p_cfg = lookup::Config::local(
+            handshake,
+            crate::engine::NAMESPACE,
+            node.p2p_listen,
+            NZUsize!(node.peers.len().max(1)),
+            MAX_MESSAGE_SIZE,
+            NZUsize!(4096),
+        );
+        p2p_cfg.peer_connection_cooldown = Duration::from_millis(500);
+        p2p_cfg.dial_frequency = Duration::from_millis(250);
+        p2p_cfg.ping_frequency = Duration::from_secs(2);
+        let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
+        let peers: Vec<(ed25519::PublicKey, Address)> = node
+            .peers
+            .iter()
+            .map(|p| (to_engine_key(&p.key), Address::from(p.address)))
+            .collect();
+        let _ = oracle.track(0, Map::try_from(peers).expect("distinct peer keys"));
+        let quota = Quota::per_second(NZU32!(100_000));
+        let nets = Networks {
+            votes: network.register(channels::VOTES, quota),
+            certs: network.register(channels::CERTS, quota),
+            resolver: network.register(channels::RESOLVER, quota),
+            broadcast: network.register(channels::BROADCAST, quota),
+            backfill: network.register(channels::BACKFILL, quota),
+            txs: network.register(channels::TXS, quota),
+        };
+        let p2p = network.start();
+        let timing = Timing::from_cadence(Cadence {
+            min_block_interval: Duration::from_millis(node.min_block_interval_ms),
+            empty_block_interval: Duration::from_millis(node.empty_block_interval_ms),
+            ..Cadence::default()
+        });
+        let started = start_validator(
+            context.child("ledger"),
+            "ledger",
+            signer,
+            participants,
+            shared.clone(),
+            timing,
+            oracle.clone(),
+            oracle,
+            nets,
+        )
+        .await;
+        let marshal = started.marshal.clone();
+        let blocks: BlockSource = Arc::new(move |h: u64| {
+            let marshal = marshal.clone();
+            Box::pin(async move {
+                let b = marshal.get_block(Height::new(h)).await?;
+                let b: LedgerBlock = LedgerBlock::clone(b.inner());
+                let f = marshal
+                    .get_finalization(Height::new(h))
+                    .await
+                    .map(|f| Finality {
+                        view: f.proposal.round.view().get(),
+                        signers: f.certificate.signatures.len(),
+                        certificate_hex: hex::encode(f.encode()),
+                    });
+                Some((b, f))
+            })
+        });
+        let metrics_ctx = context.child("metrics");
+        let engine_metrics: EngineMetrics = Arc::new(move || metrics_ctx.encode());
+        let state = ApiState {
+            shared,
+            blocks,
+            engine_metrics,
+            started: Instant::now(),
+            empty_block_interval_ms: node.empty_block_interval_ms,
+        };
+        let listener = tokio::net::TcpListener::bind(node.api_listen)
+            .await
+            .unwrap_or_else(|e| panic!("binding API {}: {e}", node.api_listen));
+        info!(api = %node.api_listen, p2p = %node.p2p_listen, "ledger node running");
+        let server = tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+        let _keep = (p2p, started.handles);
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("API server failed: {e}"),
+            Err(e) => panic!("API server task failed: {e}"),
+        }
+    });
+    Ok(())
+}
+
+/// Loads `client.json` from a testnet directory.
+///
+/// # Errors
+/// Missing or malformed file.
+pub fn load_client(dir: &std::path::Path) -> Result<ClientConfig> {
+    Ok(serde_json::from_slice(&std::fs::read(
+        dir.join("client.json"),
+    )?)?)
+}

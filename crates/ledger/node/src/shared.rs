@@ -1,0 +1,427 @@
+//! State shared by consensus, the API and the gossip tasks: finalized and speculative ledger
+//! state, the mempool, the transaction index and the operator-facing counters.
+//!
+//! One mutex guards it; it is never held across an `.await`, and heavy work (signature checks,
+//! block execution) runs outside it.
+
+use crate::block::LedgerBlock;
+use phoenix_ledger_types::block::BlockHeader;
+use phoenix_ledger_types::crypto::{Hash, PublicKey};
+use phoenix_ledger_types::exec::{Genesis, LedgerState, TxError};
+use phoenix_ledger_types::tx::Transaction;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Most transactions waiting in the mempool.
+pub const MEMPOOL_CAP: usize = 400_000;
+/// How far ahead of an account's next nonce the mempool holds transactions.
+pub const NONCE_WINDOW: u64 = 100_000;
+/// How many rejection reasons are remembered for `GET /v1/tx/{hash}`.
+const REJECTED_CAP: usize = 100_000;
+
+/// Where a committed transaction is.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+}
+
+/// The status of a transaction as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// In the mempool.
+    Pending,
+    /// In a finalized block.
+    Committed {
+        /// Height.
+        height: u64,
+        /// Position in the block.
+        index: u32,
+    },
+    /// Refused, with the reason.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Never seen here.
+    Unknown,
+}
+
+/// Signing liveness of one validator as seen by this node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Liveness {
+    /// Validator key.
+    pub key: String,
+    /// Notarize votes seen.
+    pub notarizes: u64,
+    /// Finalize votes seen.
+    pub finalizes: u64,
+    /// Nullify votes seen.
+    pub nullifies: u64,
+    /// Latest view with a vote from it.
+    pub last_view: u64,
+    /// When the latest vote arrived (wall clock; only for metrics and readiness).
+    #[serde(skip)]
+    pub last_seen: Option<std::time::Instant>,
+}
+
+/// Consensus progress counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Highest view seen in any activity.
+    pub view: AtomicU64,
+    /// Nullifications (view changes without a block) seen.
+    pub nullifications: AtomicU64,
+    /// Notarizations seen.
+    pub notarizations: AtomicU64,
+    /// Finalizations seen.
+    pub finalizations: AtomicU64,
+    /// Conflicting votes (equivocation evidence) seen.
+    pub faults: AtomicU64,
+    /// Blocks proposed by this node.
+    pub proposed: AtomicU64,
+    /// Blocks this node verified.
+    pub verified: AtomicU64,
+    /// Blocks this node found invalid.
+    pub invalid: AtomicU64,
+    /// Transactions admitted to the mempool.
+    pub tx_admitted: AtomicU64,
+    /// Transactions refused at admission.
+    pub tx_refused: AtomicU64,
+    /// Transactions committed.
+    pub tx_committed: AtomicU64,
+    /// Highest finalized height known to the network (may exceed ours while catching up).
+    pub network_finalized: AtomicU64,
+    /// Connected peers (from the last probe).
+    pub peers: AtomicU64,
+}
+
+/// A finalized block, as delivered to stream subscribers.
+#[derive(Debug, Clone)]
+pub struct Finalized {
+    /// The block.
+    pub block: LedgerBlock,
+}
+
+#[derive(Default)]
+struct Mempool {
+    txs: HashMap<Hash, Arc<Transaction>>,
+    by_account: HashMap<PublicKey, BTreeMap<u64, Hash>>,
+    /// Accounts in order of first arrival, for fair selection.
+    accounts: VecDeque<PublicKey>,
+    /// Local submissions not yet gossiped.
+    outbox: Vec<Arc<Transaction>>,
+}
+
+/// Everything under the lock.
+pub struct Inner {
+    /// The genesis file.
+    pub genesis: Genesis,
+    /// Genesis block.
+    pub genesis_block: LedgerBlock,
+    /// Latest finalized header.
+    pub finalized_header: BlockHeader,
+    /// Latest finalized state.
+    pub finalized_state: LedgerState,
+    /// Post-states of verified or proposed blocks above the finalized height.
+    pub speculative: HashMap<Hash, (BlockHeader, LedgerState)>,
+    /// Committed transactions.
+    pub tx_index: HashMap<Hash, TxLocation>,
+    rejected: HashMap<Hash, String>,
+    rejected_order: VecDeque<Hash>,
+    mempool: Mempool,
+    /// Recent finalized blocks, for the API and the stream.
+    pub recent: BTreeMap<u64, LedgerBlock>,
+    /// Views of finalization certificates, by height.
+    pub finalized_views: BTreeMap<u64, u64>,
+    /// Per-validator liveness, by validator index in the sorted set.
+    pub liveness: Vec<Liveness>,
+}
+
+/// How many recent finalized blocks are kept in memory.
+const RECENT_CAP: usize = 4096;
+
+/// The shared handle.
+pub struct Shared {
+    inner: Mutex<Inner>,
+    /// Counters (lock-free).
+    pub counters: Counters,
+    /// Finalized-block notifications for the stream endpoint.
+    pub finalized_tx: tokio::sync::broadcast::Sender<Finalized>,
+    /// This node's validator key.
+    pub me: PublicKey,
+}
+
+impl Shared {
+    /// A fresh state at genesis.
+    pub fn new(genesis: Genesis, me: PublicKey) -> Arc<Self> {
+        let state = LedgerState::from_genesis(&genesis).expect("genesis was validated on load");
+        let gblock = phoenix_ledger_types::exec::genesis_block(&genesis, &state);
+        let liveness = state
+            .validators()
+            .validators
+            .iter()
+            .map(|v| Liveness {
+                key: v.key.to_hex(),
+                ..Liveness::default()
+            })
+            .collect();
+        let (finalized_tx, _) = tokio::sync::broadcast::channel(1024);
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                genesis,
+                finalized_header: gblock.header.clone(),
+                genesis_block: LedgerBlock::new(gblock),
+                finalized_state: state,
+                speculative: HashMap::new(),
+                tx_index: HashMap::new(),
+                rejected: HashMap::new(),
+                rejected_order: VecDeque::new(),
+                mempool: Mempool::default(),
+                recent: BTreeMap::new(),
+                finalized_views: BTreeMap::new(),
+                liveness,
+            }),
+            counters: Counters::default(),
+            finalized_tx,
+            me,
+        })
+    }
+
+    /// Locks the state.
+    ///
+    /// # Panics
+    /// If a thread panicked while holding the lock (the node is then broken anyway).
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("shared state lock poisoned")
+    }
+}
+
+impl Inner {
+    /// Finalized height.
+    pub fn finalized_height(&self) -> u64 {
+        self.finalized_header.height
+    }
+
+    /// Header and post-state of block `hash`, if it is finalized-tip or speculative.
+    pub fn state_of(&self, hash: &Hash) -> Option<(BlockHeader, LedgerState)> {
+        if *hash == self.finalized_header.hash() {
+            return Some((self.finalized_header.clone(), self.finalized_state.clone()));
+        }
+        self.speculative.get(hash).cloned()
+    }
+
+    /// Status of a transaction.
+    pub fn tx_status(&self, h: &Hash) -> TxStatus {
+        if let Some(loc) = self.tx_index.get(h) {
+            return TxStatus::Committed {
+                height: loc.height,
+                index: loc.index,
+            };
+        }
+        if self.mempool.txs.contains_key(h) {
+            return TxStatus::Pending;
+        }
+        if let Some(r) = self.rejected.get(h) {
+            return TxStatus::Rejected { reason: r.clone() };
+        }
+        TxStatus::Unknown
+    }
+
+    /// Remembers why a transaction was refused.
+    pub fn reject(&mut self, h: Hash, reason: String) {
+        if self.rejected.insert(h, reason).is_none() {
+            self.rejected_order.push_back(h);
+            if self.rejected_order.len() > REJECTED_CAP
+                && let Some(old) = self.rejected_order.pop_front()
+            {
+                self.rejected.remove(&old);
+            }
+        }
+    }
+
+    /// Whether the mempool holds `h` (its signature was checked on admission).
+    pub fn is_verified(&self, h: &Hash) -> bool {
+        self.mempool.txs.contains_key(h)
+    }
+
+    /// Mempool size.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.txs.len()
+    }
+
+    /// Admits a transaction whose signature was checked. `local` ones are queued for gossip.
+    ///
+    /// # Errors
+    /// The reason it is refused (already known, replayed, unauthorised, full...).
+    pub fn admit(&mut self, tx: Transaction, h: Hash, local: bool) -> Result<(), String> {
+        if self.tx_index.contains_key(&h) {
+            return Err("already committed".into());
+        }
+        if self.mempool.txs.contains_key(&h) {
+            return Err("already pending".into());
+        }
+        if self.mempool.txs.len() >= MEMPOOL_CAP {
+            return Err("mempool full, retry later".into());
+        }
+        self.finalized_state
+            .precheck(&tx, true)
+            .map_err(|e| e.to_string())?;
+        let next = self.finalized_state.account(&tx.body.signer).nonce;
+        if tx.body.nonce > next + NONCE_WINDOW {
+            return Err(format!(
+                "nonce {} too far ahead of the account's next nonce {next}",
+                tx.body.nonce
+            ));
+        }
+        let signer = tx.body.signer;
+        let per = self.mempool.by_account.entry(signer).or_default();
+        if per.contains_key(&tx.body.nonce) {
+            return Err(format!(
+                "another transaction with nonce {} is already pending for this account",
+                tx.body.nonce
+            ));
+        }
+        if per.is_empty() {
+            self.mempool.accounts.push_back(signer);
+        }
+        per.insert(tx.body.nonce, h);
+        let tx = Arc::new(tx);
+        if local {
+            self.mempool.outbox.push(tx.clone());
+        }
+        self.mempool.txs.insert(h, tx);
+        Ok(())
+    }
+
+    /// Takes the local submissions to gossip.
+    pub fn take_outbox(&mut self) -> Vec<Arc<Transaction>> {
+        std::mem::take(&mut self.mempool.outbox)
+    }
+
+    /// Whether any transaction could go into a block on `state`.
+    pub fn has_candidates(&self, state: &LedgerState) -> bool {
+        self.mempool.by_account.iter().any(|(acct, per)| {
+            let next = state.account(acct).nonce;
+            per.contains_key(&next)
+        })
+    }
+
+    /// Up to `max` transactions executable on `state`: per account, consecutive nonces from the
+    /// account's next nonce; accounts served round-robin in arrival order.
+    pub fn candidates(&self, state: &LedgerState, max: usize) -> Vec<Transaction> {
+        let mut runs: Vec<std::collections::btree_map::Range<'_, u64, Hash>> = Vec::new();
+        let mut expected: Vec<u64> = Vec::new();
+        for acct in &self.mempool.accounts {
+            let Some(per) = self.mempool.by_account.get(acct) else {
+                continue;
+            };
+            let next = state.account(acct).nonce;
+            runs.push(per.range(next..));
+            expected.push(next);
+        }
+        let mut out = Vec::new();
+        let mut live = true;
+        while live && out.len() < max {
+            live = false;
+            for (run, exp) in runs.iter_mut().zip(expected.iter_mut()) {
+                if out.len() >= max {
+                    break;
+                }
+                if let Some((n, h)) = run.next()
+                    && *n == *exp
+                {
+                    *exp += 1;
+                    out.push((*self.mempool.txs[h]).clone());
+                    live = true;
+                } else {
+                    // A gap (or the end): this account is done for this block.
+                    *exp = u64::MAX;
+                }
+            }
+        }
+        out
+    }
+
+    fn remove_from_mempool(&mut self, h: &Hash) {
+        if let Some(tx) = self.mempool.txs.remove(h) {
+            let signer = tx.body.signer;
+            if let Some(per) = self.mempool.by_account.get_mut(&signer) {
+                per.remove(&tx.body.nonce);
+                if per.is_empty() {
+                    self.mempool.by_account.remove(&signer);
+                    self.mempool.accounts.retain(|a| *a != signer);
+                }
+            }
+        }
+    }
+
+    /// Drops a transaction the proposer could not execute.
+    pub fn drop_rejected(&mut self, h: Hash, e: &TxError) {
+        self.remove_from_mempool(&h);
+        self.reject(h, e.to_string());
+    }
+
+    /// Records a finalized block whose post-state is `state`: moves the tip, indexes its
+    /// transactions, cleans the mempool, prunes speculative states at or below it.
+    pub fn commit(&mut self, block: &LedgerBlock, state: LedgerState) -> u64 {
+        let b = block.block();
+        let height = b.header.height;
+        let mut touched = HashSet::new();
+        for (i, tx) in b.txs.iter().enumerate() {
+            let h = tx.hash();
+            self.tx_index.insert(
+                h,
+                TxLocation {
+                    height,
+                    index: u32::try_from(i).expect("bounded"),
+                },
+            );
+            self.remove_from_mempool(&h);
+            touched.insert(tx.body.signer);
+        }
+        self.finalized_header = b.header.clone();
+        self.finalized_state = state;
+        self.speculative.retain(|_, (hdr, _)| hdr.height > height);
+        // Pending transactions whose nonce is now used can never execute: report them replayed.
+        for acct in touched {
+            let next = self.finalized_state.account(&acct).nonce;
+            let stale: Vec<Hash> = self
+                .mempool
+                .by_account
+                .get(&acct)
+                .map(|per| per.range(..next).map(|(_, h)| *h).collect())
+                .unwrap_or_default();
+            for h in stale {
+                self.remove_from_mempool(&h);
+                self.reject(
+                    h,
+                    "replayed: nonce already used by a committed transaction".into(),
+                );
+            }
+        }
+        self.recent.insert(height, block.clone());
+        while self.recent.len() > RECENT_CAP {
+            self.recent.pop_first();
+        }
+        b.txs.len() as u64
+    }
+}
+
+/// Increments a counter.
+pub fn inc(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+/// Raises a counter to at least `v`.
+pub fn raise(c: &AtomicU64, v: u64) {
+    c.fetch_max(v, Ordering::Relaxed);
+}
+/// Reads a counter.
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}

@@ -1,0 +1,334 @@
+//! Real processes on loopback: the `phoenix-ledger` test binary accepts the same argv as
+//! `phoenix ledger ...`. Tests kill only the processes they started, by pid.
+//!
+//! - `api_contract_single_validator` (default suite): one validator; every endpoint, good and bad
+//!   transactions.
+//! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
+//!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
+
+use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
+use phoenix_ledger_node::cli::block_on;
+use phoenix_ledger_node::config::{TestnetSpec, read_key, write_testnet};
+use phoenix_ledger_node::http::{Conn, sse};
+use phoenix_ledger_types::crypto::{Hash, Keypair};
+use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, ProvOp, Transaction, TxBody};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_phoenix-ledger"))
+}
+
+fn heavy() -> bool {
+    std::env::var("PHOENIX_HEAVY_TESTS").is_ok_and(|v| v == "1")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("phoenix-ledger-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Ports unlikely to collide with other tests running at the same time.
+fn base_port(slot: u16) -> u16 {
+    20_000 + (std::process::id() % 400) as u16 * 50 + slot * 10
+}
+
+fn audit_tx(k: &Keypair, chain: &str, nonce: u64) -> Transaction {
+    TxBody {
+        chain_id: chain.into(),
+        signer: k.public(),
+        nonce,
+        op: Operation::Audit(AuditRecord {
+            actor: "test".into(),
+            fleet: "f".into(),
+            revision: 1,
+            plan_hash: Hash::ZERO,
+            step: "apply".into(),
+            outcome: Outcome::Succeeded,
+            detail: String::new(),
+        }),
+    }
+    .sign(k)
+}
+
+async fn post(c: &mut Conn, bytes: &[u8]) -> (u16, serde_json::Value) {
+    let r = c
+        .request("POST", "/v1/tx", "application/octet-stream", bytes)
+        .await
+        .expect("post");
+    (r.status, r.json().expect("json"))
+}
+
+async fn wait_committed(c: &mut Conn, h: &Hash) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c
+            .get(&format!("/v1/tx/{h}"))
+            .await
+            .expect("get")
+            .json()
+            .expect("json");
+        if v["status"] == "committed" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not committed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn api_contract_single_validator() {
+    let dir = tmpdir("api");
+    let p = base_port(0);
+    write_testnet(&TestnetSpec {
+        validators: 1,
+        dir: dir.clone(),
+        api_base_port: p,
+        p2p_base_port: p + 5,
+        chain_id: "api-test".into(),
+        empty_block_interval_ms: 200,
+        min_block_interval_ms: 20,
+        extra_auditors: vec![],
+        worker_threads: 1,
+    })
+    .expect("testnet");
+    let client = read_key(&dir.join("client.key")).expect("client key");
+    let _procs = Procs(vec![
+        spawn_node(&exe(), &dir.join("node-0")).expect("spawn"),
+    ]);
+    let api = format!("http://127.0.0.1:{p}");
+    block_on(async {
+        wait_height(std::slice::from_ref(&api), 2, Duration::from_secs(60)).await?;
+        let mut c = Conn::new(&api);
+        assert_eq!(c.get("/health/live").await?.status, 200);
+        assert_eq!(c.get("/health/ready").await?.status, 200);
+        let st = c.get("/v1/status").await?.json()?;
+        for k in ["height", "finalized_height", "peers", "validators"] {
+            assert!(!st[k].is_null(), "status lacks {k}: {st}");
+        }
+
+        // A good transaction, then its replay.
+        let tx = audit_tx(&client, "api-test", 0);
+        let (code, v) = post(&mut c, &tx.encode()).await;
+        assert_eq!(code, 202, "{v}");
+        let committed = wait_committed(&mut c, &tx.hash()).await;
+        let height = committed["height"].as_u64().expect("height");
+        let (code, v) = post(&mut c, &tx.encode()).await;
+        assert!(code == 400 || code == 200, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already committed"),
+            "{v}"
+        );
+
+        // Bad inputs, each with a clear reason.
+        let (code, v) = post(&mut c, b"\x01garbage").await;
+        assert_eq!(code, 400);
+        assert!(v["error"].as_str().unwrap().starts_with("malformed"), "{v}");
+        let (code, v) = post(&mut c, &vec![0u8; 5000]).await;
+        assert_eq!(code, 400);
+        assert!(v["error"].as_str().unwrap().starts_with("oversized"), "{v}");
+        let mut forged = audit_tx(&client, "api-test", 1);
+        forged.signature.0[0] ^= 0xff;
+        let (code, v) = post(&mut c, &forged.encode()).await;
+        assert_eq!(code, 400);
+        assert!(
+            v["error"].as_str().unwrap().starts_with("bad signature"),
+            "{v}"
+        );
+        let h = forged.hash();
+        let s = c.get(&format!("/v1/tx/{h}")).await?.json()?;
+        assert_eq!(s["status"], "rejected", "{s}");
+        let (code, v) = post(&mut c, &audit_tx(&client, "other-chain", 1).encode()).await;
+        assert_eq!(code, 400);
+        assert!(
+            v["error"].as_str().unwrap().starts_with("wrong chain"),
+            "{v}"
+        );
+        let stale = audit_tx(&client, "api-test", 0);
+        let mut stale_other = stale.body.clone();
+        stale_other.op = Operation::Provisioning(ProvOp::Release { id: "x".into() });
+        let (code, v) = post(&mut c, &stale_other.sign(&client).encode()).await;
+        assert_eq!(code, 400);
+        assert!(v["error"].as_str().unwrap().starts_with("replayed"), "{v}");
+        let stranger = Keypair::from_test_index(999);
+        let (code, v) = post(&mut c, &audit_tx(&stranger, "api-test", 0).encode()).await;
+        assert_eq!(code, 400);
+        assert!(
+            v["error"].as_str().unwrap().starts_with("unauthorised"),
+            "{v}"
+        );
+        // JSON submission works too.
+        let tx1 = audit_tx(&client, "api-test", 1);
+        let body = serde_json::json!({ "tx": hex::encode(tx1.encode()) }).to_string();
+        let r = c
+            .request("POST", "/v1/tx", "application/json", body.as_bytes())
+            .await?;
+        assert_eq!(r.status, 202, "{:?}", r.json());
+        wait_committed(&mut c, &tx1.hash()).await;
+
+        // Blocks, state, stream, dump, metrics.
+        let b = c.get(&format!("/v1/blocks/{height}")).await?.json()?;
+        for k in [
+            "height",
+            "hash",
+            "parent_hash",
+            "state_root",
+            "transactions",
+        ] {
+            assert!(!b[k].is_null(), "block lacks {k}: {b}");
+        }
+        assert_eq!(b["transactions"][0]["hash"], serde_json::json!(tx.hash()));
+        assert_eq!(b["finality"]["signers"], 1);
+        let prev = c.get(&format!("/v1/blocks/{}", height - 1)).await?.json()?;
+        assert_eq!(b["parent_hash"], prev["hash"]);
+        let acct = c
+            .get(&format!(
+                "/v1/state/accounts/{}?proof=true",
+                client.public()
+            ))
+            .await?
+            .json()?;
+        assert_eq!(acct["value"]["nonce"], 2, "{acct}");
+        assert!(acct["proof"].is_object());
+        let rec = c
+            .get("/v1/state/audit/00000000000000000000")
+            .await?
+            .json()?;
+        assert_eq!(rec["value"]["record"]["step"], "apply");
+        assert_eq!(c.get("/v1/state/audit/nope").await?.status, 404);
+        let dump = c.get("/v1/consensus").await?.json()?;
+        assert!(dump["validator_liveness"].is_array(), "{dump}");
+        let m = String::from_utf8(c.get("/metrics").await?.body)?;
+        for name in [
+            "phoenix_ledger_finalized_height",
+            "phoenix_ledger_view_changes_total",
+            "phoenix_ledger_validator_votes_total",
+        ] {
+            assert!(m.contains(name), "metrics lack {name}");
+        }
+        let mut seen = 0;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            sse(&api, "/v1/stream/blocks", |event, _| {
+                if event == "block" {
+                    seen += 1;
+                }
+                seen < 2
+            }),
+        )
+        .await??;
+        assert_eq!(seen, 2);
+        anyhow::Ok(())
+    })
+    .expect("api contract");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn heights(apis: &[String]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for a in apis {
+        let h = match Conn::new(a).get("/v1/status").await {
+            Ok(r) => r
+                .json()
+                .ok()
+                .and_then(|v| v["finalized_height"].as_u64())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        out.push(h);
+    }
+    out
+}
+
+#[test]
+fn kill_and_restart_four_validators() {
+    if !heavy() {
+        eprintln!("skipped: set PHOENIX_HEAVY_TESTS=1 to run the 4-process kill/restart test");
+        return;
+    }
+    let dir = tmpdir("faults");
+    let p = base_port(1);
+    write_testnet(&TestnetSpec {
+        validators: 4,
+        dir: dir.clone(),
+        api_base_port: p,
+        p2p_base_port: p + 5,
+        chain_id: "fault-test".into(),
+        empty_block_interval_ms: 300,
+        min_block_interval_ms: 50,
+        extra_auditors: vec![],
+        worker_threads: 1,
+    })
+    .expect("testnet");
+    let client = read_key(&dir.join("client.key")).expect("key");
+    let homes: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("node-{i}"))).collect();
+    let apis: Vec<String> = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}", p + i))
+        .collect();
+    let mut procs = Procs(
+        homes
+            .iter()
+            .map(|h| spawn_node(&exe(), h).expect("spawn"))
+            .collect(),
+    );
+    block_on(async {
+        wait_height(&apis, 3, Duration::from_secs(90)).await?;
+        let mut c = Conn::new(&apis[0]);
+        for n in 0..5 {
+            post(&mut c, &audit_tx(&client, "fault-test", n).encode()).await;
+        }
+
+        // kill -9 one validator: the other three keep finalizing.
+        procs.0[3].kill()?;
+        procs.0[3].wait()?;
+        let before = heights(&apis[..3]).await;
+        let target = before.iter().max().copied().unwrap_or(0) + 5;
+        wait_height(&apis[..3], target, Duration::from_secs(60)).await?;
+
+        // kill -9 a second: no quorum, finalization stops, and there is no fork.
+        procs.0[2].kill()?;
+        procs.0[2].wait()?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let stalled = heights(&apis[..2]).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let later = heights(&apis[..2]).await;
+        assert!(
+            later.iter().max() <= Some(&(stalled.iter().max().copied().unwrap_or(0) + 1)),
+            "finalized without a quorum: {stalled:?} -> {later:?}"
+        );
+        let upto = later.iter().copied().min().unwrap_or(0);
+        assert_eq!(
+            hashes(&apis[0], upto).await?,
+            hashes(&apis[1], upto).await?,
+            "fork"
+        );
+
+        // Restart both: everyone catches up, resumes, and agrees on every block hash.
+        procs.0[2] = spawn_node(&exe(), &homes[2])?;
+        procs.0[3] = spawn_node(&exe(), &homes[3])?;
+        let resume = later.iter().max().copied().unwrap_or(0) + 5;
+        wait_height(&apis, resume, Duration::from_secs(120)).await?;
+        let all = heights(&apis).await;
+        let upto = all.iter().copied().min().unwrap_or(0);
+        let reference = hashes(&apis[0], upto).await?;
+        for a in &apis[1..] {
+            assert_eq!(hashes(a, upto).await?, reference, "{a} disagrees");
+        }
+        // The transactions submitted before the faults are committed everywhere.
+        for n in 0..5 {
+            let h = audit_tx(&client, "fault-test", n).hash();
+            for a in &apis {
+                let v = Conn::new(a).get(&format!("/v1/tx/{h}")).await?.json()?;
+                assert_eq!(v["status"], "committed", "{a}: {v}");
+            }
+        }
+        anyhow::Ok(())
+    })
+    .expect("fault sequence");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
