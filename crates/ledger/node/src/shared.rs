@@ -144,7 +144,7 @@ pub struct Inner {
 }
 
 /// How many recent finalized blocks are kept in memory.
-const RECENT_CAP: usize = 4096;
+const RECENT_CAP: usize = 256;
 
 /// The shared handle.
 pub struct Shared {
