@@ -138,11 +138,18 @@ impl LocalProvider {
     /// # Errors
     /// [`ProviderError::Protocol`] for an answer that cannot be read.
     pub fn try_request(&self, req: &Request) -> Result<Option<Reply>> {
-        self.exchange(req, read_timeout(req))
-            .map_err(|e| ProviderError::Protocol {
-                provider: "local".into(),
-                detail: format!("{}: {e}", self.paths.socket().display()),
-            })
+        match self.exchange(req, read_timeout(req)) {
+            // An agent that dies or exits while we talk (kill -9, idle exit) resets or closes
+            // the connection: that is "no agent answered", and every request is idempotent, so
+            // callers may start a new agent and ask again. Regression: under load, a `list`
+            // right after the agent was killed failed with "Connection reset by peer".
+            Err(e) if agent_went_away(&e) => Ok(None),
+            other => other,
+        }
+        .map_err(|e| ProviderError::Protocol {
+            provider: "local".into(),
+            detail: format!("{}: {e}", self.paths.socket().display()),
+        })
     }
 
     /// Sends `req` to the agent, starting it if needed, and retrying (every request is
@@ -499,4 +506,18 @@ impl Provider for LocalProvider {
         found.sort();
         Ok(found.into_iter().map(|(_, _, p)| p).collect())
     }
+}
+
+/// Whether an I/O error means the agent at the other end is gone (rather than a protocol fault).
+fn agent_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotFound
+    )
 }
