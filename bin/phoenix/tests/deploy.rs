@@ -301,6 +301,7 @@ fn a_concurrent_apply_is_refused_and_names_the_holder() {
     let f = Fleet::new("concurrent", slow);
     let mut first = f
         .cmd(&["apply", "fleet.yaml", "--yes"])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -558,4 +559,35 @@ fn ctrl_c_stops_cleanly_with_exit_130_and_the_next_apply_converges() {
     f.ok(&["apply", "fleet.yaml", "--yes"]);
     assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
     assert_eq!(f.unit_processes().len(), 2);
+}
+
+#[test]
+fn backups_are_taken_before_a_change_and_restored_when_it_is_rolled_back() {
+    // v1 seeds db/value once; v2 overwrites it, then never passes its gate.
+    let service = |script: &str, health_path: &str, timeout: &str| {
+        format!(
+            "  - name: db\n    command: [sh, -c, '{script} exec python3 -m http.server ${{port}} --bind 127.0.0.1']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/{health_path}', timeout: {timeout}, interval: 50ms }}\n    backup: ['${{data_dir}}/db']\n    stop_grace: 1s\n"
+        )
+    };
+    let f = Fleet::new(
+        "backup",
+        &service(
+            "test -f db/value || { mkdir -p db; echo V1 > db/value; };",
+            "",
+            "15s",
+        ),
+    );
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let value = f.state().join("units/backup/db-0/data/db/value");
+    assert_eq!(std::fs::read_to_string(&value).unwrap(), "V1\n");
+    f.write(
+        "v2.yaml",
+        &service("mkdir -p db; echo V2 > db/value;", "nope", "3s"),
+    );
+    let out = f.run(&["apply", "v2.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("restored backup pre-r2"), "{err}");
+    assert_eq!(std::fs::read_to_string(&value).unwrap(), "V1\n");
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
 }

@@ -771,3 +771,115 @@ fn parallelism_bounds_steps_in_flight() {
         Change::Create
     ));
 }
+
+fn observed(
+    spec: &phoenix_provider_api::UnitSpec,
+    revision: u64,
+    state: UnitState,
+    healthy: Option<bool>,
+) -> phoenix_engine::ObservedUnit {
+    let mut s = spec.clone();
+    s.revision = revision;
+    let status = phoenix_provider_api::UnitStatus {
+        unit_id: s.unit_id(),
+        fleet: s.fleet.clone(),
+        service: s.service.clone(),
+        instance: s.instance.clone(),
+        revision,
+        site: s.site.clone(),
+        state,
+        pid: Some(1),
+        handle: None,
+        ports: Default::default(),
+        data_dir: "/d".into(),
+        restarts: 0,
+        logs: vec![],
+        detail: None,
+    };
+    phoenix_engine::ObservedUnit {
+        status,
+        healthy,
+        health_detail: None,
+        spec: Some(s),
+    }
+}
+
+#[test]
+fn decide_keeps_the_healthy_matching_unit_and_cleans_up_the_rest() {
+    let f = fleet(&svc("web", 1, ""));
+    let d = desired(&f);
+    let spec = &d.units["web-0"].spec;
+    let mut other = spec.clone();
+    other.env.insert("OLD".into(), "1".into());
+    let units = [
+        observed(spec, 3, UnitState::Running, Some(true)),
+        observed(&other, 4, UnitState::Running, Some(true)),
+        observed(spec, 5, UnitState::Running, Some(false)),
+        observed(spec, 6, UnitState::Exited(1), None),
+    ];
+    let decision = decide(&d, &units, &Scope::all());
+    assert_eq!(decision.unchanged, ["web-0"]);
+    let mut cleaned: Vec<_> = decision.cleanup.iter().map(|r| r.unit_id.clone()).collect();
+    cleaned.sort();
+    assert_eq!(cleaned, ["web-0@r4", "web-0@r5", "web-0@r6"]);
+    assert!(decision.phases.is_empty());
+}
+
+#[test]
+fn decide_replaces_a_unit_whose_revision_is_unknown() {
+    let f = fleet(&svc("web", 1, ""));
+    let d = desired(&f);
+    let mut u = observed(&d.units["web-0"].spec, 2, UnitState::Running, Some(true));
+    u.spec = None;
+    let decision = decide(&d, &[u], &Scope::all());
+    let a = decision.actions().next().unwrap();
+    match &a.change {
+        Change::Replace { reason, .. } => assert!(reason.contains("unknown"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn out_of_scope_units_are_never_touched_even_duplicates() {
+    let f = fleet(&format!("{}{}", svc("a", 1, ""), svc("b", 1, "")));
+    let d = desired(&f);
+    let b = &d.units["b-0"].spec;
+    let units = [
+        observed(b, 1, UnitState::Running, Some(true)),
+        observed(b, 2, UnitState::Exited(1), None),
+    ];
+    let scope = Scope::new(&d, &["a".into()], &[]).unwrap();
+    let decision = decide(&d, &units, &scope);
+    assert!(decision.cleanup.is_empty() && decision.removals.is_empty());
+    assert_eq!(decision.counts(), (1, 0, 0));
+}
+
+#[test]
+fn destroy_removes_in_reverse_dependency_order() {
+    let f = fleet(&format!(
+        "{}{}{}",
+        svc("web", 1, ", depends_on: [api]"),
+        svc("api", 1, ", depends_on: [db]"),
+        svc("db", 1, "")
+    ));
+    let d = desired(&f);
+    let units: Vec<_> = d
+        .units
+        .values()
+        .map(|u| observed(&u.spec, 1, UnitState::Running, Some(true)))
+        .collect();
+    let gone = Desired::destroy(&f, &phoenix_plan::plan(&f));
+    let decision = decide(&gone, &units, &Scope::all());
+    let order: Vec<_> = decision
+        .removals
+        .iter()
+        .map(|r| r.service.as_str())
+        .collect();
+    assert_eq!(order, ["web", "api", "db"]);
+    assert!(
+        decision
+            .removals
+            .iter()
+            .all(|r| r.reason == "fleet destroyed")
+    );
+}
