@@ -184,16 +184,6 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         Some(e) => e.clone(),
         None => std::env::current_exe()?,
     };
-    let procs = Procs(
-        (0..args.validators)
-            .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
-            .collect::<Result<_>>()?,
-    );
-    eprintln!(
-        "bench: started {} validators under {}",
-        args.validators,
-        dir.display()
-    );
 
     // Pre-sign (client-side work kept out of the measurement) on two threads.
     let total = (args.presign_rate * duration.as_secs().max(1)) as usize;
@@ -232,6 +222,17 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         t0.elapsed()
     );
 
+    // Validators start after pre-signing so signing does not compete with them.
+    let procs = Procs(
+        (0..args.validators)
+            .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
+            .collect::<Result<_>>()?,
+    );
+    eprintln!(
+        "bench: started {} validators under {}",
+        args.validators,
+        dir.display()
+    );
     let report = block_on(drive(&args, &cc.apis, streams, per_account, duration))?;
     drop(procs);
     if tmp {

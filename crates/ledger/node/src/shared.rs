@@ -425,3 +425,108 @@ pub fn raise(c: &AtomicU64, v: u64) {
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phoenix_ledger_types::crypto::Keypair;
+    use phoenix_ledger_types::exec::{GenesisAccount, Validator};
+    use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, Role, TxBody};
+
+    fn setup() -> (Arc<Shared>, Keypair, Keypair) {
+        let (a, b) = (Keypair::from_test_index(1), Keypair::from_test_index(2));
+        let g = Genesis {
+            chain_id: "c".into(),
+            genesis_time_ms: 0,
+            epoch_length: 100,
+            admin_threshold: 1,
+            validators: vec![Validator {
+                key: Keypair::from_test_index(9).public(),
+                address: "x".into(),
+            }],
+            accounts: [&a, &b]
+                .iter()
+                .map(|k| GenesisAccount {
+                    key: k.public(),
+                    roles: vec![Role::Auditor],
+                })
+                .collect(),
+        };
+        (Shared::new(g, Keypair::from_test_index(9).public()), a, b)
+    }
+
+    fn tx(k: &Keypair, nonce: u64) -> Transaction {
+        TxBody {
+            chain_id: "c".into(),
+            signer: k.public(),
+            nonce,
+            op: Operation::Audit(AuditRecord {
+                actor: "t".into(),
+                fleet: "f".into(),
+                revision: 0,
+                plan_hash: Hash::ZERO,
+                step: "s".into(),
+                outcome: Outcome::Started,
+                detail: String::new(),
+            }),
+        }
+        .sign(k)
+    }
+
+    #[test]
+    fn candidates_take_consecutive_nonces_round_robin_and_stop_at_gaps() {
+        let (s, a, b) = setup();
+        let mut g = s.lock();
+        for n in [0, 1, 2, 4] {
+            let t = tx(&a, n);
+            let h = t.hash();
+            g.admit(t, h, true).unwrap();
+        }
+        for n in [0, 1] {
+            let t = tx(&b, n);
+            let h = t.hash();
+            g.admit(t, h, false).unwrap();
+        }
+        let dup = tx(&a, 0);
+        assert_eq!(
+            g.admit(dup.clone(), dup.hash(), true).unwrap_err(),
+            "already pending"
+        );
+        let state = g.finalized_state.clone();
+        let c: Vec<(u64, u64)> = g
+            .candidates(&state, 100)
+            .iter()
+            .map(|t| (u64::from(t.body.signer == b.public()), t.body.nonce))
+            .collect();
+        // a0 b0 a1 b1 a2 (a4 waits for a3).
+        assert_eq!(c, vec![(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)]);
+        assert_eq!(g.candidates(&state, 3).len(), 3);
+        assert_eq!(
+            g.take_outbox().len(),
+            4,
+            "only local submissions are gossiped"
+        );
+    }
+
+    #[test]
+    fn admission_refuses_replays_and_far_future_nonces() {
+        let (s, a, _) = setup();
+        let mut g = s.lock();
+        let far = tx(&a, NONCE_WINDOW + 1);
+        assert!(
+            g.admit(far.clone(), far.hash(), true)
+                .unwrap_err()
+                .contains("too far ahead")
+        );
+        let stranger = Keypair::from_test_index(77);
+        let t = tx(&stranger, 0);
+        assert!(
+            g.admit(t.clone(), t.hash(), true)
+                .unwrap_err()
+                .starts_with("unauthorised")
+        );
+        assert!(matches!(g.tx_status(&t.hash()), TxStatus::Unknown));
+        g.reject(t.hash(), "why".into());
+        assert!(matches!(g.tx_status(&t.hash()), TxStatus::Rejected { .. }));
+    }
+}

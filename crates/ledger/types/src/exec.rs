@@ -256,9 +256,14 @@ pub enum BlockError {
 }
 
 /// The chain state: an [`AuthMap`] plus typed accessors. `Clone` is O(1).
+///
+/// Parameters and the pause list are read by every transaction, so decoded copies are cached
+/// beside the map and refreshed whenever those keys are written.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerState {
     map: AuthMap,
+    params: Option<std::sync::Arc<Params>>,
+    paused: std::sync::Arc<Vec<Module>>,
 }
 
 fn key(module: &str, id: &str) -> Vec<u8> {
@@ -343,11 +348,22 @@ impl LedgerState {
     fn put<T: Serialize>(&mut self, module: &str, id: &str, v: &T) {
         let bytes = serde_json::to_vec(v).expect("records serialise");
         self.map.insert(&key(module, id), &bytes);
+        match (module, id) {
+            ("governance", "params") => {
+                self.params = Some(std::sync::Arc::new(
+                    serde_json::from_slice(&bytes).expect("just written"),
+                ));
+            }
+            ("governance", "paused") => {
+                self.paused =
+                    std::sync::Arc::new(serde_json::from_slice(&bytes).expect("just written"));
+            }
+            _ => {}
+        }
     }
     /// Chain parameters.
-    pub fn params(&self) -> Params {
-        self.get("governance", "params")
-            .expect("genesis wrote params")
+    pub fn params(&self) -> std::sync::Arc<Params> {
+        self.params.clone().expect("genesis wrote params")
     }
     /// The validator set.
     pub fn validators(&self) -> ValidatorSet {
@@ -360,7 +376,7 @@ impl LedgerState {
     }
     /// Paused modules.
     pub fn paused(&self) -> Vec<Module> {
-        self.get("governance", "paused").unwrap_or_default()
+        self.paused.as_ref().clone()
     }
     fn audit_count(&self) -> u64 {
         self.get("audit", "count").unwrap_or(0)
@@ -406,7 +422,7 @@ impl LedgerState {
             return Err(TxError::RetiredKey);
         }
         let m = b.op.module();
-        if m != Module::Governance && self.paused().contains(&m) {
+        if m != Module::Governance && self.paused.contains(&m) {
             return Err(TxError::Paused(m));
         }
         let (name, role) = required_role(&b.op);
@@ -591,7 +607,7 @@ impl LedgerState {
                 self.put("governance", "paused", &paused);
             }
             GovAction::SetThreshold { threshold } => {
-                let mut p = self.params();
+                let mut p = self.params().as_ref().clone();
                 p.admin_threshold = *threshold;
                 self.put("governance", "params", &p);
             }

@@ -1,6 +1,6 @@
 //! An authenticated key-value map with O(1) snapshots.
 //!
-//! A radix-16 Merkle trie keyed by `sha256(key)`. Nodes are shared between snapshots through
+//! A radix-16 Merkle trie keyed by `H(key)` (H = BLAKE3). Nodes are shared between snapshots through
 //! `Arc` and copied only on write, so every block's post-state is a cheap clone of its parent's
 //! plus the paths it touched, which is what executing on top of not-yet-finalized blocks needs.
 //!
@@ -8,7 +8,7 @@
 //! no branch has a leaf as its only child), so the root is a function of the contents alone,
 //! whatever the order of writes. Branch hashes are cached and recomputed only along written paths.
 //!
-//! Hashes: `leaf = H(0x00 || path || H(value))`, `branch = H(0x01 || bitmap16 || child hashes)`,
+//! Hashes: `leaf = H(0x00 || path || value)`, `branch = H(0x01 || bitmap16 || child hashes)`,
 //! empty map = 32 zero bytes. A proof of a key is the list of sibling hashes along its path.
 
 use crate::crypto::Hash;
@@ -39,7 +39,7 @@ fn nibble(path: &[u8; 32], depth: usize) -> usize {
 }
 
 fn leaf_hash(path: &[u8; 32], value: &[u8]) -> Hash {
-    Hash::of(&[&[0u8], path, &Hash::of(&[value]).0])
+    Hash::of(&[&[0u8], path, value])
 }
 
 impl Node {
@@ -76,8 +76,9 @@ pub struct Proof {
     /// For each branch on the path from the root: its child bitmap and the hashes of the present
     /// children other than the one on the path, in nibble order.
     pub branches: Vec<(u16, Vec<Hash>)>,
-    /// The leaf reached (path, value hash) if the path ended at a different key's leaf.
-    pub other_leaf: Option<(Hash, Hash)>,
+    /// The leaf reached (its path and value, hex in JSON) if the path ended at a different key's
+    /// leaf, which proves absence.
+    pub other_leaf: Option<(Hash, String)>,
 }
 
 /// The authenticated map. `Clone` is O(1).
@@ -274,7 +275,7 @@ impl AuthMap {
             match n {
                 Node::Leaf { path: p, value, .. } => {
                     if *p != path {
-                        other_leaf = Some((Hash(*p), Hash::of(&[value])));
+                        other_leaf = Some((Hash(*p), hex::encode(value)));
                     }
                     break;
                 }
@@ -310,11 +311,12 @@ pub fn verify_proof(root: &Hash, key: &[u8], value: Option<&[u8]>, proof: &Proof
     let mut cur: Option<Hash> = match (value, &proof.other_leaf) {
         (Some(v), None) => Some(leaf_hash(&path, v)),
         (Some(_), Some(_)) => return false,
-        (None, Some((p, vh))) => {
+        (None, Some((p, v))) => {
+            let Ok(v) = hex::decode(v) else { return false };
             if p.0 == path {
                 return false;
             }
-            Some(Hash::of(&[&[0u8], &p.0, &vh.0]))
+            Some(leaf_hash(&p.0, &v))
         }
         (None, None) => None,
     };
