@@ -64,6 +64,9 @@ enum Command {
     Up(deploy_cmd::UpArgs),
     /// Print (and with -f follow) the logs of a service or instance.
     Logs(deploy_cmd::LogsArgs),
+    /// The BFT ledger: a local testnet, a validator node, signed transactions, the benchmark.
+    #[command(subcommand)]
+    Ledger(phoenix_ledger_node::LedgerCommand),
     /// The local provider's supervising agent (started on demand by the other commands).
     #[command(disable_help_flag = true)]
     Agent {
@@ -97,13 +100,11 @@ fn main() -> ExitCode {
         Command::Up(args) => deploy_cmd::up(args),
         Command::Logs(args) => deploy_cmd::logs(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
+        Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),
         Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&phoenix_spec::schema::json_schema())
-                    .unwrap_or_default()
-            );
-            Ok(ExitCode::SUCCESS)
+            let schema = serde_json::to_string_pretty(&phoenix_spec::schema::json_schema())
+                .expect("the schema is plain JSON");
+            print_out(&format!("{schema}\n")).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {
