@@ -40,7 +40,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub accounts: usize,
     /// Most submitted-but-uncommitted transactions at any time.
-    #[arg(long, default_value_t = 12_000)]
+    #[arg(long, default_value_t = 4_000)]
     pub window: u64,
     /// Transactions per submission request.
     #[arg(long, default_value_t = 250)]
@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub min_block_ms: u64,
     /// Transactions to pre-sign per second of duration (an upper bound on the rate).
-    #[arg(long, default_value_t = 16_000)]
+    #[arg(long, default_value_t = 12_000)]
     pub presign_rate: u64,
     /// Executable to start validators with (default: this one); it is run as
     /// `EXE ledger run --home DIR/node-i`.

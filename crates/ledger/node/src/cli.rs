@@ -661,7 +661,10 @@ pub fn run_node(home: Home) -> Result<()> {
             .map(|p| (to_engine_key(&p.key), Address::from(p.address)))
             .collect();
         let _ = oracle.track(0, Map::try_from(peers).expect("distinct peer keys"));
-        let quota = Quota::per_second(NZU32!(100_000));
+        // Per peer and channel. The inbound mailbox is sized from this burst (times peers), so an
+        // oversized quota costs gigabytes of buffer; 1,024 messages per second covers votes,
+        // blocks, batched gossip and backfill at full speed.
+        let quota = Quota::per_second(NZU32!(1_024));
         let nets = Networks {
             votes: network.register(channels::VOTES, quota),
             certs: network.register(channels::CERTS, quota),

@@ -183,7 +183,7 @@ where
         buffered::Config {
             public_key: me.clone(),
             mailbox_size,
-            deque_size: 64,
+            deque_size: 16,
             priority: false,
             codec_config: (),
             peer_provider: provider.clone(),

@@ -171,7 +171,7 @@ impl Shared {
                 ..Liveness::default()
             })
             .collect();
-        let (finalized_tx, _) = tokio::sync::broadcast::channel(1024);
+        let (finalized_tx, _) = tokio::sync::broadcast::channel(64);
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 genesis,

@@ -24,7 +24,7 @@ use std::time::Duration;
 type K = ed25519::PublicKey;
 type Ctx = deterministic::Context;
 
-const QUOTA: Quota = Quota::per_second(NZU32!(100_000));
+const QUOTA: Quota = Quota::per_second(NZU32!(1_024));
 
 fn heavy() -> bool {
     std::env::var("PHOENIX_HEAVY_TESTS").is_ok_and(|v| v == "1")
