@@ -311,6 +311,26 @@ impl LocalProvider {
         }
     }
 
+    /// Asks a running agent; when none answers (or it is shutting down), starts one only if
+    /// units are recorded on disk, since then something may still run. `Ok(None)`: no agent and
+    /// nothing recorded, so nothing runs.
+    fn request_if_anything_runs(&self, req: &Request) -> Result<Option<Reply>> {
+        match self.try_request(req)? {
+            Some(Reply::Error {
+                kind: ErrorKind::ShuttingDown,
+                ..
+            })
+            | None => {
+                if self.has_recorded_units() {
+                    self.request(req).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            Some(reply) => Ok(Some(reply)),
+        }
+    }
+
     fn unexpected(&self, reply: Reply) -> ProviderError {
         ProviderError::Protocol {
             provider: "local".into(),
@@ -385,22 +405,8 @@ impl Provider for LocalProvider {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
         // With no agent and no recorded unit there is nothing to stop.
-        let reply = match self.try_request(&req)? {
-            Some(Reply::Error {
-                kind: ErrorKind::ShuttingDown,
-                ..
-            })
-            | None
-                if self.has_recorded_units() =>
-            {
-                self.request(&req)?
-            }
-            Some(Reply::Error {
-                kind: ErrorKind::ShuttingDown,
-                ..
-            })
-            | None => return Ok(()),
-            Some(reply) => reply,
+        let Some(reply) = self.request_if_anything_runs(&req)? else {
+            return Ok(());
         };
         match self.check(reply)? {
             Reply::Done => Ok(()),
@@ -413,24 +419,8 @@ impl Provider for LocalProvider {
             fleet: Some(fleet.into()),
         };
         // Do not start an agent just to learn that nothing runs.
-        let reply = match self.try_request(&req)? {
-            Some(Reply::Error {
-                kind: ErrorKind::ShuttingDown,
-                ..
-            })
-            | None
-                if self.has_recorded_units() =>
-            {
-                self.request(&req)?
-            }
-            Some(Reply::Error {
-                kind: ErrorKind::ShuttingDown,
-                ..
-            })
-            | None => {
-                return Ok(Vec::new());
-            }
-            Some(reply) => reply,
+        let Some(reply) = self.request_if_anything_runs(&req)? else {
+            return Ok(Vec::new());
         };
         match self.check(reply)? {
             Reply::Units { units } => Ok(units),
