@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub min_block_ms: u64,
     /// Transactions to pre-sign per second of duration (an upper bound on the rate).
-    #[arg(long, default_value_t = 12_000)]
+    #[arg(long, default_value_t = 25_000)]
     pub presign_rate: u64,
     /// Executable to start validators with (default: this one); it is run as
     /// `EXE ledger run --home DIR/node-i`.

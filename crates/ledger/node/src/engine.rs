@@ -4,7 +4,7 @@
 
 use crate::app::{ActivityReporter, Cadence, FinalizedReporter, LedgerApp, apply_finalized};
 use crate::block::{LedgerBlock, to_digest};
-use crate::shared::{Shared, inc};
+use crate::shared::Shared;
 use commonware_broadcast::buffered;
 use commonware_consensus::{
     Reporters,
@@ -28,17 +28,15 @@ use commonware_cryptography::{
     ed25519,
     sha256::Sha256,
 };
-use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
+use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::{Archive as _, Identifier, immutable};
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, ordered::Set};
-use phoenix_ledger_types::crypto::verify_many;
-use phoenix_ledger_types::tx::{MAX_TX_BYTES, Transaction};
 use rand_core::CryptoRng;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Namespace for consensus signatures (domain separation from transaction signatures).
 pub const NAMESPACE: &[u8] = b"phoenix-ledger-consensus";
@@ -322,86 +320,13 @@ where
     let mut handles = vec![buffer_engine.start(nets.broadcast)];
     handles.push(marshal_actor.start(FinalizedReporter::new(shared.clone()), buffer, resolver));
     handles.push(consensus.start(nets.votes, nets.certs, nets.resolver));
-    handles.push(start_gossip(context.child("gossip"), shared, nets.txs));
+    handles.push(crate::gossip::start(
+        context.child("gossip"),
+        shared,
+        nets.txs,
+    ));
     Started {
         marshal: marshal_mailbox,
         handles,
     }
-}
-
-/// Transaction gossip: every 20 ms, send local submissions to all peers in one batch; admit
-/// peers' batches after one batch signature check.
-fn start_gossip<E, S, R>(
-    context: E,
-    shared: Arc<Shared>,
-    (mut sender, mut receiver): (S, R),
-) -> Handle<()>
-where
-    E: Clock + Spawner + Metrics,
-    S: Sender<PublicKey = ed25519::PublicKey>,
-    R: Receiver<PublicKey = ed25519::PublicKey>,
-{
-    let outbound = {
-        let shared = shared.clone();
-        context.child("out").spawn(move |ctx| async move {
-            loop {
-                ctx.sleep(Duration::from_millis(20)).await;
-                let batch = shared.lock().take_outbox();
-                for chunk in batch.chunks(2048) {
-                    let mut buf = Vec::with_capacity(chunk.len() * 300);
-                    for tx in chunk {
-                        let b = tx.encode();
-                        buf.extend_from_slice(
-                            &u32::try_from(b.len()).expect("small").to_be_bytes(),
-                        );
-                        buf.extend_from_slice(&b);
-                    }
-                    sender.send(Recipients::All, buf, false);
-                }
-            }
-        })
-    };
-    context.child("in").spawn(move |_| async move {
-        let _outbound = outbound;
-        while let Ok((_peer, msg)) = receiver.recv().await {
-            let bytes: &[u8] = msg.as_ref();
-            let mut txs = Vec::new();
-            let mut rest = bytes;
-            while rest.len() >= 4 {
-                let len = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
-                if len > MAX_TX_BYTES || rest.len() < 4 + len {
-                    break;
-                }
-                if let Ok(tx) = Transaction::decode(&rest[4..4 + len]) {
-                    txs.push(tx);
-                }
-                rest = &rest[4 + len..];
-            }
-            let hashes: Vec<_> = txs.iter().map(Transaction::hash).collect();
-            // Skip what we already hold before paying for signatures.
-            let fresh: Vec<usize> = {
-                let g = shared.lock();
-                (0..txs.len())
-                    .filter(|i| {
-                        !g.is_verified(&hashes[*i]) && !g.tx_index.contains_key(&hashes[*i])
-                    })
-                    .collect()
-            };
-            let items: Vec<_> = fresh
-                .iter()
-                .map(|i| (txs[*i].body.signer, &hashes[*i].0[..], txs[*i].signature))
-                .collect();
-            let ok = verify_many(&items);
-            let mut g = shared.lock();
-            for (j, i) in fresh.iter().enumerate() {
-                if !ok[j] {
-                    warn!("peer gossiped a badly signed transaction");
-                    continue;
-                }
-                if g.admit(txs[*i].clone(), hashes[*i], false).is_ok() {
-                    inc(&shared.counters.tx_admitted, 1);
-                }
-            }
-        }
-    })
 }

@@ -3,6 +3,7 @@
 //! - [`engine`]: Commonware wiring (simplex consensus, marshal, buffered broadcast, backfill) and
 //!   transaction gossip, generic over runtime and network so the same code runs on tokio with
 //!   real sockets and in the deterministic simulator;
+//! - [`gossip`]: transaction gossip between validators, with batched signature checks;
 //! - [`app`]: block building, verification and finalized-block application;
 //! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
@@ -18,6 +19,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gossip;
 pub mod http;
 pub mod shared;
 
