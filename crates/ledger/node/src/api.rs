@@ -346,6 +346,7 @@ pub fn status_json(s: &Shared) -> Value {
         "state_root": g.finalized_header.state_root,
         "network_finalized_height": get(&c.network_finalized),
         "view": get(&c.view),
+        "epoch": get(&c.epoch),
         "peers": live_peers(s, &g),
         "validators": vs.validators,
         "validator_set_hash": vs.hash(),
@@ -494,6 +495,12 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         "gauge",
         "Highest consensus view seen.",
         get(&c.view),
+    );
+    m(
+        "epoch",
+        "gauge",
+        "Consensus epoch this node runs (validator-set changes take effect at epoch starts).",
+        get(&c.epoch),
     );
     m(
         "view_changes_total",
