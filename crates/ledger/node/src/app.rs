@@ -370,7 +370,10 @@ pub struct ActivityReporter {
 
 impl ActivityReporter {
     /// A reporter over `shared` for an epoch whose participants are `participants`.
-    pub fn new(shared: Arc<Shared>, participants: Vec<phoenix_ledger_types::crypto::PublicKey>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        participants: Vec<phoenix_ledger_types::crypto::PublicKey>,
+    ) -> Self {
         let mut keys: Vec<_> = participants.iter().map(|k| k.to_hex()).collect();
         keys.sort();
         keys.dedup();

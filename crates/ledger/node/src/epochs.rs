@@ -52,9 +52,7 @@ use commonware_p2p::{
     utils::mux::Muxer,
 };
 use commonware_parallel::Sequential;
-use commonware_runtime::{
-    Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef,
-};
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_utils::{NZDuration, NZU16, NZUsize, ordered::Map, ordered::Set, vec::NonEmptyVec};
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -186,11 +184,12 @@ pub fn on_finalized(shared: &Shared, block: &LedgerBlock) -> Vec<Message> {
         }));
     }
     // Only governance transactions and epoch starts change the validator set record.
-    let governance = block
-        .block()
-        .txs
-        .iter()
-        .any(|tx| matches!(tx.body.op, Operation::Governance(GovOp::Propose { .. } | GovOp::Approve { .. })));
+    let governance = block.block().txs.iter().any(|tx| {
+        matches!(
+            tx.body.op,
+            Operation::Governance(GovOp::Propose { .. } | GovOp::Approve { .. })
+        )
+    });
     if boundary || governance {
         out.push(Message::Track {
             id: height,
@@ -220,8 +219,11 @@ impl Mailbox {
 #[derive(Clone)]
 pub struct EpochSchemes {
     signer: ed25519::PrivateKey,
-    schemes: Arc<Mutex<BTreeMap<Epoch, (Arc<Scheme>, bool)>>>,
+    schemes: Arc<Mutex<BTreeMap<Epoch, EpochScheme>>>,
 }
+
+/// An epoch's scheme and whether this node signs in it.
+type EpochScheme = (Arc<Scheme>, bool);
 
 impl std::fmt::Debug for EpochSchemes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -532,8 +534,7 @@ where
     ) -> Handle<()> {
         let (scheme, signs) = self.schemes.register(t.epoch, &t.participants);
         let c = &self.shared.counters;
-        c.epoch
-            .store(t.epoch, std::sync::atomic::Ordering::Relaxed);
+        c.epoch.store(t.epoch, std::sync::atomic::Ordering::Relaxed);
         // Views restart at every epoch.
         c.view.store(0, std::sync::atomic::Ordering::Relaxed);
         info!(
@@ -724,8 +725,16 @@ mod tests {
         assert!(signs);
         let (_, signs) = p.register(1, &[v(2), v(3), v(4)]);
         assert!(!signs);
-        assert!(p.scoped(Epoch::new(0)).and_then(Scoped::into_scheme).is_some());
-        assert!(p.scoped(Epoch::new(1)).and_then(Scoped::into_scheme).is_none());
+        assert!(
+            p.scoped(Epoch::new(0))
+                .and_then(Scoped::into_scheme)
+                .is_some()
+        );
+        assert!(
+            p.scoped(Epoch::new(1))
+                .and_then(Scoped::into_scheme)
+                .is_none()
+        );
         assert!(p.scheme(Epoch::new(1)).is_some());
         assert!(p.scoped(Epoch::new(2)).is_none());
         p.register(RETAINED_EPOCHS + 5, &[v(1)]);

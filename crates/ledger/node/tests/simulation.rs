@@ -631,8 +631,22 @@ fn run_reconfiguration(seed: u64) -> String {
         // The removed validator follows up to its last epoch's boundary block; from then on it
         // is outside the peer set (the simulated network admits only the latest set).
         let members: Vec<&Node> = [0usize, 2, 3, 4].iter().map(|i| all[*i]).collect();
-        wait_for(&ctx, &members, removal * EPOCH_LENGTH + 3, limit, "into the removal epoch").await;
-        wait_for(&ctx, &[all[1]], removal * EPOCH_LENGTH - 1, limit, "removed validator reaches its last boundary").await;
+        wait_for(
+            &ctx,
+            &members,
+            removal * EPOCH_LENGTH + 3,
+            limit,
+            "into the removal epoch",
+        )
+        .await;
+        wait_for(
+            &ctx,
+            &[all[1]],
+            removal * EPOCH_LENGTH - 1,
+            limit,
+            "removed validator reaches its last boundary",
+        )
+        .await;
         for (i, n) in members.iter().enumerate() {
             let vs = n.shared.lock().finalized_state.validators();
             assert_eq!(vs.validators.len(), 4, "node {i}");
@@ -728,8 +742,19 @@ fn restart_across_an_epoch_boundary_resumes_in_the_new_epoch() {
         let before = notarizes(all[0], &net.keys[3]);
         let h = all.iter().map(|n| height(n)).max().unwrap_or(0);
         // It catches up across the boundaries it missed and signs again.
-        wait_for(&ctx, &all, h + EPOCH_LENGTH, limit, "catch-up after restart").await;
-        assert_eq!(epoch(all[3]), epoch(all[0]), "restarted node is in the network's epoch");
+        wait_for(
+            &ctx,
+            &all,
+            h + EPOCH_LENGTH,
+            limit,
+            "catch-up after restart",
+        )
+        .await;
+        assert_eq!(
+            epoch(all[3]),
+            epoch(all[0]),
+            "restarted node is in the network's epoch"
+        );
         assert!(
             notarizes(all[0], &net.keys[3]) > before,
             "the restarted validator does not vote in the new epoch"
@@ -747,5 +772,9 @@ fn heavy_reconfiguration_seeds() {
     for seed in 100..104 {
         run_reconfiguration(seed);
     }
-    assert_eq!(run_reconfiguration(200), run_reconfiguration(200), "reconfiguration replays");
+    assert_eq!(
+        run_reconfiguration(200),
+        run_reconfiguration(200),
+        "reconfiguration replays"
+    );
 }
