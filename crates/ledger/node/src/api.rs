@@ -604,10 +604,11 @@ async fn ready(State(s): State<ApiState>) -> Response {
     let fin = g.finalized_height();
     let net = get(&s.shared.counters.network_finalized);
     let peers = live_peers(&s.shared, &g);
-    let n = g.liveness.len();
+    // The active set, not everyone ever seen voting: governance adds and removes validators.
+    let n = g.finalized_state.validators().validators.len();
     drop(g);
     let f = (n.saturating_sub(1)) / 3;
-    let need = n - f - 1; // peers needed besides this node for a quorum
+    let need = n.saturating_sub(f + 1); // peers needed besides this node for a quorum
     if net > fin + 2 {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -64,7 +64,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::app::LedgerApp;
 use crate::engine::{NAMESPACE, Timing};
@@ -438,7 +438,9 @@ where
                     // The old epoch ends at its finalized boundary block; its engine has
                     // nothing left to decide. Peers that missed the boundary finalization
                     // fetch it from marshal (they see our new epoch's messages and ask).
-                    engine.abort();
+                    if let Some(old) = engine.take() {
+                        old.abort();
+                    }
                     engine = new;
                     info!(from = current, to = epoch, "entered epoch");
                     current = epoch;
@@ -471,7 +473,9 @@ where
                 }
             }
         }
-        engine.abort();
+        if let Some(e) = engine {
+            e.abort();
+        }
     }
 
     /// Tells the p2p layer which peers to admit, unless the set is unchanged or `id` is not
@@ -531,12 +535,22 @@ where
         vote_mux: &mut commonware_p2p::utils::mux::MuxHandle<S>,
         cert_mux: &mut commonware_p2p::utils::mux::MuxHandle<S>,
         resolver_mux: &mut commonware_p2p::utils::mux::MuxHandle<S>,
-    ) -> Handle<()> {
-        let (scheme, signs) = self.schemes.register(t.epoch, &t.participants);
+    ) -> Option<Handle<()>> {
         let c = &self.shared.counters;
         c.epoch.store(t.epoch, std::sync::atomic::Ordering::Relaxed);
         // Views restart at every epoch.
         c.view.store(0, std::sync::atomic::Ordering::Relaxed);
+        if t.participants.is_empty() {
+            // Governance removed every validator. No quorum can ever form again; starting an
+            // engine over an empty set would panic on every start and make the node unusable
+            // even for reading, so log and serve the finalized chain as it is.
+            error!(
+                epoch = t.epoch,
+                "epoch has no validators: consensus cannot continue"
+            );
+            return None;
+        }
+        let (scheme, signs) = self.schemes.register(t.epoch, &t.participants);
         info!(
             epoch = t.epoch,
             participants = t.participants.len(),
@@ -596,7 +610,7 @@ where
             .register(t.epoch)
             .await
             .expect("each epoch is entered once");
-        engine.start(votes, certs, resolver)
+        Some(engine.start(votes, certs, resolver))
     }
 }
 
