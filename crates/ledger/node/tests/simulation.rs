@@ -68,10 +68,6 @@ fn address(i: usize) -> String {
 const MAX_PEER_SET: usize = 8;
 
 impl Net {
-    fn new(n: usize) -> Self {
-        Self::with(n, 0, 1_000_000, 1)
-    }
-
     /// `n` genesis validators, `extra` nodes outside the genesis set, epochs of `epoch_length`
     /// blocks, and governance needing `admin_threshold` approvals.
     fn with(n: usize, extra: usize, epoch_length: u64, admin_threshold: u32) -> Self {
@@ -304,6 +300,8 @@ struct Scenario {
     byzantine: bool,
     crash: bool,
     partition: bool,
+    /// Blocks per epoch (a huge value keeps the whole run in epoch 0).
+    epoch_length: u64,
 }
 
 /// Runs a scenario; returns a digest of the run (finalized chain of node 1 plus the runtime's
@@ -313,7 +311,7 @@ fn run(s: Scenario) -> String {
         .with_seed(s.seed)
         .with_timeout(Some(Duration::from_secs(3_600)));
     deterministic::Runner::new(cfg).start(|ctx| async move {
-        let net = Net::new(4);
+        let net = Net::with(4, 0, s.epoch_length, 1);
         let oracle = network(&ctx, &net.engine_keys).await;
         connect(&oracle, &net.engine_keys, &s.link).await;
         // Validator 0 is Byzantine in that scenario; 1..3 are honest (2f+1 of n=4).
@@ -454,6 +452,7 @@ fn honest_network_finalizes_and_agrees() {
         byzantine: false,
         crash: false,
         partition: false,
+        epoch_length: 1_000_000,
     });
 }
 
@@ -466,6 +465,7 @@ fn lossy_links_with_one_equivocating_validator() {
         byzantine: true,
         crash: false,
         partition: false,
+        epoch_length: 1_000_000,
     });
 }
 
@@ -478,6 +478,21 @@ fn crash_restart_and_partition_heal() {
         byzantine: false,
         crash: true,
         partition: true,
+        epoch_length: 1_000_000,
+    });
+}
+
+#[test]
+fn crash_restart_and_partition_heal_with_short_epochs() {
+    // Epochs of 10 blocks: the crash, the partition and the catch-up straddle boundaries.
+    run(Scenario {
+        seed: 4,
+        target: 35,
+        link: link(15, 5, true),
+        byzantine: false,
+        crash: true,
+        partition: true,
+        epoch_length: 10,
     });
 }
 
@@ -490,6 +505,7 @@ fn same_seed_same_digest() {
         byzantine: false,
         crash: false,
         partition: false,
+        epoch_length: 1_000_000,
     };
     let a = run(mk());
     let b = run(mk());
@@ -510,6 +526,7 @@ fn heavy_many_seeds_with_faults() {
             byzantine: seed % 2 == 0,
             crash: true,
             partition: seed % 3 == 0,
+            epoch_length: 1_000_000,
         });
     }
 }
@@ -771,6 +788,19 @@ fn heavy_reconfiguration_seeds() {
     }
     for seed in 100..104 {
         run_reconfiguration(seed);
+    }
+    // The fault scenarios again with epochs of 7 blocks (the equivocator speaks only in epoch 0,
+    // then is silent: still one fault out of four).
+    for seed in 20..26 {
+        run(Scenario {
+            seed,
+            target: 40,
+            link: link(40, 20, true),
+            byzantine: seed % 2 == 0,
+            crash: true,
+            partition: seed % 3 == 0,
+            epoch_length: 7,
+        });
     }
     assert_eq!(
         run_reconfiguration(200),
