@@ -755,5 +755,21 @@ mod tests {
         assert!(!p.has(0), "old epochs are dropped");
     }
 
+    #[test]
+    fn genesis_rejects_one_block_epochs() {
+        let mut g = Genesis {
+            chain_id: "c".into(),
+            genesis_time_ms: 0,
+            epoch_length: 1,
+            admin_threshold: 1,
+            validators: vec![v(1)],
+            accounts: vec![],
+        };
+        let e = LedgerState::from_genesis(&g).expect_err("epoch_length 1");
+        assert!(e.contains("epoch_length must be at least 2"), "{e}");
+        g.epoch_length = 2;
+        assert!(LedgerState::from_genesis(&g).is_ok());
+    }
+
     use commonware_codec::DecodeExt as _;
 }

@@ -104,7 +104,7 @@ fn api_contract_single_validator() {
         assert_eq!(c.get("/health/live").await?.status, 200);
         assert_eq!(c.get("/health/ready").await?.status, 200);
         let st = c.get("/v1/status").await?.json()?;
-        for k in ["height", "finalized_height", "peers", "validators"] {
+        for k in ["height", "finalized_height", "peers", "validators", "epoch"] {
             assert!(!st[k].is_null(), "status lacks {k}: {st}");
         }
 
@@ -207,6 +207,7 @@ fn api_contract_single_validator() {
             "phoenix_ledger_finalized_height",
             "phoenix_ledger_view_changes_total",
             "phoenix_ledger_validator_votes_total",
+            "phoenix_ledger_epoch",
         ] {
             assert!(m.contains(name), "metrics lack {name}");
         }
