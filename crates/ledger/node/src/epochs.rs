@@ -28,8 +28,9 @@
 //! chain alone, so all honest nodes agree on them, including a node that restarts (it replays
 //! its finalized blocks, which re-derives every boundary, before consensus starts).
 
-use crate::app::ActivityReporter;
+use crate::app::{ActivityReporter, LedgerApp};
 use crate::block::{LedgerBlock, to_digest, to_engine_key};
+use crate::engine::{NAMESPACE, Timing};
 use crate::shared::Shared;
 use commonware_consensus::{
     Reporters,
@@ -65,9 +66,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tracing::{debug, error, info, warn};
-
-use crate::app::LedgerApp;
-use crate::engine::{NAMESPACE, Timing};
 
 /// How many past epochs' certificate schemes stay registered. Marshal may still need to verify a
 /// certificate of a recent epoch (a redelivered boundary finalization, a block it had not yet
@@ -385,7 +383,14 @@ where
         R: Receiver<PublicKey = ed25519::PublicKey>,
     {
         let ctx = self.context.child("orchestrator");
-        ctx.spawn(move |_| self.run(votes, certs, resolver))
+        ctx.spawn(move |task| {
+            // Spawn muxers and engines from the task's own context so they are its descendants:
+            // aborting the orchestrator (node shutdown, a simulated crash) aborts them too, and
+            // no engine of a stopped node keeps voting.
+            let mut me = self;
+            me.context = task;
+            me.run(votes, certs, resolver)
+        })
     }
 
     async fn run<S, R>(mut self, votes: (S, R), certs: (S, R), resolver: (S, R))

@@ -539,6 +539,18 @@ fn epoch(n: &Node) -> u64 {
     get(&n.shared.counters.epoch)
 }
 
+/// Votes of any kind from validator `who` that node `seen_by` has observed.
+fn votes(seen_by: &Node, who: &Keypair) -> u64 {
+    let key = who.public().to_hex();
+    seen_by
+        .shared
+        .lock()
+        .liveness
+        .iter()
+        .find(|l| l.key == key)
+        .map_or(0, |l| l.notarizes + l.finalizes + l.nullifies)
+}
+
 /// Notarize votes from validator `who` that node `seen_by` has observed.
 fn notarizes(seen_by: &Node, who: &Keypair) -> u64 {
     let key = who.public().to_hex();
@@ -730,6 +742,8 @@ fn restart_across_an_epoch_boundary_resumes_in_the_new_epoch() {
         for h in down.handles {
             h.abort();
         }
+        ctx.sleep(Duration::from_secs(1)).await;
+        let silent_from = votes(nodes[0].as_ref().expect("up"), &net.keys[3]);
         {
             let rest: Vec<&Node> = nodes[..3].iter().map(|n| n.as_ref().expect("up")).collect();
             wait_for(
@@ -741,14 +755,28 @@ fn restart_across_an_epoch_boundary_resumes_in_the_new_epoch() {
             )
             .await;
         }
+        // Regression: the per-epoch engines once ran outside the orchestrator's task tree, so a
+        // "crashed" node's engine kept voting. A crashed validator must be silent.
+        assert_eq!(
+            votes(nodes[0].as_ref().expect("up"), &net.keys[3]),
+            silent_from,
+            "a crashed validator kept voting"
+        );
         let restarted = net.start(&ctx, &oracle, 3).await;
         let replayed = height(&restarted);
         assert!(
             replayed > EPOCH_LENGTH,
             "restart did not restore the chain into epoch 1 (height {replayed})"
         );
-        // The orchestrator enters the epoch the replayed chain implies before any catch-up.
-        ctx.sleep(Duration::from_millis(1)).await;
+        // The orchestrator enters the epoch the replayed chain implies as soon as it runs,
+        // before any catch-up (a few scheduler ticks).
+        let implied = (replayed + 1) / EPOCH_LENGTH;
+        let t0 = ctx.current();
+        while epoch(&restarted) < implied
+            && ctx.current().duration_since(t0).unwrap_or_default() < Duration::from_millis(100)
+        {
+            ctx.sleep(Duration::from_millis(1)).await;
+        }
         assert!(
             epoch(&restarted) >= (replayed + 1) / EPOCH_LENGTH && epoch(&restarted) >= 1,
             "restarted in epoch {} with a chain at height {replayed}",
