@@ -26,7 +26,9 @@ pub struct NodeConfig {
     pub api_listen: SocketAddr,
     /// P2P listen address.
     pub p2p_listen: SocketAddr,
-    /// Every validator including this one.
+    /// The genesis validators including this one, as written by `testnet`. Only sizes the p2p
+    /// peer-set limit now: the peers a node admits and dials come from the validator set in the
+    /// finalized state (genesis at first, then governance changes), with its addresses.
     pub peers: Vec<Peer>,
     /// Minimum interval between blocks carrying transactions, ms.
     pub min_block_interval_ms: u64,
