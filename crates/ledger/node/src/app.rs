@@ -47,12 +47,19 @@ impl Default for Cadence {
 pub struct LedgerApp {
     shared: Arc<Shared>,
     cadence: Cadence,
+    /// Blocks per epoch (from genesis; it never changes).
+    epoch_length: u64,
 }
 
 impl LedgerApp {
     /// An application over `shared`.
     pub fn new(shared: Arc<Shared>, cadence: Cadence) -> Self {
-        Self { shared, cadence }
+        let epoch_length = shared.lock().genesis.epoch_length;
+        Self {
+            shared,
+            cadence,
+            epoch_length,
+        }
     }
 }
 
@@ -201,8 +208,7 @@ where
         // Ledger epochs and consensus epochs are the same partition of heights (marshal's
         // FixedEpocher already rejects a height outside the round's epoch; this pins the header
         // field to it too, so the header alone says which validator set certified a block).
-        let epoch_length = self.shared.lock().genesis.epoch_length;
-        if hdr.epoch != hdr.height / epoch_length
+        if hdr.epoch != hdr.height / self.epoch_length
             || hdr.epoch != context.round.epoch().get()
             || hdr.view != context.round.view().get()
             || from_engine_key(&context.leader) != hdr.proposer
