@@ -346,6 +346,7 @@ pub fn status_json(s: &Shared) -> Value {
         "state_root": g.finalized_header.state_root,
         "network_finalized_height": get(&c.network_finalized),
         "view": get(&c.view),
+        "epoch": get(&c.epoch),
         "peers": live_peers(s, &g),
         "validators": vs.validators,
         "validator_set_hash": vs.hash(),
@@ -496,6 +497,12 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         get(&c.view),
     );
     m(
+        "epoch",
+        "gauge",
+        "Consensus epoch this node runs (validator-set changes take effect at epoch starts).",
+        get(&c.epoch),
+    );
+    m(
         "view_changes_total",
         "counter",
         "Views skipped by nullification (round changes).",
@@ -597,10 +604,11 @@ async fn ready(State(s): State<ApiState>) -> Response {
     let fin = g.finalized_height();
     let net = get(&s.shared.counters.network_finalized);
     let peers = live_peers(&s.shared, &g);
-    let n = g.liveness.len();
+    // The active set, not everyone ever seen voting: governance adds and removes validators.
+    let n = g.finalized_state.validators().validators.len();
     drop(g);
     let f = (n.saturating_sub(1)) / 3;
-    let need = n - f - 1; // peers needed besides this node for a quorum
+    let need = n.saturating_sub(f + 1); // peers needed besides this node for a quorum
     if net > fin + 2 {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -47,12 +47,19 @@ impl Default for Cadence {
 pub struct LedgerApp {
     shared: Arc<Shared>,
     cadence: Cadence,
+    /// Blocks per epoch (from genesis; it never changes).
+    epoch_length: u64,
 }
 
 impl LedgerApp {
     /// An application over `shared`.
     pub fn new(shared: Arc<Shared>, cadence: Cadence) -> Self {
-        Self { shared, cadence }
+        let epoch_length = shared.lock().genesis.epoch_length;
+        Self {
+            shared,
+            cadence,
+            epoch_length,
+        }
     }
 }
 
@@ -198,7 +205,11 @@ where
         };
         let parent = LedgerBlock::clone(parent.inner());
         let hdr = &block.block().header;
-        if hdr.epoch != context.round.epoch().get()
+        // Ledger epochs and consensus epochs are the same partition of heights (marshal's
+        // FixedEpocher already rejects a height outside the round's epoch; this pins the header
+        // field to it too, so the header alone says which validator set certified a block).
+        if hdr.epoch != hdr.height / self.epoch_length
+            || hdr.epoch != context.round.epoch().get()
             || hdr.view != context.round.view().get()
             || from_engine_key(&context.leader) != hdr.proposer
         {
@@ -313,16 +324,18 @@ pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> bool {
     true
 }
 
-/// Receives finalized blocks from marshal, in order, at least once.
+/// Receives finalized blocks from marshal, in order, at least once, and tells the epoch
+/// orchestrator when one ends an epoch or changes the validator set record.
 #[derive(Clone)]
 pub struct FinalizedReporter {
     shared: Arc<Shared>,
+    epochs: crate::epochs::Mailbox,
 }
 
 impl FinalizedReporter {
-    /// A reporter over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// A reporter over `shared` feeding the orchestrator's `epochs` mailbox.
+    pub fn new(shared: Arc<Shared>, epochs: crate::epochs::Mailbox) -> Self {
+        Self { shared, epochs }
     }
 }
 
@@ -338,6 +351,11 @@ impl Reporter for FinalizedReporter {
                 let b = LedgerBlock::clone(block.inner());
                 if apply_finalized(&self.shared, &b) {
                     info!(height = b.block().header.height, txs = b.block().txs.len(), hash = %b.hash(), "finalized");
+                    // Derived while this block is the finalized tip: the next block applied
+                    // comes from this same task, after this call returns.
+                    for m in crate::epochs::on_finalized(&self.shared, &b) {
+                        self.epochs.send(m);
+                    }
                 }
                 ack.acknowledge();
             }
@@ -346,21 +364,48 @@ impl Reporter for FinalizedReporter {
     }
 }
 
-/// Observes consensus activity for metrics: views, nullifications (view changes), and each
-/// validator's votes (signing liveness).
+/// Observes one epoch's consensus activity for metrics: views, nullifications (view changes),
+/// and each validator's votes (signing liveness).
 #[derive(Clone)]
 pub struct ActivityReporter {
     shared: Arc<Shared>,
+    /// Hex keys of the epoch's participants in signer-index order (sorted by key, as the
+    /// engine's participant set is).
+    keys: Arc<Vec<String>>,
 }
 
 impl ActivityReporter {
-    /// A reporter over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// A reporter over `shared` for an epoch whose participants are `participants`.
+    pub fn new(
+        shared: Arc<Shared>,
+        participants: Vec<phoenix_ledger_types::crypto::PublicKey>,
+    ) -> Self {
+        let mut keys: Vec<_> = participants.iter().map(|k| k.to_hex()).collect();
+        keys.sort();
+        keys.dedup();
+        Self {
+            shared,
+            keys: Arc::new(keys),
+        }
     }
     fn vote(&self, signer: u32, view: u64, kind: u8) {
+        let Some(key) = self.keys.get(signer as usize) else {
+            return;
+        };
         let mut g = self.shared.lock();
-        if let Some(l) = g.liveness.get_mut(signer as usize) {
+        // Liveness is kept per key across epochs: a validator that joins gets an entry at its
+        // first vote; one that leaves keeps its history.
+        let i = match g.liveness.iter().position(|l| &l.key == key) {
+            Some(i) => i,
+            None => {
+                g.liveness.push(crate::shared::Liveness {
+                    key: key.clone(),
+                    ..Default::default()
+                });
+                g.liveness.len() - 1
+            }
+        };
+        if let Some(l) = g.liveness.get_mut(i) {
             match kind {
                 0 => l.notarizes += 1,
                 1 => l.finalizes += 1,

@@ -2,7 +2,7 @@
 
 use crate::api::{self, ApiState, BlockSource, EngineMetrics, Finality};
 use crate::app::Cadence;
-use crate::block::{LedgerBlock, to_engine_key};
+use crate::block::LedgerBlock;
 use crate::config::{ClientConfig, Home, TestnetSpec, read_key, write_testnet};
 use crate::engine::{MAX_MESSAGE_SIZE, Networks, Timing, channels, start_validator};
 use crate::http::Conn;
@@ -11,17 +11,18 @@ use anyhow::{Context, Result, bail};
 use commonware_codec::{DecodeExt, Encode};
 use commonware_consensus::types::Height;
 use commonware_cryptography::{ChaCha20Poly1305, ed25519};
-use commonware_p2p::{Address, AddressableManager, authenticated::lookup};
+use commonware_p2p::authenticated::lookup;
 use commonware_runtime::{Metrics, Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
 use commonware_stream::{
     cups::{self, Cups},
     sake::{self, Sake},
 };
-use commonware_utils::{NZU32, NZUsize, ordered::Map};
+use commonware_utils::{NZU32, NZUsize};
 use phoenix_ledger_types::crypto::{Hash, Keypair, PublicKey};
 use phoenix_ledger_types::tx::{
     AuditRecord, GovAction, GovOp, IdentityOp, Module, Operation, Outcome, ProvOp, Role, TxBody,
 };
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -624,12 +625,9 @@ pub fn run_node(home: Home) -> Result<()> {
     let signer = ed25519::PrivateKey::decode(home.key.seed().to_vec())
         .map_err(|e| anyhow::anyhow!("validator key: {e}"))?;
     let me = home.key.public();
-    let participants: Vec<ed25519::PublicKey> = home
-        .genesis
-        .validators
-        .iter()
-        .map(|v| to_engine_key(&v.key))
-        .collect();
+    // Room for the validator set to grow by governance (the network panics on a peer set above
+    // this; the orchestrator trims to it). Inbound mailboxes are sized from it, so not unbounded.
+    let max_peer_set = (2 * home.genesis.validators.len().max(home.node.peers.len())).max(8);
     let node = home.node.clone();
     let genesis = home.genesis.clone();
     executor.start(|context| async move {
@@ -647,20 +645,16 @@ pub fn run_node(home: Home) -> Result<()> {
             handshake,
             crate::engine::NAMESPACE,
             node.p2p_listen,
-            NZUsize!(node.peers.len().max(1)),
+            NonZeroUsize::new(max_peer_set).expect("at least 8"),
             MAX_MESSAGE_SIZE,
             NZUsize!(4096),
         );
         p2p_cfg.peer_connection_cooldown = Duration::from_millis(500);
         p2p_cfg.dial_frequency = Duration::from_millis(250);
         p2p_cfg.ping_frequency = Duration::from_secs(2);
-        let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
-        let peers: Vec<(ed25519::PublicKey, Address)> = node
-            .peers
-            .iter()
-            .map(|p| (to_engine_key(&p.key), Address::from(p.address)))
-            .collect();
-        let _ = oracle.track(0, Map::try_from(peers).expect("distinct peer keys"));
+        // The peer set is tracked by the epoch orchestrator from the finalized validator set
+        // (genesis at first), so validators added by governance are admitted too.
+        let (mut network, oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
         // Per peer and channel. The inbound mailbox is sized from this burst (times peers), so an
         // oversized quota costs gigabytes of buffer; 1,024 messages per second covers votes,
         // blocks, batched gossip and backfill at full speed.
@@ -672,6 +666,7 @@ pub fn run_node(home: Home) -> Result<()> {
             broadcast: network.register(channels::BROADCAST, quota),
             backfill: network.register(channels::BACKFILL, quota),
             txs: network.register(channels::TXS, quota),
+            max_peer_set,
         };
         let p2p = network.start();
         let timing = Timing::from_cadence(Cadence {
@@ -683,7 +678,6 @@ pub fn run_node(home: Home) -> Result<()> {
             context.child("ledger"),
             "ledger",
             signer,
-            participants,
             shared.clone(),
             timing,
             oracle.clone(),

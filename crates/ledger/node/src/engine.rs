@@ -1,47 +1,37 @@
-//! Wiring of the consensus engine: simplex + marshal + buffered broadcast + backfill resolver,
-//! plus transaction gossip. Generic over the runtime (tokio in production, deterministic in
-//! simulation) and over the p2p network (authenticated lookup, or simulated).
+//! Wiring of the consensus engine: marshal + buffered broadcast + backfill resolver, the epoch
+//! orchestrator that runs one simplex instance per epoch, and transaction gossip. Generic over
+//! the runtime (tokio in production, deterministic in simulation) and over the p2p network
+//! (authenticated lookup, or simulated).
 
-use crate::app::{ActivityReporter, Cadence, FinalizedReporter, LedgerApp, apply_finalized};
+use crate::app::{Cadence, FinalizedReporter, LedgerApp, apply_finalized};
 use crate::block::{LedgerBlock, to_digest};
+use crate::epochs::{self, EpochSchemes, Orchestrator, OrchestratorConfig, Transition};
 use crate::shared::Shared;
 use commonware_broadcast::buffered;
 use commonware_consensus::{
-    Reporters,
     marshal::{
         self,
         core::{Actor as MarshalActor, Mailbox as MarshalMailbox},
         resolver::p2p as marshal_resolver,
         standard::{Deferred, Standard},
     },
-    simplex::{
-        self,
-        config::{Floor, ForwardPolicy, SkipBudget, SkipPolicy},
-        elector::RoundRobin,
-        scheme::ed25519::Scheme,
-    },
-    types::{Epoch, FixedEpocher, ViewDelta},
+    simplex::scheme::ed25519::Scheme,
+    types::{FixedEpocher, ViewDelta},
 };
-use commonware_cryptography::{
-    Digested, Signer,
-    certificate::{ConstantProvider, Verifier as _},
-    ed25519,
-    sha256::Sha256,
-};
-use commonware_p2p::{Blocker, Provider, Receiver, Sender};
+use commonware_cryptography::{Digested, Signer, certificate::Verifier as _, ed25519};
+use commonware_p2p::{AddressableManager, Blocker, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::{Archive as _, Identifier, immutable};
-use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, ordered::Set};
+use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
 use rand_core::CryptoRng;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
 /// Namespace for consensus signatures (domain separation from transaction signatures).
 pub const NAMESPACE: &[u8] = b"phoenix-ledger-consensus";
-/// The single epoch the engine runs (see ADR 001: per-epoch reconfiguration is future work).
-pub const EPOCH: Epoch = Epoch::zero();
 
 /// P2P channel ids.
 pub mod channels {
@@ -108,6 +98,9 @@ pub struct Networks<S, R> {
     pub backfill: (S, R),
     /// Transaction gossip.
     pub txs: (S, R),
+    /// Most identities the network admits in one peer set (the network panics on a larger
+    /// one, so the orchestrator trims to this).
+    pub max_peer_set: usize,
 }
 
 /// What a started node hands back.
@@ -149,31 +142,37 @@ fn archive_cfg<C>(
 /// Starts a validator: restores state from storage, then runs consensus.
 ///
 /// `partition` prefixes every storage partition, so several nodes can share one simulated disk.
+/// The validator set of each epoch comes from the finalized state (see [`crate::epochs`]); a node
+/// whose key is not (yet) a validator follows the chain without signing until governance adds it.
+///
+/// `manager` is both the peer provider of the broadcast and backfill engines and the p2p peer-set
+/// tracker the orchestrator keeps in line with the validator set.
 #[allow(clippy::too_many_arguments)] // Wiring: every argument is a distinct piece.
-pub async fn start_validator<E, B, P, S, R>(
+pub async fn start_validator<E, B, M, S, R>(
     context: E,
     partition: &str,
     signer: ed25519::PrivateKey,
-    participants: Vec<ed25519::PublicKey>,
     shared: Arc<Shared>,
     timing: Timing,
     blocker: B,
-    provider: P,
+    manager: M,
     nets: Networks<S, R>,
 ) -> Started
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics + Send + Sync + 'static,
     B: Blocker<PublicKey = ed25519::PublicKey>,
-    P: Provider<PublicKey = ed25519::PublicKey>,
+    M: AddressableManager<PublicKey = ed25519::PublicKey>,
     S: Sender<PublicKey = ed25519::PublicKey>,
     R: Receiver<PublicKey = ed25519::PublicKey>,
 {
     let me = signer.public_key();
-    let participants = Set::from_iter_dedup(participants);
-    let scheme = Scheme::signer(NAMESPACE, participants.clone(), signer)
-        .expect("this node's key is in the validator set");
     let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(4096));
     let mailbox_size = NZUsize!(1024);
+    let epoch_length = shared.lock().genesis.epoch_length;
+    let epocher = FixedEpocher::new(
+        NonZeroU64::new(epoch_length).expect("genesis validation rejects epoch_length < 2"),
+    );
+    let schemes = EpochSchemes::new(signer);
 
     // Block broadcast.
     let (buffer_engine, buffer) = buffered::Engine::new(
@@ -184,7 +183,7 @@ where
             deque_size: 16,
             priority: false,
             codec_config: (),
-            peer_provider: provider.clone(),
+            peer_provider: manager.clone(),
             strategy: Sequential,
         },
     );
@@ -210,6 +209,15 @@ where
 
     // Restore: replay the contiguous finalized chain from storage before consensus starts.
     // Marshal persists a block before reporting it, so this covers everything ever acknowledged.
+    // Every boundary on the way re-derives that epoch's validator set, exactly as when the
+    // block was first finalized, so marshal can verify certificates of recent epochs.
+    let genesis = shared.lock().genesis_block.clone();
+    let mut current = Transition {
+        epoch: 0,
+        participants: shared.lock().finalized_state.validators().validators,
+        floor: genesis.hash(),
+    };
+    schemes.register(0, &current.participants);
     let mut replayed = 0u64;
     loop {
         let next = shared.lock().finalized_height() + 1;
@@ -218,29 +226,41 @@ where
                 if !apply_finalized(&shared, &b) {
                     break;
                 }
+                for m in epochs::on_finalized(&shared, &b) {
+                    if let epochs::Message::Enter(t) = m {
+                        schemes.register(t.epoch, &t.participants);
+                        current = t;
+                    }
+                }
                 replayed += 1;
             }
             Ok(None) => break,
             Err(e) => panic!("reading finalized block {next}: {e}"),
         }
     }
+    let (tip, peers) = {
+        let g = shared.lock();
+        (
+            g.finalized_height(),
+            epochs::peer_set(&g.finalized_state, current.epoch),
+        )
+    };
     if replayed > 0 {
         info!(
             replayed,
-            height = shared.lock().finalized_height(),
+            height = tip,
+            epoch = current.epoch,
             "restored finalized chain"
         );
     }
 
-    let genesis = shared.lock().genesis_block.clone();
     let genesis_digest = to_digest(genesis.hash());
-    let epocher = FixedEpocher::new(NZU64!(u64::MAX));
     let (marshal_actor, marshal_mailbox, _floor) = MarshalActor::init(
         context.child("marshal"),
         finalizations,
         blocks,
         marshal::Config {
-            provider: ConstantProvider::new(scheme.clone()),
+            provider: schemes.clone(),
             epocher: epocher.clone(),
             start: marshal::Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
             partition_prefix: format!("{partition}-marshal"),
@@ -259,19 +279,21 @@ where
     )
     .await;
 
+    // The marshal wrapper re-proposes an epoch's last block until the next epoch's engine takes
+    // over, so no block is built past a boundary.
     let app = LedgerApp::new(shared.clone(), timing.cadence);
     let deferred = Deferred::new(
         context.child("deferred"),
         app,
         marshal_mailbox.clone(),
-        epocher,
+        epocher.clone(),
     );
 
     let resolver = marshal_resolver::init(
         context.child("backfill"),
         marshal_resolver::Config {
             public_key: me.clone(),
-            peer_provider: provider.clone(),
+            peer_provider: manager.clone(),
             blocker: blocker.clone(),
             mailbox_size,
             fetch_timeout: NZDuration!(Duration::from_secs(2)),
@@ -282,44 +304,31 @@ where
         nets.backfill,
     );
 
-    let reporter: Reporters<_, _> =
-        (deferred.clone(), ActivityReporter::new(shared.clone())).into();
-    let consensus = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::config::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
+    let (orchestrator, epochs_mailbox) = Orchestrator::new(
+        context.child("epochs"),
+        OrchestratorConfig {
+            partition: partition.to_string(),
+            shared: shared.clone(),
+            timing,
             blocker,
-            automaton: deferred.clone(),
-            relay: deferred,
-            reporter,
-            strategy: Sequential,
-            partition: format!("{partition}-simplex"),
-            mailbox_size,
-            epoch: EPOCH,
-            floor: Floor::Genesis(genesis_digest),
-            replay_buffer: NZUsize!(1024 * 1024),
-            write_buffer: NZUsize!(1024 * 1024),
-            page_cache,
-            leader_timeout: timing.leader_timeout,
-            certification_timeout: timing.certification_timeout,
-            timeout_retry: timing.timeout_retry,
-            view_retention: ViewDelta::new(1024),
-            skip: SkipPolicy::Enabled {
-                timeout: timing.certification_timeout + timing.timeout_retry,
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: NZDuration!(Duration::from_secs(1)),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::SilentVoters,
-            track_historical_votes: false,
+            manager,
+            max_peer_set: nets.max_peer_set,
+            app: deferred,
+            marshal: marshal_mailbox.clone(),
+            schemes,
+            epocher,
+            initial: (current, tip, peers),
         },
     );
 
     // Start marshal before consensus so it can take consensus' replayed events.
     let mut handles = vec![buffer_engine.start(nets.broadcast)];
-    handles.push(marshal_actor.start(FinalizedReporter::new(shared.clone()), buffer, resolver));
-    handles.push(consensus.start(nets.votes, nets.certs, nets.resolver));
+    handles.push(marshal_actor.start(
+        FinalizedReporter::new(shared.clone(), epochs_mailbox),
+        buffer,
+        resolver,
+    ));
+    handles.push(orchestrator.start(nets.votes, nets.certs, nets.resolver));
     handles.push(crate::gossip::start(
         context.child("gossip"),
         shared,

@@ -5,6 +5,8 @@
 //!   real sockets and in the deterministic simulator;
 //! - [`gossip`]: transaction gossip between validators, with batched signature checks;
 //! - [`app`]: block building, verification and finalized-block application;
+//! - [`epochs`]: per-epoch consensus engines that follow the validator set in the finalized
+//!   state (reconfiguration at epoch boundaries without a restart);
 //! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
 //! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `tx`
@@ -19,6 +21,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod epochs;
 pub mod gossip;
 pub mod http;
 pub mod shared;

@@ -99,6 +99,8 @@ pub struct Counters {
     pub network_finalized: AtomicU64,
     /// Connected peers (from the last probe).
     pub peers: AtomicU64,
+    /// Consensus epoch this node runs (validator-set changes take effect at epoch starts).
+    pub epoch: AtomicU64,
 }
 
 /// A finalized block, as delivered to stream subscribers.

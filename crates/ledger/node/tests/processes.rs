@@ -5,13 +5,17 @@
 //!   transactions.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
+//! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
+//!   the genesis set follows, is added by governance, and votes from its epoch on.
 
 use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
 use phoenix_ledger_node::cli::block_on;
 use phoenix_ledger_node::config::{TestnetSpec, read_key, write_testnet};
 use phoenix_ledger_node::http::{Conn, sse};
 use phoenix_ledger_types::crypto::{Hash, Keypair};
-use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, ProvOp, Transaction, TxBody};
+use phoenix_ledger_types::tx::{
+    AuditRecord, GovAction, GovOp, Operation, Outcome, ProvOp, Transaction, TxBody,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -104,7 +108,7 @@ fn api_contract_single_validator() {
         assert_eq!(c.get("/health/live").await?.status, 200);
         assert_eq!(c.get("/health/ready").await?.status, 200);
         let st = c.get("/v1/status").await?.json()?;
-        for k in ["height", "finalized_height", "peers", "validators"] {
+        for k in ["height", "finalized_height", "peers", "validators", "epoch"] {
             assert!(!st[k].is_null(), "status lacks {k}: {st}");
         }
 
@@ -207,6 +211,7 @@ fn api_contract_single_validator() {
             "phoenix_ledger_finalized_height",
             "phoenix_ledger_view_changes_total",
             "phoenix_ledger_validator_votes_total",
+            "phoenix_ledger_epoch",
         ] {
             assert!(m.contains(name), "metrics lack {name}");
         }
@@ -329,6 +334,107 @@ fn kill_and_restart_four_validators() {
         anyhow::Ok(())
     })
     .expect("fault sequence");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Over real sockets (authenticated lookup p2p): a fifth node whose key is not in genesis
+/// follows the chain, governance adds it, and from its effective epoch it votes. No restarts.
+#[test]
+fn governance_adds_a_fifth_validator_over_real_sockets() {
+    if !heavy() {
+        eprintln!("skipped: set PHOENIX_HEAVY_TESTS=1 to run the 5-process reconfiguration test");
+        return;
+    }
+    let dir = tmpdir("epochs");
+    let p = base_port(3);
+    let chain = "epochs-test";
+    write_testnet(&TestnetSpec {
+        validators: 5,
+        dir: dir.clone(),
+        api_base_port: p,
+        p2p_base_port: p + 5,
+        chain_id: chain.into(),
+        empty_block_interval_ms: 200,
+        min_block_interval_ms: 50,
+        extra_auditors: vec![],
+        worker_threads: 1,
+    })
+    .expect("testnet");
+    // Genesis: the first four validators only, epochs of 20 blocks. Node 4 keeps its key and
+    // address; it is added by governance below.
+    let homes: Vec<PathBuf> = (0..5).map(|i| dir.join(format!("node-{i}"))).collect();
+    let mut genesis: phoenix_ledger_types::exec::Genesis =
+        serde_json::from_slice(&std::fs::read(homes[0].join("genesis.json")).expect("read"))
+            .expect("genesis");
+    let joiner = genesis.validators.remove(4);
+    genesis.epoch_length = 20;
+    for h in &homes {
+        std::fs::write(
+            h.join("genesis.json"),
+            serde_json::to_vec_pretty(&genesis).expect("json"),
+        )
+        .expect("write");
+    }
+    let client = read_key(&dir.join("client.key")).expect("key");
+    let apis: Vec<String> = (0..5)
+        .map(|i| format!("http://127.0.0.1:{}", p + i))
+        .collect();
+    let procs = Procs(
+        homes
+            .iter()
+            .map(|h| spawn_node(&exe(), h).expect("spawn"))
+            .collect(),
+    );
+    block_on(async {
+        wait_height(&apis[..4], 3, Duration::from_secs(90)).await?;
+        let mut c = Conn::new(&apis[0]);
+        let st = c.get("/v1/status").await?.json()?;
+        let effective = st["epoch"].as_u64().expect("epoch") + 2;
+        let tx = TxBody {
+            chain_id: chain.into(),
+            signer: client.public(),
+            nonce: 0,
+            op: Operation::Governance(GovOp::Propose {
+                id: "add-4".into(),
+                action: GovAction::AddValidator {
+                    key: joiner.key,
+                    address: joiner.address.clone(),
+                    effective_epoch: effective,
+                },
+            }),
+        }
+        .sign(&client);
+        let (code, v) = post(&mut c, &tx.encode()).await;
+        assert_eq!(code, 202, "{v}");
+        wait_committed(&mut c, &tx.hash()).await;
+        // Everyone, the joiner included, gets well into the effective epoch.
+        wait_height(&apis, effective * 20 + 10, Duration::from_secs(120)).await?;
+        for a in &apis {
+            let st = Conn::new(a).get("/v1/status").await?.json()?;
+            assert!(st["epoch"].as_u64() >= Some(effective), "{a}: {st}");
+            assert_eq!(
+                st["validators"].as_array().map(Vec::len),
+                Some(5),
+                "{a}: {st}"
+            );
+        }
+        let dump = Conn::new(&apis[0]).get("/v1/consensus").await?.json()?;
+        let seen = dump["validator_liveness"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["key"] == joiner.key.to_hex()))
+            .and_then(|l| l["notarizes"].as_u64())
+            .unwrap_or(0);
+        assert!(seen > 0, "node 0 saw no votes from the joiner: {dump}");
+        let all = heights(&apis).await;
+        let upto = all.iter().copied().min().unwrap_or(0);
+        let reference = hashes(&apis[0], upto).await?;
+        for a in &apis[1..] {
+            assert_eq!(hashes(a, upto).await?, reference, "{a} disagrees");
+        }
+        anyhow::Ok(())
+    })
+    .expect("reconfiguration over real sockets");
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }

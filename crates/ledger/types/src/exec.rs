@@ -287,6 +287,13 @@ impl LedgerState {
         if g.epoch_length == 0 || g.admin_threshold == 0 {
             return Err("epoch_length and admin_threshold must be positive".into());
         }
+        if g.epoch_length < 2 {
+            return Err(format!(
+                "epoch_length must be at least 2 (got {}): each epoch's consensus starts from the \
+                 previous epoch's last block, so an epoch needs more than the genesis block",
+                g.epoch_length
+            ));
+        }
         if g.chain_id.is_empty() || g.chain_id.len() > MAX_CHAIN_ID {
             return Err(format!("chain_id must be 1..={MAX_CHAIN_ID} bytes"));
         }
