@@ -189,7 +189,8 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     let total = (args.presign_rate * duration.as_secs().max(1)) as usize;
     let per_account = total / args.accounts.max(1) + 1;
     let t0 = Instant::now();
-    let signed: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+    // Hashes are computed here too, so the driving loop only copies bytes.
+    let signed: Vec<Vec<Presigned>> = std::thread::scope(|s| {
         let chunks: Vec<_> = keys
             .chunks(keys.len().div_ceil(2).max(1))
             .map(|chunk| {
@@ -197,14 +198,19 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
                     chunk
                         .iter()
                         .map(|k| {
-                            let mut out = Vec::with_capacity(per_account * 4);
+                            let mut p = Presigned {
+                                bytes: Vec::with_capacity(per_account * 300),
+                                txs: Vec::with_capacity(per_account),
+                            };
                             for n in 0..per_account as u64 {
                                 let tx = sign_audit(k, n);
                                 let b = tx.encode();
-                                out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-                                out.extend_from_slice(&b);
+                                let start = p.bytes.len();
+                                p.bytes.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                                p.bytes.extend_from_slice(&b);
+                                p.txs.push((start, p.bytes.len(), tx.hash()));
                             }
-                            out
+                            p
                         })
                         .collect::<Vec<_>>()
                 })
@@ -215,7 +221,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
             .map(|h| h.join().expect("signer thread"))
             .collect()
     });
-    let streams: Vec<Vec<u8>> = signed.into_iter().flatten().collect();
+    let streams: Vec<Presigned> = signed.into_iter().flatten().collect();
     eprintln!(
         "bench: pre-signed {} transactions in {:?}",
         per_account * args.accounts,
@@ -264,22 +270,17 @@ fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
     .sign(k)
 }
 
-/// Splits an account's length-prefixed stream into per-transaction byte ranges.
-fn split(stream: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i + 4 <= stream.len() {
-        let len = u32::from_be_bytes(stream[i..i + 4].try_into().expect("4")) as usize;
-        out.push((i, i + 4 + len));
-        i += 4 + len;
-    }
-    out
+/// One account's pre-signed transactions: length-prefixed bytes, and each one's byte range and
+/// hash.
+struct Presigned {
+    bytes: Vec<u8>,
+    txs: Vec<(usize, usize, Hash)>,
 }
 
 async fn drive(
     args: &BenchArgs,
     apis: &[String],
-    streams: Vec<Vec<u8>>,
+    streams: Vec<Presigned>,
     per_account: usize,
     duration: Duration,
 ) -> Result<serde_json::Value> {
@@ -345,8 +346,6 @@ async fn drive(
         let (window, batch) = (args.window / n as u64, args.batch);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&api);
-            let ranges: Vec<Vec<(usize, usize)>> =
-                accounts.iter().map(|a| split(&streams[*a])).collect();
             let mut next = vec![0usize; accounts.len()];
             let mut mine = 0u64;
             let mut errors = 0u64;
@@ -364,14 +363,13 @@ async fn drive(
                 'fill: while hashes.len() < batch {
                     let before = hashes.len();
                     for (j, a) in accounts.iter().enumerate() {
-                        if next[j] >= ranges[j].len() {
+                        let account = &streams[*a];
+                        let Some(&(s, e, h)) = account.txs.get(next[j]) else {
                             continue;
-                        }
-                        let (s, e) = ranges[j][next[j]];
+                        };
                         next[j] += 1;
-                        let raw = &streams[*a][s..e];
-                        body.extend_from_slice(raw);
-                        hashes.push(Transaction::decode(&raw[4..]).expect("self-signed").hash());
+                        body.extend_from_slice(&account.bytes[s..e]);
+                        hashes.push(h);
                         if hashes.len() >= batch {
                             break 'fill;
                         }
