@@ -565,6 +565,24 @@ impl LedgerState {
             } if *effective_epoch <= epoch => Err(TxError::Invalid(format!(
                 "effective_epoch {effective_epoch} must be later than the current epoch {epoch}"
             ))),
+            GovAction::RemoveValidator { key, .. } => {
+                // Judge against the set once every change already scheduled has applied (in
+                // the order `begin_block` applies them), so two removals proposed side by side
+                // cannot together empty it.
+                let mut set = self.validators_after_pending();
+                if !set.contains(key) {
+                    return Err(TxError::Invalid(format!(
+                        "{key} is not a validator and is not scheduled to become one"
+                    )));
+                }
+                set.retain(|k| k != key);
+                if set.is_empty() {
+                    return Err(TxError::Invalid(
+                        "removing the last validator would halt the chain for good".into(),
+                    ));
+                }
+                Ok(())
+            }
             GovAction::SetThreshold { threshold: 0 } => {
                 Err(TxError::Invalid("threshold must be at least 1".into()))
             }
@@ -573,6 +591,22 @@ impl LedgerState {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Validator keys once every scheduled change has taken effect.
+    fn validators_after_pending(&self) -> Vec<PublicKey> {
+        let vs = self.validators();
+        let mut keys: Vec<PublicKey> = vs.validators.iter().map(|v| v.key).collect();
+        let mut pending = vs.pending;
+        // Stable: within one epoch, changes apply in the order they were scheduled.
+        pending.sort_by_key(|c| c.effective_epoch);
+        for c in pending {
+            keys.retain(|k| *k != c.key);
+            if c.add.is_some() {
+                keys.push(c.key);
+            }
+        }
+        keys
     }
 
     fn execute_action(&mut self, a: &GovAction) -> Result<(), TxError> {

@@ -456,6 +456,35 @@ fn validator_changes_apply_at_their_epoch() {
 }
 
 #[test]
+fn removals_must_name_a_validator_and_leave_one() {
+    let mut g = genesis(1);
+    g.validators.truncate(2);
+    let mut s = LedgerState::from_genesis(&g).unwrap();
+    let propose = |id: &str, key: PublicKey| {
+        Operation::Governance(GovOp::Propose {
+            id: id.into(),
+            action: GovAction::RemoveValidator {
+                key,
+                effective_epoch: 3,
+            },
+        })
+    };
+    let e = s
+        .apply_tx(&tx(&kp(1), 0, propose("stranger", kp(999).public())), 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("is not a validator"), "{e}");
+    // The first removal is fine; the second, scheduled beside it, would empty the set.
+    s.apply_tx(&tx(&kp(1), 0, propose("a", kp(100).public())), 5)
+        .unwrap();
+    let e = s
+        .apply_tx(&tx(&kp(1), 1, propose("b", kp(101).public())), 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("last validator"), "{e}");
+    s.begin_block(30);
+    assert_eq!(s.validators().validators.len(), 1);
+}
+
+#[test]
 fn identity_register_rotate_revoke() {
     let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
     let (k1, k2) = (kp(60), kp(61));
