@@ -3,8 +3,9 @@
 //! Outbound: every [`FLUSH_EVERY`], local submissions go to all peers in length-prefixed batches.
 //! Inbound: received transactions are decoded at once but their signatures are checked by a
 //! separate verifier task that takes everything queued since its last pass. Batch verification
-//! costs about 19 us a signature for 50 signatures and 7 us for 2,000 (ed25519 under ZIP-215 on
-//! this project's 2-core machine), and peers' batches are small (one peer's share of 20 ms of
+//! costs about 20 us a signature for 50 signatures and 7-9 us for 2,000 (ed25519 under ZIP-215 on
+//! this project's 2-core machine; `cargo run --release -p phoenix-ledger-types --example
+//! sig_batch`), and peers' batches are small (one peer's share of 20 ms of
 //! traffic), so checking each message on arrival spent most of a node's signature time on the
 //! fixed cost of small batches. The verifier waits at most [`VERIFY_DELAY`] for a batch to
 //! grow; under load it is busy anyway and the queue grows by itself.
