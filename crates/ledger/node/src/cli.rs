@@ -3,7 +3,9 @@
 use crate::api::{self, ApiState, BlockSource, EngineMetrics, Finality};
 use crate::app::Cadence;
 use crate::block::LedgerBlock;
-use crate::config::{ClientConfig, Home, TestnetSpec, read_key, write_testnet};
+use crate::config::{
+    ClientConfig, Home, JoinSpec, Joined, TestnetSpec, read_key, write_join_home, write_testnet,
+};
 use crate::engine::{MAX_MESSAGE_SIZE, Networks, Timing, channels, start_validator};
 use crate::http::Conn;
 use crate::shared::Shared;
@@ -23,7 +25,7 @@ use phoenix_ledger_types::tx::{
     AuditRecord, GovAction, GovOp, IdentityOp, Module, Operation, Outcome, ProvOp, Role, TxBody,
 };
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +94,28 @@ pub enum LedgerCommand {
         #[arg(long, default_value = "http://127.0.0.1:8700")]
         api: String,
     },
+    /// Create the home of a node that joins a running chain (a follower until governance adds it
+    /// as a validator); prints its key and the `gov-add-validator` command an admin runs.
+    Join {
+        /// An existing node's home (e.g. DIR/node-0): its genesis.json and cadence are copied.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new node's home (e.g. DIR/node-4); refused if it already holds a validator key.
+        #[arg(long)]
+        home: PathBuf,
+        /// The new node serves its API on 127.0.0.1:P.
+        #[arg(long)]
+        api_port: u16,
+        /// The new node listens for peers on 127.0.0.1:Q.
+        #[arg(long)]
+        p2p_port: u16,
+        /// Its validator key (hex seed, as `keygen` writes); a fresh one if omitted.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Output: text, or json (`{ "home", "key", "p2p_address", "api" }`) for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Generate a key; prints the public key and writes the secret seed to FILE.
     Keygen {
         /// Where to write the secret seed (hex).
@@ -100,6 +124,15 @@ pub enum LedgerCommand {
     },
     /// Start N validators as separate processes on loopback, drive signed transactions, report.
     Bench(crate::bench::BenchArgs),
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
 }
 
 /// Operations for `phoenix ledger tx`.
@@ -486,6 +519,35 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        LedgerCommand::Join {
+            from,
+            home,
+            api_port,
+            p2p_port,
+            key,
+            output,
+        } => {
+            let joined = write_join_home(&JoinSpec {
+                from: from.clone(),
+                home,
+                api_port,
+                p2p_port,
+                key,
+            })?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "home": joined.home,
+                        "key": joined.key,
+                        "p2p_address": joined.p2p_address.to_string(),
+                        "api": joined.api,
+                    })
+                ),
+                Output::Text => print!("{}", join_instructions(&joined, &from)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LedgerCommand::Run { home } => {
             run_node(Home::load(&home)?)?;
             Ok(ExitCode::SUCCESS)
@@ -516,6 +578,68 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
         }
         LedgerCommand::Bench(args) => crate::bench::run_bench(args),
     }
+}
+
+/// What `join` prints for people: the new node, how to start it, and the governance commands
+/// that make it a validator.
+fn join_instructions(j: &Joined, from: &Path) -> String {
+    use std::fmt::Write as _;
+    // `testnet` writes the admin key next to the node homes; elsewhere the admin supplies one.
+    let client_key = from
+        .parent()
+        .map(|d| d.join("client.key"))
+        .filter(|k| k.is_file())
+        .map_or_else(|| "ADMIN.key".to_string(), |k| k.display().to_string());
+    let id = format!("add-{}", &j.key.to_hex()[..8]);
+    let threshold = j.genesis.admin_threshold;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "wrote {} (genesis of chain {:?} from {})",
+        j.home.display(),
+        j.genesis.chain_id,
+        from.display()
+    );
+    let _ = writeln!(s, "  key          {}", j.key);
+    let _ = writeln!(s, "  p2p address  {}", j.p2p_address);
+    let _ = writeln!(s, "  api          {}", j.api);
+    let _ = writeln!(
+        s,
+        "start it (it follows the chain, verifying without voting, until it is added):"
+    );
+    let _ = writeln!(s, "  phoenix ledger run --home {}", j.home.display());
+    let _ = writeln!(s, "then an admin proposes adding it as a validator:");
+    let _ = writeln!(
+        s,
+        "  phoenix ledger tx --api {} --key {client_key} --wait gov-add-validator --id {id} --key {} --address {} --effective-epoch EPOCH",
+        j.from_api, j.key, j.p2p_address
+    );
+    let _ = writeln!(
+        s,
+        "  EPOCH must be later than the epoch in which the proposal passes; the current epoch \
+         (`epoch` in `phoenix ledger status --api {}`) + 2 leaves the node a whole epoch ({} blocks) \
+         to connect and sync before it votes",
+        j.from_api, j.genesis.epoch_length
+    );
+    if threshold <= 1 {
+        let _ = writeln!(
+            s,
+            "genesis admin_threshold is 1: the proposal alone adds it"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "genesis admin_threshold is {threshold}: the proposal counts as one approval; {} other \
+             admin(s) then run (unless governance has changed the threshold since):",
+            threshold - 1
+        );
+        let _ = writeln!(
+            s,
+            "  phoenix ledger tx --api {} --key OTHER_ADMIN.key --wait gov-approve --id {id}",
+            j.from_api
+        );
+    }
+    s
 }
 
 fn init_tracing(node: bool) {

@@ -236,3 +236,184 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
     )?;
     Ok(cc)
 }
+
+/// What `phoenix ledger join` is asked to write.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// An existing node's home (`DIR/node-0`): its `genesis.json` and cadence are copied.
+    pub from: PathBuf,
+    /// The new node's home, created.
+    pub home: PathBuf,
+    /// The new node serves its API on `127.0.0.1:api_port`.
+    pub api_port: u16,
+    /// The new node listens for peers on `127.0.0.1:p2p_port`.
+    pub p2p_port: u16,
+    /// Its validator key (hex seed file); a fresh one when `None`.
+    pub key: Option<PathBuf>,
+}
+
+/// What `write_join_home` wrote.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The new home.
+    pub home: PathBuf,
+    /// The new node's validator key.
+    pub key: PublicKey,
+    /// Its p2p address: the `--address` of `gov-add-validator`.
+    pub p2p_address: SocketAddr,
+    /// Its API URL.
+    pub api: String,
+    /// The `--from` node's API URL (where an admin submits the proposal).
+    pub from_api: String,
+    /// The chain's genesis (copied from `--from`).
+    pub genesis: Genesis,
+}
+
+/// Writes the home of a node that joins an existing chain: `genesis.json` copied from
+/// `spec.from`, a `node.json` with the given loopback ports and the `from` node's cadence and
+/// worker threads, and `validator.key` (fresh, or copied from `spec.key`). The node starts as a
+/// follower; governance (`gov-add-validator`) makes it a validator.
+///
+/// # Errors
+/// Every reason to refuse at once, before anything is written: `spec.home` already holds a
+/// validator key or chain data, `spec.from` is not a loadable node home, a port equals another
+/// (the two given ones, a genesis validator's p2p port, the `from` node's API port), or the key
+/// is already a genesis validator's. Then I/O errors while writing.
+///
+/// # Guarantees
+/// The key is written last, so a write that fails halfway leaves no key and can be re-run.
+pub fn write_join_home(spec: &JoinSpec) -> Result<Joined> {
+    let mut problems: Vec<String> = Vec::new();
+    let existing: Vec<&str> = ["validator.key", "data"]
+        .into_iter()
+        .filter(|f| spec.home.join(f).exists())
+        .collect();
+    if spec.home.exists() && !spec.home.is_dir() {
+        problems.push(format!(
+            "--home {} exists and is not a directory",
+            spec.home.display()
+        ));
+    } else if !existing.is_empty() {
+        problems.push(format!(
+            "--home {} is already a node's home (it has {}); refusing to overwrite it",
+            spec.home.display(),
+            existing.join(" and ")
+        ));
+    }
+    let from = match Home::load(&spec.from) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            problems.push(format!(
+                "--from {} is not a node home (expected node.json, genesis.json and \
+                 validator.key, as `phoenix ledger testnet` writes): {e:#}",
+                spec.from.display()
+            ));
+            None
+        }
+    };
+    if spec.api_port == spec.p2p_port {
+        problems.push(format!(
+            "--api-port and --p2p-port are both {}",
+            spec.api_port
+        ));
+    }
+    let key = match &spec.key {
+        Some(path) => match read_key(path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.push(format!("--key: {e:#}"));
+                None
+            }
+        },
+        None => Some(random_key()),
+    };
+    if let Some(from) = &from {
+        // The new node listens on loopback beside the chain's nodes, so a genesis validator's
+        // port is taken whatever host its address names.
+        for v in &from.genesis.validators {
+            let port = v
+                .address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok());
+            for (flag, p) in [("--api-port", spec.api_port), ("--p2p-port", spec.p2p_port)] {
+                if port == Some(p) {
+                    problems.push(format!(
+                        "{flag} {p} is the port of genesis validator {} ({})",
+                        v.key, v.address
+                    ));
+                }
+            }
+            if key.as_ref().is_some_and(|k| k.public() == v.key) {
+                problems.push(format!(
+                    "--key {} is already a genesis validator ({}): a joining node needs its own key",
+                    v.key, v.address
+                ));
+            }
+        }
+        let from_api = from.node.api_listen.port();
+        for (flag, p) in [("--api-port", spec.api_port), ("--p2p-port", spec.p2p_port)] {
+            if p == from_api {
+                problems.push(format!(
+                    "{flag} {p} is the API port of the --from node ({})",
+                    from.node.api_listen
+                ));
+            }
+        }
+    }
+    let (Some(from), Some(key), true) = (from, key, problems.is_empty()) else {
+        bail!(
+            "refusing to write {} (nothing written):\n  - {}",
+            spec.home.display(),
+            problems.join("\n  - ")
+        );
+    };
+
+    let p2p_address = SocketAddr::from(([127, 0, 0, 1], spec.p2p_port));
+    let api_listen = SocketAddr::from(([127, 0, 0, 1], spec.api_port));
+    // `peers` is the genesis set plus this node, as `write_testnet` writes it (it only sizes
+    // the p2p peer-set limit).
+    let mut peers: Vec<Peer> = from
+        .node
+        .peers
+        .iter()
+        .filter(|p| p.key != key.public())
+        .cloned()
+        .collect();
+    let index = peers.len();
+    peers.push(Peer {
+        key: key.public(),
+        address: p2p_address,
+    });
+    let node = NodeConfig {
+        index,
+        api_listen,
+        p2p_listen: p2p_address,
+        peers,
+        min_block_interval_ms: from.node.min_block_interval_ms,
+        empty_block_interval_ms: from.node.empty_block_interval_ms,
+        worker_threads: from.node.worker_threads,
+    };
+    std::fs::create_dir_all(&spec.home)
+        .with_context(|| format!("creating {}", spec.home.display()))?;
+    // The genesis file is copied byte for byte, not re-serialised, so it is the chain's exactly.
+    std::fs::copy(
+        spec.from.join("genesis.json"),
+        spec.home.join("genesis.json"),
+    )
+    .with_context(|| format!("copying genesis.json to {}", spec.home.display()))?;
+    std::fs::write(
+        spec.home.join("node.json"),
+        serde_json::to_vec_pretty(&node)?,
+    )
+    .with_context(|| format!("writing {}/node.json", spec.home.display()))?;
+    write_secret(&spec.home.join("validator.key"), &key)
+        .with_context(|| format!("writing {}/validator.key", spec.home.display()))?;
+    Ok(Joined {
+        home: spec.home.clone(),
+        key: key.public(),
+        p2p_address,
+        api: format!("http://{api_listen}"),
+        from_api: format!("http://{}", from.node.api_listen),
+        genesis: from.genesis,
+    })
+}

@@ -3,24 +3,151 @@
 //!
 //! - `api_contract_single_validator` (default suite): one validator; every endpoint, good and bad
 //!   transactions.
+//! - `join_writes_a_follower_home_and_refuses_clashes` (default suite): `join` writes a home that
+//!   loads, and refuses an existing home, a port clash and a bad `--from`, writing nothing.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
-//!   the genesis set follows, is added by governance, and votes from its epoch on.
+//!   the genesis set (its home written by `join`) follows, is added by governance, and votes from
+//!   its epoch on.
 
 use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
 use phoenix_ledger_node::cli::block_on;
-use phoenix_ledger_node::config::{TestnetSpec, read_key, write_testnet};
+use phoenix_ledger_node::config::{Home, TestnetSpec, read_key, write_testnet};
 use phoenix_ledger_node::http::{Conn, sse};
-use phoenix_ledger_types::crypto::{Hash, Keypair};
+use phoenix_ledger_types::crypto::{Hash, Keypair, PublicKey};
 use phoenix_ledger_types::tx::{
     AuditRecord, GovAction, GovOp, Operation, Outcome, ProvOp, Transaction, TxBody,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_phoenix-ledger"))
+}
+
+/// Runs `phoenix-ledger ledger join --from FROM --home HOME --api-port A --p2p-port Q EXTRA...`.
+fn join(from: &Path, home: &Path, api: u16, p2p: u16, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .args(["ledger", "join", "--from"])
+        .arg(from)
+        .arg("--home")
+        .arg(home)
+        .args([
+            "--api-port",
+            &api.to_string(),
+            "--p2p-port",
+            &p2p.to_string(),
+        ])
+        .args(extra)
+        .output()
+        .expect("run join")
+}
+
+/// Every file under `dir` with its contents, to show that a refused `join` wrote nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let path = e.expect("entry").path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            out.push((path, bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `join` writes a home `run` accepts, and refuses (non-zero, saying why, writing nothing) an
+/// existing home and a port that a genesis validator uses.
+#[test]
+fn join_writes_a_follower_home_and_refuses_clashes() {
+    let dir = tmpdir("join");
+    let p = base_port(2);
+    write_testnet(&TestnetSpec {
+        validators: 2,
+        dir: dir.clone(),
+        api_base_port: p,
+        p2p_base_port: p + 5,
+        chain_id: "join-test".into(),
+        empty_block_interval_ms: 300,
+        min_block_interval_ms: 70,
+        extra_auditors: vec![],
+        worker_threads: 3,
+    })
+    .expect("testnet");
+    let from = dir.join("node-0");
+    let home = dir.join("node-2");
+
+    let out = join(&from, &home, p + 2, p + 7, &[]);
+    assert!(out.status.success(), "join: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let loaded = Home::load(&home).expect("the joiner's home loads");
+    let origin = Home::load(&from).expect("from");
+    assert_eq!(loaded.genesis, origin.genesis);
+    assert!(
+        !origin
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.key == loaded.key.public()),
+        "a fresh key, outside genesis"
+    );
+    assert_eq!(
+        loaded.node.api_listen.to_string(),
+        format!("127.0.0.1:{}", p + 2)
+    );
+    assert_eq!(
+        loaded.node.p2p_listen.to_string(),
+        format!("127.0.0.1:{}", p + 7)
+    );
+    assert_eq!(loaded.node.min_block_interval_ms, 70);
+    assert_eq!(loaded.node.empty_block_interval_ms, 300);
+    assert_eq!(loaded.node.worker_threads, 3);
+    assert_eq!(loaded.node.peers.len(), 3);
+    for want in [
+        loaded.key.public().to_hex(),
+        format!("--address 127.0.0.1:{}", p + 7),
+        format!("--key {}", dir.join("client.key").display()),
+        "gov-add-validator".into(),
+        "admin_threshold is 1".into(),
+    ] {
+        assert!(text.contains(&want), "output lacks {want:?}:\n{text}");
+    }
+
+    let before = snapshot(&dir);
+    // The home exists with a key.
+    let out = join(&from, &home, p + 3, p + 8, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("already a node's home"), "{err}");
+    // A port of a genesis validator, into a home that does not exist yet.
+    let fresh = dir.join("node-3");
+    let out = join(&from, &fresh, p + 3, p + 6, &["-o", "json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains(&format!(
+            "--p2p-port {} is the port of genesis validator",
+            p + 6
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // `--from` that is not a node home.
+    let out = join(&dir, &fresh, p + 3, p + 8, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("is not a node home"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "a refused join created {}",
+        fresh.display()
+    );
+    assert_eq!(snapshot(&dir), before, "a refused join wrote something");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn heavy() -> bool {
@@ -350,7 +477,7 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
     let p = base_port(3);
     let chain = "epochs-test";
     write_testnet(&TestnetSpec {
-        validators: 5,
+        validators: 4,
         dir: dir.clone(),
         api_base_port: p,
         p2p_base_port: p + 5,
@@ -361,13 +488,11 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         worker_threads: 1,
     })
     .expect("testnet");
-    // Genesis: the first four validators only, epochs of 20 blocks. Node 4 keeps its key and
-    // address; it is added by governance below.
-    let homes: Vec<PathBuf> = (0..5).map(|i| dir.join(format!("node-{i}"))).collect();
+    // Epochs of 20 blocks, so the change takes effect within the test.
+    let mut homes: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("node-{i}"))).collect();
     let mut genesis: phoenix_ledger_types::exec::Genesis =
         serde_json::from_slice(&std::fs::read(homes[0].join("genesis.json")).expect("read"))
             .expect("genesis");
-    let joiner = genesis.validators.remove(4);
     genesis.epoch_length = 20;
     for h in &homes {
         std::fs::write(
@@ -376,6 +501,16 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         )
         .expect("write");
     }
+    // Node 4 joins the way an operator would: `join` writes its home, with a fresh key outside
+    // the genesis set; it is added by governance below.
+    homes.push(dir.join("node-4"));
+    let out = join(&homes[0], &homes[4], p + 4, p + 9, &["-o", "json"]);
+    assert!(out.status.success(), "join: {out:?}");
+    let joined: serde_json::Value = serde_json::from_slice(&out.stdout).expect("join json");
+    let joiner_key = PublicKey::from_hex(joined["key"].as_str().expect("key")).expect("hex");
+    let joiner_address = joined["p2p_address"].as_str().expect("address").to_string();
+    assert_eq!(joiner_address, format!("127.0.0.1:{}", p + 9));
+    assert_eq!(joined["api"], format!("http://127.0.0.1:{}", p + 4));
     let client = read_key(&dir.join("client.key")).expect("key");
     let apis: Vec<String> = (0..5)
         .map(|i| format!("http://127.0.0.1:{}", p + i))
@@ -398,8 +533,8 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
             op: Operation::Governance(GovOp::Propose {
                 id: "add-4".into(),
                 action: GovAction::AddValidator {
-                    key: joiner.key,
-                    address: joiner.address.clone(),
+                    key: joiner_key,
+                    address: joiner_address.clone(),
                     effective_epoch: effective,
                 },
             }),
@@ -422,7 +557,7 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         let dump = Conn::new(&apis[0]).get("/v1/consensus").await?.json()?;
         let seen = dump["validator_liveness"]
             .as_array()
-            .and_then(|ls| ls.iter().find(|l| l["key"] == joiner.key.to_hex()))
+            .and_then(|ls| ls.iter().find(|l| l["key"] == joiner_key.to_hex()))
             .and_then(|l| l["notarizes"].as_u64())
             .unwrap_or(0);
         assert!(seen > 0, "node 0 saw no votes from the joiner: {dump}");
