@@ -2,13 +2,13 @@
 //!
 //! Outbound: every [`FLUSH_EVERY`], local submissions go to all peers in length-prefixed batches.
 //! Inbound: received transactions are decoded at once but their signatures are checked by a
-//! separate verifier task that takes everything queued since its last pass. Batch verification
-//! costs about 20 us a signature for 50 signatures and 7-9 us for 2,000 (ed25519 under ZIP-215 on
-//! this project's 2-core machine; `cargo run --release -p phoenix-ledger-types --example
-//! sig_batch`), and peers' batches are small (one peer's share of 20 ms of
-//! traffic), so checking each message on arrival spent most of a node's signature time on the
-//! fixed cost of small batches. The verifier waits at most [`VERIFY_DELAY`] for a batch to
-//! grow; under load it is busy anyway and the queue grows by itself.
+//! separate verifier task that takes everything queued since its last pass, in one batch.
+//! Batch verification's cost per signature falls steeply with batch size (ed25519 under ZIP-215
+//! here: 19 us at 50, 7 us at 2,000; `cargo run --release -p phoenix-ledger-types --example
+//! sig_batch`), so the cost no longer depends on how peers happened to split their traffic into
+//! messages. The verifier waits at most [`VERIFY_DELAY`] for a batch to grow; under load it is
+//! busy anyway and the queue grows by itself. Worth about 4-5% of throughput in the ledger bench
+//! (docs/benchmarks.md).
 
 use crate::shared::{Shared, inc};
 use commonware_cryptography::ed25519;

@@ -9,7 +9,7 @@
 //!   state (reconfiguration at epoch boundaries without a restart);
 //! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
-//! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `tx`
+//! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `join`, `tx`
 //!   and `bench`.
 //!
 //! Only this crate and `phoenix-ledger-types` know the consensus library.
