@@ -8,7 +8,9 @@ use std::time::Instant;
 
 fn main() {
     let keys: Vec<Keypair> = (0..64).map(Keypair::from_test_index).collect();
-    let msgs: Vec<Hash> = (0..2000u64).map(|i| Hash::of(&[&i.to_be_bytes()])).collect();
+    let msgs: Vec<Hash> = (0..2000u64)
+        .map(|i| Hash::of(&[&i.to_be_bytes()]))
+        .collect();
     let sigs: Vec<_> = msgs
         .iter()
         .enumerate()
