@@ -146,27 +146,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{audit_tx as tx, shared_with_auditors};
     use phoenix_ledger_types::crypto::Keypair;
-    use phoenix_ledger_types::exec::{Genesis, GenesisAccount, Validator};
-    use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, Role, TxBody};
-
-    fn tx(k: &Keypair, nonce: u64) -> Transaction {
-        TxBody {
-            chain_id: "c".into(),
-            signer: k.public(),
-            nonce,
-            op: Operation::Audit(AuditRecord {
-                actor: "t".into(),
-                fleet: "f".into(),
-                revision: 0,
-                plan_hash: Hash::ZERO,
-                step: "s".into(),
-                outcome: Outcome::Started,
-                detail: String::new(),
-            }),
-        }
-        .sign(k)
-    }
 
     #[test]
     fn batch_round_trips_and_stops_at_garbage() {
@@ -185,21 +166,7 @@ mod tests {
     #[test]
     fn only_well_signed_new_transactions_are_admitted() {
         let k = Keypair::from_test_index(1);
-        let g = Genesis {
-            chain_id: "c".into(),
-            genesis_time_ms: 0,
-            epoch_length: 100,
-            admin_threshold: 1,
-            validators: vec![Validator {
-                key: Keypair::from_test_index(9).public(),
-                address: "x".into(),
-            }],
-            accounts: vec![GenesisAccount {
-                key: k.public(),
-                roles: vec![Role::Auditor],
-            }],
-        };
-        let shared = Shared::new(g, Keypair::from_test_index(9).public());
+        let shared = shared_with_auditors(&[&k]);
         let good: Vec<_> = (0..5).map(|n| tx(&k, n)).collect();
         let mut forged = tx(&k, 5);
         forged.signature = good[0].signature;

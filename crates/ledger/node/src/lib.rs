@@ -25,5 +25,7 @@ pub mod epochs;
 pub mod gossip;
 pub mod http;
 pub mod shared;
+#[cfg(test)]
+mod testkit;
 
 pub use cli::{LedgerCommand, TxCommand, run};

@@ -431,48 +431,12 @@ pub fn get(c: &AtomicU64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{audit_tx as tx, shared_with_auditors};
     use phoenix_ledger_types::crypto::Keypair;
-    use phoenix_ledger_types::exec::{GenesisAccount, Validator};
-    use phoenix_ledger_types::tx::{AuditRecord, Operation, Outcome, Role, TxBody};
 
     fn setup() -> (Arc<Shared>, Keypair, Keypair) {
         let (a, b) = (Keypair::from_test_index(1), Keypair::from_test_index(2));
-        let g = Genesis {
-            chain_id: "c".into(),
-            genesis_time_ms: 0,
-            epoch_length: 100,
-            admin_threshold: 1,
-            validators: vec![Validator {
-                key: Keypair::from_test_index(9).public(),
-                address: "x".into(),
-            }],
-            accounts: [&a, &b]
-                .iter()
-                .map(|k| GenesisAccount {
-                    key: k.public(),
-                    roles: vec![Role::Auditor],
-                })
-                .collect(),
-        };
-        (Shared::new(g, Keypair::from_test_index(9).public()), a, b)
-    }
-
-    fn tx(k: &Keypair, nonce: u64) -> Transaction {
-        TxBody {
-            chain_id: "c".into(),
-            signer: k.public(),
-            nonce,
-            op: Operation::Audit(AuditRecord {
-                actor: "t".into(),
-                fleet: "f".into(),
-                revision: 0,
-                plan_hash: Hash::ZERO,
-                step: "s".into(),
-                outcome: Outcome::Started,
-                detail: String::new(),
-            }),
-        }
-        .sign(k)
+        (shared_with_auditors(&[&a, &b]), a, b)
     }
 
     #[test]

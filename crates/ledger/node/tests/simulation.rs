@@ -518,7 +518,13 @@ fn heavy_many_seeds_with_faults() {
         eprintln!("skipped: set PHOENIX_HEAVY_TESTS=1 to run the long seeded fault simulations");
         return;
     }
-    for seed in 10..20 {
+    run_fault_seeds(10..20, 1_000_000);
+}
+
+/// The lossy-link fault scenario for each seed: crash and restart always, an equivocator on even
+/// seeds, a partition on every third.
+fn run_fault_seeds(seeds: std::ops::Range<u64>, epoch_length: u64) {
+    for seed in seeds {
         run(Scenario {
             seed,
             target: 40,
@@ -526,7 +532,7 @@ fn heavy_many_seeds_with_faults() {
             byzantine: seed % 2 == 0,
             crash: true,
             partition: seed % 3 == 0,
-            epoch_length: 1_000_000,
+            epoch_length,
         });
     }
 }
@@ -819,17 +825,7 @@ fn heavy_reconfiguration_seeds() {
     }
     // The fault scenarios again with epochs of 7 blocks (the equivocator speaks only in epoch 0,
     // then is silent: still one fault out of four).
-    for seed in 20..26 {
-        run(Scenario {
-            seed,
-            target: 40,
-            link: link(40, 20, true),
-            byzantine: seed % 2 == 0,
-            crash: true,
-            partition: seed % 3 == 0,
-            epoch_length: 7,
-        });
-    }
+    run_fault_seeds(20..26, 7);
     assert_eq!(
         run_reconfiguration(200),
         run_reconfiguration(200),
