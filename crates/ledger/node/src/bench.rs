@@ -239,7 +239,14 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         args.validators,
         dir.display()
     );
-    let report = block_on(drive(&args, &cc.apis, streams, per_account, duration))?;
+    let mut report = block_on(drive(&args, &cc.apis, streams, per_account, duration))?;
+    // Peak resident memory of each validator over the whole run, read before they are stopped.
+    report["validator_peak_rss_mb"] = procs
+        .0
+        .iter()
+        .map(|c| peak_rss_mb(c.id()))
+        .collect::<Vec<_>>()
+        .into();
     drop(procs);
     if tmp {
         let _ = std::fs::remove_dir_all(&dir);
@@ -250,6 +257,21 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A process's peak resident set (`VmHWM` in `/proc/PID/status`), in MiB; `None` where there is
+/// no procfs.
+fn peak_rss_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
