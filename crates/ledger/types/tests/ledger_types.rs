@@ -456,6 +456,18 @@ fn validator_changes_apply_at_their_epoch() {
 }
 
 #[test]
+fn hex_of_keys_and_hashes_is_lowercase_and_round_trips() {
+    for i in 0..64u64 {
+        let h = Hash::of(&[&i.to_be_bytes()]);
+        assert_eq!(h.to_hex(), hex::encode(h.0));
+        assert_eq!(Hash::from_hex(&h.to_hex()), Some(h));
+        let k = kp(i).public();
+        assert_eq!(k.to_hex(), hex::encode(k.0));
+        assert_eq!(PublicKey::from_hex(&k.to_hex()), Some(k));
+    }
+}
+
+#[test]
 fn removals_must_name_a_validator_and_leave_one() {
     let mut g = genesis(1);
     g.validators.truncate(2);
