@@ -76,22 +76,10 @@ const RETAINED_EPOCHS: u64 = 64;
 /// state at a height of `epoch` or of its boundary block (the last block of `epoch - 1`).
 ///
 /// Active validators with every scheduled change whose effective epoch is at most `epoch`
-/// applied, in the order `LedgerState::begin_block` applies them, so this is the set the
-/// epoch's first block will commit to (`validator_set_hash`). Sorted by key.
+/// applied (`ValidatorSet::at_epoch`, which `LedgerState::begin_block` also applies), so this is
+/// the set the epoch's first block will commit to (`validator_set_hash`). Sorted by key.
 pub fn participants_at(state: &LedgerState, epoch: u64) -> Vec<Validator> {
-    let vs = state.validators();
-    let mut set = vs.validators;
-    for c in vs.pending.iter().filter(|c| c.effective_epoch <= epoch) {
-        set.retain(|v| v.key != c.key);
-        if let Some(address) = &c.add {
-            set.push(Validator {
-                key: c.key,
-                address: address.clone(),
-            });
-        }
-    }
-    set.sort();
-    set
+    state.validators().at_epoch(epoch).validators
 }
 
 /// Peers the p2p layer should admit while the chain is in `epoch`.

@@ -545,8 +545,8 @@ fn epoch(n: &Node) -> u64 {
     get(&n.shared.counters.epoch)
 }
 
-/// Votes of any kind from validator `who` that node `seen_by` has observed.
-fn votes(seen_by: &Node, who: &Keypair) -> u64 {
+/// Votes from validator `who` that node `seen_by` has observed: (notarize, all kinds).
+fn vote_counts(seen_by: &Node, who: &Keypair) -> (u64, u64) {
     let key = who.public().to_hex();
     seen_by
         .shared
@@ -554,19 +554,19 @@ fn votes(seen_by: &Node, who: &Keypair) -> u64 {
         .liveness
         .iter()
         .find(|l| l.key == key)
-        .map_or(0, |l| l.notarizes + l.finalizes + l.nullifies)
+        .map_or((0, 0), |l| {
+            (l.notarizes, l.notarizes + l.finalizes + l.nullifies)
+        })
+}
+
+/// Votes of any kind from validator `who` that node `seen_by` has observed.
+fn votes(seen_by: &Node, who: &Keypair) -> u64 {
+    vote_counts(seen_by, who).1
 }
 
 /// Notarize votes from validator `who` that node `seen_by` has observed.
 fn notarizes(seen_by: &Node, who: &Keypair) -> u64 {
-    let key = who.public().to_hex();
-    seen_by
-        .shared
-        .lock()
-        .liveness
-        .iter()
-        .find(|l| l.key == key)
-        .map_or(0, |l| l.notarizes)
+    vote_counts(seen_by, who).0
 }
 
 /// Two-admin governance: `client` proposes, `admin2` approves (the genesis threshold is 2).

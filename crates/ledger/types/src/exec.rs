@@ -185,6 +185,35 @@ impl ValidatorSet {
         }
         Hash::of(&[&w.finish()])
     }
+
+    /// The set once every change effective at or before `epoch` has applied (in epoch order,
+    /// and within an epoch in the order scheduled), with the changes still to come. The one
+    /// definition of "who validates in epoch `e`": the epoch's first block applies it
+    /// (`LedgerState::begin_block`), consensus runs with it (the node's epoch orchestrator), and
+    /// governance judges removals against it.
+    pub fn at_epoch(&self, epoch: u64) -> ValidatorSet {
+        let (mut due, pending): (Vec<_>, Vec<_>) = self
+            .pending
+            .iter()
+            .cloned()
+            .partition(|c| c.effective_epoch <= epoch);
+        due.sort_by_key(|c| c.effective_epoch); // stable
+        let mut validators = self.validators.clone();
+        for c in due {
+            validators.retain(|v| v.key != c.key);
+            if let Some(address) = c.add {
+                validators.push(Validator {
+                    key: c.key,
+                    address,
+                });
+            }
+        }
+        validators.sort();
+        ValidatorSet {
+            validators,
+            pending,
+        }
+    }
 }
 
 /// Chain parameters.
@@ -569,13 +598,13 @@ impl LedgerState {
                 // Judge against the set once every change already scheduled has applied (in
                 // the order `begin_block` applies them), so two removals proposed side by side
                 // cannot together empty it.
-                let mut set = self.validators_after_pending();
-                if !set.contains(key) {
+                let mut set = self.validators().at_epoch(u64::MAX).validators;
+                if !set.iter().any(|v| v.key == *key) {
                     return Err(TxError::Invalid(format!(
                         "{key} is not a validator and is not scheduled to become one"
                     )));
                 }
-                set.retain(|k| k != key);
+                set.retain(|v| v.key != *key);
                 if set.is_empty() {
                     return Err(TxError::Invalid(
                         "removing the last validator would halt the chain for good".into(),
@@ -591,22 +620,6 @@ impl LedgerState {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Validator keys once every scheduled change has taken effect.
-    fn validators_after_pending(&self) -> Vec<PublicKey> {
-        let vs = self.validators();
-        let mut keys: Vec<PublicKey> = vs.validators.iter().map(|v| v.key).collect();
-        let mut pending = vs.pending;
-        // Stable: within one epoch, changes apply in the order they were scheduled.
-        pending.sort_by_key(|c| c.effective_epoch);
-        for c in pending {
-            keys.retain(|k| *k != c.key);
-            if c.add.is_some() {
-                keys.push(c.key);
-            }
-        }
-        keys
     }
 
     fn execute_action(&mut self, a: &GovAction) -> Result<(), TxError> {
@@ -845,26 +858,10 @@ impl LedgerState {
             return;
         }
         let epoch = height / p.epoch_length;
-        let mut vs = self.validators();
-        let (due, later): (Vec<_>, Vec<_>) = vs
-            .pending
-            .drain(..)
-            .partition(|c| c.effective_epoch <= epoch);
-        if due.is_empty() {
-            return;
+        let vs = self.validators();
+        if vs.pending.iter().any(|c| c.effective_epoch <= epoch) {
+            self.put("governance", "validators", &vs.at_epoch(epoch));
         }
-        for c in due {
-            vs.validators.retain(|v| v.key != c.key);
-            if let Some(address) = c.add {
-                vs.validators.push(Validator {
-                    key: c.key,
-                    address,
-                });
-            }
-        }
-        vs.validators.sort();
-        vs.pending = later;
-        self.put("governance", "validators", &vs);
     }
 }
 

@@ -468,6 +468,37 @@ fn hex_of_keys_and_hashes_is_lowercase_and_round_trips() {
 }
 
 #[test]
+fn validator_set_changes_apply_in_epoch_order() {
+    let (a, b) = (kp(100).public(), kp(200).public());
+    let vs = ValidatorSet {
+        validators: vec![Validator {
+            key: a,
+            address: "a:1".into(),
+        }],
+        // Scheduled out of epoch order: b leaves at 5 after joining at 3.
+        pending: vec![
+            PendingChange {
+                effective_epoch: 5,
+                add: None,
+                key: b,
+            },
+            PendingChange {
+                effective_epoch: 3,
+                add: Some("b:1".into()),
+                key: b,
+            },
+        ],
+    };
+    let keys =
+        |e: u64| -> Vec<PublicKey> { vs.at_epoch(e).validators.iter().map(|v| v.key).collect() };
+    assert_eq!(keys(2), vec![a]);
+    assert_eq!(keys(3).len(), 2);
+    assert_eq!(vs.at_epoch(3).pending.len(), 1);
+    assert_eq!(keys(5), vec![a]);
+    assert_eq!(keys(u64::MAX), vec![a]);
+}
+
+#[test]
 fn removals_must_name_a_validator_and_leave_one() {
     let mut g = genesis(1);
     g.validators.truncate(2);
