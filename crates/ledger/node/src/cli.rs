@@ -296,7 +296,8 @@ pub enum TxCommand {
         /// Proposal id.
         #[arg(long)]
         id: String,
-        /// Approvals needed.
+        /// Approvals needed: at least 1 and at most the number of admins (more would lock
+        /// governance for good, so the chain refuses it).
         #[arg(long)]
         threshold: u32,
     },

@@ -64,6 +64,18 @@ pub enum TxError {
     /// The operation is not allowed in the record's current state.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The transaction would leave fewer admins able to sign than the approvals a proposal
+    /// needs, so no proposal could ever pass again (a pause could never be lifted).
+    #[error(
+        "invalid: governance would be locked for good: {admins} admin(s) could sign, but a \
+         proposal would need {threshold} approvals"
+    )]
+    GovernanceLocked {
+        /// Admins able to sign afterwards.
+        admins: usize,
+        /// Approvals a proposal would need afterwards.
+        threshold: u32,
+    },
 }
 
 /// An account: the public key is its id.
@@ -287,12 +299,16 @@ pub enum BlockError {
 /// The chain state: an [`AuthMap`] plus typed accessors. `Clone` is O(1).
 ///
 /// Parameters and the pause list are read by every transaction, so decoded copies are cached
-/// beside the map and refreshed whenever those keys are written.
+/// beside the map and refreshed whenever those keys are written. The set of admins able to sign
+/// is kept the same way (every account write goes through `put_account`), so governance can
+/// check "enough admins for the threshold" without scanning every account; it is derived from
+/// the map alone, so it is the same on every node.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerState {
     map: AuthMap,
     params: Option<std::sync::Arc<Params>>,
     paused: std::sync::Arc<Vec<Module>>,
+    admins: std::sync::Arc<std::collections::BTreeSet<PublicKey>>,
 }
 
 fn key(module: &str, id: &str) -> Vec<u8> {
@@ -308,7 +324,8 @@ impl LedgerState {
     ///
     /// # Errors
     /// A genesis that breaks a rule (empty validator set, zero epoch length or threshold, long
-    /// chain id).
+    /// chain id, a threshold above the number of admin accounts). A genesis without any admin
+    /// is allowed: that chain simply has no governance.
     pub fn from_genesis(g: &Genesis) -> Result<Self, String> {
         if g.validators.is_empty() {
             return Err("genesis needs at least one validator".into());
@@ -352,14 +369,21 @@ impl LedgerState {
             let mut roles = a.roles.clone();
             roles.sort();
             roles.dedup();
-            s.put(
-                "accounts",
-                &a.key.to_hex(),
+            s.put_account(
+                &a.key,
                 &Account {
                     roles,
                     ..Account::default()
                 },
             );
+        }
+        let admins = s.admin_count();
+        if admins > 0 && g.admin_threshold as usize > admins {
+            return Err(format!(
+                "admin_threshold {} is more than the {admins} admin account(s): no governance \
+                 proposal could ever pass",
+                g.admin_threshold
+            ));
         }
         Ok(s)
     }
@@ -382,6 +406,13 @@ impl LedgerState {
             .map(|b| serde_json::from_slice(b).expect("state holds values it wrote"))
     }
     fn put<T: Serialize>(&mut self, module: &str, id: &str, v: &T) {
+        debug_assert_ne!(
+            module, "accounts",
+            "accounts are written by put_account, which keeps the admin set"
+        );
+        self.put_unchecked(module, id, v);
+    }
+    fn put_unchecked<T: Serialize>(&mut self, module: &str, id: &str, v: &T) {
         let bytes = serde_json::to_vec(v).expect("records serialise");
         self.map.insert(&key(module, id), &bytes);
         match (module, id) {
@@ -396,6 +427,24 @@ impl LedgerState {
             }
             _ => {}
         }
+    }
+    /// Writes an account and keeps the cached admin set in line with it.
+    fn put_account(&mut self, k: &PublicKey, acct: &Account) {
+        self.put_unchecked("accounts", &k.to_hex(), acct);
+        // A retired key cannot sign (`check_common`), so it cannot approve either.
+        let admin = has(&acct.roles, Role::Admin) && !acct.retired;
+        if admin != self.admins.contains(k) {
+            let set = std::sync::Arc::make_mut(&mut self.admins);
+            if admin {
+                set.insert(*k);
+            } else {
+                set.remove(k);
+            }
+        }
+    }
+    /// How many accounts hold the admin role and may still sign (not retired).
+    pub fn admin_count(&self) -> usize {
+        self.admins.len()
     }
     /// Chain parameters.
     pub fn params(&self) -> std::sync::Arc<Params> {
@@ -425,7 +474,14 @@ impl LedgerState {
     /// The first rule the transaction breaks.
     pub fn precheck(&self, tx: &Transaction, allow_future_nonce: bool) -> Result<(), TxError> {
         let p = self.params();
-        self.check_common(tx, &p, allow_future_nonce).map(|_| ())
+        self.check_common(tx, &p, allow_future_nonce)?;
+        // A proposal that can never be valid (threshold 0, a threshold above the admins, ...)
+        // is refused at admission too, so the submitter hears why at once. Epoch rules need the
+        // block's height and are left to execution.
+        if let Operation::Governance(GovOp::Propose { action, .. }) = &tx.body.op {
+            self.validate_action(action, None)?;
+        }
+        Ok(())
     }
 
     fn check_common(
@@ -483,8 +539,17 @@ impl LedgerState {
         let signer = tx.body.signer;
         // Validate-then-write: each arm checks everything before its first write.
         match &tx.body.op {
-            Operation::Governance(g) => self.apply_gov(g, signer, &p, height)?,
-            Operation::Identity(i) => self.apply_identity(i, signer, height)?,
+            Operation::Governance(g) => {
+                let before = self.clone();
+                self.apply_gov(g, signer, &p, height)?;
+                self.keep_governance_live(before)?;
+            }
+            Operation::Identity(i) => {
+                // Revoking or rotating an admin's identity key takes an admin away too.
+                let before = self.clone();
+                self.apply_identity(i, signer, height)?;
+                self.keep_governance_live(before)?;
+            }
             Operation::Provisioning(op) => self.apply_prov(op, signer, height)?,
             Operation::Audit(rec) => {
                 let seq = self.audit_count();
@@ -513,7 +578,25 @@ impl LedgerState {
         } else {
             acct.nonce += 1;
         }
-        self.put("accounts", &signer.to_hex(), &acct);
+        self.put_account(&signer, &acct);
+        Ok(())
+    }
+
+    /// The one rule that keeps governance able to act: after a transaction, at least as many
+    /// admins can sign as a proposal needs approvals. A transaction that breaks it is refused
+    /// and `self` is put back to `before` (its state when the transaction started; `Clone` is
+    /// O(1)), whatever path broke it (a threshold change, a revoked admin role, a revoked or
+    /// rotated identity key). A chain that is already short of admins (a genesis without any)
+    /// may carry on, as long as the transaction does not make it worse.
+    fn keep_governance_live(&mut self, before: LedgerState) -> Result<(), TxError> {
+        let (admins, threshold) = (self.admin_count(), self.params().admin_threshold);
+        let (admins_before, threshold_before) =
+            (before.admin_count(), before.params().admin_threshold);
+        let worse = admins < admins_before || threshold > threshold_before;
+        if threshold as usize > admins && worse {
+            *self = before;
+            return Err(TxError::GovernanceLocked { admins, threshold });
+        }
         Ok(())
     }
 
@@ -544,7 +627,7 @@ impl LedgerState {
                 if self.get_raw("governance", &pid).is_some() {
                     return Err(TxError::AlreadyExists(format!("proposal {id}")));
                 }
-                self.validate_action(action, epoch)?;
+                self.validate_action(action, Some(epoch))?;
                 let mut prop = Proposal {
                     id: id.clone(),
                     action: action.clone(),
@@ -574,7 +657,7 @@ impl LedgerState {
                     .retain(|a| has(&self.account(a).roles, Role::Admin));
                 prop.approvals.push(signer);
                 if prop.approvals.len() >= p.admin_threshold as usize {
-                    self.validate_action(&prop.action, epoch)?;
+                    self.validate_action(&prop.action, Some(epoch))?;
                     self.execute_action(&prop.action)?;
                     prop.executed_at = Some(height);
                 }
@@ -584,16 +667,23 @@ impl LedgerState {
         }
     }
 
-    fn validate_action(&self, a: &GovAction, epoch: u64) -> Result<(), TxError> {
+    /// Whether `a` may be proposed (and, again, executed) on this state. `epoch` is the epoch of
+    /// the executing block; `None` (admission, before a height is known) skips the rules that
+    /// depend on it.
+    fn validate_action(&self, a: &GovAction, epoch: Option<u64>) -> Result<(), TxError> {
+        let threshold = self.params().admin_threshold;
         match a {
             GovAction::AddValidator {
                 effective_epoch, ..
             }
             | GovAction::RemoveValidator {
                 effective_epoch, ..
-            } if *effective_epoch <= epoch => Err(TxError::Invalid(format!(
-                "effective_epoch {effective_epoch} must be later than the current epoch {epoch}"
-            ))),
+            } if epoch.is_some_and(|epoch| *effective_epoch <= epoch) => {
+                Err(TxError::Invalid(format!(
+                    "effective_epoch {effective_epoch} must be later than the current epoch {}",
+                    epoch.unwrap_or_default()
+                )))
+            }
             GovAction::RemoveValidator { key, .. } => {
                 // Judge against the set once every change already scheduled has applied (in
                 // the order `begin_block` applies them), so two removals proposed side by side
@@ -614,6 +704,23 @@ impl LedgerState {
             }
             GovAction::SetThreshold { threshold: 0 } => {
                 Err(TxError::Invalid("threshold must be at least 1".into()))
+            }
+            // Judged here as well as after execution (`keep_governance_live`), so a proposal that
+            // could only lock governance is refused when proposed, not left open to be approved.
+            GovAction::SetThreshold { threshold } if *threshold as usize > self.admin_count() => {
+                Err(TxError::GovernanceLocked {
+                    admins: self.admin_count(),
+                    threshold: *threshold,
+                })
+            }
+            GovAction::RevokeRole {
+                account,
+                role: Role::Admin,
+            } if self.admins.contains(account) && threshold as usize > self.admin_count() - 1 => {
+                Err(TxError::GovernanceLocked {
+                    admins: self.admin_count() - 1,
+                    threshold,
+                })
             }
             GovAction::Unpause { module } if !self.paused().contains(module) => {
                 Err(TxError::Invalid(format!("{module:?} is not paused")))
@@ -655,12 +762,12 @@ impl LedgerState {
                     acct.roles.push(*role);
                     acct.roles.sort();
                 }
-                self.put("accounts", &account.to_hex(), &acct);
+                self.put_account(account, &acct);
             }
             GovAction::RevokeRole { account, role } => {
                 let mut acct = self.account(account);
                 acct.roles.retain(|r| r != role);
-                self.put("accounts", &account.to_hex(), &acct);
+                self.put_account(account, &acct);
             }
             GovAction::Unpause { module } => {
                 let mut paused = self.paused();
@@ -714,7 +821,7 @@ impl LedgerState {
                 if *key == signer {
                     // The signer's nonce is bumped by the caller from a fresh read.
                 }
-                self.put("accounts", &key.to_hex(), &acct);
+                self.put_account(key, &acct);
                 self.put(
                     "identity",
                     did,
@@ -749,7 +856,7 @@ impl LedgerState {
                 let mut old = self.account(&id.key);
                 let moved = std::mem::take(&mut old.roles);
                 old.retired = true;
-                self.put("accounts", &id.key.to_hex(), &old);
+                self.put_account(&id.key, &old);
                 let mut na = new_acct;
                 for r in moved {
                     if !has(&na.roles, r) {
@@ -758,7 +865,7 @@ impl LedgerState {
                 }
                 na.roles.sort();
                 na.did = Some(did.clone());
-                self.put("accounts", &new_key.to_hex(), &na);
+                self.put_account(new_key, &na);
                 id.previous_keys.push(id.key);
                 id.key = *new_key;
                 id.updated_height = height;
@@ -775,7 +882,7 @@ impl LedgerState {
                 let mut acct = self.account(&id.key);
                 acct.roles.clear();
                 acct.retired = true;
-                self.put("accounts", &id.key.to_hex(), &acct);
+                self.put_account(&id.key, &acct);
                 id.revoked = true;
                 id.updated_height = height;
                 self.put("identity", did, &id);

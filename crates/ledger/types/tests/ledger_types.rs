@@ -691,3 +691,209 @@ fn oversized_and_truncated_inputs_are_rejected() {
             .contains("trailing")
     );
 }
+
+fn propose(id: &str, action: GovAction) -> Operation {
+    Operation::Governance(GovOp::Propose {
+        id: id.into(),
+        action,
+    })
+}
+
+/// Regression: with one admin, `gov-threshold --threshold 2` (and 99) was accepted and executed,
+/// after which no proposal could reach two approvals and a paused module could never be
+/// unpaused. A threshold above the admins able to sign, or 0, is refused at admission
+/// (`precheck`) and at execution, and leaves the state as it was.
+#[test]
+fn regression_threshold_above_the_admins_is_refused_so_governance_cannot_lock() {
+    let mut g = genesis(1);
+    g.accounts.retain(|a| a.key == kp(1).public()); // one admin
+    let mut s = LedgerState::from_genesis(&g).unwrap();
+    assert_eq!(s.admin_count(), 1);
+    for (nonce, threshold) in [(0, 2), (0, 99), (0, 0)] {
+        let t = tx(
+            &kp(1),
+            nonce,
+            propose(
+                &format!("t{threshold}"),
+                GovAction::SetThreshold { threshold },
+            ),
+        );
+        let at_admission = s.precheck(&t, true).unwrap_err();
+        let root = s.root();
+        let at_execution = s.apply_tx(&t, 1).unwrap_err();
+        assert_eq!(at_admission, at_execution);
+        assert_eq!(s.root(), root, "a refused proposal changed the state");
+        if threshold == 0 {
+            assert!(
+                at_execution.to_string().contains("at least 1"),
+                "{at_execution}"
+            );
+        } else {
+            assert_eq!(
+                at_execution,
+                TxError::GovernanceLocked {
+                    admins: 1,
+                    threshold
+                }
+            );
+            assert!(
+                at_execution.to_string().contains("locked"),
+                "{at_execution}"
+            );
+        }
+    }
+    assert_eq!(s.params().admin_threshold, 1);
+    // Governance still works: pause, then unpause.
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            0,
+            Operation::Governance(GovOp::Pause {
+                module: Module::Audit,
+            }),
+        ),
+        1,
+    )
+    .unwrap();
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            1,
+            propose(
+                "unpause",
+                GovAction::Unpause {
+                    module: Module::Audit,
+                },
+            ),
+        ),
+        2,
+    )
+    .unwrap();
+    assert!(s.paused().is_empty());
+    // A threshold equal to the admins is fine.
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            2,
+            propose("t1", GovAction::SetThreshold { threshold: 1 }),
+        ),
+        2,
+    )
+    .unwrap();
+}
+
+/// Regression (same defect, other paths): a change that leaves fewer admins than the threshold
+/// is refused, whether it is a revoked admin role (refused when proposed) or an identity revoked
+/// from under an admin key (refused at execution by the one post-transaction rule); the
+/// refused transaction leaves the state and the signer's nonce unchanged.
+#[test]
+fn regression_removing_admins_below_the_threshold_is_refused() {
+    // Admins kp(1), kp(2), kp(3); threshold 2.
+    let mut s = LedgerState::from_genesis(&genesis(2)).unwrap();
+    assert_eq!(s.admin_count(), 3);
+    let revoke = |who: u64| GovAction::RevokeRole {
+        account: kp(who).public(),
+        role: Role::Admin,
+    };
+    let approve = |id: &str| Operation::Governance(GovOp::Approve { id: id.into() });
+    // Down to two admins: allowed.
+    s.apply_tx(&tx(&kp(1), 0, propose("r3", revoke(3))), 1)
+        .unwrap();
+    s.apply_tx(&tx(&kp(2), 0, approve("r3")), 1).unwrap();
+    assert_eq!(s.admin_count(), 2);
+    // Down to one with threshold 2: refused when proposed.
+    let t = tx(&kp(1), 1, propose("r2", revoke(2)));
+    assert!(matches!(
+        s.precheck(&t, true),
+        Err(TxError::GovernanceLocked {
+            admins: 1,
+            threshold: 2
+        })
+    ));
+    assert!(matches!(
+        s.apply_tx(&t, 1),
+        Err(TxError::GovernanceLocked { .. })
+    ));
+
+    // An identity whose key is made an admin, then revoked: the admin goes with it.
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let id_key = kp(70);
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            0,
+            Operation::Identity(IdentityOp::Register {
+                did: "did:phx:ops".into(),
+                key: id_key.public(),
+                doc_hash: Hash::ZERO,
+                roles: vec![],
+            }),
+        ),
+        1,
+    )
+    .unwrap();
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            1,
+            propose(
+                "grant",
+                GovAction::GrantRole {
+                    account: id_key.public(),
+                    role: Role::Admin,
+                },
+            ),
+        ),
+        1,
+    )
+    .unwrap();
+    assert_eq!(s.admin_count(), 4);
+    s.apply_tx(
+        &tx(
+            &kp(1),
+            2,
+            propose("t4", GovAction::SetThreshold { threshold: 4 }),
+        ),
+        1,
+    )
+    .unwrap();
+    let root = s.root();
+    let revoke_identity = tx(
+        &kp(1),
+        3,
+        Operation::Identity(IdentityOp::Revoke {
+            did: "did:phx:ops".into(),
+        }),
+    );
+    assert_eq!(
+        s.apply_tx(&revoke_identity, 2).unwrap_err(),
+        TxError::GovernanceLocked {
+            admins: 3,
+            threshold: 4
+        }
+    );
+    assert_eq!(s.root(), root, "a refused revocation changed the state");
+    assert_eq!(s.admin_count(), 4);
+    assert_eq!(s.account(&kp(1).public()).nonce, 3, "nonce not consumed");
+}
+
+/// Regression (same defect, at genesis): a genesis whose threshold exceeds its admin accounts is
+/// refused; one without any admin (a chain without governance) is allowed.
+#[test]
+fn regression_genesis_threshold_above_its_admins_is_refused() {
+    let e = LedgerState::from_genesis(&genesis(4)).unwrap_err();
+    assert!(
+        e.contains("admin_threshold 4 is more than the 3 admin"),
+        "{e}"
+    );
+    LedgerState::from_genesis(&genesis(3)).unwrap();
+    let mut g = genesis(1);
+    g.accounts = vec![GenesisAccount {
+        key: kp(1).public(),
+        roles: vec![Role::Auditor],
+    }];
+    let mut s = LedgerState::from_genesis(&g).unwrap();
+    assert_eq!(s.admin_count(), 0);
+    s.apply_tx(&tx(&kp(1), 0, audit("no governance")), 1)
+        .unwrap();
+}
