@@ -184,13 +184,7 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
     if sock.as_os_str().len() > 100 {
         return Err(AgentError::SocketPathTooLong { path: sock });
     }
-    let _ = fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|e| AgentError::io("bind", &sock, e))?;
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-        .map_err(|e| AgentError::io("chmod", &sock, e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| AgentError::io("configure", &sock, e))?;
+    let mut socket = BoundSocket::bind(&sock)?;
     // Adopt only once the socket exists: clients that connect meanwhile wait in the backlog for
     // a complete answer instead of finding no agent and starting another one.
     if let Err(e) = agent.adopt() {
@@ -209,9 +203,10 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
         })
     };
 
+    let mut socket_checked = Instant::now();
     while !agent.shutdown.load(Ordering::SeqCst) {
         let mut fds = [rustix::event::PollFd::new(
-            &listener,
+            &socket.listener,
             rustix::event::PollFlags::IN,
         )];
         let timeout = rustix::event::Timespec {
@@ -219,18 +214,10 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
             tv_nsec: 100_000_000,
         };
         let _ = rustix::event::poll(&mut fds, Some(&timeout));
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let agent = Arc::clone(&agent);
-                    std::thread::spawn(move || agent.serve(stream));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log(format_args!("accept: {e}"));
-                    break;
-                }
-            }
+        accept_all(&agent, &socket.listener);
+        if socket_checked.elapsed() >= SOCKET_CHECK {
+            socket_checked = Instant::now();
+            socket.ensure_present(&sock, &agent);
         }
         agent.check_idle();
     }
@@ -248,6 +235,92 @@ pub fn run_agent(state_dir: &Path, opts: &AgentOptions) -> Result<(), AgentError
     let _ = fs::remove_file(&pid_file);
     log("exiting");
     Ok(())
+}
+
+/// How often the agent checks that its socket path still is its own socket.
+const SOCKET_CHECK: Duration = Duration::from_millis(500);
+
+/// Accepts every connection waiting on `listener`, each served on its own thread.
+fn accept_all(agent: &Arc<Agent>, listener: &UnixListener) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let agent = Arc::clone(agent);
+                std::thread::spawn(move || agent.serve(stream));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                log(format_args!("accept: {e}"));
+                break;
+            }
+        }
+    }
+}
+
+/// The listening socket and the identity (device, inode) of the file it is bound to, so the
+/// agent can tell whether `DIR/agent.sock` is still its own.
+struct BoundSocket {
+    listener: UnixListener,
+    id: Option<(u64, u64)>,
+    /// The last re-bind failure logged, so a persisting one is logged once.
+    last_problem: Option<String>,
+}
+
+impl BoundSocket {
+    fn bind(sock: &Path) -> Result<Self, AgentError> {
+        // We hold the directory's lock, so whatever is at the path is a leftover of a dead
+        // agent (or not a socket at all): ours to replace.
+        let _ = fs::remove_file(sock);
+        let listener = UnixListener::bind(sock).map_err(|e| AgentError::io("bind", sock, e))?;
+        fs::set_permissions(sock, fs::Permissions::from_mode(0o600))
+            .map_err(|e| AgentError::io("chmod", sock, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| AgentError::io("configure", sock, e))?;
+        Ok(BoundSocket {
+            listener,
+            id: file_id(sock),
+            last_problem: None,
+        })
+    }
+
+    /// Re-creates the socket when its path no longer names the socket we listen on (someone
+    /// deleted or replaced `agent.sock`). Without this the agent keeps running, units and
+    /// all, while every client finds no socket, starts a second agent that cannot take the
+    /// lock, and gives up: the fleet was stranded. Units are untouched by a re-bind.
+    fn ensure_present(&mut self, sock: &Path, agent: &Arc<Agent>) {
+        if self.id.is_some() && file_id(sock) == self.id {
+            return;
+        }
+        // Serve whoever still reached the old socket before it goes.
+        accept_all(agent, &self.listener);
+        match BoundSocket::bind(sock) {
+            Ok(fresh) => {
+                log(format_args!(
+                    "socket {} was removed or replaced; re-created it (units are unaffected)",
+                    sock.display()
+                ));
+                *self = fresh;
+            }
+            Err(e) => {
+                let problem = e.to_string();
+                if self.last_problem.as_deref() != Some(problem.as_str()) {
+                    log(format_args!(
+                        "socket {} is gone and cannot be re-created ({problem}); retrying",
+                        sock.display()
+                    ));
+                    self.last_problem = Some(problem);
+                }
+            }
+        }
+    }
+}
+
+/// The (device, inode) of the file at `path` if it is a socket.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = fs::symlink_metadata(path).ok()?;
+    m.file_type().is_socket().then(|| (m.dev(), m.ino()))
 }
 
 fn acquire_lock(paths: &StatePaths, wait: Duration) -> Result<File, AgentError> {

@@ -82,6 +82,13 @@ impl LocalProvider {
         }
     }
 
+    /// How long [`LocalProvider::request`] waits for an agent to answer (default 10 s).
+    #[must_use]
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
     /// `[current_exe, "agent", "--state-dir", state_dir]`.
     pub fn default_agent_command(state_dir: &Path) -> Vec<OsString> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("phoenix"));
@@ -173,6 +180,7 @@ impl LocalProvider {
         let mut spawned: Option<u32> = None;
         let mut last_problem = String::from("no agent answered");
         loop {
+            let mut shutting_down = false;
             match self.exchange(req, read_timeout(req)) {
                 Ok(Some(Reply::Error {
                     kind: ErrorKind::ShuttingDown,
@@ -180,19 +188,33 @@ impl LocalProvider {
                     ..
                 })) => {
                     last_problem = message;
+                    shutting_down = true;
                 }
                 Ok(Some(reply)) => return Ok(reply),
                 Ok(None) => {}
                 Err(e) => last_problem = format!("connection failed: {e}"),
             }
+            // A live agent holds the directory (it is coming up, exiting, or re-creating a
+            // socket that was deleted): wait for it rather than start a second agent, which
+            // could only fail to take the lock.
+            let holder = self.lock_held();
             if Instant::now() >= deadline {
-                return Err(self.unavailable(format!(
-                    "{last_problem} on {} within {:?}; agent log {}:\n{}",
-                    self.paths.socket().display(),
-                    self.start_timeout,
-                    self.paths.agent_log().display(),
-                    self.agent_log_tail()
-                )));
+                let reason = if holder && !shutting_down {
+                    self.holder_not_answering()
+                } else {
+                    format!(
+                        "{last_problem} on {} within {:?}; agent log {}:\n{}",
+                        self.paths.socket().display(),
+                        self.start_timeout,
+                        self.paths.agent_log().display(),
+                        self.agent_log_tail()
+                    )
+                };
+                return Err(self.unavailable(reason));
+            }
+            if holder {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             // Start an agent unless the one we started is still coming up.
             let ours_alive = spawned.is_some_and(|pid| {
@@ -242,6 +264,25 @@ impl LocalProvider {
             .unwrap_or_else(|p| p.into_inner())
             .push(child);
         Ok(pid)
+    }
+
+    /// Why no agent answered although one holds the directory's lock, and what to do.
+    fn holder_not_answering(&self) -> String {
+        let pid: Option<u32> = std::fs::read_to_string(self.paths.pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let (who, stop) = crate::error::stop_advice(&self.paths, pid);
+        format!(
+            "the agent of {} ({who}) runs but did not answer on {} within {:?} (an agent \
+             re-creates a deleted socket within a second, so it may be stuck); stop it with \
+             {stop}: its units keep running, and the next phoenix command starts an agent that \
+             re-adopts them. Agent log {}:\n{}",
+            self.paths.root().display(),
+            self.paths.socket().display(),
+            self.start_timeout,
+            self.paths.agent_log().display(),
+            self.agent_log_tail()
+        )
     }
 
     fn agent_log_tail(&self) -> String {

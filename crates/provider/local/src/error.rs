@@ -1,13 +1,14 @@
 //! Errors of the local agent itself (the provider side reports
 //! [`phoenix_provider_api::ProviderError`]).
 
-use std::path::PathBuf;
+use crate::paths::StatePaths;
+use std::path::{Path, PathBuf};
 
 /// Why the agent could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// Another agent holds the state directory's lock.
-    #[error("another agent (pid {}) already runs on `{}`", pid.map_or("unknown".into(), |p| p.to_string()), state_dir.display())]
+    #[error("{}", already_running(state_dir, *pid))]
     AlreadyRunning {
         /// The state directory.
         state_dir: PathBuf,
@@ -42,6 +43,32 @@ pub enum AgentError {
     /// Bad command-line arguments for `agent`.
     #[error("{0}")]
     Usage(String),
+}
+
+/// The message of [`AgentError::AlreadyRunning`]: who runs, and what to do about it.
+fn already_running(state_dir: &Path, pid: Option<u32>) -> String {
+    let dir = state_dir.display();
+    let (who, stop) = stop_advice(&StatePaths::new(state_dir), pid);
+    format!(
+        "another agent ({who}) already runs on `{dir}`: it serves `{dir}/agent.sock` (and \
+         re-creates that socket within a second if it is deleted); to replace it, stop it with \
+         {stop} (its units keep running and the next agent re-adopts them)"
+    )
+}
+
+/// `("pid N", "`kill N`")` naming a running agent and how to stop it; without a pid, how to
+/// find it. Stopping an agent is safe: units run in their own process groups and outlive it.
+pub(crate) fn stop_advice(paths: &StatePaths, pid: Option<u32>) -> (String, String) {
+    match pid {
+        Some(p) => (format!("pid {p}"), format!("`kill {p}`")),
+        None => (
+            "pid unknown".to_string(),
+            format!(
+                "`kill` (`fuser {}` finds its pid)",
+                paths.lock_file().display()
+            ),
+        ),
+    }
 }
 
 impl AgentError {

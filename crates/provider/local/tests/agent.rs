@@ -313,3 +313,67 @@ fn logs_by_service_across_revisions() {
     assert_eq!(names("web-api"), ["web-api-0@r1.log"]);
     assert!(names("nope").is_empty());
 }
+
+/// Regression: deleting `agent.sock` stranded the fleet. The agent kept running without a
+/// socket, every client started a second agent that could not take the lock, and `status` and
+/// `apply` failed after 10 s with "another agent (pid N) already runs". The agent now notices
+/// that its socket path is no longer its socket and binds it again; units keep running.
+#[test]
+fn deleted_agent_socket_is_recreated_and_units_keep_running() {
+    let fx = LocalFixture::new();
+    let p = fx.local();
+    let st = p.start(&sleeper("f", "a-0", 1)).unwrap();
+    let agent = fx.agent_pid().unwrap();
+    let sock = fx.state_dir().join("agent.sock");
+    std::fs::remove_file(&sock).unwrap();
+    let started = Instant::now();
+    let listed = p.list("f").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].pid, st.pid, "the unit was restarted");
+    assert_eq!(fx.agent_pid(), Some(agent), "a different agent answers");
+    // A file put in its place is replaced as well.
+    std::fs::remove_file(&sock).unwrap();
+    std::fs::write(&sock, "not a socket").unwrap();
+    wait_for("the socket to be re-created", WAIT, || {
+        fx.agent_pid().filter(|p| *p == agent)
+    });
+    assert!(alive(st.pid.unwrap()));
+    let log = std::fs::read_to_string(fx.state_dir().join("agent/agent.log")).unwrap();
+    assert!(log.contains("re-created it"), "{log}");
+    assert_eq!(
+        log.matches("serving").count(),
+        1,
+        "a second agent served: {log}"
+    );
+}
+
+/// Regression (same defect): when a live agent holds the state dir but does not answer, the
+/// client's error names its pid and says what to do, instead of quoting a second agent's
+/// "already runs".
+#[test]
+fn an_agent_that_holds_the_dir_but_does_not_answer_is_named_with_what_to_do() {
+    let fx = LocalFixture::new();
+    // Stand in for a stuck agent: hold its lock and pidfile, serve no socket.
+    let agent_dir = fx.state_dir().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let lock = std::fs::File::create(agent_dir.join("agent.lock")).unwrap();
+    use std::os::fd::AsFd;
+    rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let me = std::process::id();
+    std::fs::write(agent_dir.join("agent.pid"), format!("{me}\n")).unwrap();
+    let p = fx.local().with_start_timeout(Duration::from_millis(700));
+    let err = p.request(&Request::Ping).unwrap_err().to_string();
+    assert!(err.contains(&format!("pid {me}")), "{err}");
+    assert!(err.contains(&format!("kill {me}")), "{err}");
+    assert!(err.contains("units keep running"), "{err}");
+    assert!(!err.contains("already runs"), "{err}");
+    // No second agent was started meanwhile.
+    assert!(common::agent_processes(fx.state_dir()).is_empty());
+    drop(lock);
+    std::fs::remove_file(agent_dir.join("agent.pid")).unwrap();
+}
