@@ -126,17 +126,17 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
             );
             if let Some(line_text) = text.lines().nth(loc.line.saturating_sub(1)) {
                 let gutter = loc.line.to_string().len();
+                let width = marked_chars(text, loc, line_text);
+                let (shown, caret_at, carets) =
+                    excerpt(line_text, loc.col.saturating_sub(1), width);
                 let _ = writeln!(out, "{:gutter$} |", "");
-                let _ = writeln!(out, "{} | {}", loc.line, line_text);
-                let start = loc.col.saturating_sub(1);
-                let visible = line_text.chars().count().saturating_sub(start).max(1);
-                let width = loc.len.clamp(1, visible);
+                let _ = writeln!(out, "{} | {}", loc.line, shown);
                 let _ = writeln!(
                     out,
                     "{:gutter$} | {}{}",
                     "",
-                    " ".repeat(start),
-                    "^".repeat(width)
+                    " ".repeat(caret_at),
+                    "^".repeat(carets)
                 );
             }
         }
@@ -148,6 +148,53 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
         let _ = writeln!(out, "  = help: {h}");
     }
     out.push('\n');
+}
+
+/// Longest source line a diagnostic shows, in characters; longer lines are cut to a window
+/// around the column, with `…` where text was left out. A 20 KB line (10,000 nested `- `) must
+/// not be repeated whole under every error.
+pub const MAX_EXCERPT: usize = 120;
+
+/// Characters of context shown before the marked column when a line is cut.
+const EXCERPT_BEFORE: usize = 40;
+
+/// How many characters the location marks on its line (at least 1): its byte length counted in
+/// characters, cut at the end of the line.
+fn marked_chars(text: &str, loc: &Location, line_text: &str) -> usize {
+    let end = loc.offset.saturating_add(loc.len).min(text.len());
+    let marked = text
+        .get(loc.offset..end)
+        .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+    let rest = line_text
+        .chars()
+        .count()
+        .saturating_sub(loc.col.saturating_sub(1));
+    marked.min(rest).max(1)
+}
+
+/// The part of `line` to show for a mark of `width` characters starting at character `col0`
+/// (0-based), with the caret's column in the shown text and the number of carets: the whole
+/// line when it is at most [`MAX_EXCERPT`] characters, else a window of that many characters
+/// around the mark, `…` marking each cut.
+fn excerpt(line: &str, col0: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_EXCERPT {
+        return (line.to_string(), col0, width);
+    }
+    let start = col0.saturating_sub(EXCERPT_BEFORE).min(chars.len());
+    let end = (start + MAX_EXCERPT).min(chars.len());
+    let mut shown = String::new();
+    let mut caret_at = col0 - start;
+    if start > 0 {
+        shown.push('…');
+        caret_at += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let carets = width.min(end.saturating_sub(col0)).max(1);
+    (shown, caret_at, carets)
 }
 
 /// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
@@ -211,6 +258,86 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render_at(text: &str, line: usize, col: usize, len: usize) -> String {
+        let offset: usize = text
+            .lines()
+            .take(line - 1)
+            .map(|l| l.len() + 1)
+            .sum::<usize>()
+            + text
+                .lines()
+                .nth(line - 1)
+                .unwrap()
+                .chars()
+                .take(col - 1)
+                .map(char::len_utf8)
+                .sum::<usize>();
+        let d = Diagnostics {
+            items: vec![Diagnostic::error(
+                "yaml-too-deep",
+                "too deep",
+                Some(Location {
+                    file: 0,
+                    line,
+                    col,
+                    offset,
+                    len,
+                }),
+            )],
+            sources: vec![("f.yaml".into(), text.into())],
+        };
+        d.render()
+    }
+
+    /// The source line and the caret line of a rendered diagnostic, gutters removed.
+    fn snippet(rendered: &str) -> (String, String) {
+        let lines: Vec<&str> = rendered.lines().collect();
+        let cut = |l: &str| {
+            l.split_once(" | ")
+                .map_or(String::new(), |(_, r)| r.to_string())
+        };
+        (cut(lines[2]), cut(lines[3]))
+    }
+
+    #[test]
+    fn regression_long_line_is_cut_to_a_window_with_the_caret_in_place() {
+        // A 10,000-deep nesting error repeated the whole 20 KB line in the diagnostic.
+        let line = "- ".repeat(10_000) + "x";
+        let rendered = render_at(&line, 1, 129, 1);
+        assert!(rendered.len() < 400, "{} bytes", rendered.len());
+        let (shown, carets) = snippet(&rendered);
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        assert_eq!(shown.chars().count(), MAX_EXCERPT + 2);
+        let at = carets.find('^').unwrap();
+        assert_eq!(carets.trim(), "^");
+        // The caret stands under the character at column 129 (a `-`), with 40 before it.
+        assert_eq!(shown.chars().nth(at), Some('-'));
+        assert_eq!(at, EXCERPT_BEFORE + 1);
+    }
+
+    #[test]
+    fn long_lines_cut_at_the_start_or_end_only_where_needed() {
+        let line = format!("name: {}", "x".repeat(300));
+        let (shown, carets) = snippet(&render_at(&line, 1, 7, 300));
+        assert!(!shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        assert_eq!(carets.find('^'), Some(6));
+        assert_eq!(
+            carets.trim().len(),
+            MAX_EXCERPT - 6,
+            "carets stop at the cut"
+        );
+        let (shown, carets) = snippet(&render_at(&line, 1, 300, 1));
+        assert!(shown.starts_with('…') && !shown.ends_with('…'), "{shown}");
+        assert_eq!(shown.chars().nth(carets.find('^').unwrap()), Some('x'));
+    }
+
+    #[test]
+    fn short_lines_are_shown_whole_and_carets_count_characters() {
+        let (shown, carets) = snippet(&render_at("name: \"dém○\"", 1, 7, 9));
+        assert_eq!(shown, "name: \"dém○\"");
+        assert_eq!(carets, "      ^^^^^^");
+    }
 
     #[test]
     fn suggests_close_names_only() {

@@ -20,7 +20,9 @@ mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
+pub use parse::MAX_SITES;
 pub use quantity::Range;
+pub use yaml::{MAX_ALIAS_BYTES, MAX_ALIAS_NODES, MAX_ALIASES, MAX_DEPTH};
 
 use std::path::Path;
 

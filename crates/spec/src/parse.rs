@@ -26,6 +26,11 @@ impl SourceMap {
 
 type D = Vec<Diagnostic>;
 
+/// Most sites one fleet may have, site groups (`count:`) expanded. A site group of one line
+/// expands to `count` sites, so without a bound `count: 4000000000` would exhaust memory; the
+/// largest fleet the seeds describe has 340.
+pub const MAX_SITES: usize = 100_000;
+
 const TOP_KEYS: &[&str] = &[
     "phoenix",
     "name",
@@ -652,7 +657,19 @@ pub(crate) fn parse(
     let mut map = SourceMap::default();
     let mut sites = Vec::new();
     for n in &c.sites {
-        sites.extend(site(n, d));
+        let more = site(n, d);
+        if sites.len() + more.len() > MAX_SITES {
+            d.push(
+                Diagnostic::error(
+                    "too-large",
+                    format!("with this site the fleet has more than {MAX_SITES} sites"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint(format!("a fleet has at most {MAX_SITES} sites in all (`count:` included); split it into several fleets")),
+            );
+            break;
+        }
+        sites.extend(more);
     }
     let projects: Vec<Project> = c
         .projects
@@ -833,6 +850,21 @@ fn site(n: &Node, d: &mut D) -> Vec<Site> {
                     f.get("count").map(|v| v.loc.clone()),
                 )
                 .with_hint("a site group has at least one site"),
+            );
+            Vec::new()
+        }
+        Some(k) if k as usize > MAX_SITES => {
+            d.push(
+                Diagnostic::error(
+                    "too-large",
+                    format!(
+                        "{what} has `count: {k}`, more than the {MAX_SITES} sites a fleet may have"
+                    ),
+                    f.get("count").map(|v| v.loc.clone()),
+                )
+                .with_hint(format!(
+                    "a fleet has at most {MAX_SITES} sites in all; split it into several fleets"
+                )),
             );
             Vec::new()
         }

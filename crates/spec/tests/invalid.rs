@@ -320,3 +320,78 @@ fn every_problem_is_reported_at_once() {
         "{codes:?}"
     );
 }
+
+// ---- bounds on what one file may make the parser build -------------------------------------
+
+/// A fleet spec whose `env` is nine levels of nine aliases each (9^9 scalars once expanded).
+fn alias_bomb() -> String {
+    let mut s = String::from(
+        "phoenix: 1\nname: laughs\nx:\n  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
+    for i in 1..=9 {
+        let items = vec![format!("*a{}", i - 1); 9].join(", ");
+        s.push_str(&format!("  a{i}: &a{i} [{items}]\n"));
+    }
+    s
+}
+
+#[test]
+fn regression_alias_bomb_gives_one_located_error_not_15_gb() {
+    // `phoenix validate` on a billion-laughs file grew to 15 GB in 20 s.
+    let y = alias_bomb();
+    let d = parse_sources(&[("bomb.yaml".into(), y)], None).unwrap_err();
+    assert_eq!(d.items.len(), 1, "{:#?}", d.items);
+    assert_eq!(d.items[0].code, "yaml-too-large");
+    let pos = d.position(d.items[0].location.as_ref().unwrap());
+    assert!(pos.starts_with("bomb.yaml:"), "{pos}");
+    assert!(d.render().len() < 2_000);
+}
+
+#[test]
+fn regression_deep_nesting_error_shows_a_bounded_excerpt() {
+    // A 10,000-deep nesting error repeated the whole 20 KB source line.
+    let y = format!(
+        "phoenix: 1\nname: deep\nservices:\n  {}x\n",
+        "- ".repeat(10_000)
+    );
+    let d = parse_sources(&[("deep.yaml".into(), y)], None).unwrap_err();
+    assert_eq!(d.items.len(), 1, "{:#?}", d.items);
+    assert_eq!(d.items[0].code, "yaml-too-deep");
+    let rendered = d.render();
+    assert!(rendered.len() < 600, "{rendered}");
+    assert!(rendered.contains('…'), "{rendered}");
+    assert!(rendered.starts_with("deep.yaml:4:"), "{rendered}");
+}
+
+#[test]
+fn regression_site_group_count_cannot_exhaust_memory() {
+    let y = "phoenix: 1\nname: demo\nsites:\n  - { name: edge, tier: edge, count: 4000000000, capacity: {} }\n";
+    expect(y, "too-large", 4, 38, "at most 100000 sites");
+    let many = format!(
+        "phoenix: 1\nname: demo\nsites:\n{}",
+        "  - { name: e, tier: edge, count: 60000, capacity: {} }\n".repeat(2)
+    );
+    let all = errors(&many);
+    assert!(all.iter().any(|d| d.code == "too-large"), "{all:#?}");
+}
+
+#[test]
+fn every_fuzz_seed_parses_or_is_diagnosed_within_bounds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/spec_parse");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz seeds") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("a text seed");
+        for env in [None, Some("production")] {
+            if let Err(d) = parse_sources(&[("seed.yaml".into(), text.clone())], env) {
+                assert!(
+                    d.render().len() < 20 * text.len().max(1_000),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "{seen} seeds");
+}
