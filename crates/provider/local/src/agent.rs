@@ -433,10 +433,8 @@ impl Agent {
                 run_started: Instant::now(),
             };
             if alive {
-                log(format_args!(
-                    "adopted {} {} (pid {:?})",
-                    key.0, key.1, unit.rec.pid
-                ));
+                let pid = unit.rec.pid.map_or("unknown".into(), |p| p.to_string());
+                log(format_args!("adopted {} {} (pid {pid})", key.0, key.1));
                 unit.rec.state = UnitState::Running;
             } else if matches!(unit.rec.state, UnitState::Running | UnitState::Stopped) {
                 self.on_exit(&mut unit, &key, Exit::Vanished);

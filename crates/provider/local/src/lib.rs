@@ -45,17 +45,53 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What `agent ...` on the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentInvocation {
+    /// Run the agent on this state directory.
+    Run {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// Its options.
+        options: AgentOptions,
+    },
+    /// `-h` / `--help`: print [`AGENT_HELP`] and exit successfully.
+    Help,
+}
+
+/// The usage line of `agent`.
+pub const AGENT_USAGE: &str = "usage: phoenix agent --state-dir DIR [--idle-exit DURATION] \
+                               [--restart-backoff DURATION] [--lock-wait DURATION]";
+
+/// The help text of `agent` (`phoenix agent --help`).
+pub const AGENT_HELP: &str = "\
+The local provider's supervising agent: runs the units of one state directory as processes on \
+this host and serves DIR/agent.sock. The other phoenix commands start it on demand; it exits \
+by itself when it has had no units for a while.
+
+usage: phoenix agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION] \
+[--lock-wait DURATION]
+
+options:
+  --state-dir DIR              the state directory (required)
+  --idle-exit DURATION         exit after having no units and no requests this long [30s]
+  --restart-backoff DURATION   first restart delay, doubled per quick failure [200ms]
+  --lock-wait DURATION         how long to wait for the directory's lock [3s]
+  -h, --help                   print this help
+
+DURATION is a number with ms, s, m or h (a bare number is seconds).
+";
+
 /// Parses `agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION]
-/// [--lock-wait DURATION]` (the leading `agent` is optional; durations take `ms`, `s`, `m`,
-/// `h`; see [`AgentOptions`] for their meaning).
+/// [--lock-wait DURATION]` or `agent --help` (the leading `agent` is optional; durations take
+/// `ms`, `s`, `m`, `h`; see [`AgentOptions`] for their meaning).
 ///
 /// # Errors
 /// [`AgentError::Usage`] describing the problem.
 pub fn parse_agent_args(
     args: impl IntoIterator<Item = OsString>,
-) -> Result<(PathBuf, AgentOptions), AgentError> {
-    let usage = "usage: agent --state-dir DIR [--idle-exit DURATION] [--restart-backoff DURATION] \
-                 [--lock-wait DURATION]";
+) -> Result<AgentInvocation, AgentError> {
+    let usage = AGENT_USAGE;
     let mut args = args.into_iter().peekable();
     if args.peek().is_some_and(|a| a == "agent") {
         args.next();
@@ -81,7 +117,8 @@ pub fn parse_agent_args(
                 opts.restart_backoff = parse_duration(&value()?.to_string_lossy())?;
             }
             "--lock-wait" => opts.lock_wait = parse_duration(&value()?.to_string_lossy())?,
-            "-h" | "--help" => return Err(AgentError::Usage(usage.into())),
+            // Asking for help is not a usage error: it answers and exits 0.
+            "-h" | "--help" => return Ok(AgentInvocation::Help),
             other => {
                 return Err(AgentError::Usage(format!(
                     "unknown argument `{other}`\n{usage}"
@@ -90,7 +127,10 @@ pub fn parse_agent_args(
         }
     }
     let dir = dir.ok_or_else(|| AgentError::Usage(format!("--state-dir is required\n{usage}")))?;
-    Ok((dir, opts))
+    Ok(AgentInvocation::Run {
+        state_dir: dir,
+        options: opts,
+    })
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
@@ -116,15 +156,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, AgentError> {
 }
 
 /// Entry point for a binary that only runs the agent: parses `args` (without the program name)
-/// and runs it; returns the process exit code (0 after a normal exit, 1 on error, 2 on bad
-/// usage).
+/// and runs it (or prints its help); returns the process exit code (0 after a normal exit or
+/// help, 1 on error, 2 on bad usage).
 pub fn agent_main(args: impl IntoIterator<Item = OsString>) -> std::process::ExitCode {
     match parse_agent_args(args) {
         Err(e) => {
             eprintln!("{e}");
             std::process::ExitCode::from(2)
         }
-        Ok((dir, opts)) => match run_agent(&dir, &opts) {
+        Ok(AgentInvocation::Help) => {
+            print!("{AGENT_HELP}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(AgentInvocation::Run { state_dir, options }) => match run_agent(&state_dir, &options) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("phoenix agent: {e}");
@@ -148,13 +192,27 @@ mod tests {
             "--restart-backoff",
             "1s",
         ];
-        let (dir, opts) = parse_agent_args(args.map(OsString::from)).unwrap();
-        assert_eq!(dir, PathBuf::from("/s"));
-        assert_eq!(opts.idle_exit, Duration::from_millis(1500));
-        assert_eq!(opts.restart_backoff, Duration::from_secs(1));
+        let AgentInvocation::Run { state_dir, options } =
+            parse_agent_args(args.map(OsString::from)).unwrap()
+        else {
+            panic!("not a run")
+        };
+        assert_eq!(state_dir, PathBuf::from("/s"));
+        assert_eq!(options.idle_exit, Duration::from_millis(1500));
+        assert_eq!(options.restart_backoff, Duration::from_secs(1));
         assert!(parse_agent_args(["agent"].map(OsString::from)).is_err());
         assert!(parse_agent_args(["--bogus"].map(OsString::from)).is_err());
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5x").is_err());
+    }
+
+    /// Regression: `phoenix agent --help` exited 2 with the usage as an error.
+    #[test]
+    fn agent_help_is_an_answer_not_a_usage_error() {
+        for flag in ["--help", "-h"] {
+            let parsed = parse_agent_args(["agent", flag].map(OsString::from)).unwrap();
+            assert_eq!(parsed, AgentInvocation::Help);
+        }
+        assert!(AGENT_HELP.contains("--state-dir"));
     }
 }

@@ -80,6 +80,11 @@ fn agent_restart_readopts_units_without_duplicates() {
     assert_ne!(new_agent, agent);
     assert_eq!(find(&p2, "f", &sa.unit_id).unwrap().pid, sa.pid);
     assert_eq!(find(&p2, "f", &sb.unit_id).unwrap().ports, sb.ports);
+    // Regression: the log said `(pid Some(31731))`.
+    let log = std::fs::read_to_string(fx.state_dir().join("agent/agent.log")).unwrap();
+    let adopted = format!("adopted f {} (pid {})", sa.unit_id, sa.pid.unwrap());
+    assert!(log.contains(&adopted), "{log}");
+    assert!(!log.contains("Some("), "{log}");
     let again = p2.start(&a).unwrap();
     assert_eq!(
         again.pid, sa.pid,
