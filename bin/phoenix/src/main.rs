@@ -139,8 +139,14 @@ fn validate(
                 .as_deref()
                 .map(|e| format!(", environment {e}"))
                 .unwrap_or_default();
+            // Every overlay is validated, selected or not; say which.
+            let overlays = if fleet.environments.is_empty() {
+                String::new()
+            } else {
+                format!("; environments checked: {}", fleet.environments.join(", "))
+            };
             println!(
-                "{}: valid (fleet {}{env}: {} sites, {} projects, {} services)",
+                "{}: valid (fleet {}{env}: {} sites, {} projects, {} services{overlays})",
                 files
                     .iter()
                     .map(|f| f.display().to_string())

@@ -178,6 +178,38 @@ fn environments_change_the_plan() {
 }
 
 #[test]
+fn regression_validate_without_env_reports_broken_overlays() {
+    // `phoenix validate` without --env said "valid" for a file whose `environments:` had an
+    // unknown service, negative replicas and an unknown field.
+    let dir = tempdir();
+    let file = dir.join("overlays.yaml");
+    std::fs::write(
+        &file,
+        "phoenix: 1\nname: demo\nenvironments:\n  staging:\n    services:\n      wbe: { replicas: 2 }\n      web: { replicas: -1, replcas: 3 }\nservices:\n  - name: web\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["validate", file],
+        vec!["validate", file, "--env", "staging"],
+    ] {
+        let out = phoenix(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for at in [":6:7:", ":7:24:", ":7:28:"] {
+            assert!(err.contains(&format!("{file}{at}")), "{args:?} {at}: {err}");
+        }
+        assert!(err.contains("environment `staging`"), "{err}");
+    }
+    let ok = phoenix(&["validate", "examples/xai.yaml"]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        text.contains("environments checked: development, production, staging"),
+        "{text}"
+    );
+}
+
+#[test]
 fn schema_is_json() {
     let out = phoenix(&["schema"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema JSON");

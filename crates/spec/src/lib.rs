@@ -59,6 +59,10 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P], env: Option<&str>) -> Result<Flee
 
 /// Parses and validates in-memory sources `(file name, text)`.
 ///
+/// Every environment overlay the files define is validated too, not only `env`: each is
+/// merged onto the base files and checked like the fleet itself, and its problems are reported
+/// with the environment's name, so a broken overlay is found before anyone selects it.
+///
 /// # Errors
 /// Every problem found, each located.
 pub fn parse_sources(
@@ -66,8 +70,21 @@ pub fn parse_sources(
     env: Option<&str>,
 ) -> Result<Fleet, Diagnostics> {
     let mut diags = Vec::new();
-    let parsed = parse::parse(sources, env, &mut diags);
-    let fleet = parsed.and_then(|(f, map)| validate::validate(f, &map, &mut diags));
+    let collected = parse::collect(sources, &mut diags);
+    let fleet = collected
+        .as_ref()
+        .and_then(|c| parse::build(c, sources, env, &mut diags))
+        .and_then(|(f, map)| validate::validate(f, &map, &mut diags));
+    if let Some(c) = &collected {
+        let others: Vec<&str> = c.environment_names().filter(|e| Some(*e) != env).collect();
+        for other in others {
+            let mut found = Vec::new();
+            if let Some((f, map)) = parse::build(c, sources, Some(other), &mut found) {
+                validate::validate(f, &map, &mut found);
+            }
+            add_environment_diagnostics(&mut diags, found, other);
+        }
+    }
     diags.sort_by(|a, b| {
         let ka = a.location.as_ref().map(|l| (l.file, l.line, l.col));
         let kb = b.location.as_ref().map(|l| (l.file, l.line, l.col));
@@ -81,4 +98,27 @@ pub fn parse_sources(
             sources: sources.to_vec(),
         }),
     }
+}
+
+/// Adds the problems found with environment `env` applied that are not already reported for
+/// the fleet itself (a problem of the base files shows up in every environment), each naming
+/// the environment.
+fn add_environment_diagnostics(diags: &mut Vec<Diagnostic>, found: Vec<Diagnostic>, env: &str) {
+    use std::collections::HashSet;
+    let known: HashSet<(&str, &str, Option<&model::Location>)> = diags
+        .iter()
+        .map(|d| (d.code, d.message.as_str(), d.location.as_ref()))
+        .collect();
+    let named = format!("environment `{env}`");
+    let new: Vec<Diagnostic> = found
+        .into_iter()
+        .filter(|d| !known.contains(&(d.code, d.message.as_str(), d.location.as_ref())))
+        .map(|mut d| {
+            if !d.message.contains(&named) {
+                d.message = format!("{} (with {named})", d.message);
+            }
+            d
+        })
+        .collect();
+    diags.extend(new);
 }

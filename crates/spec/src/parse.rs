@@ -422,7 +422,9 @@ fn merge(base: &Node, overlay: &Node) -> Node {
 }
 
 #[derive(Default)]
-struct Collected {
+/// Everything the files say, before conversion: top-level values, and sites, projects,
+/// services and environment overlays as node trees.
+pub(crate) struct Collected {
     format: Option<(u32, Location)>,
     name: Option<(String, Location)>,
     description: Option<String>,
@@ -573,7 +575,15 @@ fn policy(n: &Node, d: &mut D) -> Option<Policy> {
     Some(p)
 }
 
-fn apply_environment(c: &mut Collected, env: &str, d: &mut D) {
+/// The sites, projects and services of a fleet before conversion, as node trees.
+#[derive(Clone)]
+struct Items {
+    sites: Vec<Node>,
+    projects: Vec<Node>,
+    services: Vec<Node>,
+}
+
+fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
     let Some(entries) = c.environments.get(env).cloned() else {
         let known: Vec<&str> = c.environments.keys().map(String::as_str).collect();
         let mut diag = Diagnostic::error(
@@ -594,9 +604,9 @@ fn apply_environment(c: &mut Collected, env: &str, d: &mut D) {
     };
     for (section, key, overlay) in entries {
         let items = match section.as_str() {
-            "sites" => &mut c.sites,
-            "projects" => &mut c.projects,
-            _ => &mut c.services,
+            "sites" => &mut it.sites,
+            "projects" => &mut it.projects,
+            _ => &mut it.services,
         };
         let Some(target) = key.scalar() else { continue };
         match items.iter_mut().find(|n| item_name(n) == Some(target)) {
@@ -635,11 +645,8 @@ fn apply_environment(c: &mut Collected, env: &str, d: &mut D) {
     }
 }
 
-pub(crate) fn parse(
-    sources: &[(String, String)],
-    env: Option<&str>,
-    d: &mut D,
-) -> Option<(Fleet, SourceMap)> {
+/// Reads every file into node trees. `None` when no file has a document.
+pub(crate) fn collect(sources: &[(String, String)], d: &mut D) -> Option<Collected> {
     let mut c = Collected::default();
     let mut any_root = false;
     for (i, (_, text)) in sources.iter().enumerate() {
@@ -648,15 +655,35 @@ pub(crate) fn parse(
             collect_file(&root, &mut c, d);
         }
     }
-    if !any_root {
-        return None;
+    any_root.then_some(c)
+}
+
+impl Collected {
+    /// The names of the environments the files define, in order.
+    pub(crate) fn environment_names(&self) -> impl Iterator<Item = &str> {
+        self.environments.keys().map(String::as_str)
     }
+}
+
+/// Converts the collected files, with environment `env` applied, into the model. The
+/// collected nodes are not changed, so one collection builds every environment.
+pub(crate) fn build(
+    c: &Collected,
+    sources: &[(String, String)],
+    env: Option<&str>,
+    d: &mut D,
+) -> Option<(Fleet, SourceMap)> {
+    let mut items = Items {
+        sites: c.sites.clone(),
+        projects: c.projects.clone(),
+        services: c.services.clone(),
+    };
     if let Some(env) = env {
-        apply_environment(&mut c, env, d);
+        apply_environment(c, env, &mut items, d);
     }
     let mut map = SourceMap::default();
     let mut sites = Vec::new();
-    for n in &c.sites {
+    for n in &items.sites {
         let more = site(n, d);
         if sites.len() + more.len() > MAX_SITES {
             d.push(
@@ -671,12 +698,12 @@ pub(crate) fn parse(
         }
         sites.extend(more);
     }
-    let projects: Vec<Project> = c
+    let projects: Vec<Project> = items
         .projects
         .iter()
         .filter_map(|n| project(n, &mut map, d))
         .collect();
-    let services: Vec<Service> = c
+    let services: Vec<Service> = items
         .services
         .iter()
         .filter_map(|n| service(n, &mut map, d))
@@ -704,8 +731,8 @@ pub(crate) fn parse(
         d,
     );
 
-    let name = match c.name {
-        Some((n, _)) => n,
+    let name = match &c.name {
+        Some((n, _)) => n.clone(),
         None => {
             if let Some(first_root_loc) = sources.first().map(|_| Location {
                 file: 0,
@@ -727,13 +754,13 @@ pub(crate) fn parse(
         }
     };
     let fleet = Fleet {
-        format: c.format.map(|f| f.0).unwrap_or(1),
+        format: c.format.as_ref().map_or(1, |f| f.0),
         name,
-        description: c.description,
+        description: c.description.clone(),
         environment: env.map(str::to_string),
         environments: c.environments.keys().cloned().collect(),
         policy: c.policy.unwrap_or_default(),
-        budget: c.budget,
+        budget: c.budget.clone(),
         sites,
         projects,
         services,

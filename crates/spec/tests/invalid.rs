@@ -395,3 +395,85 @@ fn every_fuzz_seed_parses_or_is_diagnosed_within_bounds() {
     }
     assert!(seen >= 4, "{seen} seeds");
 }
+
+// ---- environment overlays are validated whether or not they are selected -------------------
+
+const OVERLAYS: &str = "environments:\n  staging:\n    services:\n      wbe: { replicas: 2 }\n      web: { replicas: -1, replcas: 3 }\n  production:\n    services:\n      web: { replicas: 4 }\nservices:\n  - name: web\n";
+
+#[test]
+fn regression_validate_without_env_checks_every_overlay() {
+    // `phoenix validate` without --env said "valid" for a file whose overlays had an unknown
+    // service, negative replicas and an unknown field.
+    let y = format!("{BASE}{OVERLAYS}");
+    let all = errors(&y);
+    let staging: Vec<&Diagnostic> = all
+        .iter()
+        .filter(|d| d.message.contains("environment `staging`"))
+        .collect();
+    let at = |code: &str| {
+        let d = staging
+            .iter()
+            .find(|d| d.code == code)
+            .unwrap_or_else(|| panic!("no `{code}` naming staging in {all:#?}"));
+        let l = d.location.as_ref().expect("located");
+        (l.line, l.col)
+    };
+    assert_eq!(
+        at("unknown-reference"),
+        (10, 7),
+        "the unknown service `wbe`"
+    );
+    assert_eq!(at("bad-quantity"), (11, 24), "replicas: -1");
+    assert_eq!(at("unknown-field"), (11, 28), "replcas");
+    assert_eq!(all.len(), 3, "each problem once: {all:#?}");
+    let hint = staging
+        .iter()
+        .find(|d| d.code == "unknown-field")
+        .and_then(|d| d.hint.as_deref());
+    assert_eq!(hint, Some("did you mean `replicas`?"));
+}
+
+#[test]
+fn regression_selecting_one_environment_still_checks_the_others() {
+    let y = format!("{BASE}{OVERLAYS}");
+    let d = parse_sources(&[("f.yaml".into(), y)], Some("production")).unwrap_err();
+    assert_eq!(d.items.len(), 3, "{:#?}", d.items);
+    assert!(
+        d.items
+            .iter()
+            .all(|d| d.message.contains("environment `staging`")),
+        "{:#?}",
+        d.items
+    );
+}
+
+#[test]
+fn base_problems_are_reported_once_not_once_per_environment() {
+    let y = format!(
+        "{BASE}environments:\n  a: {{ services: {{ web: {{ replicas: 2 }} }} }}\n  b: {{ services: {{ web: {{ replicas: 3 }} }} }}\nservices:\n  - name: web\n    depends_on: [nope]\n"
+    );
+    let all = errors(&y);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        !all[0].message.contains("environment"),
+        "{}",
+        all[0].message
+    );
+}
+
+#[test]
+fn a_problem_only_an_overlay_causes_names_the_overlay() {
+    // The overlay moves `db` to a later phase than `web`, which depends on it: the error is
+    // at the base's `depends_on`, but only with the overlay.
+    let y = format!(
+        "{BASE}environments:\n  late: {{ services: {{ db: {{ phase: 2 }} }} }}\nservices:\n  - name: web\n    depends_on: [db]\n  - name: db\n"
+    );
+    let all = errors(&y);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].code, "phase-order");
+    assert!(
+        all[0].message.ends_with("(with environment `late`)"),
+        "{}",
+        all[0].message
+    );
+}
