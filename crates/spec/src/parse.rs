@@ -1337,15 +1337,7 @@ fn health(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Health> {
             checks.push(HealthCheck::Command { argv });
         }
     }
-    let timeout_ms = f
-        .get("timeout")
-        .and_then(|v| time_ms(v, "`health.timeout`", d))
-        .unwrap_or(30_000);
-    let interval_ms = f
-        .get("interval")
-        .and_then(|v| time_ms(v, "`health.interval`", d))
-        .unwrap_or(500)
-        .max(10);
+    let (timeout_ms, interval_ms) = health_timing(&f, what, d);
     if checks.is_empty() {
         if ["http", "tcp", "command"]
             .iter()
@@ -1367,6 +1359,91 @@ fn health(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Health> {
         timeout_ms,
         interval_ms,
     })
+}
+
+/// Default give-up time of a health gate (the core's default, 30 s).
+const HEALTH_TIMEOUT_MS: u64 = 30_000;
+/// Default probe period of a health gate (500 ms).
+const HEALTH_INTERVAL_MS: u64 = 500;
+/// Shortest probe period: a shorter `interval` is raised to this.
+const HEALTH_MIN_INTERVAL_MS: u64 = 10;
+
+/// `timeout` and `interval` of a health gate, in milliseconds. A zero timeout fails every
+/// gate before the first probe ("not healthy after 0 ms"), a zero interval would probe in a
+/// busy loop, and an interval longer than the timeout gives up before the second probe: all
+/// three are errors here rather than failed applies later.
+fn health_timing(f: &Fields<'_>, what: &str, d: &mut D) -> (u64, u64) {
+    let timeout_v = f.get("timeout");
+    let interval_v = f.get("interval");
+    let timeout = timeout_v.and_then(|v| time_ms(v, "`health.timeout`", d));
+    let interval = interval_v.and_then(|v| time_ms(v, "`health.interval`", d));
+    if let (Some(0), Some(v)) = (timeout, timeout_v) {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                format!("health of {what} has `timeout: 0`: every gate would fail before its first probe"),
+                Some(v.loc.clone()),
+            )
+            .with_hint(
+                "give the check time to pass, e.g. `timeout: 30s` (the default when `timeout` is left out)",
+            ),
+        );
+    }
+    if let (Some(0), Some(v)) = (interval, interval_v) {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                format!("health of {what} has `interval: 0`: it would probe without pause"),
+                Some(v.loc.clone()),
+            )
+            .with_hint("probe every so often, e.g. `interval: 500ms` (the default when `interval` is left out)"),
+        );
+    }
+    let timeout_ms = timeout.unwrap_or(HEALTH_TIMEOUT_MS);
+    let interval_ms = interval.unwrap_or(HEALTH_INTERVAL_MS);
+    if timeout_ms > 0 && interval_ms > timeout_ms {
+        let shorter =
+            fmt_ms((timeout_ms / 10).clamp(HEALTH_MIN_INTERVAL_MS.min(timeout_ms), timeout_ms));
+        // Point at the interval when it was written, else at the timeout that undercuts the
+        // default interval.
+        let (at, msg, hint) = match (interval_v.filter(|_| interval.is_some()), timeout_v) {
+            (Some(iv), _) => (
+                iv,
+                format!(
+                    "health of {what} probes every {} but gives up after {}: it would give up before the second probe",
+                    fmt_ms(interval_ms),
+                    fmt_ms(timeout_ms)
+                ),
+                format!(
+                    "make `interval` at most the timeout, e.g. `interval: {shorter}`, or raise `timeout`"
+                ),
+            ),
+            (None, Some(tv)) => (
+                tv,
+                format!(
+                    "health of {what} gives up after {}, before the default probe interval of {} has passed once",
+                    fmt_ms(timeout_ms),
+                    fmt_ms(interval_ms)
+                ),
+                format!("raise `timeout`, or probe more often, e.g. `interval: {shorter}`"),
+            ),
+            // Both defaults: the interval is below the timeout.
+            (None, None) => return (timeout_ms, interval_ms),
+        };
+        d.push(Diagnostic::error("bad-value", msg, Some(at.loc.clone())).with_hint(hint));
+    }
+    (timeout_ms, interval_ms.max(HEALTH_MIN_INTERVAL_MS))
+}
+
+/// Milliseconds in the largest unit that writes them as a whole number: `500ms`, `20s`, `5m`.
+fn fmt_ms(ms: u64) -> String {
+    match ms {
+        0 => "0s".to_string(),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
 }
 
 fn rollout(n: &Node, what: &str, d: &mut D) -> Option<Rollout> {

@@ -477,3 +477,65 @@ fn a_problem_only_an_overlay_causes_names_the_overlay() {
         all[0].message
     );
 }
+
+// ---- health timing -------------------------------------------------------------------------
+
+fn health(fields: &str) -> String {
+    format!("{BASE}services:\n  - name: web\n    health: {{ tcp: \"127.0.0.1:1\", {fields} }}\n")
+}
+
+#[test]
+fn regression_health_timeout_zero_is_rejected() {
+    // `timeout: 0s` was accepted, and every apply then failed "not healthy after 0 ms".
+    expect(&health("timeout: 0s"), "bad-value", 9, 44, "timeout: 30s");
+    let all = errors(&health("timeout: 0ms"));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].message.contains("`timeout: 0`"),
+        "{}",
+        all[0].message
+    );
+}
+
+#[test]
+fn regression_health_interval_zero_or_longer_than_the_timeout_is_rejected() {
+    // A zero interval was silently raised to 10 ms; an interval above the timeout was accepted.
+    expect(
+        &health("interval: 0s"),
+        "bad-value",
+        9,
+        45,
+        "interval: 500ms",
+    );
+    expect(
+        &health("timeout: 2s, interval: 5s"),
+        "bad-value",
+        9,
+        58,
+        "`interval: 200ms`",
+    );
+    let all = errors(&health("timeout: 2s, interval: 5s"));
+    assert!(
+        all[0]
+            .message
+            .contains("probes every 5s but gives up after 2s"),
+        "{}",
+        all[0].message
+    );
+    // No interval written: the default 500ms is longer than a 100ms timeout.
+    expect(
+        &health("timeout: 100ms"),
+        "bad-value",
+        9,
+        44,
+        "`interval: 10ms`",
+    );
+}
+
+#[test]
+fn health_interval_up_to_the_timeout_is_fine() {
+    let y = health("timeout: 2s, interval: 2s");
+    let fleet = parse_sources(&[("f.yaml".into(), y)], None).unwrap();
+    let h = fleet.services[0].health.as_ref().unwrap();
+    assert_eq!((h.timeout_ms, h.interval_ms), (2_000, 2_000));
+}
