@@ -29,13 +29,73 @@ pub enum EngineError {
         /// What the store said.
         reason: String,
     },
-    /// A state store call failed.
-    #[error("state store: {0}")]
+    /// A state store call failed. Transparent: the store's message names the step and its
+    /// `source()` the cause, so that a printed chain states each once (with a prefix here the
+    /// chain read "state store: cannot open X: cannot open X: ...").
+    #[error(transparent)]
     State(#[from] StateError),
-    /// Observing the provider failed.
-    #[error("provider: {0}")]
+    /// A provider call failed. Transparent for the same reason; the provider's message names
+    /// the provider (`local provider unavailable: ...`).
+    #[error(transparent)]
     Provider(#[from] ProviderError),
     /// The revision asked for does not exist or cannot be applied again.
     #[error("{0}")]
     Revision(String),
+}
+
+/// `e`'s message followed by each of its sources', joined with `: ` — for the places that
+/// keep an error as text (failure reasons, audit records), where `to_string()` alone would
+/// drop the cause of an error that reports it through `source()`.
+pub(crate) fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of `e` and its sources, outermost first.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    /// Regression: "provider: cannot start unit `c-0@r3`: ...: cannot start unit `c-0@r3`:
+    /// ..." — a wrapper variant printed its source and also returned it from `source()`.
+    #[test]
+    fn wrapped_errors_state_each_cause_once() {
+        let provider = EngineError::from(ProviderError::Spawn {
+            unit: "c-0@r3".into(),
+            reason: "`nope`: No such file or directory".into(),
+        });
+        let state = EngineError::from(StateError::RevisionNotFound {
+            fleet: "f".into(),
+            revision: phoenix_state::RevisionNumber(3),
+        });
+        for e in [provider, state] {
+            let msgs = chain(&e);
+            for pair in msgs.windows(2) {
+                assert!(
+                    !pair[0].contains(&pair[1]),
+                    "`{}` repeats its cause `{}`",
+                    pair[0],
+                    pair[1]
+                );
+            }
+            let all = msgs.join(": ");
+            assert!(all.matches("c-0@r3").count() <= 1, "{all}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use crate::error::EngineError;
 use crate::events::{Event, EventSink};
 use crate::lock::LockGuard;
 use phoenix_audit::{AuditEntry, AuditOutcome, Recorder};
-use phoenix_provider_api::{Health, ProbeOutcome, Provider, UnitSpec, UnitStatus};
+use phoenix_provider_api::{Health, ProbeOutcome, Provider, ProviderError, UnitSpec, UnitStatus};
 use phoenix_spec::Rollout;
 use phoenix_state::{
     DesiredState, InstanceState, IntentId, IntentOp, IntentOutcome, NewIntent, NewRevision,
@@ -767,7 +767,8 @@ impl Run<'_> {
                 Err(e) if e.is_retryable() && attempts < 5 => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(format!("state store: {e}")),
+                // The store's message names the step and its source the cause: keep both.
+                Err(e) => return Err(crate::error::chain_text(&e)),
             }
         }
     }
@@ -832,7 +833,14 @@ impl Run<'_> {
                 Ok(status)
             }
             Err(e) => {
-                let reason = format!("cannot start: {e}");
+                // A spawn or spec error already says that the unit cannot start; naming the
+                // step again read "cannot start: cannot start unit `c-0@r3`: ...".
+                let reason = match e {
+                    ProviderError::Spawn { .. } | ProviderError::InvalidSpec { .. } => {
+                        e.to_string()
+                    }
+                    _ => format!("cannot start: {e}"),
+                };
                 // The provider may have created the unit before failing; make sure it is gone.
                 let _ = self
                     .engine
@@ -910,7 +918,11 @@ impl Run<'_> {
             }
             Err(e) => {
                 // Leave the intent open: the next apply stops again.
-                let msg = format!("cannot stop {unit}: {e}");
+                let msg = match e {
+                    // Already "cannot stop unit `web-0@r1`: ...".
+                    ProviderError::Stop { .. } => e.to_string(),
+                    _ => format!("cannot stop {unit}: {e}"),
+                };
                 self.audit(
                     format!("unit.stop {unit}"),
                     AuditOutcome::Failed {

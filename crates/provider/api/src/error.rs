@@ -7,6 +7,11 @@ pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 
 /// What went wrong in a provider operation. Variants are named after the step that failed and
 /// carry the object it failed on.
+///
+/// Each message is complete, cause included, and no variant also returns its cause from
+/// [`std::error::Error::source`]: these errors travel as text (over a provider's wire protocol,
+/// into failure reasons and audit records), and a cause both printed and chained is printed
+/// twice by `anyhow`'s `{:#}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// The provider's backend (the local agent, a Docker daemon, an API server) could not be
@@ -72,15 +77,14 @@ pub enum ProviderError {
         tag: String,
     },
     /// A file-system step failed.
-    #[error("{step} `{}`: {source}", path.display())]
+    #[error("{step} `{}`: {cause}", path.display())]
     Io {
         /// What was being done (`create data dir`, `write snapshot`, ...).
         step: &'static str,
         /// The file or directory concerned.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, deliberately not a `source()`).
+        cause: std::io::Error,
     },
     /// The backend answered something this client does not understand.
     #[error("{provider} provider protocol error: {detail}")]
@@ -103,11 +107,29 @@ impl ProviderError {
     }
 
     /// Builds an [`ProviderError::Io`] for `step` on `path`.
-    pub fn io(step: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(step: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         ProviderError::Io {
             step,
             path: path.into(),
-            source,
+            cause,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an I/O error printed its cause and also returned it from `source()`, so an
+    /// `anyhow` chain read "create data dir `/d`: Permission denied: Permission denied".
+    #[test]
+    fn io_errors_state_their_cause_once() {
+        let e = ProviderError::io(
+            "create data dir",
+            "/d",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied"),
+        );
+        assert_eq!(e.to_string(), "create data dir `/d`: Permission denied");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

@@ -22,15 +22,15 @@ pub enum AgentError {
         path: PathBuf,
     },
     /// A file-system or socket step failed.
-    #[error("{step} `{}`: {source}", path.display())]
+    #[error("{step} `{}`: {cause}", path.display())]
     Io {
         /// What was being done.
         step: &'static str,
         /// The file concerned.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error: in the message, deliberately not also a `source()`, so that
+        /// a printed chain states it once.
+        cause: std::io::Error,
     },
     /// The persisted unit table cannot be read.
     #[error("unit table `{}` is corrupt: {reason}", path.display())]
@@ -72,11 +72,11 @@ pub(crate) fn stop_advice(paths: &StatePaths, pid: Option<u32>) -> (String, Stri
 }
 
 impl AgentError {
-    pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         AgentError::Io {
             step,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -113,20 +113,29 @@ pub enum ErrorKind {
 }
 
 impl Reply {
-    /// The error reply for `e`.
+    /// The error reply for `e`. For kinds that [`Reply::into_error`] turns back into the same
+    /// variant, `message` is the variant's own text (its reason), not the whole message:
+    /// otherwise the client wraps the message again and the user reads "cannot start unit
+    /// `c-0@r3`: cannot start unit `c-0@r3`: ...".
     pub fn from_error(e: &ProviderError) -> Self {
-        let (kind, unit) = match e {
-            ProviderError::InvalidSpec { unit, .. } => (ErrorKind::InvalidSpec, unit.clone()),
-            ProviderError::Spawn { unit, .. } => (ErrorKind::Spawn, unit.clone()),
-            ProviderError::Stop { unit, .. } => (ErrorKind::Stop, unit.clone()),
-            ProviderError::Busy { unit, .. } => (ErrorKind::Busy, unit.clone()),
-            ProviderError::Protocol { .. } => (ErrorKind::BadRequest, String::new()),
-            _ => (ErrorKind::Io, String::new()),
+        let (kind, unit, message) = match e {
+            ProviderError::InvalidSpec { unit, problem } => {
+                (ErrorKind::InvalidSpec, unit.clone(), problem.clone())
+            }
+            ProviderError::Spawn { unit, reason } => {
+                (ErrorKind::Spawn, unit.clone(), reason.clone())
+            }
+            ProviderError::Stop { unit, reason } => (ErrorKind::Stop, unit.clone(), reason.clone()),
+            ProviderError::Busy { unit, reason } => (ErrorKind::Busy, unit.clone(), reason.clone()),
+            ProviderError::Protocol { detail, .. } => {
+                (ErrorKind::BadRequest, String::new(), detail.clone())
+            }
+            other => (ErrorKind::Io, String::new(), other.to_string()),
         };
         Reply::Error {
             kind,
             unit,
-            message: e.to_string(),
+            message,
         }
     }
 
@@ -167,7 +176,9 @@ impl Reply {
                 provider,
                 detail: message,
             },
-            ErrorKind::Io => ProviderError::io("agent", state_dir, std::io::Error::other(message)),
+            ErrorKind::Io => {
+                ProviderError::io("the agent of", state_dir, std::io::Error::other(message))
+            }
         })
     }
 }
@@ -211,5 +222,41 @@ mod tests {
         let back = Reply::from_error(&e).into_error(Path::new("/s")).unwrap();
         assert!(back.is_retryable());
         assert!(matches!(back, ProviderError::Busy { unit, .. } if unit == "u"));
+    }
+
+    /// Regression: a failed start read "cannot start unit `c-0@r3`: cannot start unit
+    /// `c-0@r3`: ..." because the agent sent the whole message and the client wrapped it again.
+    #[test]
+    fn errors_read_the_same_after_the_round_trip() {
+        let unit = "c-0@r3".to_string();
+        let cases = [
+            ProviderError::Spawn {
+                unit: unit.clone(),
+                reason: "`nope`: No such file or directory".into(),
+            },
+            ProviderError::Stop {
+                unit: unit.clone(),
+                reason: "still alive".into(),
+            },
+            ProviderError::Busy {
+                unit: unit.clone(),
+                reason: "being stopped".into(),
+            },
+            ProviderError::InvalidSpec {
+                unit: unit.clone(),
+                problem: "empty command".into(),
+            },
+        ];
+        for e in cases {
+            let back = Reply::from_error(&e).into_error(Path::new("/s")).unwrap();
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(back.to_string().matches("c-0@r3").count(), 1, "{back}");
+        }
+        let io = ProviderError::io("create data dir", "/d", std::io::Error::other("EACCES"));
+        let back = Reply::from_error(&io).into_error(Path::new("/s")).unwrap();
+        assert_eq!(
+            back.to_string(),
+            "the agent of `/s`: create data dir `/d`: EACCES"
+        );
     }
 }
