@@ -5,7 +5,7 @@ mod render;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use phoenix_audit::{LocalLog, Recorder};
+use phoenix_audit::{Recorder, StoreChain};
 use phoenix_engine::{
     ApplyOptions, ApplyOutcome, ApplyReport, Decision, Desired, Engine, Event, RevisionDoc,
     RevisionKind, Scope, StatusReport, status,
@@ -33,6 +33,10 @@ pub(crate) struct StateArgs {
     /// PostgreSQL URL for the state store (`postgres://...`) instead of SQLite in the state dir.
     #[arg(long, env = "PHOENIX_STATE_URL")]
     pub state_url: Option<String>,
+    /// Your operator key, which signs the audit records your commands write (default
+    /// `~/.config/phoenix/operator.key`, created on first use).
+    #[arg(long, env = "PHOENIX_OPERATOR_KEY")]
+    pub operator_key: Option<PathBuf>,
 }
 
 /// Output of commands that change things.
@@ -191,7 +195,13 @@ fn cancel_flag() -> Arc<AtomicBool> {
                     // taken over by the next apply (its holder is dead).
                     std::process::exit(130);
                 }
-                eprintln!("\ninterrupted: finishing in-flight steps, then stopping (Ctrl-C again to quit now)");
+                // Say what the engine does (ApplyOptions::cancel): a gate in flight runs to its
+                // end, which can take up to its health timeout.
+                eprintln!(
+                    "\ninterrupted: no new step will start; the steps in flight finish first (a \
+                     health gate runs until it passes or times out), then the run stops and is \
+                     recorded (Ctrl-C again to quit now; the next apply recovers)"
+                );
             });
             flag
         })
@@ -204,7 +214,7 @@ struct Wired {
     engine: Engine,
     provider: Arc<LocalProvider>,
     store: Arc<dyn StateStore>,
-    log: Arc<LocalLog>,
+    chain: Arc<StoreChain>,
 }
 
 fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
@@ -212,16 +222,18 @@ fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
         phoenix_state::open(&state.state_dir, state.state_url.as_deref())
             .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?,
     );
-    let log = Arc::new(
-        LocalLog::open_in(&state.state_dir)
-            .with_context(|| format!("opening the audit log in {}", state.state_dir.display()))?,
-    );
     let provider = Arc::new(LocalProvider::new(&state.state_dir));
     let actor = phoenix_state::LockOwner::this_process("apply").who;
+    let chain = crate::audit_cmd::open_chain(
+        store.clone(),
+        &state.state_dir,
+        state.operator_key.as_deref(),
+        &actor,
+    )?;
     let engine = Engine {
         provider: provider.clone(),
         store: store.clone(),
-        recorder: log.clone() as Arc<dyn Recorder>,
+        recorder: chain.clone() as Arc<dyn Recorder>,
         actor,
     };
     Ok(Wired {
@@ -229,7 +241,7 @@ fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
         engine,
         provider,
         store,
-        log,
+        chain,
     })
 }
 
@@ -355,6 +367,8 @@ fn run_change(
         ok
     };
     let sink = |e: &Event| progress.event(e);
+    // An operator whose key may not sign the fleet's history is refused before any change.
+    crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
     let result = w.engine.apply(desired, doc, &opts, &confirm_fn, &sink);
     EXECUTING.store(false, Ordering::SeqCst);
     progress.finish();
@@ -367,7 +381,7 @@ fn run_change(
             return Err(e.into());
         }
     };
-    anchor_audit(w);
+    crate::audit_cmd::anchor(&*w.store, &desired.fleet);
     if refused.load(Ordering::SeqCst) {
         return Ok(ExitCode::from(2));
     }
@@ -380,29 +394,6 @@ fn run_change(
             ExitCode::from(1)
         }
     })
-}
-
-/// Anchors the audit log's head in the state store, unless the log no longer verifies against
-/// the previous anchor (then the evidence is kept and `history --verify` reports it).
-fn anchor_audit(w: &Wired) {
-    let previous = w.store.audit_anchor().ok().flatten();
-    let checked = match &previous {
-        Some(a) => w.log.verify_against(&phoenix_audit::ChainHead {
-            seq: a.seq,
-            hash: a.head_hash.clone(),
-        }),
-        None => w.log.verify(),
-    };
-    match checked {
-        Ok(report) => {
-            if let Some(head) = report.head {
-                let _ = w.store.anchor_audit_head(head.seq, &head.hash);
-            }
-        }
-        Err(e) => eprintln!(
-            "warning: {e}\n  the audit log was not anchored; see `phoenix history --verify`"
-        ),
-    }
 }
 
 pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -652,33 +643,42 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let w = wire(&args.state)?;
-    let revisions = w.store.list_revisions(&fleet.name)?;
-    let records: Vec<_> = match w.log.read_all() {
-        Ok(r) => r,
-        Err(e) if args.verify => {
-            eprintln!("audit log unreadable: {e}");
-            Vec::new()
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let records: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.entry.fleet == fleet.name)
-        .collect();
+    let store = phoenix_state::open(&args.state.state_dir, args.state.state_url.as_deref())
+        .with_context(|| {
+            format!(
+                "opening the state store in {}",
+                args.state.state_dir.display()
+            )
+        })?;
+    let revisions = store.list_revisions(&fleet.name)?;
+    let records = phoenix_audit::read_chain(&*store, &fleet.name);
+    let pending_import = crate::audit_cmd::legacy_log_pending(&args.state.state_dir);
+    if let Some(old) = &pending_import {
+        eprintln!(
+            "the audit history of {} is still in the old file {}: import it into the state store \
+             with `phoenix audit import --state-dir {}` (any apply, rollback or destroy also does)",
+            args.state.state_dir.display(),
+            old.display(),
+            args.state.state_dir.display()
+        );
+    }
     let verify = if args.verify {
-        let anchor = w.store.audit_anchor()?;
-        Some(match &anchor {
-            Some(a) => w.log.verify_against(&phoenix_audit::ChainHead {
-                seq: a.seq,
-                hash: a.head_hash.clone(),
-            }),
-            None => w.log.verify(),
-        })
+        Some(crate::audit_cmd::verify(&*store, &fleet.name)?)
     } else {
         None
     };
-    let ok = !matches!(verify, Some(Err(_)));
+    // A record that cannot be read is shown by --verify; the listing skips it.
+    let records = match (records, args.verify) {
+        (Ok(r), _) => r,
+        (Err(_), true) => Vec::new(),
+        (Err(e), false) => {
+            return Err(anyhow::Error::new(e).context(
+                "reading the audit chain (run `phoenix history --verify` to see every problem)",
+            ));
+        }
+    };
+    let ok =
+        verify.as_ref().is_none_or(|v| v.verified()) && !(args.verify && pending_import.is_some());
     match args.output {
         ReportFormat::Json => {
             let v = render::history_json(&fleet.name, &revisions, &records, verify.as_ref());
@@ -686,23 +686,8 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
         ReportFormat::Table => {
             crate::print_out(&render::history_table(&revisions, &records))?;
-            if let Some(v) = &verify {
-                match v {
-                    Ok(r) => crate::print_out(&format!(
-                        "\naudit log {} verified: {} records, hash chain intact{}\n",
-                        w.log.path().display(),
-                        r.records,
-                        r.head
-                            .as_ref()
-                            .map(|h| format!(
-                                ", head seq {} {}",
-                                h.seq,
-                                &h.hash[..h.hash.len().min(16)]
-                            ))
-                            .unwrap_or_default()
-                    ))?,
-                    Err(e) => eprintln!("\nAUDIT LOG DOES NOT VERIFY: {}", render::verify_error(e)),
-                }
+            if let Some(report) = &verify {
+                crate::print_out(&render::chain_report(report))?;
             }
         }
     }
@@ -711,6 +696,14 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The fleet named by spec files (for commands that need only the name).
+pub(crate) fn fleet_name(files: &[PathBuf]) -> anyhow::Result<String> {
+    match load(files, None)? {
+        Ok((fleet, _)) => Ok(fleet.name),
+        Err(_) => bail!("the spec files do not parse (see above)"),
+    }
 }
 
 pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {

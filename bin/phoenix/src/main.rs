@@ -1,6 +1,7 @@
 //! The `phoenix` binary: parses arguments, wires the crates together and prints. No domain
 //! logic lives here.
 
+mod audit_cmd;
 mod deploy_cmd;
 mod plan_cmd;
 
@@ -64,6 +65,10 @@ enum Command {
     Up(deploy_cmd::UpArgs),
     /// Print (and with -f follow) the logs of a service or instance.
     Logs(deploy_cmd::LogsArgs),
+    /// The fleet's signed audit chain: your operator key, other operators' keys, importing an
+    /// old audit.jsonl.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// The BFT ledger: a local testnet, a validator node, signed transactions, the benchmark.
     #[command(subcommand)]
     Ledger(phoenix_ledger_node::LedgerCommand),
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => deploy_cmd::logs(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&phoenix_spec::schema::json_schema())
                 .expect("the schema is plain JSON");

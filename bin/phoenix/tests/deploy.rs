@@ -55,7 +55,9 @@ impl Fleet {
             .arg(self.state())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL");
+            .env_remove("PHOENIX_STATE_URL")
+            // Each test fleet signs with its own operator key, never the user's own.
+            .env("PHOENIX_OPERATOR_KEY", self.dir.path().join("operator.key"));
         if let Some(url) = &self.state_url {
             c.arg("--state-url").arg(url);
         }
@@ -381,27 +383,73 @@ fn history_lists_revisions_and_verify_detects_edited_and_removed_records() {
     assert!(text.contains("r1") && text.contains("applied"), "{text}");
     assert!(text.contains("gate web-0@r1"), "{text}");
     assert!(text.contains("verified"), "{text}");
+    assert!(
+        !f.state().join("audit.jsonl").exists(),
+        "the chain lives in the state store"
+    );
 
-    let log = f.state().join("audit.jsonl");
-    let original = std::fs::read_to_string(&log).unwrap();
-    // Edit a record.
-    let edited = original.replacen("unit.start web-0@r1", "unit.start web-9@r1", 1);
-    std::fs::write(&log, &edited).unwrap();
+    // Edit a record in the state store.
+    let db = rusqlite::Connection::open(f.state().join("state.db")).unwrap();
+    let seq: i64 = db
+        .query_row(
+            "SELECT seq FROM audit_records WHERE fleet = 'audit' AND record_json LIKE '%unit.start web-0@r1%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let original: String = db
+        .query_row(
+            "SELECT record_json FROM audit_records WHERE fleet = 'audit' AND seq = ?1",
+            [seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let set = |json: &str| {
+        db.execute(
+            "UPDATE audit_records SET record_json = ?1 WHERE fleet = 'audit' AND seq = ?2",
+            rusqlite::params![json, seq],
+        )
+        .unwrap();
+    };
+    set(&original.replacen("unit.start web-0@r1", "unit.start web-9@r1", 1));
     let out = f.run(&["history", "fleet.yaml", "--verify"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("line 2"), "{err}");
-    assert!(err.contains("edited"), "{err}");
-    // Remove the last record: the anchor in the state store catches it.
-    let mut lines: Vec<&str> = original.lines().collect();
-    lines.pop();
-    std::fs::write(&log, format!("{}\n", lines.join("\n"))).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("record {seq}: edited")), "{text}");
+    set(&original);
+    f.ok(&["history", "fleet.yaml", "--verify"]);
+
+    // Remove the last record: the anchor catches it.
+    let last: i64 = db
+        .query_row(
+            "SELECT max(seq) FROM audit_records WHERE fleet = 'audit'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let kept: String = db
+        .query_row(
+            "SELECT record_json FROM audit_records WHERE fleet = 'audit' AND seq = ?1",
+            [last],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "DELETE FROM audit_records WHERE fleet = 'audit' AND seq = ?1",
+        [last],
+    )
+    .unwrap();
     let out = f.run(&["history", "fleet.yaml", "--verify", "-o", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verify"]["ok"], false, "{v}");
-    std::fs::write(&log, original).unwrap();
-    f.ok(&["history", "fleet.yaml", "--verify"]);
+    assert!(
+        v["verify"]["problems"]
+            .to_string()
+            .contains("removed from the end"),
+        "{v}"
+    );
+    let _ = kept;
 }
 
 #[test]
@@ -590,4 +638,248 @@ fn backups_are_taken_before_a_change_and_restored_when_it_is_rolled_back() {
     assert!(err.contains("restored backup pre-r2"), "{err}");
     assert_eq!(std::fs::read_to_string(&value).unwrap(), "V1\n");
     assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit chain in the state store, signed (hardening issue, items 3 and 11)
+
+fn sql_one(db: &rusqlite::Connection, sql: &str) -> String {
+    db.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap()
+}
+
+/// Regression (hardening issue, item 3): an audit record appended with a recomputed hash
+/// passed `history --verify` ("verified: 22 records") although the anchor was at record 21.
+#[test]
+fn an_appended_audit_record_with_a_recomputed_hash_fails_verify_and_is_listed_unanchored() {
+    let f = Fleet::new("forged", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+    let db = rusqlite::Connection::open(f.state().join("state.db")).unwrap();
+    let (seq, hash): (u64, String) = db
+        .query_row(
+            "SELECT seq, hash FROM audit_records WHERE fleet = 'forged' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .unwrap();
+    // The forger recomputes the hash so that the chain links; they have no allowed key.
+    let mut entry = phoenix_audit::AuditEntry::new(
+        jiff::Timestamp::now(),
+        "mallory@host",
+        "forged",
+        "apply.start",
+        phoenix_audit::AuditOutcome::Ok,
+    );
+    entry.revision = Some(99);
+    let mut record =
+        phoenix_audit::AuditRecord::unsigned(Some(&phoenix_audit::ChainHead { seq, hash }), entry);
+    record.seal().unwrap();
+    db.execute(
+        "INSERT INTO audit_records (fleet, seq, prev_hash, hash, signer, record_json, stored_at_ms)
+         VALUES ('forged', ?1, ?2, ?3, NULL, ?4, 0)",
+        rusqlite::params![
+            record.seq as i64,
+            record.prev_hash,
+            record.hash,
+            record.to_json().unwrap().to_string()
+        ],
+    )
+    .unwrap();
+    let out = f.run(&["history", "fleet.yaml", "--verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("record {}: unsigned", seq + 1)),
+        "{text}"
+    );
+    assert!(text.contains("unanchored"), "{text}");
+    // Signed with a key of the forger's own: not allowed.
+    let _ = sql_one;
+}
+
+/// An old state dir's audit.jsonl is imported into the state store by the next apply, its
+/// records marked unsigned; until then `history --verify` says how to import it.
+#[test]
+fn an_old_audit_jsonl_is_imported_into_the_state_store() {
+    let f = Fleet::new("legacy", &http_service("web", 1, ""));
+    std::fs::create_dir_all(f.state()).unwrap();
+    let log = phoenix_audit::LocalLog::open_in(&f.state()).unwrap();
+    for step in ["apply.start", "apply.finish"] {
+        use phoenix_audit::Recorder as _;
+        log.record(phoenix_audit::AuditEntry::new(
+            jiff::Timestamp::now(),
+            "old@host",
+            "legacy",
+            step,
+            phoenix_audit::AuditOutcome::Ok,
+        ))
+        .unwrap();
+    }
+    drop(log);
+    let out = f.run(&["history", "fleet.yaml", "--verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("phoenix audit import"), "{err}");
+    let out = f.ok(&["audit", "import"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("imported 2 record(s) of fleet legacy"),
+        "{err}"
+    );
+    assert!(f.state().join("audit.jsonl.imported").exists());
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let out = f.ok(&["history", "fleet.yaml", "--verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verified"), "{text}");
+    assert!(text.contains("records 1-2 are imported"), "{text}");
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+}
+
+/// Another operator's key signs a fleet's chain only once an allowed operator allows it.
+#[test]
+fn another_operators_key_is_refused_until_allowed() {
+    let f = Fleet::new("keys", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let bob_key = f.dir.path().join("bob.key");
+    let bob = |args: &[&str]| {
+        f.cmd(args)
+            .env("PHOENIX_OPERATOR_KEY", &bob_key)
+            .output()
+            .unwrap()
+    };
+    let out = bob(&["destroy", "fleet.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not allowed to sign"), "{err}");
+    assert!(f.all_up("fleet.yaml"), "nothing changed");
+    let shown = Command::new(BIN)
+        .args(["audit", "show-key"])
+        .env("PHOENIX_OPERATOR_KEY", &bob_key)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    let public = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    f.ok(&[
+        "audit",
+        "allow-key",
+        "fleet.yaml",
+        "--public-key",
+        &public,
+        "--name",
+        "bob",
+    ]);
+    let out = bob(&["destroy", "fleet.yaml", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f.ok(&["history", "fleet.yaml", "--verify"]);
+}
+
+/// Regression (hardening issue, item 11): two operators sharing one PostgreSQL state store
+/// with different state dirs deployed the fleet twice, each `status` said "in sync", and
+/// `destroy` from one left the other's processes running; each kept its own audit log.
+#[test]
+fn two_operators_sharing_postgres_state_do_not_deploy_twice_and_share_one_history() {
+    let Ok(url) = std::env::var("PHOENIX_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: PHOENIX_TEST_POSTGRES_URL is not set (.ci/postgres.sh starts a server)"
+        );
+        return;
+    };
+    let name = format!("shared-{}", std::process::id());
+    let mut a = Fleet::new(&name, &http_service("web", 3, ""));
+    a.state_url = Some(url);
+    a.ok(&["apply", "fleet.yaml", "--yes"]);
+    let b_state = a.dir.path().join("b-state");
+    let b = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--state-dir")
+            .arg(&b_state)
+            .arg("--state-url")
+            .arg(a.state_url.as_deref().unwrap())
+            .current_dir(a.dir.path())
+            .stdin(Stdio::null())
+            .env("PHOENIX_OPERATOR_KEY", a.dir.path().join("operator.key"));
+        c.output().unwrap()
+    };
+    let before = a.unit_processes().len();
+    assert_eq!(before, 3);
+    let out = b(&["apply", "fleet.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot observe"), "{err}");
+    assert!(
+        err.contains(&a.state().canonicalize().unwrap().display().to_string()),
+        "{err}"
+    );
+    assert_eq!(a.unit_processes().len(), 3, "no second copy");
+    let out = b(&["destroy", "fleet.yaml", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(a.unit_processes().len(), 3);
+    // One history, verified from either state dir.
+    let hb: Value =
+        serde_json::from_slice(&b(&["history", "fleet.yaml", "--verify", "-o", "json"]).stdout)
+            .unwrap();
+    let ha: Value = serde_json::from_slice(
+        &a.ok(&["history", "fleet.yaml", "--verify", "-o", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(ha["verify"], hb["verify"]);
+    assert_eq!(ha["verify"]["ok"], true, "{ha}");
+    a.ok(&["destroy", "fleet.yaml", "--yes"]);
+    assert!(a.unit_processes().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator-facing defects of status, up, rollback, Ctrl-C and the agent (each test names the
+// defect it pins).
+
+/// Regression: Ctrl-C printed "finishing in-flight steps" but abandoned the health gate in
+/// flight, leaving its instance started and never verified. The gate now runs to its end, the
+/// message says so, and nothing after it starts.
+#[test]
+fn ctrl_c_during_a_health_gate_lets_the_gate_finish_and_starts_nothing_new() {
+    let slow = "  - name: slow\n    command: [sh, -c, 'sleep 1; exec python3 -m http.server ${port} --bind 127.0.0.1']\n    ports: [port]\n    health: { tcp: '127.0.0.1:${port}', timeout: 20s, interval: 50ms }\n    stop_grace: 1s\n";
+    let after = http_service("after", 1, "    depends_on: [slow]\n");
+    let f = Fleet::new("gatefinish", &format!("{slow}{after}"));
+    let first = f
+        .cmd(&["apply", "fleet.yaml", "--yes"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("slow to start", Duration::from_secs(10), || {
+        !f.unit_processes().is_empty()
+    });
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let out = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("a health gate runs until it passes or times out"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ok slow-0@r1 healthy"),
+        "the gate was abandoned:\n{err}"
+    );
+    let inst = f.instances("fleet.yaml");
+    let slow0 = inst.iter().find(|i| i.0 == "slow-0").unwrap();
+    assert!(slow0.1 == "running" && slow0.2, "{inst:?}");
+    let after0 = inst.iter().find(|i| i.0 == "after-0").unwrap();
+    assert_eq!(
+        after0.1, "missing",
+        "a new step started after Ctrl-C: {inst:?}"
+    );
 }

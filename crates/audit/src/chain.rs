@@ -53,12 +53,14 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// The hash of a record: SHA-256 over the domain tag and the canonical encoding of the record
-/// *without* its `hash` field, as lowercase hex. Every other field, including `seq` and
-/// `prev_hash` and any field an editor might add, is covered.
+/// *without* its `hash` and `signature` fields (the signature signs the hash), as lowercase
+/// hex. Every other field, including `seq`, `prev_hash`, `signer` and any field an editor might
+/// add, is covered.
 pub fn record_hash(record: &Value) -> String {
     let mut without_hash = record.clone();
     if let Value::Object(map) = &mut without_hash {
         map.remove("hash");
+        map.remove("signature");
     }
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);

@@ -32,7 +32,10 @@
 //! or on the ledger, and checked with [`LocalLog::verify_against`].
 
 mod chain;
+mod key;
 mod local;
+mod store_chain;
+mod verify;
 
 use std::sync::{Mutex, PoisonError};
 
@@ -40,9 +43,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{GENESIS_HASH, canonical_json, record_hash};
+pub use key::{KEY_ENV, OperatorKey, is_public_key, signature_verifies};
 pub use local::{
     ChainHead, ChainProblem, LocalLog, ProblemKind, VerifyError, VerifyReport, verify_file,
 };
+pub use store_chain::{
+    ImportReport, Standing, StoreChain, import_legacy_log, legacy_log_path, read_chain,
+};
+pub use verify::{ChainReport, RecordProblem, STEP_KEY_ALLOW, STEP_KEY_REVOKE, verify_chain};
 
 /// Records control-plane operations. Implementations: [`LocalLog`], [`MultiRecorder`],
 /// [`MemoryRecorder`], and the ledger's audit module.
@@ -140,24 +148,52 @@ pub struct AuditRecord {
     /// The entry.
     #[serde(flatten)]
     pub entry: AuditEntry,
+    /// The public key (hex) of the operator who signed it; covered by the hash. `None` for
+    /// records of the old file log and records imported from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Where an imported record came from (the old file, its seq and hash there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<serde_json::Value>,
     /// This record's hash ([`record_hash`] of the other fields).
     pub hash: String,
+    /// The signer's ed25519 signature over the hash (hex); not covered by the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl AuditRecord {
-    /// Chains `entry` after the record `prev` (or as the first record when `None`).
+    /// Chains `entry` after the record `prev` (or as the first record when `None`), unsigned.
     ///
     /// # Errors
     /// [`AuditError::Encode`] if the entry cannot be encoded as JSON.
     pub fn chain(prev: Option<&ChainHead>, entry: AuditEntry) -> Result<Self, AuditError> {
-        let mut record = AuditRecord {
+        let mut record = Self::unsigned(prev, entry);
+        record.seal()?;
+        Ok(record)
+    }
+
+    /// `entry` placed after `prev`, not yet hashed: set [`AuditRecord::signer`] or
+    /// [`AuditRecord::imported`], then [`AuditRecord::seal`].
+    pub fn unsigned(prev: Option<&ChainHead>, entry: AuditEntry) -> Self {
+        AuditRecord {
             seq: prev.map_or(1, |p| p.seq + 1),
             prev_hash: prev.map_or_else(|| GENESIS_HASH.to_owned(), |p| p.hash.clone()),
             entry,
+            signer: None,
+            imported: None,
             hash: String::new(),
-        };
-        record.hash = record_hash(&record.to_json()?);
-        Ok(record)
+            signature: None,
+        }
+    }
+
+    /// Computes the hash over every other field (which must not change afterwards).
+    ///
+    /// # Errors
+    /// [`AuditError::Encode`] if the entry cannot be encoded as JSON.
+    pub fn seal(&mut self) -> Result<(), AuditError> {
+        self.hash = record_hash(&self.to_json()?);
+        Ok(())
     }
 
     /// The record as a JSON value (the form that is hashed and written).
@@ -245,6 +281,67 @@ pub enum AuditError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The operator key file cannot be used.
+    #[error("operator key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// The operator's key is not allowed to sign the fleet's audit chain.
+    #[error(
+        "your operator key {} ({}) is not allowed to sign the audit chain of fleet {fleet}; \
+         it allows {}. Ask one of them to run `phoenix audit allow-key FILE --public-key {public_key} --name YOU`, \
+         or use an allowed key with --operator-key or PHOENIX_OPERATOR_KEY",
+        &public_key[..public_key.len().min(16)], key_path.display(), allowed.join(", ")
+    )]
+    KeyNotAllowed {
+        /// The fleet.
+        fleet: String,
+        /// This operator's public key.
+        public_key: String,
+        /// Where it was read from.
+        key_path: std::path::PathBuf,
+        /// The keys that are allowed.
+        allowed: Vec<String>,
+    },
+    /// The state store failed.
+    #[error("audit chain in the state store")]
+    Store {
+        /// The cause.
+        source: phoenix_state::StateError,
+    },
+    /// Other writers kept appending to the chain while this one tried.
+    #[error("the audit chain of fleet {fleet} kept moving: gave up after {attempts} attempts")]
+    Contended {
+        /// The fleet.
+        fleet: String,
+        /// How many times it tried.
+        attempts: usize,
+    },
+    /// A stored record is not a record.
+    #[error("audit record {seq} of fleet {fleet} is corrupt: {reason}")]
+    CorruptRecord {
+        /// The fleet.
+        fleet: String,
+        /// Its seq.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The old `audit.jsonl` does not verify, so it was not imported.
+    #[error(
+        "the old audit log {path} does not verify, so it was not imported into the state store: {reason}. \
+         Keep it as evidence and move it aside (`mv {path} {path}.broken`) to start a new chain",
+        path = path.display()
+    )]
+    LegacyLogDoesNotVerify {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A [`MultiRecorder`] with no recorders was asked to record.
     #[error("no audit recorder is configured")]
     NoRecorders,
@@ -291,6 +388,8 @@ impl AuditError {
                 )
             }
             Self::Recorders { failures } => failures.iter().all(|f| f.error.is_retryable()),
+            Self::Store { source } => source.is_retryable(),
+            Self::Contended { .. } => true,
             Self::External { retryable, .. } => *retryable,
             _ => false,
         }

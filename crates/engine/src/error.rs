@@ -29,6 +29,23 @@ pub enum EngineError {
         /// What the store said.
         reason: String,
     },
+    /// Units of the fleet run (or may run) on endpoints this engine's provider cannot observe:
+    /// another operator's agent sharing the state store, say. Acting would start them a second
+    /// time, so nothing was changed.
+    #[error(
+        "fleet {fleet} has units on {}, which this phoenix cannot observe (it reaches {here}); \
+         nothing was changed. Run this command where they run{}, or destroy them from there first",
+        elsewhere.iter().map(|(endpoint, units)| format!("{endpoint} ({})", summarise(units))).collect::<Vec<_>>().join(", "),
+        local_hint(elsewhere)
+    )]
+    UnitsElsewhere {
+        /// The fleet.
+        fleet: String,
+        /// The endpoint this engine's provider reaches.
+        here: String,
+        /// Each other endpoint with the units recorded (or in flight) there.
+        elsewhere: Vec<(String, Vec<String>)>,
+    },
     /// A state store call failed. Transparent: the store's message names the step and its
     /// `source()` the cause, so that a printed chain states each once (with a prefix here the
     /// chain read "state store: cannot open X: cannot open X: ...").
@@ -41,6 +58,33 @@ pub enum EngineError {
     /// The revision asked for does not exist or cannot be applied again.
     #[error("{0}")]
     Revision(String),
+}
+
+/// `a, b, c and 7 more`.
+fn summarise(units: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = units
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if units.len() > SHOWN {
+        text.push_str(&format!(" and {} more", units.len() - SHOWN));
+    }
+    text
+}
+
+/// For a local endpoint, how to get there: the host and the state dir.
+fn local_hint(elsewhere: &[(String, Vec<String>)]) -> String {
+    elsewhere
+        .iter()
+        .find_map(|(endpoint, _)| {
+            let rest = endpoint.strip_prefix("local://")?;
+            let (host, dir) = rest.split_once('/')?;
+            Some(format!(" (on host {host}: --state-dir /{dir})"))
+        })
+        .unwrap_or_default()
 }
 
 /// `e`'s message followed by each of its sources', joined with `: ` — for the places that

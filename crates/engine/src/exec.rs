@@ -46,7 +46,9 @@ pub struct ApplyOptions {
     pub rollback: bool,
     /// Services that may be touched.
     pub scope: Scope,
-    /// Set to stop cleanly (Ctrl-C): no new steps, in-flight gates abort, state recorded.
+    /// Set to stop cleanly (Ctrl-C): no new step starts, the steps in flight finish (a health
+    /// gate runs until it passes or times out, so no instance is left started and ungated),
+    /// then the state is recorded and the lock released.
     pub cancel: Arc<AtomicBool>,
     /// Lease of the deploy lock (renewed every third).
     pub lock_ttl: Duration,
@@ -341,6 +343,35 @@ impl Engine {
         Ok(observed)
     }
 
+    /// The units of `fleet` that are recorded on, or have an open intent for, another endpoint
+    /// than this engine's provider, grouped by endpoint. Records written before endpoints were
+    /// kept (an empty endpoint) count as this provider's.
+    ///
+    /// # Errors
+    /// [`EngineError::State`].
+    pub fn units_elsewhere(&self, fleet: &str) -> Result<Vec<(String, Vec<String>)>, EngineError> {
+        let here = self.provider.endpoint();
+        let mut elsewhere: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for record in self.store.list_instances(fleet)? {
+            let e = record.state.endpoint;
+            if !e.is_empty() && e != here {
+                elsewhere
+                    .entry(e)
+                    .or_default()
+                    .push(record.state.unit.to_string());
+            }
+        }
+        for intent in self.store.open_intents(fleet)? {
+            if let Some(e) = foreign_endpoint(&intent, &here) {
+                let units = elsewhere.entry(e.to_owned()).or_default();
+                if !units.contains(&intent.unit.to_string()) {
+                    units.push(intent.unit.to_string());
+                }
+            }
+        }
+        Ok(elsewhere.into_iter().collect())
+    }
+
     /// Resolves the open intents of `fleet` left by an apply that died (see
     /// [`resolve_intent`]), marks its pending revisions failed, and deletes instance records
     /// of units the provider no longer has. Returns one line per resolved intent.
@@ -353,7 +384,14 @@ impl Engine {
         lock: &LockGuard,
         events: EventSink<'_>,
     ) -> Result<Vec<String>, EngineError> {
-        let intents = self.store.open_intents(fleet)?;
+        let here = self.provider.endpoint();
+        // Intents on another endpoint are not ours to resolve (`apply` refuses before this).
+        let intents: Vec<_> = self
+            .store
+            .open_intents(fleet)?
+            .into_iter()
+            .filter(|i| foreign_endpoint(i, &here).is_none())
+            .collect();
         let mut lines = Vec::new();
         let units: BTreeMap<String, UnitStatus> = self
             .provider
@@ -388,6 +426,7 @@ impl Engine {
                         Write::UpsertInstance(instance_state(
                             u,
                             intent.detail.get("host"),
+                            self.provider.endpoint(),
                             DesiredState::Running,
                             ObservedState::Starting,
                         )),
@@ -470,6 +509,7 @@ impl Engine {
             .store
             .list_instances(fleet)?
             .into_iter()
+            .filter(|r| r.state.endpoint.is_empty() || r.state.endpoint == here)
             .filter(|r| !units.contains_key(r.state.unit.as_str()))
             .map(|r| Write::DeleteInstance(r.state.unit))
             .collect();
@@ -498,6 +538,16 @@ impl Engine {
         let fleet = desired.fleet.clone();
         let lock = LockGuard::acquire(self.store.clone(), &fleet, &opts.operation, opts.lock_ttl)?;
         let took_over = lock.took_over.is_some();
+        // Before anything changes: units this provider cannot see must not be started again.
+        let elsewhere = self.units_elsewhere(&fleet)?;
+        if !elsewhere.is_empty() {
+            lock.release();
+            return Err(EngineError::UnitsElsewhere {
+                fleet,
+                here: self.provider.endpoint(),
+                elsewhere,
+            });
+        }
         let recovered = self.recover(&fleet, &lock, events)?;
         let observed = self.observe(&fleet, Some(desired), 3, opts.parallelism)?;
         let decision = decide(desired, &observed, &opts.scope);
@@ -622,7 +672,11 @@ impl Engine {
                 to: RevisionNumber(*to),
             },
             ApplyOutcome::Cancelled => RevisionOutcome::Failed {
-                reason: "cancelled".into(),
+                reason: match &report.failure {
+                    // A step that was in flight failed on its own while the run wound down.
+                    Some(f) => format!("cancelled; {}: {}", f.instance, f.reason),
+                    None => "cancelled".into(),
+                },
             },
             _ => RevisionOutcome::Failed {
                 reason: report
@@ -638,9 +692,14 @@ impl Engine {
             (ApplyOutcome::Applied, _) => format!(
                 "revision r{rev} applied: {creates} created, {replaces} replaced, {removes} removed"
             ),
-            (ApplyOutcome::Cancelled, _) => {
+            (ApplyOutcome::Cancelled, None) => {
                 format!("revision r{rev} cancelled; the next apply converges from here")
             }
+            (ApplyOutcome::Cancelled, Some(f)) => format!(
+                "revision r{rev} cancelled; a step in flight failed: {} ({}): {}; the next \
+                 apply converges from here",
+                f.instance, f.unit, f.reason
+            ),
             (_, Some(f)) => format!(
                 "revision r{rev} failed: {} ({}): {}",
                 f.instance, f.unit, f.reason
@@ -676,10 +735,23 @@ impl Engine {
     }
 }
 
+/// The key of an intent's detail that names the provider endpoint it acts on.
+const INTENT_ENDPOINT: &str = "endpoint";
+
+/// The endpoint an intent acts on, when it is not `here`.
+fn foreign_endpoint<'a>(intent: &'a phoenix_state::Intent, here: &str) -> Option<&'a str> {
+    intent
+        .detail
+        .get(INTENT_ENDPOINT)
+        .and_then(|v| v.as_str())
+        .filter(|e| !e.is_empty() && *e != here)
+}
+
 /// The instance record of an observed unit.
 fn instance_state(
     u: &UnitStatus,
     host: Option<&serde_json::Value>,
+    endpoint: String,
     desired: DesiredState,
     observed: ObservedState,
 ) -> InstanceState {
@@ -692,6 +764,7 @@ fn instance_state(
         host: host
             .map(|h| h.to_string().trim_matches('"').to_string())
             .unwrap_or_default(),
+        endpoint,
         desired,
         observed,
         handle: json!({ "pid": u.pid, "handle": u.handle }),
@@ -699,7 +772,7 @@ fn instance_state(
     }
 }
 
-fn spec_state(spec: &UnitSpec, observed: ObservedState) -> InstanceState {
+fn spec_state(spec: &UnitSpec, endpoint: String, observed: ObservedState) -> InstanceState {
     InstanceState {
         unit: UnitId::from_raw(spec.unit_id()),
         service: spec.service.clone(),
@@ -707,6 +780,7 @@ fn spec_state(spec: &UnitSpec, observed: ObservedState) -> InstanceState {
         revision: RevisionNumber(spec.revision),
         site: spec.site.clone(),
         host: spec.host.to_string(),
+        endpoint,
         desired: DesiredState::Running,
         observed,
         handle: serde_json::Value::Null,
@@ -739,7 +813,9 @@ impl Run<'_> {
 
     fn fail(&self, instance: &str, unit: &str, reason: String) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() && !self.cancel.load(Ordering::SeqCst) {
+        // Also when cancelled: steps in flight run to their end, and one that fails then
+        // failed for real.
+        if f.is_none() {
             *f = Some(Failure {
                 instance: instance.into(),
                 unit: unit.into(),
@@ -773,7 +849,15 @@ impl Run<'_> {
         }
     }
 
-    fn intent(&self, op: IntentOp, unit: &str, detail: serde_json::Value) -> NewIntent {
+    /// Every intent names the endpoint it acts on, so that recovery by another operator's
+    /// phoenix (which cannot see that endpoint) knows not to resolve it.
+    fn intent(&self, op: IntentOp, unit: &str, mut detail: serde_json::Value) -> NewIntent {
+        if let Some(map) = detail.as_object_mut() {
+            map.insert(
+                INTENT_ENDPOINT.to_owned(),
+                json!(self.engine.provider.endpoint()),
+            );
+        }
         NewIntent {
             op,
             unit: UnitId::from_raw(unit),
@@ -797,7 +881,11 @@ impl Run<'_> {
             unit: unit.clone(),
         });
         let written = self.write(vec![
-            Write::UpsertInstance(spec_state(spec, ObservedState::Unknown)),
+            Write::UpsertInstance(spec_state(
+                spec,
+                self.engine.provider.endpoint(),
+                ObservedState::Unknown,
+            )),
             Write::RecordIntent(self.intent(
                 IntentOp::Start,
                 &unit,
@@ -811,6 +899,7 @@ impl Run<'_> {
                     Write::UpsertInstance(instance_state(
                         &status,
                         Some(&json!(spec.host.to_string())),
+                        self.engine.provider.endpoint(),
                         DesiredState::Running,
                         ObservedState::Starting,
                     )),
@@ -1022,8 +1111,12 @@ impl Run<'_> {
     }
 
     /// The health gate: probes until healthy or the check's timeout, like
-    /// [`phoenix_provider_api::probe::wait_until_healthy`], but gives up at once when the run
-    /// is cancelled. A unit without a check passes once it is seen running.
+    /// [`phoenix_provider_api::probe::wait_until_healthy`]. A unit without a check passes once
+    /// it is seen running.
+    ///
+    /// Cancelling does not cut a gate short: the unit has been started, and abandoning its
+    /// gate left it running unverified while Ctrl-C promised to finish the steps in flight.
+    /// (A second Ctrl-C exits at once.)
     fn gate(&self, unit: &UnitStatus, health: Option<&Health>) -> ProbeOutcome {
         let Some(health) = health else {
             std::thread::sleep(Duration::from_millis(100));
@@ -1048,9 +1141,6 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_millis(health.timeout_ms);
         let interval = Duration::from_millis(health.interval_ms.max(10));
         loop {
-            if self.cancel.load(Ordering::SeqCst) {
-                return ProbeOutcome::unhealthy("cancelled");
-            }
             let started = Instant::now();
             let outcome = self.engine.provider.probe(unit, health);
             if outcome.healthy {
@@ -1064,16 +1154,7 @@ impl Run<'_> {
                 ));
             }
             let next = (started + interval).min(deadline);
-            // Sleep in short slices so that Ctrl-C is noticed quickly.
-            while Instant::now() < next {
-                if self.cancel.load(Ordering::SeqCst) {
-                    return ProbeOutcome::unhealthy("cancelled");
-                }
-                std::thread::sleep(
-                    next.saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(50)),
-                );
-            }
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -1154,20 +1235,18 @@ impl Run<'_> {
         let started = Instant::now();
         let outcome = self.gate(&status, sa.health.as_ref());
         if !outcome.healthy {
-            if !self.cancel.load(Ordering::SeqCst) {
-                self.emit(Event::GateFailed {
-                    instance: action.instance.clone(),
-                    unit: unit.clone(),
+            self.emit(Event::GateFailed {
+                instance: action.instance.clone(),
+                unit: unit.clone(),
+                reason: outcome.detail.clone(),
+            });
+            self.audit(
+                format!("gate {unit}"),
+                AuditOutcome::Failed {
                     reason: outcome.detail.clone(),
-                });
-                self.audit(
-                    format!("gate {unit}"),
-                    AuditOutcome::Failed {
-                        reason: outcome.detail.clone(),
-                    },
-                    serde_json::Value::Null,
-                );
-            }
+                },
+                serde_json::Value::Null,
+            );
             self.fail(
                 &action.instance,
                 &unit,
@@ -1179,6 +1258,7 @@ impl Run<'_> {
         let _ = self.write(vec![Write::UpsertInstance(instance_state(
             &status,
             Some(&json!(spec.host.to_string())),
+            self.engine.provider.endpoint(),
             DesiredState::Running,
             ObservedState::Running,
         ))]);

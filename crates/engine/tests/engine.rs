@@ -883,3 +883,67 @@ fn destroy_removes_in_reverse_dependency_order() {
             .all(|r| r.reason == "fleet destroyed")
     );
 }
+
+/// Regression (hardening issue, item 11): two operators sharing one state store deployed the
+/// fleet twice. The second operator's provider (another agent, another host) cannot see the
+/// units of the first; its apply and destroy must refuse, naming where they run, and change
+/// nothing.
+#[test]
+fn a_second_operator_whose_provider_cannot_see_the_units_does_not_deploy_them_again() {
+    let a = World::new();
+    let f = fleet(&svc("web", 3, ""));
+    assert_eq!(a.apply(&f).outcome, ApplyOutcome::Applied);
+    let b_fake = Arc::new(FakeProvider::at("fake://operator-b"));
+    let b = Engine {
+        provider: b_fake.clone(),
+        store: a.store.clone(),
+        recorder: a.audit.clone(),
+        actor: "bob@host-b".into(),
+    };
+    let d = desired(&f);
+    let doc = RevisionDoc::new(RevisionKind::Apply, &d, vec![], None);
+    let revisions_before = a.store.list_revisions("demo").unwrap().len();
+    let err = b
+        .apply(&d, &doc, &ApplyOptions::default(), &|_| true, &|_| {})
+        .unwrap_err();
+    let EngineError::UnitsElsewhere {
+        here, elsewhere, ..
+    } = &err
+    else {
+        panic!("expected UnitsElsewhere, got {err}");
+    };
+    assert_eq!(here, "fake://operator-b");
+    assert_eq!(elsewhere.len(), 1);
+    assert_eq!(elsewhere[0].0, "fake://default");
+    assert_eq!(elsewhere[0].1.len(), 3);
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+    assert!(
+        b_fake.list("demo").unwrap().is_empty(),
+        "nothing started on B"
+    );
+    assert_eq!(
+        a.store.list_revisions("demo").unwrap().len(),
+        revisions_before
+    );
+    assert_eq!(
+        a.store.list_instances("demo").unwrap().len(),
+        3,
+        "A's records kept"
+    );
+    // Destroy from B is refused the same way; A's units keep running.
+    let gone = Desired::destroy(&f, &phoenix_plan::plan(&f));
+    let doc = RevisionDoc::new(RevisionKind::Destroy, &gone, vec![], None);
+    assert!(matches!(
+        b.apply(&gone, &doc, &ApplyOptions::default(), &|_| true, &|_| {}),
+        Err(EngineError::UnitsElsewhere { .. })
+    ));
+    assert_eq!(a.running().len(), 3);
+    // A itself still converges and destroys.
+    assert_eq!(a.apply(&f).outcome, ApplyOutcome::NoChanges);
+    let doc = RevisionDoc::new(RevisionKind::Destroy, &gone, vec![], None);
+    a.engine
+        .apply(&gone, &doc, &ApplyOptions::default(), &|_| true, &|_| {})
+        .unwrap();
+    assert!(a.running().is_empty());
+    assert!(b.units_elsewhere("demo").unwrap().is_empty());
+}

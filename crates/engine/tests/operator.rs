@@ -1,13 +1,17 @@
-//! What an operator reads and sees: failure messages that state each cause once. Against the
-//! in-memory FakeProvider, an in-memory SQLite store and a memory recorder.
+//! What an operator reads and sees: failure messages that state each cause once, and Ctrl-C
+//! (the cancel flag) letting in-flight steps finish. Against the in-memory FakeProvider, an
+//! in-memory SQLite store and a memory recorder.
 
 use phoenix_audit::MemoryRecorder;
 use phoenix_engine::{
     ApplyOptions, ApplyOutcome, ApplyReport, Desired, Engine, Event, RevisionDoc, RevisionKind,
 };
+use phoenix_provider_api::Provider;
 use phoenix_provider_api::fake::FakeProvider;
 use phoenix_state::SqliteStore;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const SITE: &str =
     "sites: [{name: local, tier: core, capacity: {cpu: 64, memory: 64Gi, storage: 100G}}]\n";
@@ -58,6 +62,10 @@ impl World {
             })
             .unwrap()
     }
+
+    fn saw(&self, f: impl Fn(&Event) -> bool) -> bool {
+        self.events.lock().unwrap().iter().any(f)
+    }
 }
 
 /// Regression: "cannot start: cannot start unit `c-0@r3`: cannot start unit `c-0@r3`": the
@@ -70,4 +78,76 @@ fn a_failed_start_states_its_cause_once() {
     let reason = r.failure.expect("a failure").reason;
     assert_eq!(reason.matches("cannot start").count(), 1, "{reason}");
     assert_eq!(reason.matches("web-0@r1").count(), 1, "{reason}");
+}
+
+/// Regression: Ctrl-C printed "finishing in-flight steps" but aborted a running health gate,
+/// leaving its instance started and unhealthy. A gate in flight now runs to its end.
+#[test]
+fn cancel_lets_a_health_gate_in_flight_finish_and_starts_nothing_new() {
+    let w = World::new();
+    // One wave of `db`, then `web` after it: web must never start once cancelled.
+    let spec = format!(
+        "{}{}",
+        svc("db", 1, "10s", ""),
+        svc("web", 1, "10s", ", depends_on: [db]")
+    );
+    w.fake.set_healthy("demo", "db-0@r1", false);
+    let opts = ApplyOptions::default();
+    let cancel = opts.cancel.clone();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| w.apply_with(&fleet(&spec), &opts));
+        let end = Instant::now() + Duration::from_secs(5);
+        while !w.saw(|e| matches!(e, Event::UnitStarted { unit, .. } if unit == "db-0@r1")) {
+            assert!(Instant::now() < end, "db never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Ctrl-C while db's gate waits, then db turns healthy.
+        cancel.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        w.fake.set_healthy("demo", "db-0@r1", true);
+        h.join().unwrap()
+    });
+    assert_eq!(r.outcome, ApplyOutcome::Cancelled);
+    assert!(
+        w.saw(|e| matches!(e, Event::GatePassed { unit, .. } if unit == "db-0@r1")),
+        "db's gate was abandoned"
+    );
+    let running: Vec<String> = w
+        .fake
+        .list("demo")
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.state.is_running())
+        .map(|u| u.unit_id)
+        .collect();
+    assert_eq!(running, ["db-0@r1"], "a new step started after the cancel");
+    assert!(r.failure.is_none(), "{:?}", r.failure);
+}
+
+/// Same defect: a gate that fails while cancelling is reported as the failure it is, not
+/// hidden behind "cancelled".
+#[test]
+fn a_gate_that_fails_while_cancelling_is_reported() {
+    let w = World::new();
+    w.fake.set_healthy("demo", "db-0@r1", false);
+    let opts = ApplyOptions::default();
+    let cancel = opts.cancel.clone();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| w.apply_with(&fleet(&svc("db", 1, "300ms", "")), &opts));
+        let end = Instant::now() + Duration::from_secs(5);
+        while !w.saw(|e| matches!(e, Event::UnitStarted { .. })) {
+            assert!(Instant::now() < end, "db never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cancel.store(true, Ordering::SeqCst);
+        h.join().unwrap()
+    });
+    assert_eq!(r.outcome, ApplyOutcome::Cancelled);
+    let f = r.failure.expect("the failed gate is reported");
+    assert!(
+        f.reason.contains("not healthy after 300 ms"),
+        "{}",
+        f.reason
+    );
+    assert!(w.saw(|e| matches!(e, Event::GateFailed { .. })));
 }

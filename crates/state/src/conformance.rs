@@ -18,9 +18,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::{
-    DesiredState, InstanceState, IntentId, IntentOp, IntentOutcome, Lease, LockOwner, LockRequest,
-    NewIntent, NewRevision, ObservedState, PostgresStore, RevisionNumber, RevisionOutcome,
-    SqliteStore, StateError, StateStore, UnitId, Write, Written,
+    AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceState, IntentId, IntentOp,
+    IntentOutcome, Lease, LockOwner, LockRequest, NewIntent, NewRevision, ObservedState,
+    PostgresStore, RevisionNumber, RevisionOutcome, SqliteStore, StateError, StateStore, UnitId,
+    Write, Written,
 };
 
 /// The environment variable naming the PostgreSQL database for the PostgreSQL run.
@@ -117,6 +118,9 @@ macro_rules! conformance_tests {
             persistence_across_reopen,
             fleets_are_listed,
             audit_anchor_only_moves_forward,
+            audit_chain_appends_only_at_its_head,
+            audit_keys_follow_their_records,
+            instance_endpoint_round_trips,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -177,6 +181,7 @@ fn instance(name: &str, revision: u64) -> InstanceState {
         revision,
         site: "core-1".to_owned(),
         host: "core-1-0".to_owned(),
+        endpoint: "fake://conformance".to_owned(),
         desired: DesiredState::Running,
         observed: ObservedState::Unknown,
         handle: serde_json::Value::Null,
@@ -949,23 +954,146 @@ pub fn fleets_are_listed(h: &dyn Harness) {
     assert_eq!(fleets, sorted);
 }
 
-/// The audit anchor only moves forward.
+/// The audit anchor of a fleet only moves forward, and anchors are per fleet.
 pub fn audit_anchor_only_moves_forward(h: &dyn Harness) {
     let store = h.open();
-    // The anchor is shared by the whole database; start past whatever an earlier run left.
-    let base = store.audit_anchor().unwrap().map_or(0, |a| a.seq);
-    let anchored = store.anchor_audit_head(base + 5, "hash-5").unwrap();
-    assert_eq!(
-        (anchored.seq, anchored.head_hash.as_str()),
-        (base + 5, "hash-5")
-    );
-    let kept = store.anchor_audit_head(base + 3, "hash-3").unwrap();
+    let fleet = unique_fleet("anchor");
+    let other = unique_fleet("anchor-other");
+    assert_eq!(store.audit_anchor(&fleet).unwrap(), None);
+    let anchored = store.anchor_audit_head(&fleet, 5, "hash-5").unwrap();
+    assert_eq!((anchored.seq, anchored.head_hash.as_str()), (5, "hash-5"));
+    let kept = store.anchor_audit_head(&fleet, 3, "hash-3").unwrap();
     assert_eq!(
         (kept.seq, kept.head_hash.as_str()),
-        (base + 5, "hash-5"),
+        (5, "hash-5"),
         "must not move back"
     );
-    store.anchor_audit_head(base + 6, "hash-6").unwrap();
-    let read = h.open().audit_anchor().unwrap().unwrap();
-    assert!(read.seq >= base + 6);
+    store.anchor_audit_head(&fleet, 6, "hash-6").unwrap();
+    store.anchor_audit_head(&other, 1, "other-1").unwrap();
+    let read = h.open().audit_anchor(&fleet).unwrap().unwrap();
+    assert_eq!((read.seq, read.head_hash.as_str()), (6, "hash-6"));
+    assert_eq!(h.open().audit_anchor(&other).unwrap().unwrap().seq, 1);
+}
+
+fn audit_row(seq: u64, prev: &str) -> AuditRow {
+    AuditRow {
+        seq,
+        prev_hash: prev.to_owned(),
+        hash: format!("h{seq}"),
+        signer: Some("k1".to_owned()),
+        record_json: format!(r#"{{"seq":{seq},"note":"ünïcödé"}}"#),
+    }
+}
+
+/// Records are appended only right after the head, so two appenders can never fork a chain;
+/// chains are per fleet.
+pub fn audit_chain_appends_only_at_its_head(h: &dyn Harness) {
+    let store = h.open();
+    let fleet = unique_fleet("chain");
+    assert_eq!(store.audit_head(&fleet).unwrap(), None);
+    // The first record must be seq 1.
+    assert!(matches!(
+        store.append_audit_record(&fleet, &audit_row(2, "g"), None),
+        Err(StateError::AuditChainMoved {
+            tried: 2,
+            head: 0,
+            ..
+        })
+    ));
+    store
+        .append_audit_record(&fleet, &audit_row(1, "g"), None)
+        .unwrap();
+    // A second appender that built on the same (old) head is refused.
+    assert!(matches!(
+        store.append_audit_record(&fleet, &audit_row(1, "g"), None),
+        Err(StateError::AuditChainMoved {
+            tried: 1,
+            head: 1,
+            ..
+        })
+    ));
+    // So is a record that names another predecessor.
+    assert!(matches!(
+        store.append_audit_record(&fleet, &audit_row(2, "not-h1"), None),
+        Err(StateError::AuditChainMoved { .. })
+    ));
+    store
+        .append_audit_record(&fleet, &audit_row(2, "h1"), None)
+        .unwrap();
+    let read = h.open().audit_records(&fleet).unwrap();
+    assert_eq!(read, vec![audit_row(1, "g"), audit_row(2, "h1")]);
+    assert_eq!(store.audit_head(&fleet).unwrap(), Some(audit_row(2, "h1")));
+    assert!(store.audit_fleets().unwrap().contains(&fleet));
+    assert!(
+        store
+            .audit_records(&unique_fleet("none"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Allowing and revoking keys happens in the same transaction as the record that says so.
+pub fn audit_keys_follow_their_records(h: &dyn Harness) {
+    let store = h.open();
+    let fleet = unique_fleet("keys");
+    let allow = AuditKeyChange::Allow {
+        public_key: "k1".into(),
+        name: "alice".into(),
+    };
+    store
+        .append_audit_record(&fleet, &audit_row(1, "g"), Some(&allow))
+        .unwrap();
+    // A refused append changes no key.
+    let bob = AuditKeyChange::Allow {
+        public_key: "k2".into(),
+        name: "bob".into(),
+    };
+    assert!(
+        store
+            .append_audit_record(&fleet, &audit_row(5, "x"), Some(&bob))
+            .is_err()
+    );
+    assert_eq!(store.audit_keys(&fleet).unwrap().len(), 1);
+    store
+        .append_audit_record(&fleet, &audit_row(2, "h1"), Some(&bob))
+        .unwrap();
+    store
+        .append_audit_record(
+            &fleet,
+            &audit_row(3, "h2"),
+            Some(&AuditKeyChange::Revoke {
+                public_key: "k1".into(),
+            }),
+        )
+        .unwrap();
+    let keys = h.open().audit_keys(&fleet).unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            AuditKey {
+                public_key: "k1".into(),
+                name: "alice".into(),
+                allowed_seq: 1,
+                revoked_seq: Some(3),
+            },
+            AuditKey {
+                public_key: "k2".into(),
+                name: "bob".into(),
+                allowed_seq: 2,
+                revoked_seq: None,
+            },
+        ]
+    );
+}
+
+/// The endpoint that runs a unit is kept with its record.
+pub fn instance_endpoint_round_trips(h: &dyn Harness) {
+    let store = h.open();
+    let fleet = unique_fleet("endpoint");
+    let lease = lock(&*store, &fleet);
+    let mut state = instance("web-0", 1);
+    state.endpoint = "local://host-b/srv/phoenix".into();
+    store.upsert_instance(&lease, state.clone()).unwrap();
+    let read = h.open().get_instance(&fleet, &state.unit).unwrap().unwrap();
+    assert_eq!(read.state.endpoint, "local://host-b/srv/phoenix");
 }

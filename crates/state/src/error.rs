@@ -152,13 +152,28 @@ pub enum StateError {
         /// The cause.
         source: DbError,
     },
-    /// Reading or writing the audit anchor failed.
-    #[error("cannot {step} the audit anchor")]
-    AuditAnchor {
-        /// `read` or `write`.
+    /// Reading or writing a fleet's audit chain, its keys or its anchor failed.
+    #[error("cannot {step} the audit chain of fleet {fleet}")]
+    Audit {
+        /// What was being done, e.g. `append to`.
         step: &'static str,
+        /// The fleet (`-` for store-wide reads).
+        fleet: String,
         /// The cause.
         source: DbError,
+    },
+    /// An audit record was appended after a head that is no longer the chain's head (another
+    /// appender was first). Build the record again on the new head.
+    #[error(
+        "the audit chain of fleet {fleet} moved: record {tried} does not follow its head {head}"
+    )]
+    AuditChainMoved {
+        /// The fleet.
+        fleet: String,
+        /// The seq of the record that was refused.
+        tried: u64,
+        /// The seq of the chain's head.
+        head: u64,
     },
     /// A write named a revision that does not exist.
     #[error("fleet {fleet} has no revision {revision}")]
@@ -229,7 +244,7 @@ impl StateError {
             | Self::ReadRevisions { source, .. }
             | Self::ReadInstances { source, .. }
             | Self::ReadIntents { source, .. }
-            | Self::AuditAnchor { source, .. }
+            | Self::Audit { source, .. }
             | Self::Migrate { source, .. } => source.is_transient(),
             _ => false,
         }

@@ -85,9 +85,10 @@ pub use postgres::PostgresStore;
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 pub use store::StateStore;
 pub use types::{
-    AuditAnchor, DesiredState, InstanceRecord, InstanceState, Intent, IntentId, IntentOp,
-    IntentOutcome, Lease, LockGrant, LockHolder, LockOwner, LockRequest, NewIntent, NewRevision,
-    ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written, this_host,
+    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord, InstanceState,
+    Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder, LockOwner,
+    LockRequest, NewIntent, NewRevision, ObservedState, Revision, RevisionNumber, RevisionOutcome,
+    UnitId, Write, Written, this_host,
 };
 
 /// The newest schema version this build of Phoenix reads and writes.

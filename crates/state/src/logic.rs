@@ -8,9 +8,10 @@ use crate::db::{Backend, Fail, Row, Tx, Val};
 use crate::error::StateError;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::types::{
-    AuditAnchor, DesiredState, InstanceRecord, InstanceState, Intent, IntentId, IntentOp,
-    IntentOutcome, Lease, LockGrant, LockHolder, LockOwner, LockRequest, NewIntent, NewRevision,
-    ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord, InstanceState,
+    Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder, LockOwner,
+    LockRequest, NewIntent, NewRevision, ObservedState, Revision, RevisionNumber, RevisionOutcome,
+    UnitId, Write, Written,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -437,10 +438,11 @@ fn upsert_instance(
 ) -> Result<InstanceRecord, Fail> {
     tx.execute(
         "INSERT INTO instances (fleet, unit, service, instance, revision, site, host, desired, observed,
-                                handle_json, ports_json, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                handle_json, ports_json, updated_at_ms, endpoint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (fleet, unit) DO UPDATE SET service = excluded.service, instance = excluded.instance,
              revision = excluded.revision, site = excluded.site, host = excluded.host,
+             endpoint = excluded.endpoint,
              desired = excluded.desired, observed = excluded.observed, handle_json = excluded.handle_json,
              ports_json = excluded.ports_json, updated_at_ms = excluded.updated_at_ms",
         &[
@@ -456,6 +458,7 @@ fn upsert_instance(
             json_text(&state.handle).into(),
             json_text(&state.ports).into(),
             Val::Int(now),
+            state.endpoint.as_str().into(),
         ],
     )?;
     Ok(InstanceRecord {
@@ -632,7 +635,7 @@ pub(crate) fn latest_applied_revision<B: Backend>(
         .map_err(|f| f.at(|source| StateError::ReadRevisions { fleet: fleet.to_owned(), source }))
 }
 
-const INSTANCE_COLUMNS: &str = "unit, service, instance, revision, site, host, desired, observed, handle_json, ports_json, updated_at_ms";
+const INSTANCE_COLUMNS: &str = "unit, service, instance, revision, site, host, desired, observed, handle_json, ports_json, updated_at_ms, endpoint";
 
 fn read_instances(
     tx: &mut dyn Tx,
@@ -669,6 +672,7 @@ fn instance_from_row(row: &Row, fleet: &str) -> Result<InstanceRecord, Fail> {
             revision: RevisionNumber(unsigned(row.int(3)?, table, &key)?),
             site: row.text(4)?,
             host: row.text(5)?,
+            endpoint: row.text(11)?,
             desired: DesiredState::parse(&desired).ok_or_else(|| {
                 corrupt(table, &key, format!("unknown desired state {desired:?}"))
             })?,
@@ -787,35 +791,67 @@ pub(crate) fn open_intents<B: Backend>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Audit anchor
+// Audit: the legacy anchor of `audit.jsonl`, and each fleet's chain, keys and anchor
 
-fn read_anchor(tx: &mut dyn Tx) -> Result<Option<AuditAnchor>, Fail> {
+fn read_legacy_anchor(tx: &mut dyn Tx) -> Result<Option<AuditAnchor>, Fail> {
     let rows = tx.query(
         "SELECT seq, head_hash, updated_at_ms FROM audit_anchor WHERE id = 1",
         &[],
     )?;
     rows.first()
-        .map(|row| {
-            Ok(AuditAnchor {
-                seq: unsigned(row.int(0)?, "audit_anchor", "1")?,
-                head_hash: row.text(1)?,
-                updated_at: time(row.int(2)?, "audit_anchor", "1")?,
-            })
-        })
+        .map(|row| anchor_from_row(row, "audit_anchor", "1"))
         .transpose()
 }
 
-pub(crate) fn audit_anchor<B: Backend>(backend: &B) -> Result<Option<AuditAnchor>, StateError> {
-    backend.read(read_anchor).map_err(|f| {
-        f.at(|source| StateError::AuditAnchor {
-            step: "read",
+fn anchor_from_row(row: &Row, table: &'static str, key: &str) -> Result<AuditAnchor, Fail> {
+    Ok(AuditAnchor {
+        seq: unsigned(row.int(0)?, table, key)?,
+        head_hash: row.text(1)?,
+        updated_at: time(row.int(2)?, table, key)?,
+    })
+}
+
+fn audit_failure(step: &'static str, fleet: &str) -> impl FnOnce(Fail) -> StateError {
+    let fleet = fleet.to_owned();
+    move |f| {
+        f.at(|source| StateError::Audit {
+            step,
+            fleet,
             source,
         })
-    })
+    }
+}
+
+pub(crate) fn legacy_audit_anchor<B: Backend>(
+    backend: &B,
+) -> Result<Option<AuditAnchor>, StateError> {
+    backend
+        .read(read_legacy_anchor)
+        .map_err(audit_failure("read the legacy anchor", "-"))
+}
+
+fn read_fleet_anchor(tx: &mut dyn Tx, fleet: &str) -> Result<Option<AuditAnchor>, Fail> {
+    let rows = tx.query(
+        "SELECT seq, head_hash, updated_at_ms FROM audit_anchors WHERE fleet = $1",
+        &[fleet.into()],
+    )?;
+    rows.first()
+        .map(|row| anchor_from_row(row, "audit_anchors", fleet))
+        .transpose()
+}
+
+pub(crate) fn audit_anchor<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Option<AuditAnchor>, StateError> {
+    backend
+        .read(|tx| read_fleet_anchor(tx, fleet))
+        .map_err(audit_failure("read the anchor", fleet))
 }
 
 pub(crate) fn anchor_audit_head<B: Backend>(
     backend: &B,
+    fleet: &str,
     seq: u64,
     head_hash: &str,
 ) -> Result<AuditAnchor, StateError> {
@@ -824,20 +860,171 @@ pub(crate) fn anchor_audit_head<B: Backend>(
             let now = tx.now_ms()?;
             // The WHERE clause keeps the anchor from moving back under concurrent appenders.
             tx.execute(
-                "INSERT INTO audit_anchor (id, seq, head_hash, updated_at_ms) VALUES (1, $1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash,
+                "INSERT INTO audit_anchors (fleet, seq, head_hash, updated_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (fleet) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash,
                      updated_at_ms = excluded.updated_at_ms
-                 WHERE audit_anchor.seq <= excluded.seq",
-                &[int(seq), head_hash.into(), Val::Int(now)],
+                 WHERE audit_anchors.seq <= excluded.seq",
+                &[fleet.into(), int(seq), head_hash.into(), Val::Int(now)],
             )?;
-            read_anchor(tx)?.ok_or_else(|| corrupt("audit_anchor", "1", "row vanished".into()))
+            read_fleet_anchor(tx, fleet)?
+                .ok_or_else(|| corrupt("audit_anchors", fleet, "row vanished".into()))
         })
-        .map_err(|f| {
-            f.at(|source| StateError::AuditAnchor {
-                step: "write",
-                source,
+        .map_err(audit_failure("write the anchor", fleet))
+}
+
+fn audit_row(row: &Row, fleet: &str) -> Result<AuditRow, Fail> {
+    let seq = unsigned(row.int(0)?, "audit_records", fleet)?;
+    Ok(AuditRow {
+        seq,
+        prev_hash: row.text(1)?,
+        hash: row.text(2)?,
+        signer: row.opt_text(3)?,
+        record_json: row.text(4)?,
+    })
+}
+
+fn read_audit_head(tx: &mut dyn Tx, fleet: &str) -> Result<Option<AuditRow>, Fail> {
+    let rows = tx.query(
+        "SELECT seq, prev_hash, hash, signer, record_json FROM audit_records
+         WHERE fleet = $1 ORDER BY seq DESC LIMIT 1",
+        &[fleet.into()],
+    )?;
+    rows.first().map(|r| audit_row(r, fleet)).transpose()
+}
+
+pub(crate) fn audit_head<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Option<AuditRow>, StateError> {
+    backend
+        .read(|tx| read_audit_head(tx, fleet))
+        .map_err(audit_failure("read the head of", fleet))
+}
+
+pub(crate) fn audit_records<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<AuditRow>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                "SELECT seq, prev_hash, hash, signer, record_json FROM audit_records
+                 WHERE fleet = $1 ORDER BY seq",
+                &[fleet.into()],
+            )?
+            .iter()
+            .map(|r| audit_row(r, fleet))
+            .collect()
+        })
+        .map_err(audit_failure("read", fleet))
+}
+
+pub(crate) fn audit_fleets<B: Backend>(backend: &B) -> Result<Vec<String>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                "SELECT DISTINCT fleet FROM audit_records ORDER BY fleet",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok(r.text(0)?))
+            .collect()
+        })
+        .map_err(audit_failure("list the fleets of", "-"))
+}
+
+pub(crate) fn append_audit_record<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    row: &AuditRow,
+    key_change: Option<&AuditKeyChange>,
+) -> Result<(), StateError> {
+    backend
+        .write(|tx| {
+            // The fleet's row lock serialises appenders of one chain (PostgreSQL); SQLite's write
+            // transactions already exclude each other.
+            lock_fleet(tx, fleet)?;
+            let head = read_audit_head(tx, fleet)?;
+            let (head_seq, head_hash) = head.map_or((0, None), |h| (h.seq, Some(h.hash)));
+            let links = head_hash.as_deref().is_none_or(|h| h == row.prev_hash);
+            if row.seq != head_seq + 1 || !links {
+                return Err(Fail::State(StateError::AuditChainMoved {
+                    fleet: fleet.to_owned(),
+                    tried: row.seq,
+                    head: head_seq,
+                }));
+            }
+            let now = tx.now_ms()?;
+            tx.execute(
+                "INSERT INTO audit_records (fleet, seq, prev_hash, hash, signer, record_json, stored_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    fleet.into(),
+                    int(row.seq),
+                    row.prev_hash.as_str().into(),
+                    row.hash.as_str().into(),
+                    row.signer.as_deref().map_or(Val::Null, Into::into),
+                    row.record_json.as_str().into(),
+                    Val::Int(now),
+                ],
+            )?;
+            match key_change {
+                None => {}
+                Some(AuditKeyChange::Allow { public_key, name }) => {
+                    tx.execute(
+                        "INSERT INTO audit_keys (fleet, public_key, name, allowed_seq, revoked_seq)
+                         VALUES ($1, $2, $3, $4, NULL)
+                         ON CONFLICT (fleet, public_key) DO UPDATE SET name = excluded.name,
+                             allowed_seq = excluded.allowed_seq, revoked_seq = NULL",
+                        &[
+                            fleet.into(),
+                            public_key.as_str().into(),
+                            name.as_str().into(),
+                            int(row.seq),
+                        ],
+                    )?;
+                }
+                Some(AuditKeyChange::Revoke { public_key }) => {
+                    tx.execute(
+                        "UPDATE audit_keys SET revoked_seq = $3 WHERE fleet = $1 AND public_key = $2",
+                        &[fleet.into(), public_key.as_str().into(), int(row.seq)],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|f| match f {
+            Fail::State(e) => e,
+            other => audit_failure("append to", fleet)(other),
+        })
+}
+
+pub(crate) fn audit_keys<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<AuditKey>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                "SELECT public_key, name, allowed_seq, revoked_seq FROM audit_keys
+                 WHERE fleet = $1 ORDER BY allowed_seq, public_key",
+                &[fleet.into()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(AuditKey {
+                    public_key: r.text(0)?,
+                    name: r.text(1)?,
+                    allowed_seq: unsigned(r.int(2)?, "audit_keys", fleet)?,
+                    revoked_seq: r
+                        .opt_int(3)?
+                        .map(|v| unsigned(v, "audit_keys", fleet))
+                        .transpose()?,
+                })
             })
+            .collect()
         })
+        .map_err(audit_failure("read the keys of", fleet))
 }
 
 /// Implements [`StateStore`](crate::StateStore) for a [`Backend`] by delegating to this module.
@@ -919,15 +1106,50 @@ macro_rules! impl_state_store {
             fn open_intents(&self, fleet: &str) -> Result<Vec<$crate::Intent>, $crate::StateError> {
                 $crate::logic::open_intents(self, fleet)
             }
-            fn audit_anchor(&self) -> Result<Option<$crate::AuditAnchor>, $crate::StateError> {
-                $crate::logic::audit_anchor(self)
+            fn legacy_audit_anchor(
+                &self,
+            ) -> Result<Option<$crate::AuditAnchor>, $crate::StateError> {
+                $crate::logic::legacy_audit_anchor(self)
+            }
+            fn audit_anchor(
+                &self,
+                fleet: &str,
+            ) -> Result<Option<$crate::AuditAnchor>, $crate::StateError> {
+                $crate::logic::audit_anchor(self, fleet)
             }
             fn anchor_audit_head(
                 &self,
+                fleet: &str,
                 seq: u64,
                 head_hash: &str,
             ) -> Result<$crate::AuditAnchor, $crate::StateError> {
-                $crate::logic::anchor_audit_head(self, seq, head_hash)
+                $crate::logic::anchor_audit_head(self, fleet, seq, head_hash)
+            }
+            fn audit_head(
+                &self,
+                fleet: &str,
+            ) -> Result<Option<$crate::AuditRow>, $crate::StateError> {
+                $crate::logic::audit_head(self, fleet)
+            }
+            fn audit_records(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::AuditRow>, $crate::StateError> {
+                $crate::logic::audit_records(self, fleet)
+            }
+            fn audit_fleets(&self) -> Result<Vec<String>, $crate::StateError> {
+                $crate::logic::audit_fleets(self)
+            }
+            fn append_audit_record(
+                &self,
+                fleet: &str,
+                row: &$crate::AuditRow,
+                key_change: Option<&$crate::AuditKeyChange>,
+            ) -> Result<(), $crate::StateError> {
+                $crate::logic::append_audit_record(self, fleet, row, key_change)
+            }
+            fn audit_keys(&self, fleet: &str) -> Result<Vec<$crate::AuditKey>, $crate::StateError> {
+                $crate::logic::audit_keys(self, fleet)
             }
         }
     };

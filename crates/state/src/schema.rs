@@ -29,9 +29,10 @@ pub(crate) fn latest_version() -> u32 {
 
 /// Every column is BIGINT or TEXT (times are Unix milliseconds) so that both backends read and
 /// write the same values through one code path.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    ddl: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        ddl: r#"
 CREATE TABLE fleets (
     name            TEXT PRIMARY KEY,
     -- Counters live here, not in max(number), so numbers are never reused.
@@ -104,4 +105,48 @@ CREATE TABLE audit_anchor (
     updated_at_ms BIGINT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        ddl: r#"
+-- Which provider endpoint runs the unit (e.g. `local://host/abs/state/dir`): with a state store
+-- shared by several operators, a unit that this phoenix cannot observe is known to run
+-- elsewhere and is never started a second time. Rows written before version 2 have ''.
+ALTER TABLE instances ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+
+-- Each fleet's audit chain lives here, so that every operator sharing the store sees and
+-- verifies one history. `record_json` is the whole record as hashed and signed; the other
+-- columns repeat what queries need.
+CREATE TABLE audit_records (
+    fleet         TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    signer        TEXT,
+    record_json   TEXT NOT NULL,
+    stored_at_ms  BIGINT NOT NULL,
+    PRIMARY KEY (fleet, seq)
+);
+
+-- The public keys allowed to sign a fleet's chain, each added and removed by a signed record of
+-- that chain (`allowed_seq`, `revoked_seq`), so verification can tell a key written here by hand.
+CREATE TABLE audit_keys (
+    fleet        TEXT NOT NULL,
+    public_key   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    allowed_seq  BIGINT NOT NULL,
+    revoked_seq  BIGINT,
+    PRIMARY KEY (fleet, public_key)
+);
+
+-- Per-fleet anchors of the chains above (the version 1 `audit_anchor` is the anchor of the old
+-- `audit.jsonl` file, kept to check that file when it is imported).
+CREATE TABLE audit_anchors (
+    fleet         TEXT PRIMARY KEY,
+    seq           BIGINT NOT NULL,
+    head_hash     TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+"#,
+    },
+];

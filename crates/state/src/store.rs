@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::error::StateError;
 use crate::types::{
-    AuditAnchor, InstanceRecord, InstanceState, Intent, IntentId, IntentOutcome, Lease, LockGrant,
-    LockHolder, LockRequest, NewIntent, NewRevision, Revision, RevisionNumber, RevisionOutcome,
-    UnitId, Write, Written,
+    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, InstanceRecord, InstanceState, Intent,
+    IntentId, IntentOutcome, Lease, LockGrant, LockHolder, LockRequest, NewIntent, NewRevision,
+    Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
 };
 
 /// Where the engine keeps what it has done and is about to do, per fleet: revisions, instance
@@ -132,19 +132,71 @@ pub trait StateStore: Send + Sync {
     /// [`StateError::ReadIntents`], [`StateError::CorruptRecord`].
     fn open_intents(&self, fleet: &str) -> Result<Vec<Intent>, StateError>;
 
-    /// The audit log head last anchored with [`StateStore::anchor_audit_head`].
+    /// The head of the old `audit.jsonl` file last anchored (schema version 1, one anchor per
+    /// state dir): what an import of that file is checked against.
     ///
     /// # Errors
-    /// [`StateError::AuditAnchor`].
-    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StateError>;
+    /// [`StateError::Audit`].
+    fn legacy_audit_anchor(&self) -> Result<Option<AuditAnchor>, StateError>;
 
-    /// Anchors the audit log head (`seq`, `head_hash`) so that a later verification can detect
-    /// a removed tail. Only moves forward: an anchor with a lower `seq` than the stored one is
+    /// The head of `fleet`'s audit chain last anchored with [`StateStore::anchor_audit_head`].
+    ///
+    /// # Errors
+    /// [`StateError::Audit`].
+    fn audit_anchor(&self, fleet: &str) -> Result<Option<AuditAnchor>, StateError>;
+
+    /// Anchors the head (`seq`, `head_hash`) of `fleet`'s audit chain, so that a later
+    /// verification can tell records written since (unanchored: a crash can leave them) and a
+    /// removed tail. Only moves forward: an anchor with a lower `seq` than the stored one is
     /// ignored, so concurrent appenders cannot move it back. Returns the stored anchor.
     ///
     /// # Errors
-    /// [`StateError::AuditAnchor`].
-    fn anchor_audit_head(&self, seq: u64, head_hash: &str) -> Result<AuditAnchor, StateError>;
+    /// [`StateError::Audit`].
+    fn anchor_audit_head(
+        &self,
+        fleet: &str,
+        seq: u64,
+        head_hash: &str,
+    ) -> Result<AuditAnchor, StateError>;
+
+    /// The last record of `fleet`'s audit chain; `None` while it is empty.
+    ///
+    /// # Errors
+    /// [`StateError::Audit`].
+    fn audit_head(&self, fleet: &str) -> Result<Option<AuditRow>, StateError>;
+
+    /// Every record of `fleet`'s audit chain, by `seq`.
+    ///
+    /// # Errors
+    /// [`StateError::Audit`].
+    fn audit_records(&self, fleet: &str) -> Result<Vec<AuditRow>, StateError>;
+
+    /// Every fleet with at least one audit record, sorted.
+    ///
+    /// # Errors
+    /// [`StateError::Audit`].
+    fn audit_fleets(&self) -> Result<Vec<String>, StateError>;
+
+    /// Appends `row` to `fleet`'s audit chain and applies `key_change` to its allowed keys, in
+    /// one transaction. Not fenced by the deploy lock (records are also written outside an
+    /// apply); instead the append is refused unless `row.seq` is the head's + 1 and
+    /// `row.prev_hash` its hash, so concurrent appenders can never fork the chain.
+    ///
+    /// # Errors
+    /// [`StateError::AuditChainMoved`] when another record was appended first (build the record
+    /// again on the new head); [`StateError::Audit`] from the database.
+    fn append_audit_record(
+        &self,
+        fleet: &str,
+        row: &AuditRow,
+        key_change: Option<&AuditKeyChange>,
+    ) -> Result<(), StateError>;
+
+    /// The keys allowed (and once allowed) to sign `fleet`'s audit chain.
+    ///
+    /// # Errors
+    /// [`StateError::Audit`].
+    fn audit_keys(&self, fleet: &str) -> Result<Vec<AuditKey>, StateError>;
 
     /// Creates the fleet's next revision (outcome `Pending`). A convenience over
     /// [`StateStore::write_atomically`].

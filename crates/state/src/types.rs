@@ -218,6 +218,10 @@ pub struct InstanceState {
     pub site: String,
     /// The host within the site.
     pub host: String,
+    /// The provider endpoint that runs it (`local://HOST/STATE_DIR`, a Docker engine, an SSH
+    /// host): where it can be observed. Empty in records written before schema version 2.
+    #[serde(default)]
+    pub endpoint: String,
     /// What the engine wants it to be.
     pub desired: DesiredState,
     /// What the engine last saw.
@@ -481,6 +485,54 @@ pub struct AuditAnchor {
     pub head_hash: String,
     /// When it was anchored (store clock).
     pub updated_at: Timestamp,
+}
+
+/// One record of a fleet's audit chain, as stored by
+/// [`StateStore::append_audit_record`](crate::StateStore::append_audit_record). The store keeps
+/// `record_json` as given; what the record means (and whether it verifies) is `phoenix-audit`'s
+/// business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    /// Its place in the fleet's chain, from 1.
+    pub seq: u64,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+    /// The public key (hex) that signed it; `None` for unsigned (imported) records.
+    pub signer: Option<String>,
+    /// The whole record.
+    pub record_json: String,
+}
+
+/// A public key allowed to sign a fleet's audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKey {
+    /// The ed25519 public key, hex.
+    pub public_key: String,
+    /// Whose it is, for people.
+    pub name: String,
+    /// The chain record that allowed it.
+    pub allowed_seq: u64,
+    /// The chain record that revoked it, if any.
+    pub revoked_seq: Option<u64>,
+}
+
+/// A change to a fleet's allowed keys, made together with the chain record that states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditKeyChange {
+    /// Allow `public_key` (again, if it was revoked).
+    Allow {
+        /// The key, hex.
+        public_key: String,
+        /// Whose it is.
+        name: String,
+    },
+    /// Revoke `public_key`.
+    Revoke {
+        /// The key, hex.
+        public_key: String,
+    },
 }
 
 /// One change to a fleet's state; a batch of them is applied atomically by

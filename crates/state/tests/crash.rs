@@ -65,6 +65,7 @@ fn run_child(spec: &str, fleet: &str) -> ! {
             revision,
             site: "local".into(),
             host: "local-0".into(),
+            endpoint: "local://crash-test".into(),
             desired: DesiredState::Running,
             observed: ObservedState::Unknown,
             handle: serde_json::Value::Null,

@@ -2,7 +2,7 @@
 
 use super::RunFormat;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use phoenix_audit::{AuditOutcome, AuditRecord, VerifyError, VerifyReport};
+use phoenix_audit::{AuditOutcome, AuditRecord, ChainReport};
 use phoenix_engine::{ApplyOutcome, ApplyReport, Event, StatusReport};
 use phoenix_state::{Revision, RevisionOutcome};
 use std::io::{IsTerminal as _, Write as _};
@@ -413,16 +413,63 @@ pub(super) fn history_table(revisions: &[Revision], records: &[AuditRecord]) -> 
     out
 }
 
-pub(super) fn verify_error(e: &VerifyError) -> String {
-    match e {
-        VerifyError::Read { path, source } => format!("cannot read {}: {source}", path.display()),
-        VerifyError::Tampered { path, problems, .. } => {
-            let mut s = format!("{} was altered:", path.display());
-            for p in problems {
-                s.push_str(&format!("\n  {p}"));
-            }
-            s
+/// What `history --verify` proved, for people.
+pub(super) fn chain_report(r: &ChainReport) -> String {
+    let mut out = String::new();
+    let head = r
+        .head
+        .as_ref()
+        .map(|h| {
+            format!(
+                ", head record {} {}",
+                h.seq,
+                &h.hash[..h.hash.len().min(16)]
+            )
+        })
+        .unwrap_or_default();
+    if r.verified() {
+        out.push_str(&format!(
+            "\naudit chain of fleet {} verified: {} records, every hash and signature checks out, intact up to its anchor{head}\n",
+            r.fleet,
+            r.records
+        ));
+    } else {
+        out.push_str(&format!(
+            "\nAUDIT CHAIN OF FLEET {} DOES NOT VERIFY ({} records{head}):\n",
+            r.fleet, r.records
+        ));
+        for p in &r.problems {
+            out.push_str(&format!("  {p}\n"));
         }
+    }
+    if !r.unsigned_imported.is_empty() {
+        out.push_str(&format!(
+            "note: {} imported from the old audit.jsonl, unsigned (vouched for by the signed record after them)\n",
+            plural_records(&r.unsigned_imported)
+        ));
+    }
+    if !r.unanchored.is_empty() {
+        out.push_str(&format!(
+            "warning: {} after the anchor (unanchored: written by a command that did not finish, or appended since)\n",
+            plural_records(&r.unanchored)
+        ));
+    }
+    out
+}
+
+fn plural_records(seqs: &[u64]) -> String {
+    match seqs {
+        [one] => format!("record {one} is"),
+        [first, .., last] if (*last - *first) as usize + 1 == seqs.len() => {
+            format!("records {first}-{last} are")
+        }
+        many => format!(
+            "records {} are",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -430,7 +477,7 @@ pub(super) fn history_json(
     fleet: &str,
     revisions: &[Revision],
     records: &[AuditRecord],
-    verify: Option<&Result<VerifyReport, VerifyError>>,
+    verify: Option<&ChainReport>,
 ) -> serde_json::Value {
     let revs: Vec<serde_json::Value> = revisions
         .iter()
@@ -451,13 +498,16 @@ pub(super) fn history_json(
             })
         })
         .collect();
-    let verify = verify.map(|v| match v {
-        Ok(r) => serde_json::json!({"ok": true, "records": r.records, "head": r.head.as_ref().map(|h| serde_json::json!({"seq": h.seq, "hash": h.hash}))}),
-        Err(VerifyError::Tampered { problems, .. }) => serde_json::json!({
-            "ok": false,
-            "problems": problems.iter().map(|p| serde_json::json!({"line": p.line, "seq": p.seq, "problem": p.kind.to_string()})).collect::<Vec<_>>(),
-        }),
-        Err(e) => serde_json::json!({"ok": false, "problems": [{"problem": e.to_string()}]}),
+    let verify = verify.map(|r| {
+        serde_json::json!({
+            "ok": r.verified(),
+            "records": r.records,
+            "head": r.head.as_ref().map(|h| serde_json::json!({"seq": h.seq, "hash": h.hash})),
+            "anchor": r.anchor.as_ref().map(|h| serde_json::json!({"seq": h.seq, "hash": h.hash})),
+            "unanchored": r.unanchored,
+            "unsigned_imported": r.unsigned_imported,
+            "problems": r.problems,
+        })
     });
     serde_json::json!({ "fleet": fleet, "revisions": revs, "verify": verify })
 }

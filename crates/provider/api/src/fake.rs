@@ -50,6 +50,7 @@ struct State {
 #[derive(Debug)]
 pub struct FakeProvider {
     state: Mutex<State>,
+    endpoint: String,
 }
 
 impl Default for FakeProvider {
@@ -59,14 +60,21 @@ impl Default for FakeProvider {
 }
 
 impl FakeProvider {
-    /// An empty fake.
+    /// An empty fake, at endpoint `fake://default`.
     pub fn new() -> Self {
+        Self::at("fake://default")
+    }
+
+    /// An empty fake that says it is `endpoint` (two fakes with different endpoints stand for
+    /// two hosts that cannot see each other's units).
+    pub fn at(endpoint: &str) -> Self {
         FakeProvider {
             state: Mutex::new(State {
                 next_pid: 1000,
                 next_port: 20000,
                 ..State::default()
             }),
+            endpoint: endpoint.to_owned(),
         }
     }
 
@@ -130,6 +138,10 @@ impl FakeProvider {
 impl Provider for FakeProvider {
     fn kind(&self) -> &'static str {
         "fake"
+    }
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {

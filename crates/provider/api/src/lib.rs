@@ -471,6 +471,13 @@ pub trait Provider: Send + Sync {
     /// Provider kind, as in spec files (`local`, `docker`, ...).
     fn kind(&self) -> &'static str;
 
+    /// Which endpoint this provider reaches, as a URL-like name that is the same for every
+    /// client of that endpoint and different for any other: `local://HOST/ABS/STATE/DIR` (one
+    /// agent), a Docker engine, an SSH host. Instance records carry it, so that an operator
+    /// sharing the state store with others can tell a unit that runs somewhere this provider
+    /// cannot see from a unit that is gone.
+    fn endpoint(&self) -> String;
+
     /// Starts the unit (or returns it if already running).
     ///
     /// # Errors
@@ -532,6 +539,9 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     fn kind(&self) -> &'static str {
         (**self).kind()
     }
+    fn endpoint(&self) -> String {
+        (**self).endpoint()
+    }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)
     }
@@ -564,6 +574,9 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
 impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+    fn endpoint(&self) -> String {
+        (**self).endpoint()
     }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)

@@ -431,6 +431,15 @@ impl Provider for LocalProvider {
         "local"
     }
 
+    /// `local://HOST/ABS/STATE/DIR`: one agent per state dir and host.
+    fn endpoint(&self) -> String {
+        let root = self.paths.root();
+        let dir = std::fs::canonicalize(root)
+            .or_else(|_| std::path::absolute(root))
+            .unwrap_or_else(|_| root.to_owned());
+        format!("local://{}{}", this_host_name(), dir.display())
+    }
+
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         spec.validate()?;
         match self.check(self.request(&Request::Start { spec: spec.clone() })?)? {
@@ -551,4 +560,14 @@ fn agent_went_away(e: &std::io::Error) -> bool {
             | K::UnexpectedEof
             | K::NotFound
     )
+}
+
+/// This host's name, for [`Provider::endpoint`]; `localhost` when it cannot be read. Read from
+/// /proc, which needs neither a libc call nor `unsafe`.
+fn this_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
