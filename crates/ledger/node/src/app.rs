@@ -2,6 +2,7 @@
 //! and applies finalized ones (reporter).
 
 use crate::block::{Ctx, LedgerBlock, from_digest, from_engine_key, to_digest};
+use crate::error::NodeError;
 use crate::shared::{Shared, inc, raise};
 use commonware_actor::Feedback;
 use commonware_consensus::simplex::types::Attributable;
@@ -279,17 +280,19 @@ where
 }
 
 /// Applies one finalized block to the shared state (used by the reporter and by start-up
-/// replay). Returns false if it does not extend the finalized tip.
+/// replay). `Ok(false)` if it does not extend the finalized tip (a redelivery, or a block
+/// beyond it), `Ok(true)` once applied.
 ///
-/// # Panics
-/// If a finalized block fails to execute: the quorum certified it, so this node's state has
-/// diverged and continuing would serve wrong data.
-pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> bool {
+/// # Errors
+/// [`NodeError::FinalizedBlock`] if it fails to execute on the finalized tip: the quorum
+/// certified it, so the chain (on disk or from peers) does not belong to this node's genesis or
+/// this node's state diverged. The caller stops the node: continuing would serve wrong data.
+pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> Result<bool, NodeError> {
     let hdr = &block.block().header;
     let (tip, tip_state, cached) = {
         let g = shared.lock();
         if hdr.height <= g.finalized_height() {
-            return false;
+            return Ok(false);
         }
         (
             g.finalized_header.clone(),
@@ -303,17 +306,17 @@ pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> bool {
             tip = tip.height,
             "finalized block does not extend the tip"
         );
-        return false;
+        return Ok(false);
     }
     let state = match cached {
         Some(s) => s,
-        None => execute_block(&tip, &tip_state, block.block()).unwrap_or_else(|e| {
-            panic!(
-                "finalized block {} at height {} failed to execute: {e}",
-                block.hash(),
-                hdr.height
-            )
-        }),
+        None => execute_block(&tip, &tip_state, block.block()).map_err(|source| {
+            NodeError::FinalizedBlock {
+                height: hdr.height,
+                hash: block.hash(),
+                source: Box::new(source),
+            }
+        })?,
     };
     let n = shared.lock().commit(block, state);
     inc(&shared.counters.tx_committed, n);
@@ -321,7 +324,19 @@ pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> bool {
     let _ = shared.finalized_tx.send(crate::shared::Finalized {
         block: block.clone(),
     });
-    true
+    Ok(true)
+}
+
+/// `e` and its sources, `: `-separated, for one log line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Receives finalized blocks from marshal, in order, at least once, and tells the epoch
@@ -348,13 +363,27 @@ impl Reporter for FinalizedReporter {
                 raise(&self.shared.counters.network_finalized, height.get())
             }
             Update::Block(block, ack) => {
+                if self.shared.halted_error().is_some() {
+                    // Stopping: apply nothing more, and acknowledge nothing not applied.
+                    return Feedback::Ok;
+                }
                 let b = LedgerBlock::clone(block.inner());
-                if apply_finalized(&self.shared, &b) {
-                    info!(height = b.block().header.height, txs = b.block().txs.len(), hash = %b.hash(), "finalized");
-                    // Derived while this block is the finalized tip: the next block applied
-                    // comes from this same task, after this call returns.
-                    for m in crate::epochs::on_finalized(&self.shared, &b) {
-                        self.epochs.send(m);
+                match apply_finalized(&self.shared, &b) {
+                    Ok(true) => {
+                        info!(height = b.block().header.height, txs = b.block().txs.len(), hash = %b.hash(), "finalized");
+                        // Derived while this block is the finalized tip: the next block applied
+                        // comes from this same task, after this call returns.
+                        for m in crate::epochs::on_finalized(&self.shared, &b) {
+                            self.epochs.send(m);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        // Not acknowledged: the block was not applied. The node's driver sees
+                        // the halt and exits non-zero with this error.
+                        error!(error = %error_chain(&e), "stopping the node");
+                        self.shared.halt(e);
+                        return Feedback::Ok;
                     }
                 }
                 ack.acknowledge();
@@ -457,5 +486,83 @@ impl Reporter for ActivityReporter {
             Activity::Certification(_) => {}
         }
         Feedback::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::shared_with_auditors;
+    use phoenix_ledger_types::crypto::Keypair;
+    use phoenix_ledger_types::exec::genesis_block;
+
+    /// A finalized block at height 1 of a chain whose genesis differs from `shared`'s only in its
+    /// timestamp (so every header field but the parent hash lines up).
+    fn block_of_another_genesis(shared: &Shared) -> LedgerBlock {
+        let mut other = shared.lock().genesis.clone();
+        other.genesis_time_ms += 1;
+        let state = LedgerState::from_genesis(&other).expect("genesis");
+        let parent = genesis_block(&other, &state).header;
+        let ctx = BlockContext {
+            epoch: 0,
+            view: 1,
+            parent_view: 0,
+            proposer: Keypair::from_test_index(9).public(),
+            timestamp_ms: parent.timestamp_ms + 1,
+        };
+        LedgerBlock::new(build_block(&parent, &state, ctx, vec![]).block)
+    }
+
+    /// Regression: replaying block data of another genesis (a home whose keys and genesis
+    /// `testnet` had replaced) panicked with "finalized block ... failed to execute: bad header:
+    /// parent hash mismatch" (exit 101). It is now an error naming the block, and nothing is
+    /// applied.
+    #[test]
+    fn regression_finalized_block_of_another_genesis_is_an_error_not_a_panic() {
+        let shared = shared_with_auditors(&[]);
+        let b = block_of_another_genesis(&shared);
+        let e = apply_finalized(&shared, &b).unwrap_err();
+        assert!(
+            matches!(e, NodeError::FinalizedBlock { height: 1, .. }),
+            "{e}"
+        );
+        let chain = error_chain(&e);
+        assert!(chain.contains("parent hash mismatch"), "{chain}");
+        assert!(chain.contains(&b.hash().to_string()), "{chain}");
+        assert_eq!(shared.lock().finalized_height(), 0, "nothing applied");
+        // A redelivered or stale block is not an error.
+        let genesis = shared.lock().genesis_block.clone();
+        assert!(!apply_finalized(&shared, &genesis).expect("stale"));
+    }
+
+    /// The reporter path of the same defect: a finalized block from consensus that does not
+    /// execute halts the node (its driver, `run_node`, exits non-zero with the error) instead of
+    /// panicking in marshal's task; the block is not acknowledged, and nothing is applied after.
+    #[test]
+    fn regression_reporter_halts_instead_of_panicking() {
+        use commonware_consensus::marshal::Update;
+        use commonware_utils::acknowledgement::Exact;
+        let shared = shared_with_auditors(&[]);
+        let (mailbox, _rx) = crate::epochs::Mailbox::detached();
+        let mut reporter = FinalizedReporter::new(shared.clone(), mailbox);
+        let b = block_of_another_genesis(&shared);
+        let (ack, waiter) = Exact::handle();
+        let digest = to_digest(b.hash());
+        let _ = reporter.report(Update::Block(Digested::precomputed(b, digest), ack));
+        let halted = shared.halted_error().expect("halted");
+        assert!(
+            matches!(*halted, NodeError::FinalizedBlock { height: 1, .. }),
+            "{halted}"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        assert!(
+            rt.block_on(waiter).is_err(),
+            "a block that was not applied was acknowledged"
+        );
+        let waited = rt.block_on(shared.halted());
+        assert!(Arc::ptr_eq(&waited, &halted));
+        assert_eq!(shared.lock().finalized_height(), 0);
     }
 }

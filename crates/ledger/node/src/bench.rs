@@ -182,6 +182,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         min_block_interval_ms: args.min_block_ms,
         extra_auditors: keys.iter().map(Keypair::public).collect(),
         worker_threads: 2,
+        replace: false,
     })?;
     let exe = match &args.exe {
         Some(e) => e.clone(),

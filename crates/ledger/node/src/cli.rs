@@ -35,13 +35,18 @@ use tracing::info;
 #[derive(Debug, clap::Subcommand)]
 pub enum LedgerCommand {
     /// Write a local testnet: DIR/node-0..N-1 (config and keys) and a client key with every role.
+    /// Refuses a DIR that exists and is not empty, unless --force.
     Testnet {
         /// Number of validators.
         #[arg(long, default_value_t = 4)]
         validators: usize,
-        /// Output directory.
+        /// Output directory (new or empty).
         #[arg(long)]
         dir: PathBuf,
+        /// Replace DIR whole if it holds a testnet: its keys, genesis and block data are removed
+        /// together, then a fresh testnet is written.
+        #[arg(long)]
+        force: bool,
         /// Node i serves its API on 127.0.0.1:(P+i).
         #[arg(long, default_value_t = 8700)]
         api_base_port: u16,
@@ -488,6 +493,7 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
         LedgerCommand::Testnet {
             validators,
             dir,
+            force,
             api_base_port,
             p2p_base_port,
             chain_id,
@@ -504,6 +510,7 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
                 min_block_interval_ms: min_block_ms,
                 extra_auditors: vec![],
                 worker_threads: 2,
+                replace: force,
             })?;
             println!("wrote {validators} validators under {}", dir.display());
             for i in 0..validators {
@@ -736,15 +743,20 @@ async fn submit_tx(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a validator from its home directory until the process is killed.
+/// Runs a validator from its home directory until the process is killed, or until it must stop.
 ///
 /// # Errors
-/// Bad configuration or failing to bind.
+/// Bad configuration, failing to bind, block data that does not belong to the home's genesis
+/// or key ([`crate::NodeError`], naming the file), or a finalized block that does not execute
+/// (the node stops rather than serve wrong data). Never a panic on what it finds on disk.
 pub fn run_node(home: Home) -> Result<()> {
+    let data = home.data_dir();
+    // Before the runtime opens storage: data of another genesis or key is refused outright.
+    home.check_data()?;
     let cfg = cw_tokio::Config::new()
         .with_worker_threads(home.node.worker_threads.max(1))
         .with_tcp_nodelay(Some(true))
-        .with_storage_directory(home.dir.join("data"))
+        .with_storage_directory(&data)
         .with_catch_panics(false);
     let executor = cw_tokio::Runner::new(cfg);
     let signer = ed25519::PrivateKey::decode(home.key.seed().to_vec())
@@ -755,7 +767,8 @@ pub fn run_node(home: Home) -> Result<()> {
     let max_peer_set = (2 * home.genesis.validators.len().max(home.node.peers.len())).max(8);
     let node = home.node.clone();
     let genesis = home.genesis.clone();
-    executor.start(|context| async move {
+    let home_dir = home.dir.clone();
+    let stopped: Result<()> = executor.start(|context| async move {
         let shared = Shared::new(genesis, me);
         let handshake = Cups::<_, ChaCha20Poly1305>::new(
             Sake {
@@ -809,7 +822,9 @@ pub fn run_node(home: Home) -> Result<()> {
             oracle,
             nets,
         )
-        .await;
+        .await?;
+        // The stored chain replayed on this genesis: record what the data belongs to.
+        home.record_data()?;
         let marshal = started.marshal.clone();
         let blocks: BlockSource = Arc::new(move |h: u64| {
             let marshal = marshal.clone();
@@ -836,19 +851,34 @@ pub fn run_node(home: Home) -> Result<()> {
             started: Instant::now(),
             empty_block_interval_ms: node.empty_block_interval_ms,
         };
+        let api_error = |source| crate::NodeError::Api {
+            addr: node.api_listen,
+            source,
+        };
         let listener = tokio::net::TcpListener::bind(node.api_listen)
             .await
-            .unwrap_or_else(|e| panic!("binding API {}: {e}", node.api_listen));
+            .map_err(api_error)?;
         info!(api = %node.api_listen, p2p = %node.p2p_listen, "ledger node running");
+        let halt = state.shared.clone();
         let server = tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
         let _keep = (p2p, started.handles);
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("API server failed: {e}"),
-            Err(e) => panic!("API server task failed: {e}"),
+        tokio::select! {
+            served = server => match served {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(api_error(e).into()),
+                Err(e) => Err(api_error(std::io::Error::other(e)).into()),
+            },
+            // A finalized block that does not execute: stop, with the error, non-zero.
+            e = halt.halted() => Err(anyhow::Error::new(e)),
         }
     });
-    Ok(())
+    stopped.with_context(|| {
+        format!(
+            "ledger node {} (block data in {})",
+            home_dir.display(),
+            data.display()
+        )
+    })
 }
 
 /// Loads `client.json` from a testnet directory.

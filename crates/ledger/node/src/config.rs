@@ -1,8 +1,10 @@
-//! Node home directory: `node.json`, `genesis.json`, `validator.key`, and `data/`.
+//! Node home directory: `node.json`, `genesis.json`, `validator.key`, and `data/` (the block
+//! data, with `data/chain.json` naming the genesis and key it was written with).
 
+use crate::error::NodeError;
 use anyhow::{Context, Result, bail};
-use phoenix_ledger_types::crypto::{Keypair, PublicKey};
-use phoenix_ledger_types::exec::{Genesis, GenesisAccount, LedgerState, Validator};
+use phoenix_ledger_types::crypto::{Hash, Keypair, PublicKey};
+use phoenix_ledger_types::exec::{Genesis, GenesisAccount, LedgerState, Validator, genesis_block};
 use phoenix_ledger_types::tx::Role;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -50,6 +52,24 @@ pub struct ClientConfig {
     /// API URLs of the nodes.
     pub apis: Vec<String>,
 }
+
+/// `data/chain.json`: what the block data under `data/` was written for. Block data only means
+/// something with the genesis it grew from (block 1's parent is the genesis block) and the key
+/// whose votes the consensus journals hold, so a node refuses to start when its home files name
+/// another genesis or key than its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRecord {
+    /// Chain id (for people reading the file; the genesis hash covers it).
+    pub chain_id: String,
+    /// Hash of the genesis block.
+    pub genesis_hash: Hash,
+    /// The validator key of the node that wrote the data.
+    pub validator_key: PublicKey,
+}
+
+/// Name of the chain record inside the data directory. It has a dot, which no storage partition
+/// name may have, so it can never collide with stored data.
+pub const CHAIN_RECORD: &str = "chain.json";
 
 /// A loaded home directory.
 #[derive(Debug)]
@@ -124,6 +144,94 @@ impl Home {
             key,
         })
     }
+
+    /// The storage directory: `data/` in the home.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// What this home's files say its block data must have been written for.
+    pub fn chain_record(&self) -> ChainRecord {
+        let state = LedgerState::from_genesis(&self.genesis).expect("validated by Home::load");
+        ChainRecord {
+            chain_id: self.genesis.chain_id.clone(),
+            genesis_hash: genesis_block(&self.genesis, &state).hash(),
+            validator_key: self.key.public(),
+        }
+    }
+
+    /// Checks, before storage is opened, that the block data (if any) was written for this
+    /// home's genesis and validator key.
+    ///
+    /// Data without a record (new, or written before records existed) passes; replaying it
+    /// still checks every block against the genesis.
+    ///
+    /// # Errors
+    /// [`NodeError::DataMismatch`] naming the file that disagrees, or [`NodeError::DataRecord`]
+    /// if the record cannot be read or parsed.
+    pub fn check_data(&self) -> Result<(), NodeError> {
+        let data = self.data_dir();
+        let path = data.join(CHAIN_RECORD);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(NodeError::DataRecord {
+                    path,
+                    reason: format!("cannot read it: {e}"),
+                });
+            }
+        };
+        let stored: ChainRecord =
+            serde_json::from_slice(&bytes).map_err(|e| NodeError::DataRecord {
+                path: path.clone(),
+                reason: format!("not a chain record ({e}); it is written by `phoenix ledger run`"),
+            })?;
+        let current = self.chain_record();
+        if stored.genesis_hash != current.genesis_hash {
+            return Err(NodeError::DataMismatch {
+                data,
+                file: self.dir.join("genesis.json"),
+                what: "genesis",
+                stored: format!("{} (chain {:?})", stored.genesis_hash, stored.chain_id),
+                current: format!("{} (chain {:?})", current.genesis_hash, current.chain_id),
+            });
+        }
+        if stored.validator_key != current.validator_key {
+            return Err(NodeError::DataMismatch {
+                data,
+                file: self.dir.join("validator.key"),
+                what: "validator key",
+                stored: stored.validator_key.to_hex(),
+                current: current.validator_key.to_hex(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `data/chain.json` if it is absent; called once storage has opened and the stored
+    /// chain has replayed, so the record names the genesis and key the data was proven to
+    /// belong to.
+    ///
+    /// # Errors
+    /// [`NodeError::DataRecord`] if it cannot be written.
+    pub fn record_data(&self) -> Result<(), NodeError> {
+        let data = self.data_dir();
+        let path = data.join(CHAIN_RECORD);
+        if path.exists() {
+            return Ok(());
+        }
+        let fail = |e: std::io::Error| NodeError::DataRecord {
+            path: path.clone(),
+            reason: format!("cannot write it: {e}"),
+        };
+        let bytes = serde_json::to_vec_pretty(&self.chain_record()).expect("plain JSON");
+        // Written whole or not at all: a torn record would stop the next start.
+        let tmp = data.join(format!("{CHAIN_RECORD}.tmp"));
+        std::fs::create_dir_all(&data).map_err(fail)?;
+        std::fs::write(&tmp, bytes).map_err(fail)?;
+        std::fs::rename(&tmp, &path).map_err(fail)
+    }
 }
 
 /// Parameters of a generated testnet.
@@ -147,17 +255,99 @@ pub struct TestnetSpec {
     pub extra_auditors: Vec<PublicKey>,
     /// Worker threads per node.
     pub worker_threads: usize,
+    /// Replace `dir` whole if it exists and is not empty (`--force`); otherwise refuse.
+    pub replace: bool,
 }
 
 /// Writes `dir/node-0 .. node-(N-1)`, `dir/client.key` and `dir/client.json`.
 ///
 /// # Errors
-/// I/O errors, or `N == 0`.
+/// Every reason to refuse at once, before anything is written: `N == 0`; `dir` exists and is
+/// not a directory; `dir` is not empty and `replace` is not set (fresh keys and genesis beside
+/// the old block data would not belong together); `replace` is set but `dir` is not a testnet
+/// directory (no `client.json`). Then I/O errors while writing.
+///
+/// # Guarantees
+/// The testnet is written into a sibling staging directory and renamed into place, so `dir`
+/// holds either what it held before or a whole new testnet, never a mix. With `replace`, the
+/// old directory (keys, genesis and block data together) is removed just before the rename.
 pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
+    let mut problems: Vec<String> = Vec::new();
     if spec.validators == 0 {
-        bail!("--validators must be at least 1");
+        problems.push("--validators must be at least 1".into());
     }
-    std::fs::create_dir_all(&spec.dir)?;
+    let dir = &spec.dir;
+    if dir.exists() && !dir.is_dir() {
+        problems.push(format!(
+            "--dir {} exists and is not a directory",
+            dir.display()
+        ));
+    } else if dir.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if !names.is_empty() && !spec.replace {
+            let mut shown = names.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+            if names.len() > 4 {
+                shown.push_str(", ...");
+            }
+            problems.push(format!(
+                "--dir {} is not empty (it holds {shown}); writing new keys and a new genesis \
+                 there would leave them beside the old block data, which belongs to the old \
+                 genesis. Pass --force to replace the directory whole",
+                dir.display()
+            ));
+        } else if !names.is_empty() && !dir.join("client.json").is_file() {
+            // `--force` removes the directory: only one this command wrote.
+            problems.push(format!(
+                "--force replaces only a directory `phoenix ledger testnet` wrote (with \
+                 client.json); {} is not one, remove it yourself if it should go",
+                dir.display()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "refusing to write {} (nothing written):\n  - {}",
+            dir.display(),
+            problems.join("\n  - ")
+        );
+    }
+    let name = dir
+        .file_name()
+        .with_context(|| format!("--dir {} has no final component", dir.display()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    let cc = match write_testnet_files(&staging, spec) {
+        Ok(cc) => cc,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.context(format!("writing the testnet in {}", staging.display())));
+        }
+    };
+    if dir.exists() {
+        // Empty, or `replace`: keys, genesis and block data go together.
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&staging, dir)
+        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+    Ok(cc)
+}
+
+fn write_testnet_files(dir: &Path, spec: &TestnetSpec) -> Result<ClientConfig> {
+    std::fs::create_dir_all(dir)?;
     let keys: Vec<Keypair> = (0..spec.validators).map(|_| random_key()).collect();
     let p2p = |i: usize| -> SocketAddr {
         SocketAddr::from((
@@ -206,7 +396,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
         })
         .collect();
     for (i, k) in keys.iter().enumerate() {
-        let d = spec.dir.join(format!("node-{i}"));
+        let d = dir.join(format!("node-{i}"));
         std::fs::create_dir_all(&d)?;
         std::fs::write(d.join("genesis.json"), serde_json::to_vec_pretty(&genesis)?)?;
         write_secret(&d.join("validator.key"), k)?;
@@ -221,7 +411,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
         };
         std::fs::write(d.join("node.json"), serde_json::to_vec_pretty(&node)?)?;
     }
-    write_secret(&spec.dir.join("client.key"), &client)?;
+    write_secret(&dir.join("client.key"), &client)?;
     let cc = ClientConfig {
         chain_id: spec.chain_id.clone(),
         key: client.public(),
@@ -230,10 +420,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
             .map(|i| format!("http://{}", api(i)))
             .collect(),
     };
-    std::fs::write(
-        spec.dir.join("client.json"),
-        serde_json::to_vec_pretty(&cc)?,
-    )?;
+    std::fs::write(dir.join("client.json"), serde_json::to_vec_pretty(&cc)?)?;
     Ok(cc)
 }
 
@@ -416,4 +603,169 @@ pub fn write_join_home(spec: &JoinSpec) -> Result<Joined> {
         from_api: format!("http://{}", from.node.api_listen),
         genesis: from.genesis,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "phoenix-ledger-config-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn spec(dir: &Path, replace: bool) -> TestnetSpec {
+        TestnetSpec {
+            validators: 2,
+            dir: dir.to_path_buf(),
+            api_base_port: 18_700,
+            p2p_base_port: 19_700,
+            chain_id: "config-test".into(),
+            empty_block_interval_ms: 1000,
+            min_block_interval_ms: 50,
+            extra_auditors: vec![],
+            worker_threads: 1,
+            replace,
+        }
+    }
+
+    /// Every file under `dir` with its contents.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                out.extend(snapshot(&path));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).expect("read")));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Regression: `testnet` run again on an existing directory replaced every key and the
+    /// genesis and kept the old block data, so a node then panicked replaying it ("parent hash
+    /// mismatch"). Now a non-empty `--dir` is refused with nothing written, and `--force`
+    /// (`replace`) removes it whole, block data included, before writing a fresh testnet.
+    #[test]
+    fn regression_testnet_refuses_a_non_empty_dir_and_force_replaces_it_whole() {
+        let dir = tmpdir("rerun");
+        let first = write_testnet(&spec(&dir, false)).expect("fresh dir");
+        let data = dir.join("node-0").join("data");
+        std::fs::create_dir_all(&data).expect("data");
+        std::fs::write(data.join("block"), b"old chain").expect("data");
+        let before = snapshot(&dir);
+
+        let e = format!("{:#}", write_testnet(&spec(&dir, false)).unwrap_err());
+        assert!(e.contains("is not empty"), "{e}");
+        assert!(e.contains("--force"), "{e}");
+        assert!(e.contains("nothing written"), "{e}");
+        assert_eq!(snapshot(&dir), before, "a refused testnet wrote something");
+
+        let second = write_testnet(&spec(&dir, true)).expect("--force");
+        assert_ne!(first.key, second.key, "fresh keys");
+        assert!(!data.exists(), "the old block data survived --force");
+        let home = Home::load(&dir.join("node-0")).expect("loads");
+        assert_eq!(
+            home.key.public(),
+            home.genesis.validators[0].key,
+            "keys and genesis belong together"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.parent().expect("parent"))
+            .expect("read")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains(&format!("rerun-{}.partial", std::process::id()))
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "staging dir left behind");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // `--force` only removes a directory `testnet` wrote.
+        let other = tmpdir("not-a-testnet");
+        std::fs::create_dir_all(&other).expect("dir");
+        std::fs::write(other.join("precious.txt"), b"keep").expect("file");
+        let e = format!("{:#}", write_testnet(&spec(&other, true)).unwrap_err());
+        assert!(e.contains("replaces only a directory"), "{e}");
+        assert!(other.join("precious.txt").exists());
+        // An empty directory is fine without --force.
+        std::fs::remove_file(other.join("precious.txt")).expect("rm");
+        write_testnet(&spec(&other, false)).expect("empty dir");
+        let _ = std::fs::remove_dir_all(&other);
+    }
+
+    /// Regression (same defect, at start-up): a node must refuse block data written for another
+    /// genesis or validator key, naming the file that disagrees, before it opens storage.
+    #[test]
+    fn regression_node_refuses_data_of_another_genesis_or_key() {
+        let dir = tmpdir("mismatch");
+        write_testnet(&spec(&dir, false)).expect("testnet");
+        let node0 = dir.join("node-0");
+        let home = Home::load(&node0).expect("home");
+        home.check_data().expect("no data yet");
+        home.record_data().expect("record");
+        home.check_data().expect("its own data");
+
+        // Another testnet's genesis and key over this data (what `testnet` used to do).
+        let other = tmpdir("mismatch-other");
+        write_testnet(&spec(&other, false)).expect("other");
+        std::fs::copy(
+            other.join("node-0/genesis.json"),
+            node0.join("genesis.json"),
+        )
+        .expect("copy");
+        let e = Home::load(&node0).expect("home").check_data().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NodeError::DataMismatch {
+                    what: "genesis",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&node0.join("data").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("genesis.json"), "{msg}");
+        assert!(msg.contains("do not belong"), "{msg}");
+
+        // Same genesis, another key.
+        std::fs::copy(dir.join("node-1/genesis.json"), node0.join("genesis.json")).expect("copy");
+        std::fs::copy(
+            dir.join("node-1/validator.key"),
+            node0.join("validator.key"),
+        )
+        .expect("copy");
+        let e = Home::load(&node0).expect("home").check_data().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NodeError::DataMismatch {
+                    what: "validator key",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("validator.key"), "{e}");
+
+        // A corrupt record is an error naming it, not a panic.
+        std::fs::write(node0.join("data").join(CHAIN_RECORD), b"{").expect("write");
+        let e = Home::load(&node0).expect("home").check_data().unwrap_err();
+        assert!(matches!(e, NodeError::DataRecord { .. }), "{e}");
+        assert!(e.to_string().contains(CHAIN_RECORD), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
+    }
 }

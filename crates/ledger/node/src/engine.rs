@@ -6,6 +6,7 @@
 use crate::app::{Cadence, FinalizedReporter, LedgerApp, apply_finalized};
 use crate::block::{LedgerBlock, to_digest};
 use crate::epochs::{self, EpochSchemes, Orchestrator, OrchestratorConfig, Transition};
+use crate::error::NodeError;
 use crate::shared::Shared;
 use commonware_broadcast::buffered;
 use commonware_consensus::{
@@ -147,6 +148,11 @@ fn archive_cfg<C>(
 ///
 /// `manager` is both the peer provider of the broadcast and backfill engines and the p2p peer-set
 /// tracker the orchestrator keeps in line with the validator set.
+///
+/// # Errors
+/// What it finds in storage and cannot use: an archive that does not open, a stored block that
+/// cannot be read, or one that does not execute on the replayed state (block data of another
+/// genesis, e.g. a home whose `genesis.json` was replaced). Nothing is started then.
 #[allow(clippy::too_many_arguments)] // Wiring: every argument is a distinct piece.
 pub async fn start_validator<E, B, M, S, R>(
     context: E,
@@ -157,7 +163,7 @@ pub async fn start_validator<E, B, M, S, R>(
     blocker: B,
     manager: M,
     nets: Networks<S, R>,
-) -> Started
+) -> Result<Started, NodeError>
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics + Send + Sync + 'static,
     B: Blocker<PublicKey = ed25519::PublicKey>,
@@ -199,13 +205,19 @@ where
         ),
     )
     .await
-    .expect("open finalization archive");
+    .map_err(|source| NodeError::OpenArchive {
+        archive: "finalizations",
+        source,
+    })?;
     let blocks: immutable::Archive<_, _, Arc<LedgerBlock>> = immutable::Archive::init(
         context.child("finalized_blocks"),
         archive_cfg(partition, "blocks", &page_cache, ()),
     )
     .await
-    .expect("open block archive");
+    .map_err(|source| NodeError::OpenArchive {
+        archive: "finalized blocks",
+        source,
+    })?;
 
     // Restore: replay the contiguous finalized chain from storage before consensus starts.
     // Marshal persists a block before reporting it, so this covers everything ever acknowledged.
@@ -223,7 +235,7 @@ where
         let next = shared.lock().finalized_height() + 1;
         match blocks.get(Identifier::Index(next)).await {
             Ok(Some(b)) => {
-                if !apply_finalized(&shared, &b) {
+                if !apply_finalized(&shared, &b)? {
                     break;
                 }
                 for m in epochs::on_finalized(&shared, &b) {
@@ -235,7 +247,12 @@ where
                 replayed += 1;
             }
             Ok(None) => break,
-            Err(e) => panic!("reading finalized block {next}: {e}"),
+            Err(source) => {
+                return Err(NodeError::ReadBlock {
+                    height: next,
+                    source,
+                });
+            }
         }
     }
     let (tip, peers) = {
@@ -334,8 +351,8 @@ where
         shared,
         nets.txs,
     ));
-    Started {
+    Ok(Started {
         marshal: marshal_mailbox,
         handles,
-    }
+    })
 }

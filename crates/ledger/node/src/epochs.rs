@@ -195,6 +195,13 @@ impl Mailbox {
     pub fn send(&self, m: Message) {
         let _ = self.0.unbounded_send(m);
     }
+
+    /// A mailbox with no orchestrator behind it, and its receiving end, for tests.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Self, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded();
+        (Self(tx), rx)
+    }
 }
 
 /// Per-epoch certificate schemes: the [`SchemeProvider`] marshal verifies finality certificates

@@ -10,7 +10,9 @@
 //! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
 //! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `join`, `tx`
-//!   and `bench`.
+//!   and `bench`;
+//! - [`config`]: the node home (`node.json`, `genesis.json`, `validator.key`, `data/`);
+//! - [`error`]: [`NodeError`], why a node cannot start or must stop.
 //!
 //! Only this crate and `phoenix-ledger-types` know the consensus library.
 
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod epochs;
+pub mod error;
 pub mod gossip;
 pub mod http;
 pub mod shared;
@@ -29,3 +32,4 @@ pub mod shared;
 mod testkit;
 
 pub use cli::{LedgerCommand, TxCommand, run};
+pub use error::NodeError;

@@ -5,6 +5,7 @@
 //! block execution) runs outside it.
 
 use crate::block::LedgerBlock;
+use crate::error::NodeError;
 use phoenix_ledger_types::block::BlockHeader;
 use phoenix_ledger_types::crypto::{Hash, PublicKey};
 use phoenix_ledger_types::exec::{Genesis, LedgerState, TxError};
@@ -157,6 +158,9 @@ pub struct Shared {
     pub finalized_tx: tokio::sync::broadcast::Sender<Finalized>,
     /// This node's validator key.
     pub me: PublicKey,
+    /// Set once, when the node must stop (a finalized block that does not execute); the driver
+    /// (`run_node`) waits on it and exits non-zero with the error.
+    halt: tokio::sync::watch::Sender<Option<Arc<NodeError>>>,
 }
 
 impl Shared {
@@ -192,7 +196,34 @@ impl Shared {
             counters: Counters::default(),
             finalized_tx,
             me,
+            halt: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// Stops the node with `e` (the first error wins; later ones are dropped).
+    pub fn halt(&self, e: NodeError) {
+        self.halt.send_if_modified(|h| {
+            if h.is_some() {
+                return false;
+            }
+            *h = Some(Arc::new(e));
+            true
+        });
+    }
+
+    /// The error the node stopped with, if it did.
+    pub fn halted_error(&self) -> Option<Arc<NodeError>> {
+        self.halt.borrow().clone()
+    }
+
+    /// Waits until the node must stop; returns why.
+    pub async fn halted(&self) -> Arc<NodeError> {
+        let mut rx = self.halt.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(h) => h.clone().expect("waited for Some"),
+            // The sender lives in `self`, so it cannot be dropped while we borrow `self`.
+            Err(_) => unreachable!("halt sender dropped while borrowed"),
+        }
     }
 
     /// Locks the state.

@@ -5,6 +5,9 @@
 //!   transactions.
 //! - `join_writes_a_follower_home_and_refuses_clashes` (default suite): `join` writes a home that
 //!   loads, and refuses an existing home, a port clash and a bad `--from`, writing nothing.
+//! - `regression_testnet_rerun_is_refused_and_a_node_never_panics_on_foreign_data` (default
+//!   suite): a second `testnet` on a used directory exits 1 writing nothing; a node whose genesis
+//!   and key do not belong to its data exits 1 naming the file, never panics; `--force` replaces.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
@@ -76,6 +79,7 @@ fn join_writes_a_follower_home_and_refuses_clashes() {
         min_block_interval_ms: 70,
         extra_auditors: vec![],
         worker_threads: 3,
+        replace: false,
     })
     .expect("testnet");
     let from = dir.join("node-0");
@@ -150,6 +154,118 @@ fn join_writes_a_follower_home_and_refuses_clashes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `cmd` to its exit, killing it (and failing) if it runs longer than `limit`.
+fn run_bounded(mut cmd: std::process::Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("still running after {limit:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `phoenix-ledger ledger testnet` with one validator on ports from `p`.
+fn testnet_cmd(dir: &Path, p: u16, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(exe());
+    c.args(["ledger", "testnet", "--validators", "1", "--dir"])
+        .arg(dir)
+        .args(["--api-base-port", &p.to_string()])
+        .args(["--p2p-base-port", &(p + 5).to_string()])
+        .args(["--empty-block-ms", "200", "--min-block-ms", "20"])
+        .args(extra);
+    c
+}
+
+/// `phoenix-ledger ledger run --home HOME`, to its exit (it must exit by itself).
+fn run_to_exit(home: &Path) -> (Option<i32>, String) {
+    let mut c = std::process::Command::new(exe());
+    c.args(["ledger", "run", "--home"]).arg(home);
+    let out = run_bounded(c, Duration::from_secs(30));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Regression: `testnet` run again on an existing directory replaced every key and the genesis
+/// and kept the old block data; the node then panicked ("finalized block ... failed to execute:
+/// bad header: parent hash mismatch", exit 101). Now the re-run exits 1 writing nothing, and a
+/// node given a genesis and key that do not belong to its data (by hand, or data written before
+/// it recorded its genesis) exits 1 saying which file disagrees; `--force` replaces the whole
+/// directory.
+#[test]
+fn regression_testnet_rerun_is_refused_and_a_node_never_panics_on_foreign_data() {
+    let dir = tmpdir("rerun");
+    let other = tmpdir("rerun-other");
+    let p = base_port(4);
+    let out = run_bounded(testnet_cmd(&dir, p, &[]), Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let home = dir.join("node-0");
+    {
+        let _procs = Procs(vec![spawn_node(&exe(), &home).expect("spawn")]);
+        block_on(wait_height(
+            &[format!("http://127.0.0.1:{p}")],
+            3,
+            Duration::from_secs(60),
+        ))
+        .expect("the node finalizes");
+    }
+    assert!(home.join("data/chain.json").is_file(), "no chain record");
+
+    let before = snapshot(&dir);
+    let out = run_bounded(testnet_cmd(&dir, p, &[]), Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before, "a refused testnet wrote something");
+
+    // What the old `testnet` did: another chain's genesis and key over this data.
+    let out = run_bounded(testnet_cmd(&other, p, &[]), Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    for f in ["genesis.json", "validator.key"] {
+        std::fs::copy(other.join("node-0").join(f), home.join(f)).expect("copy");
+    }
+    let (code, err) = run_to_exit(&home);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("genesis.json") && err.contains("do not belong"),
+        "{err}"
+    );
+    // Data from before the record existed: the replay finds the mismatch, and says so.
+    std::fs::remove_file(home.join("data/chain.json")).expect("rm record");
+    let (code, err) = run_to_exit(&home);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("does not execute") && err.contains("parent hash mismatch"),
+        "{err}"
+    );
+
+    // --force: the directory is replaced whole, old block data included.
+    let out = run_bounded(testnet_cmd(&dir, p, &["--force"]), Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !home.join("data").exists(),
+        "old block data survived --force"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
 fn heavy() -> bool {
     std::env::var("PHOENIX_HEAVY_TESTS").is_ok_and(|v| v == "1")
 }
@@ -222,6 +338,7 @@ fn api_contract_single_validator() {
         min_block_interval_ms: 20,
         extra_auditors: vec![],
         worker_threads: 1,
+        replace: false,
     })
     .expect("testnet");
     let client = read_key(&dir.join("client.key")).expect("client key");
@@ -394,6 +511,7 @@ fn kill_and_restart_four_validators() {
         min_block_interval_ms: 50,
         extra_auditors: vec![],
         worker_threads: 1,
+        replace: false,
     })
     .expect("testnet");
     let client = read_key(&dir.join("client.key")).expect("key");
@@ -486,6 +604,7 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         min_block_interval_ms: 50,
         extra_auditors: vec![],
         worker_threads: 1,
+        replace: false,
     })
     .expect("testnet");
     // Epochs of 20 blocks, so the change takes effect within the test.

@@ -12,6 +12,7 @@ use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_p2p::utils::mux::Muxer;
 use commonware_runtime::{Clock, Handle, Quota, Runner, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, ordered::Set, probability};
+use phoenix_ledger_node::NodeError;
 use phoenix_ledger_node::app::Cadence;
 use phoenix_ledger_node::block::to_engine_key;
 use phoenix_ledger_node::engine::{NAMESPACE, Networks, Timing, channels, start_validator};
@@ -121,6 +122,19 @@ impl Net {
     }
 
     async fn start(&self, ctx: &Ctx, oracle: &Oracle<K, Ctx>, i: usize) -> Node {
+        self.try_start(ctx, oracle, i, &self.genesis)
+            .await
+            .expect("validator starts")
+    }
+
+    /// Starts node `i` from `genesis` (normally `self.genesis`) on its storage partition.
+    async fn try_start(
+        &self,
+        ctx: &Ctx,
+        oracle: &Oracle<K, Ctx>,
+        i: usize,
+        genesis: &Genesis,
+    ) -> Result<Node, NodeError> {
         let me = self.engine_keys[i].clone();
         let control = oracle.control(me.clone());
         let mut reg = Vec::new();
@@ -144,7 +158,7 @@ impl Net {
             txs: reg.next().expect("6"),
             max_peer_set: MAX_PEER_SET,
         };
-        let shared = Shared::new(self.genesis.clone(), self.keys[i].public());
+        let shared = Shared::new(genesis.clone(), self.keys[i].public());
         let started = start_validator(
             ctx.child("validator").with_attribute("index", i),
             &format!("validator-{i}"),
@@ -155,11 +169,11 @@ impl Net {
             oracle.socket_manager(),
             nets,
         )
-        .await;
-        Node {
+        .await?;
+        Ok(Node {
             shared,
             handles: started.handles,
-        }
+        })
     }
 
     /// A validator that signs conflicting votes for every proposal it sees.
@@ -831,4 +845,40 @@ fn heavy_reconfiguration_seeds() {
         run_reconfiguration(200),
         "reconfiguration replays"
     );
+}
+
+/// Regression: a node restarted on block data of another genesis (what a re-run of `testnet`
+/// left behind: new keys and genesis, old data) panicked replaying it ("finalized block ...
+/// failed to execute: bad header: parent hash mismatch"). `start_validator` now returns an
+/// error naming the block, and starts nothing.
+#[test]
+fn regression_restart_on_data_of_another_genesis_is_an_error_not_a_panic() {
+    let cfg = deterministic::Config::new()
+        .with_seed(11)
+        .with_timeout(Some(Duration::from_secs(600)));
+    deterministic::Runner::new(cfg).start(|ctx| async move {
+        let net = Net::with(1, 0, 100_000, 1);
+        let oracle = network(&ctx, &net.engine_keys).await;
+        let node = net.start(&ctx, &oracle, 0).await;
+        wait_for(&ctx, &[&node], 3, Duration::from_secs(60), "one validator").await;
+        for h in node.handles {
+            h.abort();
+        }
+        ctx.sleep(Duration::from_secs(1)).await;
+        let mut other = net.genesis.clone();
+        other.genesis_time_ms += 1;
+        let e = match net.try_start(&ctx, &oracle, 0, &other).await {
+            Ok(_) => panic!("started on data of another genesis"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(e, NodeError::FinalizedBlock { height: 1, .. }),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("bad header: parent hash mismatch"));
+        // The same data with its own genesis still starts.
+        let again = net.start(&ctx, &oracle, 0).await;
+        assert!(height(&again) >= 3, "replayed {}", height(&again));
+    });
 }
