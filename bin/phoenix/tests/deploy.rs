@@ -883,3 +883,16 @@ fn ctrl_c_during_a_health_gate_lets_the_gate_finish_and_starts_nothing_new() {
         "a new step started after Ctrl-C: {inst:?}"
     );
 }
+
+/// Regression: `phoenix agent --help` exited 2 with the usage as an error.
+#[test]
+fn agent_help_prints_help_and_exits_0() {
+    let out = Command::new(BIN)
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("--state-dir DIR"), "{text}");
+    assert!(text.contains("--idle-exit"), "{text}");
+}
