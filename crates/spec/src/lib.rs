@@ -22,6 +22,7 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use parse::MAX_SITES;
 pub use quantity::Range;
+pub use validate::{MAX_HOSTS, MAX_INSTANCES};
 pub use yaml::{MAX_ALIAS_BYTES, MAX_ALIAS_NODES, MAX_ALIASES, MAX_DEPTH};
 
 use std::path::Path;

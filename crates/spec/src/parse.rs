@@ -4,7 +4,7 @@
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::*;
-use crate::quantity::{Kind, Range, parse_range};
+use crate::quantity::{Kind, Range, parse_range, parse_time_ms};
 use crate::subst;
 use crate::yaml::{self, Node, NodeKind};
 use std::collections::{BTreeMap, HashMap};
@@ -224,6 +224,18 @@ fn uint(n: &Node, what: &str, d: &mut D) -> Option<u32> {
     {
         Some(v) => Some(v),
         None => {
+            let text = n.scalar().filter(|_| ok).unwrap_or("");
+            if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+                d.push(Diagnostic::error(
+                    "bad-value",
+                    format!(
+                        "`{text}` is too large for {what}: the largest is {}",
+                        u32::MAX
+                    ),
+                    Some(n.loc.clone()),
+                ));
+                return None;
+            }
             d.push(Diagnostic::error(
                 "wrong-type",
                 format!(
@@ -281,34 +293,18 @@ fn range(n: &Node, kind: Kind, what: &str, d: &mut D) -> Option<Range> {
 /// Milliseconds from `500ms`, `20s`, `5m`, `1h`.
 fn time_ms(n: &Node, what: &str, d: &mut D) -> Option<u64> {
     let s = string(n, what, d)?;
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult = match unit {
-        "ms" => Some(1.0),
-        "s" => Some(1000.0),
-        "m" => Some(60_000.0),
-        "h" => Some(3_600_000.0),
-        _ => None,
-    };
-    match (num.parse::<f64>(), mult) {
-        (Ok(v), Some(m)) if v.is_finite() && v >= 0.0 && v * m < 1e15 => {
-            Some((v * m).round() as u64)
-        }
-        _ => {
-            d.push(
-                Diagnostic::error(
-                    "bad-quantity",
-                    format!("{what}: `{t}` is not a time"),
-                    Some(n.loc.clone()),
-                )
-                .with_hint(format!(
-                    "write a number with a unit: `500ms`, `{}s`, `5m`, `1h`",
-                    if num.is_empty() { "20" } else { num }
-                )),
+    match parse_time_ms(&s) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            let mut diag = Diagnostic::error(
+                "bad-quantity",
+                format!("{what}: {}", e.message),
+                Some(n.loc.clone()),
             );
+            if let Some(h) = e.hint {
+                diag = diag.with_hint(h);
+            }
+            d.push(diag);
             None
         }
     }

@@ -154,7 +154,80 @@ fn qerr(message: impl Into<String>, hint: Option<String>) -> QuantityError {
     }
 }
 
+/// Largest CPU quantity, in millicores: a billion cores. Far above any host or fleet, and low
+/// enough that sums over many services stay exact in 64 bits.
+pub const MAX_CPU_MILLICORES: u64 = 1_000_000_000 * 1_000;
+/// Largest size, in bytes: 1024Pi (one exbibyte).
+pub const MAX_BYTES: u64 = 1 << 60;
+/// Largest duration, in hours: 10,000 weeks.
+pub const MAX_DURATION_HOURS: u64 = 10_000 * 168;
+/// Largest count (`replicas`): a million; the planner lists every instance.
+pub const MAX_COUNT: u64 = 1_000_000;
+/// Largest time (`timeout`, `interval`, `analysis`, `stop_grace`), in milliseconds: 8760h, a
+/// year.
+pub const MAX_TIME_MS: u64 = 8_760 * 3_600_000;
+
+impl Kind {
+    /// The largest value of this kind, in its base unit.
+    pub fn max(self) -> u64 {
+        match self {
+            Kind::Cpu => MAX_CPU_MILLICORES,
+            Kind::Bytes => MAX_BYTES,
+            Kind::Duration => MAX_DURATION_HOURS,
+            Kind::Count => MAX_COUNT,
+        }
+    }
+
+    /// The largest value as a user writes it, with what it measures.
+    fn max_written(self) -> &'static str {
+        match self {
+            Kind::Cpu => "the largest CPU quantity is 1000000000 cores",
+            Kind::Bytes => "the largest size is 1024Pi (2^60 bytes)",
+            Kind::Duration => "the longest duration is 10000w",
+            Kind::Count => "the largest count is 1000000",
+        }
+    }
+
+    /// The smallest step of this kind, for "finer than" messages.
+    fn unit_name(self) -> &'static str {
+        match self {
+            Kind::Cpu => "a millicore (`1m`, 0.001 cores)",
+            Kind::Bytes => "a byte",
+            Kind::Duration => "an hour",
+            Kind::Count => "one",
+        }
+    }
+}
+
+/// Why `digits[.digits]` times a multiplier gave no value.
+enum Scaled {
+    /// Not a decimal number.
+    Malformed,
+    /// Above `u64` (the caller compares with the kind's maximum).
+    TooLarge,
+    /// A fraction below the base unit (`0.0001` cores), which would be rounded silently.
+    TooFine,
+}
+
+/// `1e308`, `2.5E3`: a decimal in exponent notation, which quantities do not use. The value
+/// as `f64`, for the message, when `t` has that shape: digits, an optional fraction, `e` or
+/// `E`, an optional sign and digits, then only the unit suffix.
+fn exponent_form(num: &str, suffix: &str) -> Option<f64> {
+    let rest = suffix.strip_prefix(['e', 'E'])?;
+    let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let exp_len = suffix.len() - rest.len() + digits;
+    format!("{num}{}", &suffix[..exp_len]).parse::<f64>().ok()
+}
+
 /// Parses one value (no range) of the given kind into its base unit.
+///
+/// # Errors
+/// A [`QuantityError`] saying what is wrong: not a number, an unknown unit, a fraction finer
+/// than the base unit, or a value above the kind's maximum (naming the maximum).
 pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
     let t = text.trim();
     if t.is_empty() {
@@ -169,6 +242,22 @@ pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
         return Err(qerr(
             format!("`{t}` is not a number"),
             Some(format!("expected {}", kind.describe())),
+        ));
+    }
+    if let Some(v) = exponent_form(num, suffix) {
+        // The unit after the exponent only makes the value larger, so a value too large
+        // without it is too large with it.
+        if !v.is_finite() || v >= kind.max() as f64 {
+            return Err(qerr(
+                format!("`{t}` is too large: {}", kind.max_written()),
+                None,
+            ));
+        }
+        return Err(qerr(
+            format!("`{t}` is in exponent notation, which quantities do not use"),
+            Some(format!(
+                "write the number out: `{v}`, with its unit if it has one"
+            )),
         ));
     }
     let multiplier: u128 = match kind {
@@ -227,16 +316,118 @@ pub fn parse_value(text: &str, kind: Kind) -> Result<u64, QuantityError> {
             1
         }
     };
-    let scaled = parse_decimal_scaled(num, multiplier).ok_or_else(|| {
+    scaled_value(t, num, multiplier, kind, || {
         qerr(
             format!("`{t}` is not a valid number"),
             Some(format!("expected {}", kind.describe())),
         )
-    })?;
-    if kind == Kind::Count && scaled == 0 && num.chars().all(|c| c == '0') {
-        return Ok(0);
+    })
+}
+
+/// What a value is bounded by, for [`scaled_value`]: the largest value in base units, how to
+/// say it, and the smallest step.
+trait Bounds {
+    fn max(&self) -> u64;
+    fn max_written(&self) -> &'static str;
+    fn unit_name(&self) -> &'static str;
+}
+
+impl Bounds for Kind {
+    fn max(&self) -> u64 {
+        Kind::max(*self)
     }
-    Ok(scaled)
+    fn max_written(&self) -> &'static str {
+        Kind::max_written(*self)
+    }
+    fn unit_name(&self) -> &'static str {
+        Kind::unit_name(*self)
+    }
+}
+
+/// Times (`timeout`, ...), in milliseconds.
+struct Time;
+
+impl Bounds for Time {
+    fn max(&self) -> u64 {
+        MAX_TIME_MS
+    }
+    fn max_written(&self) -> &'static str {
+        "the longest time is 8760h (a year)"
+    }
+    fn unit_name(&self) -> &'static str {
+        "a millisecond"
+    }
+}
+
+/// `num` times `multiplier`, at most the bound's maximum; `malformed` is the error for text
+/// that is not a decimal number.
+fn scaled_value(
+    t: &str,
+    num: &str,
+    multiplier: u128,
+    bounds: impl Bounds,
+    malformed: impl FnOnce() -> QuantityError,
+) -> Result<u64, QuantityError> {
+    let too_large = || {
+        qerr(
+            format!("`{t}` is too large: {}", bounds.max_written()),
+            None,
+        )
+    };
+    match parse_decimal_scaled(num, multiplier) {
+        Ok(v) if v <= bounds.max() => Ok(v),
+        Ok(_) | Err(Scaled::TooLarge) => Err(too_large()),
+        Err(Scaled::TooFine) => Err(qerr(
+            format!(
+                "`{t}` is finer than {}, the smallest step",
+                bounds.unit_name()
+            ),
+            Some("round it to a whole number of that step".into()),
+        )),
+        Err(Scaled::Malformed) => Err(malformed()),
+    }
+}
+
+/// Milliseconds from `500ms`, `20s`, `5m`, `1h` (decimals allowed: `1.5s`).
+///
+/// # Errors
+/// A [`QuantityError`]: no unit or an unknown one, not a number, finer than a millisecond, or
+/// longer than [`MAX_TIME_MS`].
+pub fn parse_time_ms(text: &str) -> Result<u64, QuantityError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let example = if num.is_empty() { "20" } else { num };
+    let not_a_time = || {
+        qerr(
+            format!("`{t}` is not a time"),
+            Some(format!(
+                "write a number with a unit: `500ms`, `{example}s`, `5m`, `1h`"
+            )),
+        )
+    };
+    if num.is_empty() {
+        return Err(not_a_time());
+    }
+    if let Some(v) = exponent_form(num, unit) {
+        if !v.is_finite() || v >= MAX_TIME_MS as f64 {
+            return Err(qerr(
+                format!("`{t}` is too large: {}", Time.max_written()),
+                None,
+            ));
+        }
+        return Err(not_a_time());
+    }
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(not_a_time()),
+    };
+    scaled_value(t, num, mult, Time, not_a_time)
 }
 
 fn bytes_multiplier(suffix: &str) -> Option<u128> {
@@ -257,43 +448,53 @@ fn bytes_multiplier(suffix: &str) -> Option<u128> {
     })
 }
 
-/// `digits[.digits]` times `multiplier`, exactly; `None` when malformed, fractional below the
-/// base unit, or too large.
-fn parse_decimal_scaled(num: &str, multiplier: u128) -> Option<u64> {
+/// `digits[.digits]` times `multiplier`, exactly.
+fn parse_decimal_scaled(num: &str, multiplier: u128) -> Result<u64, Scaled> {
     let (int_part, frac_part) = match num.split_once('.') {
         Some((i, f)) => (i, f),
         None => (num, ""),
     };
     if int_part.is_empty() && frac_part.is_empty() {
-        return None;
+        return Err(Scaled::Malformed);
     }
     if !int_part.chars().all(|c| c.is_ascii_digit())
         || !frac_part.chars().all(|c| c.is_ascii_digit())
     {
-        return None;
+        return Err(Scaled::Malformed);
     }
-    if frac_part.len() > 18 || int_part.len() > 20 {
-        return None;
+    // Leading zeros do not make a number larger, nor trailing zeros a fraction finer.
+    let int_part = int_part.trim_start_matches('0');
+    let frac_part = frac_part.trim_end_matches('0');
+    // Bounded lengths keep the u128 arithmetic below from overflowing: 30 digits times a
+    // multiplier below 2^51 is below 2^128, and so are 20 digits.
+    if int_part.len() > 30 {
+        return Err(Scaled::TooLarge);
+    }
+    if frac_part.len() > 20 {
+        return Err(Scaled::TooFine);
     }
     let int: u128 = if int_part.is_empty() {
         0
     } else {
-        int_part.parse().ok()?
+        int_part.parse().map_err(|_| Scaled::Malformed)?
     };
     let frac: u128 = if frac_part.is_empty() {
         0
     } else {
-        frac_part.parse().ok()?
+        frac_part.parse().map_err(|_| Scaled::Malformed)?
     };
     let denom = 10u128.pow(frac_part.len() as u32);
-    let whole = int.checked_mul(multiplier)?;
-    let frac_scaled = frac.checked_mul(multiplier)?;
+    let whole = int.checked_mul(multiplier).ok_or(Scaled::TooLarge)?;
+    let frac_scaled = frac.checked_mul(multiplier).ok_or(Scaled::TooLarge)?;
     // A fraction that does not land on a whole base unit (0.0001 cores) would be rounded
     // silently; refuse it instead.
     if frac_scaled % denom != 0 {
-        return None;
+        return Err(Scaled::TooFine);
     }
-    u64::try_from(whole.checked_add(frac_scaled / denom)?).ok()
+    let total = whole
+        .checked_add(frac_scaled / denom)
+        .ok_or(Scaled::TooLarge)?;
+    u64::try_from(total).map_err(|_| Scaled::TooLarge)
 }
 
 /// Parses `a` or `a-b` of the given kind. A range needs `a <= b`; a unit on only the upper
@@ -502,6 +703,105 @@ mod tests {
         assert!(parse_range("99999999999999999999999T", Kind::Bytes).is_err());
     }
 
+    #[test]
+    fn regression_huge_values_say_too_large_and_name_the_largest() {
+        // `cpu: 1e308` said "unknown CPU unit `e308`" and `memory: 99999999Ti` "is not a valid
+        // number".
+        let e = parse_range("1e308", Kind::Cpu).unwrap_err();
+        assert_eq!(
+            e.message,
+            "`1e308` is too large: the largest CPU quantity is 1000000000 cores"
+        );
+        let e = parse_range("99999999Ti", Kind::Bytes).unwrap_err();
+        assert_eq!(
+            e.message,
+            "`99999999Ti` is too large: the largest size is 1024Pi (2^60 bytes)"
+        );
+        let e = parse_range("99999999999999999999999T", Kind::Bytes).unwrap_err();
+        assert!(e.message.contains("too large"), "{}", e.message);
+        let e = parse_range("2-1e999", Kind::Cpu).unwrap_err();
+        assert!(e.message.contains("too large"), "{}", e.message);
+        let e = parse_range("2000000", Kind::Count).unwrap_err();
+        assert!(
+            e.message.contains("the largest count is 1000000"),
+            "{}",
+            e.message
+        );
+        let e = parse_range("20000w", Kind::Duration).unwrap_err();
+        assert!(e.message.contains("10000w"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_largest_values_are_accepted_and_one_more_is_not() {
+        assert_eq!(parse_value("1000000000", Kind::Cpu), Ok(MAX_CPU_MILLICORES));
+        assert!(parse_value("1000000000.001", Kind::Cpu).is_err());
+        assert_eq!(parse_value("1024Pi", Kind::Bytes), Ok(MAX_BYTES));
+        assert!(parse_value("1025Pi", Kind::Bytes).is_err());
+        assert_eq!(parse_value("1000000", Kind::Count), Ok(MAX_COUNT));
+        assert_eq!(
+            parse_value("10000w", Kind::Duration),
+            Ok(MAX_DURATION_HOURS)
+        );
+        assert_eq!(parse_time_ms("8760h"), Ok(MAX_TIME_MS));
+        assert!(
+            parse_time_ms("8761h")
+                .unwrap_err()
+                .message
+                .contains("8760h")
+        );
+    }
+
+    #[test]
+    fn exponent_notation_asks_for_the_number_written_out() {
+        let e = parse_value("1e3", Kind::Cpu).unwrap_err();
+        assert!(e.message.contains("exponent notation"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("`1000`"));
+        let e = parse_value("2.5E-1", Kind::Cpu).unwrap_err();
+        assert!(e.hint.unwrap().contains("`0.25`"));
+        assert!(
+            parse_time_ms("1e20s")
+                .unwrap_err()
+                .message
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn fractions_below_the_base_unit_say_so() {
+        let e = parse_value("0.0001", Kind::Cpu).unwrap_err();
+        assert!(
+            e.message.contains("finer than a millicore"),
+            "{}",
+            e.message
+        );
+        assert!(
+            parse_value("0.5", Kind::Bytes)
+                .unwrap_err()
+                .message
+                .contains("finer than a byte")
+        );
+        assert_eq!(
+            parse_value("1.500000", Kind::Cpu),
+            Ok(1500),
+            "trailing zeros are fine"
+        );
+        assert_eq!(parse_value("0001.5Gi", Kind::Bytes), Ok(3 << 29));
+        assert_eq!(parse_time_ms("1.5s"), Ok(1500));
+        assert!(
+            parse_time_ms("0.5ms")
+                .unwrap_err()
+                .message
+                .contains("millisecond")
+        );
+        assert!(
+            parse_time_ms("20")
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("`20s`")
+        );
+    }
+
     proptest! {
         #[test]
         fn sum_of_ranges_adds_bounds(a in 0u64..1<<40, b in 0u64..1<<40, c in 0u64..1<<40, d in 0u64..1<<40) {
@@ -535,6 +835,27 @@ mod tests {
             let _ = parse_range(&s, Kind::Bytes);
             let _ = parse_range(&s, Kind::Cpu);
             let _ = parse_range(&s, Kind::Duration);
+            let _ = parse_range(&s, Kind::Count);
+            let _ = parse_time_ms(&s);
+        }
+
+        #[test]
+        fn digits_with_exponents_never_panic(m in "[0-9]{0,40}(\\.[0-9]{0,40})?", e in "[eE][+-]?[0-9]{1,4}", u in "(|m|Ki|Pi|h|w|s|ms)") {
+            let t = format!("{m}{e}{u}");
+            for k in [Kind::Bytes, Kind::Cpu, Kind::Duration, Kind::Count] {
+                let _ = parse_range(&t, k);
+            }
+            let _ = parse_time_ms(&t);
+        }
+
+        #[test]
+        fn every_accepted_value_is_within_the_maximum(digits in "[0-9]{1,35}(\\.[0-9]{1,25})?", u in "(|m|K|Ki|Pi|P)") {
+            let t = format!("{digits}{u}");
+            for k in [Kind::Bytes, Kind::Cpu] {
+                if let Ok(v) = parse_value(&t, k) {
+                    prop_assert!(v <= k.max());
+                }
+            }
         }
     }
 }

@@ -137,7 +137,94 @@ pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<F
 
     check_cycles(&fleet, map, d);
     check_phases(&fleet, map, d);
+    check_totals(&fleet, d);
     Some(fleet)
+}
+
+/// Most hosts one fleet may have, over all its sites: the planner keeps a record per host.
+pub const MAX_HOSTS: u64 = 1_000_000;
+/// Most instances one fleet may have (`replicas` minimums summed): the planner lists each one.
+pub const MAX_INSTANCES: u64 = 1_000_000;
+
+/// The fleet's totals of hosts and instances stay within [`MAX_HOSTS`] and
+/// [`MAX_INSTANCES`], so that a small file cannot make the planner build millions of records.
+fn check_totals(fleet: &Fleet, d: &mut D) {
+    let mut hosts = 0u64;
+    if let Some(s) = fleet.sites.iter().find(|s| {
+        hosts += u64::from(s.hosts);
+        hosts > MAX_HOSTS
+    }) {
+        d.push(
+            Diagnostic::error(
+                "too-large",
+                format!(
+                    "with site `{}` the fleet has more than {MAX_HOSTS} hosts",
+                    s.name
+                ),
+                Some(s.location.clone()),
+            )
+            .with_hint(format!(
+                "a fleet has at most {MAX_HOSTS} hosts in all; split it into several fleets"
+            )),
+        );
+    }
+    // Demand and capacity totals must fit the planner's 64-bit arithmetic, which fails loudly
+    // rather than wrapping: each resource summed at its upper bound, demand as per-instance
+    // resources times replicas, capacity as per-host capacity times hosts.
+    let totals = |items: &mut dyn Iterator<Item = (Resources, u64, &str, &Location)>| {
+        let mut sum = [0u64; 3];
+        for (r, k, name, loc) in items {
+            let each = [r.cpu.max, r.memory.max, r.storage.max];
+            for (i, what) in ["CPU", "memory", "storage"].iter().enumerate() {
+                match each[i].checked_mul(k).and_then(|v| v.checked_add(sum[i])) {
+                    Some(v) => sum[i] = v,
+                    None => return Some((*what, name.to_string(), loc.clone())),
+                }
+            }
+        }
+        None
+    };
+    let demand = totals(
+        &mut fleet
+            .services
+            .iter()
+            .map(|s| (s.resources, s.replicas.max, s.name.as_str(), &s.location)),
+    );
+    let capacity = totals(
+        &mut fleet
+            .sites
+            .iter()
+            .map(|s| (s.capacity, u64::from(s.hosts), s.name.as_str(), &s.location)),
+    );
+    for (over, kind, of) in [
+        (demand, "service", "demand"),
+        (capacity, "site", "capacity"),
+    ] {
+        if let Some((what, name, loc)) = over {
+            d.push(
+                Diagnostic::error(
+                    "too-large",
+                    format!("with {kind} `{name}` the fleet's total {what} {of} exceeds what Phoenix can add up (2^64 base units)"),
+                    Some(loc),
+                )
+                .with_hint("check the units: a `P` or `Pi` where `T` or `Ti` was meant, or `replicas` far too high"),
+            );
+        }
+    }
+    let mut instances = 0u64;
+    if let Some(s) = fleet.services.iter().find(|s| {
+        instances += s.replicas.min;
+        instances > MAX_INSTANCES
+    }) {
+        d.push(
+            Diagnostic::error(
+                "too-large",
+                format!("with service `{}` the fleet has more than {MAX_INSTANCES} instances", s.name),
+                Some(s.location.clone()),
+            )
+            .with_hint(format!("a fleet has at most {MAX_INSTANCES} instances in all (the minimum of each `replicas`); split it into several fleets")),
+        );
+    }
 }
 
 /// A directed graph over named vertices, with the source location of each edge.

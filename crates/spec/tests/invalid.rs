@@ -539,3 +539,70 @@ fn health_interval_up_to_the_timeout_is_fine() {
     let h = fleet.services[0].health.as_ref().unwrap();
     assert_eq!((h.timeout_ms, h.interval_ms), (2_000, 2_000));
 }
+
+// ---- values too large ----------------------------------------------------------------------
+
+#[test]
+fn regression_huge_quantities_say_too_large_and_name_the_largest() {
+    // `cpu: 1e308` said "unknown CPU unit `e308`", `memory: 99999999Ti` "is not a valid number".
+    let y = format!(
+        "{BASE}services:\n  - name: web\n    resources: {{ cpu: 1e308, memory: 99999999Ti }}\n"
+    );
+    let all = errors(&y);
+    let msgs: Vec<(usize, &str)> = all
+        .iter()
+        .map(|d| (d.location.as_ref().unwrap().col, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            (
+                23,
+                "resources of service `web` `cpu`: `1e308` is too large: the largest CPU quantity is 1000000000 cores"
+            ),
+            (
+                38,
+                "resources of service `web` `memory`: `99999999Ti` is too large: the largest size is 1024Pi (2^60 bytes)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn huge_counts_and_fleet_totals_are_too_large() {
+    expect(
+        "phoenix: 1\nname: demo\nsites:\n  - { name: a, tier: core, hosts: 99999999999, capacity: {} }\n",
+        "bad-value",
+        4,
+        35,
+        "",
+    );
+    let y = format!(
+        "{BASE}services:\n{}",
+        "  - { name: s, replicas: 600000 }\n  - { name: t, replicas: 600000 }\n"
+    );
+    let all = errors(&y);
+    let d = all
+        .iter()
+        .find(|d| d.code == "too-large")
+        .expect("too-large");
+    assert!(d.message.contains("service `t`"), "{}", d.message);
+    assert!(d.message.contains("1000000 instances"), "{}", d.message);
+}
+
+#[test]
+fn totals_beyond_64_bits_are_an_error_not_a_planner_panic() {
+    // 1024Pi per instance times a million replicas is 2^80 bytes: the planner's arithmetic
+    // fails loudly on it, so the spec refuses it first.
+    let y = format!(
+        "{BASE}services:\n  - name: web\n    replicas: 1-1000000\n    resources: {{ storage: 1024Pi }}\n"
+    );
+    let all = errors(&y);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].code, "too-large");
+    assert!(
+        all[0].message.contains("service `web`") && all[0].message.contains("storage demand"),
+        "{}",
+        all[0].message
+    );
+}
