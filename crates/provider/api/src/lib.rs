@@ -107,6 +107,30 @@ pub struct UnitSpec {
     /// Paths (templates, under `${data_dir}`) that are backed up before a change.
     #[serde(default)]
     pub backup: Vec<String>,
+    /// What runs the unit where that is not a command on a host: the container image or the
+    /// build context of a Docker site, and its resource limits. `None` for local and SSH sites,
+    /// and then left out of the serialised spec, so that their fingerprints do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+/// How a unit runs as a container (Docker sites).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The image to run, e.g. `phoenix-demo/busybox:1`; with [`ContainerSpec::build`], the tag
+    /// the built image gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A build context: an absolute path to a folder with a Dockerfile, built on each endpoint
+    /// that needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<PathBuf>,
+    /// CPU limit in millicores (the service's `resources.cpu` minimum); `None` for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    /// Memory limit in bytes (the service's `resources.memory` minimum); `None` for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 fn default_stop_grace_ms() -> u64 {
@@ -132,6 +156,7 @@ impl UnitSpec {
             restart: RestartPolicy::default(),
             stop_grace_ms: default_stop_grace_ms(),
             backup: Vec::new(),
+            container: None,
         }
     }
 
@@ -159,6 +184,7 @@ impl UnitSpec {
             restart: service.restart,
             stop_grace_ms: service.stop_grace_ms,
             backup: service.backup.clone(),
+            container: None,
         }
     }
 
