@@ -751,7 +751,10 @@ async fn submit_tx(
 /// (the node stops rather than serve wrong data). Never a panic on what it finds on disk.
 pub fn run_node(home: Home) -> Result<()> {
     let data = home.data_dir();
-    // Before the runtime opens storage: data of another genesis or key is refused outright.
+    // Before the runtime opens storage (whose own lock would make a second run wait for ever):
+    // a home in use is refused at once, naming the pid that holds it.
+    let _lock = home.lock()?;
+    // Data of another genesis or key is refused outright.
     home.check_data()?;
     let cfg = cw_tokio::Config::new()
         .with_worker_threads(home.node.worker_threads.max(1))

@@ -67,6 +67,54 @@ pub struct ChainRecord {
     pub validator_key: PublicKey,
 }
 
+/// Name of the lock file in a node home: held (an exclusive advisory lock) by the running node,
+/// and holding its pid.
+pub const LOCK_FILE: &str = "node.lock";
+
+/// The running node's hold on its home, released when dropped (or when the process exits,
+/// however it exits: the OS drops the lock with the last descriptor).
+#[derive(Debug)]
+pub struct HomeLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock on `dir/node.lock` without waiting; writes this process's pid into
+/// it if `record_pid`.
+fn lock_home(dir: &Path, record_pid: bool) -> Result<HomeLock, NodeError> {
+    use std::io::{Read as _, Write as _};
+    let path = dir.join(LOCK_FILE);
+    let fail = |source| NodeError::LockHome {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // The holder writes its pid right after taking the lock; a holder caught in
+            // between is "another process".
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(NodeError::HomeInUse {
+                home: dir.to_path_buf(),
+                pid: pid.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+    }
+    if record_pid {
+        file.set_len(0).map_err(fail)?;
+        writeln!(file, "{}", std::process::id()).map_err(fail)?;
+    }
+    Ok(HomeLock { _file: file })
+}
+
 /// Name of the chain record inside the data directory. It has a dot, which no storage partition
 /// name may have, so it can never collide with stored data.
 pub const CHAIN_RECORD: &str = "chain.json";
@@ -143,6 +191,17 @@ impl Home {
             genesis,
             key,
         })
+    }
+
+    /// Takes the home for this process: an exclusive lock on `node.lock`, which then holds this
+    /// pid. Taken before storage is opened, so a second `run` on the same home is refused at
+    /// once instead of waiting on the storage directory's own lock for ever.
+    ///
+    /// # Errors
+    /// [`NodeError::HomeInUse`] with the holder's pid, or [`NodeError::LockHome`] if the lock
+    /// file cannot be opened or locked.
+    pub fn lock(&self) -> Result<HomeLock, NodeError> {
+        lock_home(&self.dir, true)
     }
 
     /// The storage directory: `data/` in the home.
@@ -307,6 +366,16 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
                  client.json); {} is not one, remove it yourself if it should go",
                 dir.display()
             ));
+        } else {
+            // Removing a home under a running node would leave it writing into deleted files.
+            for name in names.iter().filter(|n| n.starts_with("node-")) {
+                let home = dir.join(name);
+                if home.join(LOCK_FILE).is_file()
+                    && let Err(e @ NodeError::HomeInUse { .. }) = lock_home(&home, false)
+                {
+                    problems.push(e.to_string());
+                }
+            }
         }
     }
     if !problems.is_empty() {
@@ -767,5 +836,45 @@ mod tests {
         assert!(e.to_string().contains(CHAIN_RECORD), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other);
+    }
+
+    /// Regression: a second `phoenix ledger run` on a home in use waited for ever ("waiting for
+    /// storage directory hold"). The home's lock is taken without waiting and names the pid
+    /// that holds it; `testnet --force` refuses to remove a home in use.
+    #[test]
+    fn regression_a_home_in_use_is_refused_at_once_naming_the_pid() {
+        let dir = tmpdir("in-use");
+        write_testnet(&spec(&dir, false)).expect("testnet");
+        let home = Home::load(&dir.join("node-0")).expect("home");
+        let held = home.lock().expect("first lock");
+        let recorded = std::fs::read_to_string(home.dir.join(LOCK_FILE)).expect("lock file");
+        assert_eq!(recorded.trim(), std::process::id().to_string());
+        // flock locks belong to the open file description, so a second open in this same
+        // process contends exactly as a second process would.
+        let e = home.lock().unwrap_err();
+        assert!(
+            matches!(e, NodeError::HomeInUse { pid: Some(p), .. } if p == std::process::id()),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "node home {} is in use by pid {}",
+                home.dir.display(),
+                std::process::id()
+            )) && msg.contains("stop it first"),
+            "{msg}"
+        );
+        let e = format!("{:#}", write_testnet(&spec(&dir, true)).unwrap_err());
+        assert!(e.contains("is in use by pid"), "{e}");
+        assert!(
+            home.dir.join("validator.key").is_file(),
+            "--force removed a home in use"
+        );
+        drop(held);
+        let again = home.lock().expect("released on drop");
+        drop(again);
+        write_testnet(&spec(&dir, true)).expect("--force once no node runs");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,6 +8,8 @@
 //! - `regression_testnet_rerun_is_refused_and_a_node_never_panics_on_foreign_data` (default
 //!   suite): a second `testnet` on a used directory exits 1 writing nothing; a node whose genesis
 //!   and key do not belong to its data exits 1 naming the file, never panics; `--force` replaces.
+//! - `regression_second_run_on_a_home_in_use_exits_at_once_naming_the_pid` (default suite): a
+//!   second `run` on a running node's home exits 1 at once with the holder's pid.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
@@ -264,6 +266,49 @@ fn regression_testnet_rerun_is_refused_and_a_node_never_panics_on_foreign_data()
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);
+}
+
+/// Regression: a second `phoenix ledger run` on a home already in use waited for ever
+/// ("waiting for storage directory hold ..."). It now exits 1 at once, naming the running
+/// node's pid; the running node is unaffected.
+#[test]
+fn regression_second_run_on_a_home_in_use_exits_at_once_naming_the_pid() {
+    let dir = tmpdir("in-use");
+    let p = base_port(5);
+    let out = run_bounded(testnet_cmd(&dir, p, &[]), Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let home = dir.join("node-0");
+    let api = format!("http://127.0.0.1:{p}");
+    let procs = Procs(vec![spawn_node(&exe(), &home).expect("spawn")]);
+    block_on(wait_height(
+        std::slice::from_ref(&api),
+        2,
+        Duration::from_secs(60),
+    ))
+    .expect("the first node finalizes");
+    let started = Instant::now();
+    let (code, err) = run_to_exit(&home);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let want = format!(
+        "node home {} is in use by pid {} (another `phoenix ledger run`); stop it first",
+        home.display(),
+        procs.0[0].id()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("waiting for storage"), "{err}");
+    block_on(wait_height(
+        std::slice::from_ref(&api),
+        4,
+        Duration::from_secs(30),
+    ))
+    .expect("the first node carries on");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn heavy() -> bool {
