@@ -334,6 +334,29 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
     let mut problems: Vec<String> = Vec::new();
     if spec.validators == 0 {
         problems.push("--validators must be at least 1".into());
+    } else {
+        let ranges = [
+            ("--api-base-port", spec.api_base_port),
+            ("--p2p-base-port", spec.p2p_base_port),
+        ]
+        .map(|(flag, base)| port_range(flag, base, spec.validators));
+        for r in &ranges {
+            if let Err(p) = r {
+                problems.push(p.clone());
+            }
+        }
+        if let [Ok(api), Ok(p2p)] = &ranges
+            && api.start() <= p2p.end()
+            && p2p.start() <= api.end()
+        {
+            problems.push(format!(
+                "the API ports {}..={} and the p2p ports {}..={} overlap",
+                api.start(),
+                api.end(),
+                p2p.start(),
+                p2p.end()
+            ));
+        }
     }
     let dir = &spec.dir;
     if dir.exists() && !dir.is_dir() {
@@ -415,21 +438,36 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<ClientConfig> {
     Ok(cc)
 }
 
+/// Node `i` of `n` uses port `base + i`: the range, or which port is out of range.
+fn port_range(
+    flag: &str,
+    base: u16,
+    n: usize,
+) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    if base == 0 {
+        return Err(format!("{flag} 0 is not a port (1..=65535)"));
+    }
+    let last = u64::from(base) + n as u64 - 1;
+    match u16::try_from(last) {
+        Ok(last) => Ok(base..=last),
+        Err(_) => Err(format!(
+            "{flag} {base} with {n} validators needs ports {base}..={last}, past the last port \
+             65535 (the highest base that fits is {})",
+            65_536u64.saturating_sub(n as u64)
+        )),
+    }
+}
+
 fn write_testnet_files(dir: &Path, spec: &TestnetSpec) -> Result<ClientConfig> {
     std::fs::create_dir_all(dir)?;
     let keys: Vec<Keypair> = (0..spec.validators).map(|_| random_key()).collect();
-    let p2p = |i: usize| -> SocketAddr {
-        SocketAddr::from((
-            [127, 0, 0, 1],
-            spec.p2p_base_port + u16::try_from(i).expect("few"),
-        ))
+    // `write_testnet` checked both ranges (`port_range`), so these sums stay within u16.
+    let port = |base: u16, i: usize| -> SocketAddr {
+        let offset = u16::try_from(i).expect("checked by port_range");
+        SocketAddr::from(([127, 0, 0, 1], base + offset))
     };
-    let api = |i: usize| -> SocketAddr {
-        SocketAddr::from((
-            [127, 0, 0, 1],
-            spec.api_base_port + u16::try_from(i).expect("few"),
-        ))
-    };
+    let p2p = |i: usize| port(spec.p2p_base_port, i);
+    let api = |i: usize| port(spec.api_base_port, i);
     let client = random_key();
     let mut accounts = vec![GenesisAccount {
         key: client.public(),
@@ -572,6 +610,11 @@ pub fn write_join_home(spec: &JoinSpec) -> Result<Joined> {
             "--api-port and --p2p-port are both {}",
             spec.api_port
         ));
+    }
+    for (flag, p) in [("--api-port", spec.api_port), ("--p2p-port", spec.p2p_port)] {
+        if p == 0 {
+            problems.push(format!("{flag} 0 is not a port (1..=65535)"));
+        }
     }
     let key = match &spec.key {
         Some(path) => match read_key(path) {
@@ -875,6 +918,65 @@ mod tests {
         let again = home.lock().expect("released on drop");
         drop(again);
         write_testnet(&spec(&dir, true)).expect("--force once no node runs");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: `testnet --api-base-port 65534` (4 validators) panicked with an arithmetic
+    /// overflow computing node 2's port. Every port range is checked first; each problem names
+    /// the flag and the ports, all at once, and nothing is written.
+    #[test]
+    fn regression_testnet_ports_past_65535_are_refused_not_an_overflow() {
+        let dir = tmpdir("ports");
+        let mut s = spec(&dir, false);
+        s.validators = 4;
+        s.api_base_port = 65_534;
+        s.p2p_base_port = 65_535;
+        let e = format!("{:#}", write_testnet(&s).unwrap_err());
+        assert!(
+            e.contains("--api-base-port 65534 with 4 validators needs ports 65534..=65537"),
+            "{e}"
+        );
+        assert!(e.contains("--p2p-base-port 65535"), "{e}");
+        assert!(e.contains("highest base that fits is 65532"), "{e}");
+        assert!(!dir.exists(), "a refused testnet wrote {}", dir.display());
+        // The highest base that fits is accepted: ports 65532..=65535.
+        s.api_base_port = 65_532;
+        s.p2p_base_port = 30_000;
+        let cc = write_testnet(&s).expect("fits");
+        assert_eq!(cc.apis[3], "http://127.0.0.1:65535");
+        let _ = std::fs::remove_dir_all(&dir);
+        // Port 0, and ranges that overlap.
+        s.api_base_port = 0;
+        let e = format!("{:#}", write_testnet(&s).unwrap_err());
+        assert!(e.contains("--api-base-port 0 is not a port"), "{e}");
+        s.api_base_port = 30_002;
+        let e = format!("{:#}", write_testnet(&s).unwrap_err());
+        assert!(
+            e.contains("API ports 30002..=30005 and the p2p ports 30000..=30003 overlap"),
+            "{e}"
+        );
+        assert!(!dir.exists());
+    }
+
+    /// Same defect class for `join`: port 0 is refused with the flag named, nothing written.
+    #[test]
+    fn join_refuses_port_zero() {
+        let dir = tmpdir("join-ports");
+        write_testnet(&spec(&dir, false)).expect("testnet");
+        let home = dir.join("node-9");
+        let e = format!(
+            "{:#}",
+            write_join_home(&JoinSpec {
+                from: dir.join("node-0"),
+                home: home.clone(),
+                api_port: 0,
+                p2p_port: 31_000,
+                key: None,
+            })
+            .unwrap_err()
+        );
+        assert!(e.contains("--api-port 0 is not a port"), "{e}");
+        assert!(!home.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
