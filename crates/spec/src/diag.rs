@@ -126,7 +126,7 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &[(String, String)]) {
             );
             if let Some(line_text) = text.lines().nth(loc.line.saturating_sub(1)) {
                 let gutter = loc.line.to_string().len();
-                let width = marked_chars(text, loc, line_text);
+                let width = marked_chars(loc, line_text);
                 let (shown, caret_at, carets) =
                     excerpt(line_text, loc.col.saturating_sub(1), width);
                 let _ = writeln!(out, "{:gutter$} |", "");
@@ -158,18 +158,14 @@ pub const MAX_EXCERPT: usize = 120;
 /// Characters of context shown before the marked column when a line is cut.
 const EXCERPT_BEFORE: usize = 40;
 
-/// How many characters the location marks on its line (at least 1): its byte length counted in
-/// characters, cut at the end of the line.
-fn marked_chars(text: &str, loc: &Location, line_text: &str) -> usize {
-    let end = loc.offset.saturating_add(loc.len).min(text.len());
-    let marked = text
-        .get(loc.offset..end)
-        .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+/// How many characters the location marks on its line (at least 1): its length, cut at the
+/// end of the line.
+fn marked_chars(loc: &Location, line_text: &str) -> usize {
     let rest = line_text
         .chars()
         .count()
         .saturating_sub(loc.col.saturating_sub(1));
-    marked.min(rest).max(1)
+    loc.len.min(rest).max(1)
 }
 
 /// The part of `line` to show for a mark of `width` characters starting at character `col0`
@@ -265,14 +261,8 @@ mod tests {
             .take(line - 1)
             .map(|l| l.len() + 1)
             .sum::<usize>()
-            + text
-                .lines()
-                .nth(line - 1)
-                .unwrap()
-                .chars()
-                .take(col - 1)
-                .map(char::len_utf8)
-                .sum::<usize>();
+            + col
+            - 1;
         let d = Diagnostics {
             items: vec![Diagnostic::error(
                 "yaml-too-deep",

@@ -15,9 +15,9 @@ pub struct Location {
     pub line: usize,
     /// 1-based column.
     pub col: usize,
-    /// Byte offset of the start.
+    /// Offset of the start in the file, in characters (as the YAML parser counts them).
     pub offset: usize,
-    /// Length in bytes of the marked text (at least 1 when displayed).
+    /// Length of the marked text in characters (at least 1 when displayed).
     pub len: usize,
 }
 

@@ -192,27 +192,143 @@ pub(crate) fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// A name as written. An invalid one is reported here, once, and still returned, so that the
+/// item it names stays in the fleet and references to it resolve: one precise error, not a
+/// second "missing `name`" or "unknown service" about the same mistake.
 fn name(n: &Node, what: &str, d: &mut D) -> Option<String> {
     let s = string(n, what, d)?;
     if !valid_name(&s) {
-        let suggestion: String = s
-            .to_lowercase()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
         d.push(
-            Diagnostic::error("bad-name", format!("`{s}` is not a valid name for {what}"), Some(n.loc.clone()))
-                .with_hint(format!("names are lowercase letters, digits, `-` and `_`, starting with a letter or digit, e.g. `{}`", suggestion.trim_start_matches(['-', '_']))),
+            Diagnostic::error(
+                "bad-name",
+                format!(
+                    "{} is not a valid name for {what}: {}",
+                    quoted(&s),
+                    name_problem(&s)
+                ),
+                Some(n.loc.clone()),
+            )
+            .with_hint(format!(
+                "names are lowercase ASCII letters, digits, `-` and `_`, starting with a letter or digit, e.g. `{}`",
+                suggest_name(&s, what)
+            )),
         );
-        return None;
     }
     Some(s)
+}
+
+/// What makes `s` (not a valid name) invalid.
+fn name_problem(s: &str) -> String {
+    if s.is_empty() {
+        return "it is empty".to_string();
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let mut bad: Vec<char> = Vec::new();
+    for c in s.chars().filter(|&c| !allowed(c)) {
+        if !bad.contains(&c) {
+            bad.push(c);
+        }
+    }
+    if !bad.is_empty() && bad.iter().all(char::is_ascii_uppercase) {
+        return "names are lowercase".to_string();
+    }
+    if bad.is_empty() {
+        return "a name starts with a letter or digit, not `-` or `_`".to_string();
+    }
+    const SHOWN: usize = 5;
+    let mut listed: Vec<String> = bad
+        .iter()
+        .take(SHOWN)
+        .map(|c| match c {
+            ' ' => "a space".to_string(),
+            c if c.is_control() => format!("`{}`", c.escape_default()),
+            c => format!("`{c}`"),
+        })
+        .collect();
+    if bad.len() > SHOWN {
+        listed.push(format!("{} more", bad.len() - SHOWN));
+    }
+    let list = match listed.len() {
+        1 => listed.remove(0),
+        _ => {
+            let last = listed.pop().unwrap_or_default();
+            format!("{} and {last}", listed.join(", "))
+        }
+    };
+    let verb = if bad.len() == 1 { "is" } else { "are" };
+    format!("{list} {verb} not allowed")
+}
+
+/// A valid name close to `s`: lowercase, common accented Latin letters without their accents,
+/// anything else as `-`, runs of `-` collapsed and the ends trimmed; a generic example for
+/// `what` when nothing of `s` is left.
+fn suggest_name(s: &str, what: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().flat_map(char::to_lowercase) {
+        let ascii = match c {
+            'a'..='z' | '0'..='9' | '_' => Some(c.to_string()),
+            _ => unaccented(c).map(str::to_string),
+        };
+        match ascii {
+            Some(a) => out.push_str(&a),
+            None if !out.ends_with('-') => out.push('-'),
+            None => {}
+        }
+    }
+    let trimmed = out.trim_matches(['-', '_']);
+    let short: String = trimmed.chars().take(40).collect();
+    let short = short.trim_end_matches(['-', '_']);
+    if short.is_empty() {
+        match what {
+            "the fleet" => "my-fleet",
+            "a site" => "core-1",
+            "a project" => "platform",
+            "an environment" => "staging",
+            _ => "web",
+        }
+        .to_string()
+    } else {
+        short.to_string()
+    }
+}
+
+/// The ASCII letters of a lowercase accented Latin letter, if it is a common one.
+fn unaccented(c: char) -> Option<&'static str> {
+    Some(match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+        'æ' => "ae",
+        'ç' | 'ć' | 'č' => "c",
+        'ď' | 'đ' | 'ð' => "d",
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ė' | 'ę' | 'ě' => "e",
+        'ğ' => "g",
+        'ì' | 'í' | 'î' | 'ï' | 'ī' | 'į' | 'ı' => "i",
+        'ł' | 'ľ' => "l",
+        'ñ' | 'ń' | 'ň' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ő' => "o",
+        'œ' => "oe",
+        'ř' => "r",
+        'ś' | 'š' | 'ş' => "s",
+        'ß' => "ss",
+        'ť' | 'ţ' => "t",
+        'þ' => "th",
+        'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ů' | 'ű' | 'ų' => "u",
+        'ý' | 'ÿ' => "y",
+        'ź' | 'ż' | 'ž' => "z",
+        '-' => "-",
+        _ => return None,
+    })
+}
+
+/// User text in backticks for a message, cut to 60 characters with `…`, so that a very long
+/// value is not repeated whole.
+fn quoted(s: &str) -> String {
+    const SHOWN: usize = 60;
+    if s.chars().count() <= SHOWN {
+        format!("`{s}`")
+    } else {
+        let head: String = s.chars().take(SHOWN).collect();
+        format!("`{head}…`")
+    }
 }
 
 fn uint(n: &Node, what: &str, d: &mut D) -> Option<u32> {
@@ -423,6 +539,8 @@ fn merge(base: &Node, overlay: &Node) -> Node {
 pub(crate) struct Collected {
     format: Option<(u32, Location)>,
     name: Option<(String, Location)>,
+    /// True when some file has a `name`, even one that is not text.
+    name_written: bool,
     description: Option<String>,
     policy: Option<Policy>,
     budget: Option<Budget>,
@@ -475,6 +593,9 @@ fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
             )
             .with_hint("start the file with `phoenix: 1`"),
         ),
+    }
+    if f.get("name").is_some() {
+        c.name_written = true;
     }
     if let Some(v) = f.get("name")
         && let Some(n) = name(v, "the fleet", d)
@@ -727,26 +848,28 @@ pub(crate) fn build(
         d,
     );
 
+    // Without a usable name the fleet is still built (with an empty one) so that validation
+    // reports every other problem too; the result is an error either way.
     let name = match &c.name {
         Some((n, _)) => n.clone(),
+        // Written but not text: `name()` has said so.
+        None if c.name_written => String::new(),
         None => {
-            if let Some(first_root_loc) = sources.first().map(|_| Location {
-                file: 0,
-                line: 1,
-                col: 1,
-                offset: 0,
-                len: 1,
-            }) {
-                d.push(
-                    Diagnostic::error(
-                        "missing-field",
-                        "the fleet spec is missing required field `name`",
-                        Some(first_root_loc),
-                    )
-                    .with_hint("add `name: my-fleet` (lowercase letters, digits, `-`, `_`)"),
-                );
-            }
-            return None;
+            d.push(
+                Diagnostic::error(
+                    "missing-field",
+                    "the fleet spec is missing required field `name`",
+                    Some(Location {
+                        file: 0,
+                        line: 1,
+                        col: 1,
+                        offset: 0,
+                        len: 1,
+                    }),
+                )
+                .with_hint("add `name: my-fleet` (lowercase letters, digits, `-`, `_`)"),
+            );
+            String::new()
         }
     };
     let fleet = Fleet {
@@ -986,9 +1109,11 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
             .collect();
         let mut loc = n.loc.clone();
         if matches!(&n.kind, NodeKind::Scalar { plain: true, .. }) && !text.contains('\n') {
-            loc.col += text[..r.offset].chars().count();
-            loc.offset += r.offset;
-            loc.len = r.len;
+            // Locations count characters; `r` counts bytes.
+            let before = text[..r.offset].chars().count();
+            loc.col += before;
+            loc.offset += before;
+            loc.len = text[r.offset..r.offset + r.len].chars().count();
         }
         let diag = Diagnostic::error(
             "unknown-substitution",

@@ -606,3 +606,56 @@ fn totals_beyond_64_bits_are_an_error_not_a_planner_panic() {
         all[0].message
     );
 }
+
+// ---- names ---------------------------------------------------------------------------------
+
+#[test]
+fn regression_unicode_fleet_name_is_one_error_with_a_useful_hint() {
+    // `name: "dém○"` gave a second error "missing required field `name`" and the hint "e.g. ``".
+    let all = errors("phoenix: 1\nname: \"dém○\"\n");
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].code, "bad-name");
+    assert!(
+        all[0].message.contains("`é` and `○` are not allowed"),
+        "{}",
+        all[0].message
+    );
+    assert!(
+        all[0].hint.as_deref().unwrap().ends_with("e.g. `dem`"),
+        "{:?}",
+        all[0].hint
+    );
+    let all = errors("phoenix: 1\nname: \"○○\"\n");
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].hint.as_deref().unwrap().ends_with("e.g. `my-fleet`"),
+        "{:?}",
+        all[0].hint
+    );
+}
+
+#[test]
+fn regression_unicode_service_name_is_one_error_and_references_to_it_resolve() {
+    let y = format!(
+        "{BASE}services:\n  - name: \"wéb○\"\n  - name: api\n    depends_on: [\"wéb○\"]\n  - name: \"○\"\n"
+    );
+    let all = errors(&y);
+    let codes: Vec<&str> = all.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["bad-name", "bad-name"], "{all:#?}");
+    assert!(all[0].hint.as_deref().unwrap().ends_with("e.g. `web`"));
+    assert!(all[1].hint.as_deref().unwrap().ends_with("e.g. `web`"));
+    assert!(
+        !all.iter()
+            .any(|d| d.hint.as_deref().unwrap_or("").contains("``"))
+    );
+}
+
+#[test]
+fn a_fleet_name_that_is_not_text_is_one_error_and_the_rest_is_still_checked() {
+    let y = "phoenix: 1\nname: [a]\nservices:\n  - name: web\n    replica: 2\n";
+    let codes: Vec<&str> = errors(y).iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["wrong-type", "unknown-field"]);
+    let y = "phoenix: 1\nservices:\n  - name: web\n    replica: 2\n";
+    let codes: Vec<&str> = errors(y).iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["missing-field", "unknown-field"]);
+}
