@@ -1,4 +1,11 @@
 //! The node's HTTP API (axum) and Prometheus metrics. Binds 127.0.0.1 only (see the config).
+//!
+//! Transaction verdicts have one shape everywhere: `POST /v1/tx` and `GET /v1/tx/{hash}` answer
+//! `{"hash", "status": "pending" | "committed" | "rejected", ...}` ([`TxStatus`]), and `reason`
+//! says why: why a transaction was rejected (at admission or at execution alike), or why a
+//! pending one cannot go into a block yet (a nonce gap). `POST /v1/txs` lists refusals as
+//! `{"index", "hash", "reason"}`. Other failures (a bad path, an unknown hash) are
+//! `{"error": ...}` with a 4xx status.
 
 use crate::block::LedgerBlock;
 use crate::shared::{Finalized, Shared, TxStatus, get, inc};
@@ -153,8 +160,9 @@ async fn post_tx(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         {
             Some(b) => b,
             None => {
-                return err(
+                return rejected(
                     StatusCode::BAD_REQUEST,
+                    None,
                     "malformed: expected {\"tx\": \"<hex of the canonical encoding>\"}",
                 );
             }
@@ -163,11 +171,11 @@ async fn post_tx(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         body.to_vec()
     };
     match submit(&s.shared, vec![raw]).remove(0) {
-        Ok(h) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "hash": h, "status": "pending" })),
-        )
-            .into_response(),
+        // The status as `GET /v1/tx/{hash}` reports it, so a nonce gap is named at once.
+        Ok(h) => {
+            let status = s.shared.lock().tx_status(&h);
+            (StatusCode::ACCEPTED, Json(tx_status_json(&h, &status))).into_response()
+        }
         Err((h, reason)) => {
             let code = if reason.starts_with("mempool full") {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -176,13 +184,26 @@ async fn post_tx(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
             } else {
                 StatusCode::BAD_REQUEST
             };
-            (
-                code,
-                Json(json!({ "hash": h, "status": "rejected", "error": reason })),
-            )
-                .into_response()
+            rejected(code, h, &reason)
         }
     }
+}
+
+/// A refused submission: the same `{"hash", "status": "rejected", "reason"}` that
+/// `GET /v1/tx/{hash}` reports for a transaction rejected at execution.
+fn rejected(code: StatusCode, h: Option<Hash>, reason: &str) -> Response {
+    (
+        code,
+        Json(json!({ "hash": h, "status": "rejected", "reason": reason })),
+    )
+        .into_response()
+}
+
+/// `{"hash", "status", ...}` of a known transaction.
+fn tx_status_json(h: &Hash, st: &TxStatus) -> Value {
+    let mut v = serde_json::to_value(st).expect("serialisable");
+    v["hash"] = json!(h);
+    v
 }
 
 /// Batch submission: the body is a sequence of `u32` big-endian length + canonical transaction.
@@ -214,7 +235,7 @@ async fn post_txs(State(s): State<ApiState>, body: Bytes) -> Response {
         .filter_map(|(i, r)| {
             r.as_ref()
                 .err()
-                .map(|(h, e)| json!({"index": i, "hash": h, "error": e}))
+                .map(|(h, e)| json!({"index": i, "hash": h, "reason": e}))
         })
         .collect();
     Json(json!({ "accepted": accepted, "rejected": rejected })).into_response()
@@ -237,11 +258,7 @@ async fn get_tx(State(s): State<ApiState>, Path(hash): Path<String>) -> Response
     let status = s.shared.lock().tx_status(&h);
     match status {
         TxStatus::Unknown => err(StatusCode::NOT_FOUND, "unknown transaction"),
-        st => {
-            let mut v = serde_json::to_value(&st).expect("serialisable");
-            v["hash"] = json!(h);
-            Json(v).into_response()
-        }
+        st => Json(tx_status_json(&h, &st)).into_response(),
     }
 }
 
@@ -622,4 +639,120 @@ async fn ready(State(s): State<ApiState>) -> Response {
         );
     }
     Json(json!({ "ready": true, "finalized_height": fin, "peers": peers })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{audit_tx, shared_with_auditors};
+    use phoenix_ledger_types::crypto::Keypair;
+
+    fn state(shared: Arc<Shared>) -> ApiState {
+        ApiState {
+            shared,
+            blocks: Arc::new(|_| Box::pin(async { None })),
+            engine_metrics: Arc::new(String::new),
+            started: Instant::now(),
+            empty_block_interval_ms: 1000,
+        }
+    }
+
+    async fn json_of(r: Response) -> (u16, Value) {
+        let code = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (code, serde_json::from_slice(&body).expect("json"))
+    }
+
+    async fn post(s: &ApiState, bytes: Vec<u8>) -> (u16, Value) {
+        json_of(post_tx(State(s.clone()), HeaderMap::new(), Bytes::from(bytes)).await).await
+    }
+
+    async fn status_of(s: &ApiState, h: &Hash) -> Value {
+        json_of(get_tx(State(s.clone()), Path(h.to_hex())).await)
+            .await
+            .1
+    }
+
+    /// Regression: the rejection was called `error` at admission (`POST /v1/tx`, `/v1/txs`) and
+    /// `reason` after execution (`GET /v1/tx/{hash}`). It is `reason` in both.
+    #[tokio::test]
+    async fn regression_rejection_reason_has_one_name_at_admission_and_after_execution() {
+        let a = Keypair::from_test_index(1);
+        let s = state(shared_with_auditors(&[&a]));
+        let stranger = Keypair::from_test_index(77);
+        let t = audit_tx(&stranger, 0);
+        let (code, v) = post(&s, t.encode()).await;
+        assert_eq!(code, 400);
+        assert_eq!(v["status"], "rejected", "{v}");
+        assert!(v.get("error").is_none(), "{v}");
+        let at_admission = v["reason"].as_str().expect("reason").to_string();
+        assert!(at_admission.starts_with("unauthorised"), "{v}");
+        let later = status_of(&s, &t.hash()).await;
+        assert_eq!(later["status"], "rejected", "{later}");
+        assert_eq!(later["reason"], at_admission.as_str(), "{later}");
+        // Undecodable bytes and a bad JSON body: the same shape, without a hash.
+        let (_, v) = post(&s, b"garbage".to_vec()).await;
+        assert!(
+            v["reason"]
+                .as_str()
+                .expect("reason")
+                .starts_with("malformed"),
+            "{v}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json".parse().expect("header"),
+        );
+        let (code, v) = json_of(post_tx(State(s.clone()), h, Bytes::from_static(b"{")).await).await;
+        assert_eq!(code, 400);
+        assert_eq!(v["status"], "rejected", "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .expect("reason")
+                .starts_with("malformed"),
+            "{v}"
+        );
+        // The batch endpoint too.
+        let mut batch = Vec::new();
+        let bytes = t.encode();
+        batch.extend_from_slice(&u32::try_from(bytes.len()).expect("small").to_be_bytes());
+        batch.extend_from_slice(&bytes);
+        let (_, v) = json_of(post_txs(State(s.clone()), Bytes::from(batch)).await).await;
+        assert!(
+            v["rejected"][0]["reason"]
+                .as_str()
+                .expect("reason")
+                .starts_with("unauthorised"),
+            "{v}"
+        );
+        assert!(v["rejected"][0].get("error").is_none(), "{v}");
+    }
+
+    /// Regression: a future-nonce transaction answered `{"status": "pending"}` and stayed so for
+    /// ever. Admission and `GET /v1/tx/{hash}` now say which nonces are missing.
+    #[tokio::test]
+    async fn regression_pending_with_a_nonce_gap_says_so_in_the_api() {
+        let a = Keypair::from_test_index(1);
+        let s = state(shared_with_auditors(&[&a]));
+        let t = audit_tx(&a, 7);
+        let (code, v) = post(&s, t.encode()).await;
+        assert_eq!(code, 202, "{v}");
+        assert_eq!(v["status"], "pending", "{v}");
+        assert_eq!(v["hash"], json!(t.hash()), "{v}");
+        assert_eq!(v["next_nonce"], 0, "{v}");
+        let reason = v["reason"].as_str().expect("reason");
+        assert!(
+            reason.starts_with(
+                "nonce 7 but the account's next nonce is 0; transactions 0-6 are missing"
+            ),
+            "{v}"
+        );
+        assert_eq!(status_of(&s, &t.hash()).await, v);
+        let (_, v) = post(&s, audit_tx(&a, 0).encode()).await;
+        assert!(v.get("reason").is_none(), "{v}");
+    }
 }

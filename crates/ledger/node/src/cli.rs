@@ -721,9 +721,16 @@ async fn submit_tx(
     if r.status >= 300 {
         return Ok(ExitCode::from(2));
     }
+    if let Some(reason) = v["reason"].as_str()
+        && v["status"] == "pending"
+    {
+        // A nonce gap: without the missing transactions this one never commits.
+        eprintln!("warning: {reason}");
+    }
     if wait {
         let h = tx.hash();
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pending_reason = None;
         while Instant::now() < deadline {
             let s = c.get(&format!("/v1/tx/{h}")).await?.json()?;
             match s["status"].as_str() {
@@ -735,10 +742,16 @@ async fn submit_tx(
                     println!("{}", serde_json::to_string(&s)?);
                     return Ok(ExitCode::from(2));
                 }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => {
+                    pending_reason = s["reason"].as_str().map(str::to_string);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
-        bail!("transaction {h} not committed within 30 s");
+        match pending_reason {
+            Some(r) => bail!("transaction {h} not committed within 30 s: still pending: {r}"),
+            None => bail!("transaction {h} not committed within 30 s"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

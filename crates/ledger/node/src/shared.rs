@@ -31,12 +31,24 @@ pub struct TxLocation {
     pub index: u32,
 }
 
-/// The status of a transaction as the API reports it.
-#[derive(Debug, Clone, Serialize)]
+/// The status of a transaction as the API reports it (`GET /v1/tx/{hash}`, and `POST /v1/tx`
+/// once admitted): `{"status": ..., ...}`. `reason` always says why a transaction is in its
+/// status: why it was rejected, or why a pending one cannot go into a block yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TxStatus {
     /// In the mempool.
-    Pending,
+    Pending {
+        /// The transaction's nonce.
+        nonce: u64,
+        /// The signer account's next nonce in the finalized state.
+        next_nonce: u64,
+        /// Set when the nonce is ahead of the account's next nonce and some nonce in between
+        /// is not in the mempool: the transaction waits until those arrive, for ever if they
+        /// never do.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// In a finalized block.
     Committed {
         /// Height.
@@ -257,13 +269,72 @@ impl Inner {
                 index: loc.index,
             };
         }
-        if self.mempool.txs.contains_key(h) {
-            return TxStatus::Pending;
+        if let Some(tx) = self.mempool.txs.get(h) {
+            let nonce = tx.body.nonce;
+            let next_nonce = self.finalized_state.account(&tx.body.signer).nonce;
+            return TxStatus::Pending {
+                nonce,
+                next_nonce,
+                reason: self.nonce_gap(&tx.body.signer, next_nonce, nonce),
+            };
         }
         if let Some(r) = self.rejected.get(h) {
             return TxStatus::Rejected { reason: r.clone() };
         }
         TxStatus::Unknown
+    }
+
+    /// Why a pending transaction with `nonce` cannot go into a block: the nonces between the
+    /// account's `next` nonce and `nonce` that no pending transaction carries. `None` when
+    /// every one of them is pending here (it is only queued behind them).
+    fn nonce_gap(&self, signer: &PublicKey, next: u64, nonce: u64) -> Option<String> {
+        if nonce <= next {
+            return None;
+        }
+        let pending = self.mempool.by_account.get(signer);
+        // Missing nonces as inclusive ranges, from the gaps between pending ones.
+        let mut missing: Vec<(u64, u64)> = Vec::new();
+        let mut expect = next;
+        for n in pending
+            .into_iter()
+            .flat_map(|per| per.range(next..nonce).map(|(n, _)| *n))
+        {
+            if n > expect {
+                missing.push((expect, n - 1));
+            }
+            expect = n + 1;
+        }
+        if expect < nonce {
+            missing.push((expect, nonce - 1));
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        let count: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
+        let mut list: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        if missing.len() > 5 {
+            list.push("...".into());
+        }
+        let (noun, verb) = if count == 1 {
+            ("transaction", "is")
+        } else {
+            ("transactions", "are")
+        };
+        Some(format!(
+            "nonce {nonce} but the account's next nonce is {next}; {noun} {} {verb} missing \
+             (this transaction waits until they are submitted)",
+            list.join(", ")
+        ))
     }
 
     /// Remembers why a transaction was refused.
@@ -525,5 +596,64 @@ mod tests {
         assert!(matches!(g.tx_status(&t.hash()), TxStatus::Unknown));
         g.reject(t.hash(), "why".into());
         assert!(matches!(g.tx_status(&t.hash()), TxStatus::Rejected { .. }));
+    }
+
+    /// Regression: a transaction with a future nonce stayed "pending" for ever with no hint of
+    /// the gap. The pending status now names the account's next nonce and the missing nonces.
+    #[test]
+    fn regression_pending_tx_with_a_nonce_gap_says_which_nonces_are_missing() {
+        let (s, a, _) = setup();
+        let mut g = s.lock();
+        let admit = |g: &mut Inner, n: u64| {
+            let t = tx(&a, n);
+            let h = t.hash();
+            g.admit(t, h, true).expect("admit");
+            h
+        };
+        let next = admit(&mut g, 0);
+        assert_eq!(
+            g.tx_status(&next),
+            TxStatus::Pending {
+                nonce: 0,
+                next_nonce: 0,
+                reason: None
+            }
+        );
+        let seven = admit(&mut g, 7);
+        let TxStatus::Pending {
+            nonce: 7,
+            next_nonce: 0,
+            reason: Some(r),
+        } = g.tx_status(&seven)
+        else {
+            panic!("{:?}", g.tx_status(&seven));
+        };
+        assert_eq!(
+            r,
+            "nonce 7 but the account's next nonce is 0; transactions 1-6 are missing (this \
+             transaction waits until they are submitted)"
+        );
+        // Pending ones in between are not missing; a single missing nonce reads as one.
+        for n in [1, 2, 4, 5, 6] {
+            admit(&mut g, n);
+        }
+        let TxStatus::Pending {
+            reason: Some(r), ..
+        } = g.tx_status(&seven)
+        else {
+            panic!("{:?}", g.tx_status(&seven));
+        };
+        assert!(r.contains("; transaction 3 is missing"), "{r}");
+        // Only queued behind pending ones: no reason.
+        admit(&mut g, 3);
+        assert!(matches!(
+            g.tx_status(&seven),
+            TxStatus::Pending { reason: None, .. }
+        ));
+        let json = serde_json::to_value(g.tx_status(&seven)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "pending", "nonce": 7, "next_nonce": 0})
+        );
     }
 }

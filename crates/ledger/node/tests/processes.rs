@@ -410,7 +410,7 @@ fn api_contract_single_validator() {
         let (code, v) = post(&mut c, &tx.encode()).await;
         assert!(code == 400 || code == 200, "{v}");
         assert!(
-            v["error"]
+            v["reason"]
                 .as_str()
                 .unwrap_or("")
                 .contains("already committed"),
@@ -420,16 +420,22 @@ fn api_contract_single_validator() {
         // Bad inputs, each with a clear reason.
         let (code, v) = post(&mut c, b"\x01garbage").await;
         assert_eq!(code, 400);
-        assert!(v["error"].as_str().unwrap().starts_with("malformed"), "{v}");
+        assert!(
+            v["reason"].as_str().unwrap().starts_with("malformed"),
+            "{v}"
+        );
         let (code, v) = post(&mut c, &vec![0u8; 5000]).await;
         assert_eq!(code, 400);
-        assert!(v["error"].as_str().unwrap().starts_with("oversized"), "{v}");
+        assert!(
+            v["reason"].as_str().unwrap().starts_with("oversized"),
+            "{v}"
+        );
         let mut forged = audit_tx(&client, "api-test", 1);
         forged.signature.0[0] ^= 0xff;
         let (code, v) = post(&mut c, &forged.encode()).await;
         assert_eq!(code, 400);
         assert!(
-            v["error"].as_str().unwrap().starts_with("bad signature"),
+            v["reason"].as_str().unwrap().starts_with("bad signature"),
             "{v}"
         );
         let h = forged.hash();
@@ -438,7 +444,7 @@ fn api_contract_single_validator() {
         let (code, v) = post(&mut c, &audit_tx(&client, "other-chain", 1).encode()).await;
         assert_eq!(code, 400);
         assert!(
-            v["error"].as_str().unwrap().starts_with("wrong chain"),
+            v["reason"].as_str().unwrap().starts_with("wrong chain"),
             "{v}"
         );
         let stale = audit_tx(&client, "api-test", 0);
@@ -446,13 +452,43 @@ fn api_contract_single_validator() {
         stale_other.op = Operation::Provisioning(ProvOp::Release { id: "x".into() });
         let (code, v) = post(&mut c, &stale_other.sign(&client).encode()).await;
         assert_eq!(code, 400);
-        assert!(v["error"].as_str().unwrap().starts_with("replayed"), "{v}");
+        assert!(v["reason"].as_str().unwrap().starts_with("replayed"), "{v}");
         let stranger = Keypair::from_test_index(999);
         let (code, v) = post(&mut c, &audit_tx(&stranger, "api-test", 0).encode()).await;
         assert_eq!(code, 400);
         assert!(
-            v["error"].as_str().unwrap().starts_with("unauthorised"),
+            v["reason"].as_str().unwrap().starts_with("unauthorised"),
             "{v}"
+        );
+        // A nonce gap is named at once, by the API and by `phoenix ledger tx` (regression: a
+        // future-nonce transaction stayed "pending" for ever with no hint).
+        let ahead = audit_tx(&client, "api-test", 9);
+        let (code, v) = post(&mut c, &ahead.encode()).await;
+        assert_eq!(code, 202, "{v}");
+        assert_eq!(v["status"], "pending", "{v}");
+        assert!(
+            v["reason"].as_str().unwrap_or("").starts_with(
+                "nonce 9 but the account's next nonce is 1; transactions 1-8 are missing"
+            ),
+            "{v}"
+        );
+        let out = std::process::Command::new(exe())
+            .args(["ledger", "tx", "--api", &api, "--key"])
+            .arg(dir.join("client.key"))
+            .args([
+                "--nonce", "5", "audit", "--actor", "t", "--fleet", "f", "--step", "s",
+            ])
+            .args(["--outcome", "started"])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("\"status\":\"pending\""), "{stdout}");
+        assert!(
+            stderr.contains(
+                "warning: nonce 5 but the account's next nonce is 1; transactions 1-4 are missing"
+            ),
+            "{stderr}"
         );
         // JSON submission works too.
         let tx1 = audit_tx(&client, "api-test", 1);
