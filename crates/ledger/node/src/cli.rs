@@ -651,12 +651,17 @@ fn join_instructions(j: &Joined, from: &Path) -> String {
 }
 
 fn init_tracing(node: bool) {
+    use std::io::IsTerminal as _;
     let default = if node { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a log file or pipe gets plain text (escape codes
+    // there make logs unreadable and break grep). NO_COLOR (no-color.org) turns it off too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -10,6 +10,8 @@
 //!   and key do not belong to its data exits 1 naming the file, never panics; `--force` replaces.
 //! - `regression_second_run_on_a_home_in_use_exits_at_once_naming_the_pid` (default suite): a
 //!   second `run` on a running node's home exits 1 at once with the holder's pid.
+//! - `regression_node_logs_to_a_file_carry_no_ansi_colour_codes` (default suite): a node whose
+//!   stderr is a file logs plain text.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
@@ -308,6 +310,44 @@ fn regression_second_run_on_a_home_in_use_exits_at_once_naming_the_pid() {
     ))
     .expect("the first node carries on");
     drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: node logs written to a file carried ANSI colour codes. With stderr not a
+/// terminal (here a file, as `spawn_node` and operators' `> node.log` have it), the log is plain.
+#[test]
+fn regression_node_logs_to_a_file_carry_no_ansi_colour_codes() {
+    let dir = tmpdir("ansi");
+    let p = base_port(6);
+    let out = run_bounded(testnet_cmd(&dir, p, &[]), Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let home = dir.join("node-0");
+    let log_path = home.join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = std::process::Command::new(exe())
+        .args(["ledger", "run", "--home"])
+        .arg(&home)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let procs = Procs(vec![child]);
+    block_on(wait_height(
+        &[format!("http://127.0.0.1:{p}")],
+        2,
+        Duration::from_secs(60),
+    ))
+    .expect("the node finalizes");
+    drop(procs);
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(text.contains("ledger node running"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in the log file:\n{text:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
