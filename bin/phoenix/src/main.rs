@@ -6,6 +6,7 @@ mod deploy_cmd;
 mod plan_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phoenix_spec::text::count;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -152,16 +153,16 @@ fn validate(
                 format!("; environments checked: {}", fleet.environments.join(", "))
             };
             println!(
-                "{}: valid (fleet {}{env}: {} sites, {} projects, {} services{overlays})",
+                "{}: valid (fleet {}{env}: {}, {}, {}{overlays})",
                 files
                     .iter()
                     .map(|f| f.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
                 fleet.name,
-                fleet.sites.len(),
-                fleet.projects.len(),
-                fleet.services.len()
+                count(fleet.sites.len(), "site"),
+                count(fleet.projects.len(), "project"),
+                count(fleet.services.len(), "service")
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -210,6 +210,35 @@ fn regression_validate_without_env_reports_broken_overlays() {
 }
 
 #[test]
+fn regression_validate_and_plan_say_1_site_not_1_sites() {
+    // Output said "1 instances", "1 sites, 1 hosts" and "phase 1: 6 services, nothing".
+    let dir = tempdir();
+    let file = dir.join("one.yaml");
+    std::fs::write(
+        &file,
+        "phoenix: 1\nname: one\nsites:\n  - { name: a, tier: core, capacity: {} }\nservices:\n  - name: web\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let v = phoenix(&["validate", file]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        text.contains("(fleet one: 1 site, 0 projects, 1 service)"),
+        "{text}"
+    );
+    let p = phoenix(&["plan", file]);
+    let text = String::from_utf8_lossy(&p.stdout);
+    assert!(
+        text.contains("1 site, 1 host; 1 service; 1 instance planned, 1 placed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("phase 1: 1 service, no resources declared; 1 site online"),
+        "{text}"
+    );
+}
+
+#[test]
 fn schema_is_json() {
     let out = phoenix(&["schema"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema JSON");

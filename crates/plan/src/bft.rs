@@ -4,6 +4,7 @@
 use crate::finding::{Finding, Severity, code};
 use crate::output::ValidatorSet;
 use crate::placement::Host;
+use phoenix_spec::text::{agree, count};
 use phoenix_spec::{Fleet, Role, Service, Spread};
 use std::collections::BTreeMap;
 
@@ -93,16 +94,17 @@ fn check(svc: &Service, set: &ValidatorSet) -> Vec<Finding> {
             String::new()
         };
         out.push(finding(format!(
-            "{head}: {} validator(s){planned} tolerate no faulty validator; BFT needs at least 4 (3f+1) to tolerate one",
-            set.n
+            "{head}: {}{planned} {} no faulty validator; BFT needs at least 4 (3f+1) to tolerate one",
+            count(set.n, "validator"),
+            agree(set.n, "tolerates", "tolerate")
         )));
     }
     // Below 4 validators f is 0 and any loss is too many: the finding above says it all.
     if set.n < 4 {
         return out;
     }
-    if let Some((site, count)) = &set.worst_site
-        && *count > set.f
+    if let Some((site, lost)) = &set.worst_site
+        && *lost > set.f
     {
         let over: Vec<String> = set
             .by_site
@@ -111,19 +113,21 @@ fn check(svc: &Service, set: &ValidatorSet) -> Vec<Finding> {
             .map(|(s, c)| format!("{s} ({c})"))
             .collect();
         let msg = format!(
-            "{head}: losing site {site} loses {count} validators, more than f={}; sites holding more than f: {}",
+            "{head}: losing site {site} loses {}, more than f={}; sites holding more than f: {}",
+            count(*lost, "validator"),
             set.f,
             crate::placement::name_list(over.iter().map(String::as_str))
         );
         out.push(finding(msg).site(site));
     }
     if svc.placement.spread == Spread::Host
-        && let Some((host, count)) = &set.worst_host
-        && *count > set.f
+        && let Some((host, lost)) = &set.worst_host
+        && *lost > set.f
     {
         let site = host.rsplit_once('/').map_or(host.as_str(), |(s, _)| s);
         let msg = format!(
-            "{head}: losing host {host} loses {count} validators, more than f={}",
+            "{head}: losing host {host} loses {}, more than f={}",
+            count(*lost, "validator"),
             set.f
         );
         out.push(finding(msg).site(site));

@@ -3,6 +3,7 @@
 use crate::amount::{Amount, BudgetAmount};
 use crate::finding::{Finding, Severity, code};
 use crate::output::{GroupPlan, ProjectPlan, UNASSIGNED};
+use phoenix_spec::text::{agree, count};
 use phoenix_spec::{Fleet, Resources, Service};
 use std::collections::BTreeMap;
 
@@ -129,8 +130,10 @@ pub(crate) fn disabled(fleet: &Fleet) -> Vec<Finding> {
         .filter(|s| !s.enabled)
         .map(|s| {
             let msg = format!(
-                "service `{}` is disabled: its {} instance(s) are planned, placed and counted, but not deployed",
-                s.name, s.replicas.min
+                "service `{}` is disabled: its {} {} planned, placed and counted, but not deployed",
+                s.name,
+                count(s.replicas.min, "instance"),
+                agree(s.replicas.min, "is", "are")
             );
             let f = Finding::new(Severity::Info, code::SERVICE_DISABLED, msg).service(&s.name);
             match &s.project {

@@ -15,6 +15,7 @@
 use crate::amount::Resource;
 use crate::finding::{Finding, Severity, code};
 use phoenix_spec::quantity::Range;
+use phoenix_spec::text::{count, noun};
 use phoenix_spec::{Fleet, Resources, Service, Site, Spread, Tier};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -335,10 +336,11 @@ impl<'f> Packer<'f> {
         let sites = match self.eligible(svc) {
             Ok(s) => s,
             Err(why) => {
-                let msg = format!(
-                    "service `{}`: none of its {n} instance(s) can be placed: {why}",
-                    svc.name
-                );
+                let none = match n {
+                    1 => "its instance cannot be placed".to_string(),
+                    _ => format!("none of its {n} instances can be placed"),
+                };
+                let msg = format!("service `{}`: {none}: {why}", svc.name);
                 return (Vec::new(), vec![unplaceable(svc, msg)]);
             }
         };
@@ -482,8 +484,9 @@ impl<'f> Packer<'f> {
         let need = need(svc);
         let left = n - placed;
         let head = format!(
-            "service `{}`: {left} of {n} instance(s) cannot be placed",
-            svc.name
+            "service `{}`: {left} of {} cannot be placed",
+            svc.name,
+            count(n, "instance")
         );
         let site_list = name_list(
             sites
@@ -520,7 +523,7 @@ impl<'f> Packer<'f> {
         let more = svc.resources.times(Range::exact(left as u64));
         format!(
             "{head}: capacity exhausted at {} {site_list}: {why}; the rest need {} more",
-            if sites.len() == 1 { "site" } else { "sites" },
+            noun(sites.len(), "site"),
             crate::amount::Amount(more).human_nonzero()
         )
     }
@@ -626,8 +629,9 @@ fn uneven(
         .map(|&i| format!("{} ({})", name(i), counts[i]))
         .collect();
     let msg = format!(
-        "service `{}`: spread by {kind} is uneven ({lo} to {hi} instances per {kind}): {} ran out of room",
+        "service `{}`: spread by {kind} is uneven ({lo} to {} per {kind}): {} ran out of room",
         svc.name,
+        count(*hi, "instance"),
         name_list(short.iter().map(String::as_str))
     );
     Some(Finding::new(Severity::Warning, code::SPREAD_UNEVEN, msg).service(&svc.name))

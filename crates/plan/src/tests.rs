@@ -338,7 +338,7 @@ fn unplaceable_names_exhausted_sites_and_the_shortfall() {
     );
     let p = plan(&f);
     let m = &one_with_code(&p, code::UNPLACEABLE).message;
-    assert!(m.contains("1 of 5 instance(s) cannot be placed"), "{m}");
+    assert!(m.contains("1 of 5 instances cannot be placed"), "{m}");
     assert!(
         m.contains("capacity exhausted at sites a, b")
             && m.contains("(memory)")

@@ -1,6 +1,7 @@
 //! Diagnostics: every problem in a spec, located, explained, with a hint.
 
 use crate::model::Location;
+use crate::text::count;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -67,7 +68,7 @@ impl Diagnostic {
 
 /// Every diagnostic of a failed load, with the sources they point into.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{} error(s) in the fleet spec", self.error_count())]
+#[error("{} in the fleet spec", crate::text::count(self.error_count(), "error"))]
 pub struct Diagnostics {
     /// The diagnostics, sorted by file, line and column.
     pub items: Vec<Diagnostic>,
@@ -103,7 +104,12 @@ impl Diagnostics {
         }
         let errors = self.error_count();
         let warnings = self.items.len() - errors;
-        let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
+        let _ = writeln!(
+            out,
+            "{}, {}",
+            count(errors, "error"),
+            count(warnings, "warning")
+        );
         out
     }
 }

@@ -15,6 +15,7 @@ mod parse;
 pub mod quantity;
 pub mod schema;
 pub mod subst;
+pub mod text;
 mod validate;
 mod yaml;
 

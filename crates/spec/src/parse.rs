@@ -255,7 +255,7 @@ fn name_problem(s: &str) -> String {
             format!("{} and {last}", listed.join(", "))
         }
     };
-    let verb = if bad.len() == 1 { "is" } else { "are" };
+    let verb = crate::text::agree(bad.len(), "is", "are");
     format!("{list} {verb} not allowed")
 }
 

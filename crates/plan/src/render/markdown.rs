@@ -1,11 +1,12 @@
 //! `phoenix plan -o markdown`: a report an operator pastes into a ticket.
 
 use super::{
-    Grid, critical_path_line, demand_cells, names, projects_grid, severity_counts, sites_grid,
-    tiers_grid, timeline_grid, validators_grid,
+    Grid, critical_path_line, demand_cells, names, phase_demand, projects_grid, severity_counts,
+    sites_grid, tiers_grid, timeline_grid, totals_line, validators_grid,
 };
 use crate::amount::Resource;
 use crate::output::Plan;
+use phoenix_spec::text::count;
 use std::fmt::Write as _;
 
 /// Above this many services the services table lists the first ones only.
@@ -55,16 +56,7 @@ fn summary(plan: &Plan, out: &mut String) {
         "- CPU overcommit ratio: {}",
         plan.policy.cpu_overcommit
     );
-    let _ = writeln!(
-        out,
-        "- {} sites, {} hosts; {} services ({} disabled)",
-        t.sites, t.hosts, t.services, t.disabled_services
-    );
-    let _ = writeln!(
-        out,
-        "- {} instances planned, {} placed",
-        t.instances, t.placed_instances
-    );
+    let _ = writeln!(out, "- {}", totals_line(t));
     let _ = writeln!(out, "- Declared demand: {}", t.demand.human());
     let _ = writeln!(out, "- Capacity: {}", t.capacity.human());
     let _ = writeln!(out, "- Findings: {}", severity_counts(&plan.findings));
@@ -225,12 +217,14 @@ fn validators(plan: &Plan) -> String {
 fn phases(plan: &Plan) -> String {
     let mut out = String::new();
     for p in &plan.phases {
+        let services: usize = p.waves.iter().map(Vec::len).sum();
         let _ = writeln!(
             out,
-            "### Phase {}\n\nDemand {}; {} online.\n",
+            "### Phase {}\n\n{}, {}; {} online.\n",
             p.phase,
-            p.demand.human_nonzero(),
-            super::count(p.sites_online, "site")
+            count(services, "service"),
+            phase_demand(&p.demand),
+            count(p.sites_online, "site")
         );
         for (i, w) in p.waves.iter().enumerate() {
             let quoted: Vec<String> = w.iter().map(|n| format!("`{n}`")).collect();

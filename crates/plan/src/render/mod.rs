@@ -13,6 +13,7 @@ use crate::amount::Resource;
 use crate::output::{Plan, SitePlan};
 use crate::{Finding, Severity};
 use phoenix_spec::quantity::Range;
+use phoenix_spec::text::count;
 use phoenix_spec::{Resources, Tier};
 
 /// Above this many sites, sites expanded from one `count:` group are shown as one row.
@@ -133,18 +134,38 @@ fn utilisation_cells(s: &SitePlan) -> [String; 3] {
 /// Counts of findings by severity: `2 errors, 1 warning, 0 info`.
 fn severity_counts(findings: &[Finding]) -> String {
     let n = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
-    let plural = |k: usize, word: &str| {
-        if k == 1 {
-            format!("{k} {word}")
-        } else {
-            format!("{k} {word}s")
-        }
+    format!(
+        "{}, {}, {}",
+        count(n(Severity::Error), "error"),
+        count(n(Severity::Warning), "warning"),
+        count(n(Severity::Info), "info")
+    )
+}
+
+/// The demand of a phase in words: `demand 4 cores, 8Gi memory`, or `no resources declared`
+/// (a phase whose services state no resources, as in a fleet sized nowhere).
+fn phase_demand(demand: &crate::Amount) -> String {
+    if demand.0 == phoenix_spec::Resources::ZERO {
+        "no resources declared".to_string()
+    } else {
+        format!("demand {}", demand.human_nonzero())
+    }
+}
+
+/// `3 sites, 5 hosts; 7 services (1 disabled); 12 instances planned, 12 placed`.
+fn totals_line(t: &crate::Totals) -> String {
+    let disabled = if t.disabled_services > 0 {
+        format!(" ({} disabled)", t.disabled_services)
+    } else {
+        String::new()
     };
     format!(
-        "{}, {}, {} info",
-        plural(n(Severity::Error), "error"),
-        plural(n(Severity::Warning), "warning"),
-        n(Severity::Info)
+        "{}, {}; {}{disabled}; {} planned, {} placed",
+        count(t.sites, "site"),
+        count(t.hosts, "host"),
+        count(t.services, "service"),
+        count(t.instances, "instance"),
+        t.placed_instances
     )
 }
 
@@ -215,7 +236,10 @@ fn group_row(group: &str, first: &str, last: &str, members: &[&SitePlan]) -> Sit
         phases.iter().max().copied().unwrap_or(0),
     );
     SiteRow {
-        name: format!("{group}: {first} .. {last} ({} sites)", members.len()),
+        name: format!(
+            "{group}: {first} .. {last} ({})",
+            count(members.len(), "site")
+        ),
         tier: members[0].tier,
         phase: if lo == hi {
             lo.to_string()
@@ -465,15 +489,6 @@ fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `1 site`, `3 sites`.
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::testing::{fleet, project};
@@ -556,6 +571,63 @@ mod tests {
             "disabled validator: {d}"
         );
         assert!(d.trim_end().ends_with('}'));
+    }
+
+    #[test]
+    fn regression_counts_of_one_are_singular_and_empty_demand_is_worded() {
+        // The table said "1 instances", "1 sites, 1 hosts" and "phase 1: 6 services, nothing".
+        let mut f = fleet(
+            &[("core-1", Tier::Core, 1, 4_000, 8 * GI)],
+            &[("web", 1, 0, 0)],
+        );
+        f.services[0].resources = phoenix_spec::Resources::ZERO;
+        let p = plan(&f);
+        let t = render::table(&p);
+        assert!(
+            t.contains("1 site, 1 host; 1 service; 1 instance planned, 1 placed"),
+            "{t}"
+        );
+        assert!(
+            t.contains("phase 1: 1 service, no resources declared; 1 site online"),
+            "{t}"
+        );
+        assert!(t.contains("FINDINGS (0 errors, 0 warnings, 0 info)"), "{t}");
+        let m = render::markdown(&p);
+        assert!(
+            m.contains("- 1 site, 1 host; 1 service; 1 instance planned, 1 placed"),
+            "{m}"
+        );
+        assert!(
+            m.contains("1 service, no resources declared; 1 site online."),
+            "{m}"
+        );
+        for text in [&t, &m] {
+            for wrong in ["1 sites", "1 hosts", "1 services", "1 instances", "nothing"] {
+                assert!(!text.contains(wrong), "{wrong}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn finding_messages_agree_with_their_counts() {
+        let mut f = fleet(
+            &[("core-1", Tier::Core, 1, 4_000, 8 * GI)],
+            &[("val", 1, 1_000, GI), ("big", 1, 64_000, GI)],
+        );
+        f.services[0].role = Role::Validator;
+        f.services[0].enabled = false;
+        let msgs: Vec<String> = plan(&f).findings.into_iter().map(|f| f.message).collect();
+        let all = msgs.join("\n");
+        assert!(
+            all.contains("1 validator tolerates no faulty validator"),
+            "{all}"
+        );
+        assert!(all.contains("its 1 instance is planned"), "{all}");
+        assert!(
+            all.contains("its instance cannot be placed") || all.contains("1 of 1 instance cannot"),
+            "{all}"
+        );
+        assert!(!all.contains("(s)"), "{all}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The default `phoenix plan` output: plain aligned tables for a terminal.
 
 use super::{
-    Grid, critical_path_line, demand_cells, names, projects_grid, severity_counts, sites_grid,
-    tiers_grid, timeline_grid, validators_grid,
+    Grid, critical_path_line, demand_cells, names, phase_demand, projects_grid, severity_counts,
+    sites_grid, tiers_grid, timeline_grid, totals_line, validators_grid,
 };
 use crate::amount::Amount;
 use crate::output::Plan;
+use phoenix_spec::text::count;
 use std::fmt::Write as _;
 
 /// Renders a plan as readable terminal tables: totals, projects, tiers, phases and waves,
@@ -75,32 +76,20 @@ fn totals(plan: &Plan) -> String {
         let [c, m, s] = demand_cells(&a.0);
         g.row(vec![label.to_string(), c, m, s]);
     }
-    let disabled = if t.disabled_services > 0 {
-        format!(" ({} disabled)", t.disabled_services)
-    } else {
-        String::new()
-    };
-    format!(
-        "{}  {} sites, {} hosts; {} services{disabled}; {} instances planned, {} placed\n",
-        g.text(),
-        t.sites,
-        t.hosts,
-        t.services,
-        t.instances,
-        t.placed_instances
-    )
+    format!("{}  {}\n", g.text(), totals_line(t))
 }
 
 fn phases(plan: &Plan) -> String {
     let mut out = String::new();
     for p in &plan.phases {
-        let count: usize = p.waves.iter().map(Vec::len).sum();
+        let services: usize = p.waves.iter().map(Vec::len).sum();
         let _ = writeln!(
             out,
-            "  phase {}: {count} services, {}; {} online",
+            "  phase {}: {}, {}; {} online",
             p.phase,
-            p.demand.human_nonzero(),
-            super::count(p.sites_online, "site")
+            count(services, "service"),
+            phase_demand(&p.demand),
+            count(p.sites_online, "site")
         );
         for (i, w) in p.waves.iter().enumerate() {
             let _ = writeln!(out, "    wave {}: {}", i + 1, names(w));
