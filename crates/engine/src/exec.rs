@@ -350,11 +350,10 @@ impl Engine {
     /// # Errors
     /// [`EngineError::State`].
     pub fn units_elsewhere(&self, fleet: &str) -> Result<Vec<(String, Vec<String>)>, EngineError> {
-        let here = self.provider.endpoint();
         let mut elsewhere: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for record in self.store.list_instances(fleet)? {
             let e = record.state.endpoint;
-            if !e.is_empty() && e != here {
+            if !e.is_empty() && !self.provider.reaches(&e) {
                 elsewhere
                     .entry(e)
                     .or_default()
@@ -362,7 +361,7 @@ impl Engine {
             }
         }
         for intent in self.store.open_intents(fleet)? {
-            if let Some(e) = foreign_endpoint(&intent, &here) {
+            if let Some(e) = foreign_endpoint(&intent, &*self.provider) {
                 let units = elsewhere.entry(e.to_owned()).or_default();
                 if !units.contains(&intent.unit.to_string()) {
                     units.push(intent.unit.to_string());
@@ -384,13 +383,12 @@ impl Engine {
         lock: &LockGuard,
         events: EventSink<'_>,
     ) -> Result<Vec<String>, EngineError> {
-        let here = self.provider.endpoint();
         // Intents on another endpoint are not ours to resolve (`apply` refuses before this).
         let intents: Vec<_> = self
             .store
             .open_intents(fleet)?
             .into_iter()
-            .filter(|i| foreign_endpoint(i, &here).is_none())
+            .filter(|i| foreign_endpoint(i, &*self.provider).is_none())
             .collect();
         let mut lines = Vec::new();
         let units: BTreeMap<String, UnitStatus> = self
@@ -426,7 +424,11 @@ impl Engine {
                         Write::UpsertInstance(instance_state(
                             u,
                             intent.detail.get("host"),
-                            self.provider.endpoint(),
+                            intent
+                                .detail
+                                .get(INTENT_ENDPOINT)
+                                .and_then(|v| v.as_str())
+                                .map_or_else(|| self.provider.endpoint(), str::to_owned),
                             DesiredState::Running,
                             ObservedState::Starting,
                         )),
@@ -509,7 +511,7 @@ impl Engine {
             .store
             .list_instances(fleet)?
             .into_iter()
-            .filter(|r| r.state.endpoint.is_empty() || r.state.endpoint == here)
+            .filter(|r| r.state.endpoint.is_empty() || self.provider.reaches(&r.state.endpoint))
             .filter(|r| !units.contains_key(r.state.unit.as_str()))
             .map(|r| Write::DeleteInstance(r.state.unit))
             .collect();
@@ -738,13 +740,16 @@ impl Engine {
 /// The key of an intent's detail that names the provider endpoint it acts on.
 const INTENT_ENDPOINT: &str = "endpoint";
 
-/// The endpoint an intent acts on, when it is not `here`.
-fn foreign_endpoint<'a>(intent: &'a phoenix_state::Intent, here: &str) -> Option<&'a str> {
+/// The endpoint an intent acts on, when `provider` does not reach it.
+fn foreign_endpoint<'a>(
+    intent: &'a phoenix_state::Intent,
+    provider: &dyn Provider,
+) -> Option<&'a str> {
     intent
         .detail
         .get(INTENT_ENDPOINT)
         .and_then(|v| v.as_str())
-        .filter(|e| !e.is_empty() && *e != here)
+        .filter(|e| !e.is_empty() && !provider.reaches(e))
 }
 
 /// The instance record of an observed unit.
@@ -850,13 +855,31 @@ impl Run<'_> {
     }
 
     /// Every intent names the endpoint it acts on, so that recovery by another operator's
-    /// phoenix (which cannot see that endpoint) knows not to resolve it.
+    /// phoenix (which cannot see that endpoint) knows not to resolve it: the endpoint of the
+    /// site and host in `detail` (a start), else the one recorded for the unit.
     fn intent(&self, op: IntentOp, unit: &str, mut detail: serde_json::Value) -> NewIntent {
+        let provider = &self.engine.provider;
+        let placed = detail.get("site").and_then(|s| s.as_str()).map(|site| {
+            let host = detail
+                .get("host")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|h| u32::try_from(h).ok())
+                .unwrap_or(0);
+            provider.endpoint_of(site, host)
+        });
+        let endpoint = placed
+            .or_else(|| {
+                self.engine
+                    .store
+                    .get_instance(&self.fleet, &UnitId::from_raw(unit))
+                    .ok()
+                    .flatten()
+                    .map(|r| r.state.endpoint)
+                    .filter(|e| !e.is_empty())
+            })
+            .unwrap_or_else(|| provider.endpoint());
         if let Some(map) = detail.as_object_mut() {
-            map.insert(
-                INTENT_ENDPOINT.to_owned(),
-                json!(self.engine.provider.endpoint()),
-            );
+            map.insert(INTENT_ENDPOINT.to_owned(), json!(endpoint));
         }
         NewIntent {
             op,
@@ -883,7 +906,7 @@ impl Run<'_> {
         let written = self.write(vec![
             Write::UpsertInstance(spec_state(
                 spec,
-                self.engine.provider.endpoint(),
+                self.engine.provider.endpoint_of(&spec.site, spec.host),
                 ObservedState::Unknown,
             )),
             Write::RecordIntent(self.intent(
@@ -899,7 +922,7 @@ impl Run<'_> {
                     Write::UpsertInstance(instance_state(
                         &status,
                         Some(&json!(spec.host.to_string())),
-                        self.engine.provider.endpoint(),
+                        self.engine.provider.endpoint_of(&spec.site, spec.host),
                         DesiredState::Running,
                         ObservedState::Starting,
                     )),
@@ -1258,7 +1281,7 @@ impl Run<'_> {
         let _ = self.write(vec![Write::UpsertInstance(instance_state(
             &status,
             Some(&json!(spec.host.to_string())),
-            self.engine.provider.endpoint(),
+            self.engine.provider.endpoint_of(&spec.site, spec.host),
             DesiredState::Running,
             ObservedState::Running,
         ))]);

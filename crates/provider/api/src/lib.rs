@@ -34,6 +34,7 @@ mod error;
 pub mod fake;
 pub mod logs;
 pub mod probe;
+pub mod route;
 mod serde_compat;
 
 pub use error::{ProviderError, Result};
@@ -504,6 +505,19 @@ pub trait Provider: Send + Sync {
     /// cannot see from a unit that is gone.
     fn endpoint(&self) -> String;
 
+    /// The endpoint that runs units placed on `site`'s host `host`; for a provider that is one
+    /// endpoint, [`Provider::endpoint`]. What instance records and intents name.
+    fn endpoint_of(&self, site: &str, host: u32) -> String {
+        let _ = (site, host);
+        self.endpoint()
+    }
+
+    /// Whether this provider observes the units of `endpoint` (for a [`route::Router`]: any of
+    /// its providers does).
+    fn reaches(&self, endpoint: &str) -> bool {
+        endpoint == self.endpoint()
+    }
+
     /// Starts the unit (or returns it if already running).
     ///
     /// # Errors
@@ -568,6 +582,12 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     fn endpoint(&self) -> String {
         (**self).endpoint()
     }
+    fn endpoint_of(&self, site: &str, host: u32) -> String {
+        (**self).endpoint_of(site, host)
+    }
+    fn reaches(&self, endpoint: &str) -> bool {
+        (**self).reaches(endpoint)
+    }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)
     }
@@ -603,6 +623,12 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     fn endpoint(&self) -> String {
         (**self).endpoint()
+    }
+    fn endpoint_of(&self, site: &str, host: u32) -> String {
+        (**self).endpoint_of(site, host)
+    }
+    fn reaches(&self, endpoint: &str) -> bool {
+        (**self).reaches(endpoint)
     }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)
