@@ -44,6 +44,11 @@ pub mod code {
     /// Warning: a spread service could not be spread evenly (per-domain counts differ by more
     /// than one) because some sites or hosts ran out of room.
     pub const SPREAD_UNEVEN: &str = "spread-uneven";
+    /// Warning: a spread service whose instances all share one failure domain (site, or host
+    /// when spread by host), so losing that one loses the whole service: there are fewer
+    /// eligible domains than instances, or the others have no room. The message says how many
+    /// domains one instance each would need and how many instances share.
+    pub const SPREAD_UNMET: &str = "spread-unmet";
     /// Info: a service is disabled (`enabled: false`): planned and counted, not deployed.
     pub const SERVICE_DISABLED: &str = "service-disabled";
     /// Error: the dependency graph (services and projects together) has a cycle. The spec
@@ -78,6 +83,10 @@ pub mod code {
         (
             SPREAD_UNEVEN,
             "a spread service whose instances could not be spread evenly",
+        ),
+        (
+            SPREAD_UNMET,
+            "a spread service whose instances all land on one site (or host)",
         ),
         (
             SERVICE_DISABLED,

@@ -15,7 +15,7 @@
 use crate::amount::Resource;
 use crate::finding::{Finding, Severity, code};
 use phoenix_spec::quantity::Range;
-use phoenix_spec::text::{count, noun};
+use phoenix_spec::text::{agree, count, noun};
 use phoenix_spec::{Fleet, Resources, Service, Site, Spread, Tier};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -393,6 +393,9 @@ impl<'f> Packer<'f> {
         if let Some(f) = uneven(svc, "site", name, &rr.counts, &rr.full) {
             findings.push(f);
         }
+        if let Some(f) = unmet(svc, "site", &rr, sites.len(), name) {
+            findings.push(f);
+        }
         rr.placed
     }
 
@@ -427,6 +430,10 @@ impl<'f> Packer<'f> {
         });
         let name = |i: usize| self.host_name(rr.domains[i]);
         if let Some(f) = uneven(svc, "host", name, &rr.counts, &rr.full) {
+            findings.push(f);
+        }
+        let eligible = ranges.iter().map(|r| r.len()).sum();
+        if let Some(f) = unmet(svc, "host", &rr, eligible, name) {
             findings.push(f);
         }
         rr.placed
@@ -635,6 +642,66 @@ fn uneven(
         name_list(short.iter().map(String::as_str))
     );
     Some(Finding::new(Severity::Warning, code::SPREAD_UNEVEN, msg).service(&svc.name))
+}
+
+/// A `spread-unmet` finding when two or more instances of a spread service were placed and all
+/// of them share one failure domain: the spread protects nothing, since losing that domain
+/// loses every instance. `eligible` is the number of domains the service may use.
+fn unmet<D>(
+    svc: &Service,
+    kind: &str,
+    rr: &RoundRobin<D>,
+    eligible: usize,
+    name: impl Fn(usize) -> String,
+) -> Option<Finding> {
+    let n = rr.placed.len();
+    let used: Vec<usize> = (0..rr.counts.len()).filter(|&i| rr.counts[i] > 0).collect();
+    let [only] = used.as_slice() else {
+        return None;
+    };
+    if n < 2 {
+        return None;
+    }
+    let domain = name(*only);
+    let why = if eligible == 1 {
+        format!("{domain} is its only eligible {kind}")
+    } else {
+        // The domain that took every instance is full now too; the others were full first.
+        let full: Vec<String> = rr
+            .full
+            .iter()
+            .filter(|&&i| i != *only)
+            .map(|&i| name(i))
+            .collect();
+        format!(
+            "all are on {domain}; the other eligible {} had no room: {}",
+            noun(full.len(), kind),
+            name_list(full.iter().map(String::as_str))
+        )
+    };
+    let replicas = match svc.replicas.min as usize {
+        planned if planned > n => format!("{} (of {planned})", count(n, "placed replica")),
+        _ => count(n, "replica"),
+    };
+    let msg = format!(
+        "service `{}`: {replicas} with spread: {kind} on 1 {kind} (needs {}; {} {} a {kind}): {why}",
+        svc.name,
+        count(n, kind),
+        count(n - 1, "instance"),
+        agree(n - 1, "shares", "share"),
+    );
+    let mut f = Finding::new(Severity::Warning, code::SPREAD_UNMET, msg).service(&svc.name);
+    f = match domain.split_once('/') {
+        Some((site, host)) => match host.parse() {
+            Ok(h) => f.site(site).host(h),
+            Err(_) => f.site(site),
+        },
+        None => f.site(&domain),
+    };
+    Some(match &svc.project {
+        Some(p) => f.project(p),
+        None => f,
+    })
 }
 
 /// The sites a service may use, in fleet order, or why there are none.

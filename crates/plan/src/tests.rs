@@ -294,6 +294,93 @@ fn spread_by_host_takes_host_zero_of_every_site_first() {
 }
 
 #[test]
+fn regression_spread_by_site_on_one_site_is_a_spread_unmet_warning() {
+    // `xai.yaml --env staging` placed 3 replicas with `spread: site` on its one site without a
+    // finding.
+    let mut f = fleet(
+        &[("aws-az-1", Tier::Core, 1, 64 * CORE, 64 * GI)],
+        &[("redis", 3, CORE, GI)],
+    );
+    f.services[0].placement.spread = Spread::Site;
+    let p = plan(&f);
+    let w = one_with_code(&p, code::SPREAD_UNMET);
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!(
+        w.message,
+        "service `redis`: 3 replicas with spread: site on 1 site (needs 3 sites; 2 instances share a site): aws-az-1 is its only eligible site"
+    );
+    assert_eq!(
+        (w.service.as_deref(), w.site.as_deref()),
+        (Some("redis"), Some("aws-az-1"))
+    );
+    f.services[0].replicas = Range::exact(2);
+    let p = plan(&f);
+    assert!(
+        one_with_code(&p, code::SPREAD_UNMET)
+            .message
+            .contains("(needs 2 sites; 1 instance shares a site)")
+    );
+}
+
+#[test]
+fn regression_spread_by_host_on_one_host_is_a_spread_unmet_warning() {
+    let mut f = fleet(
+        &[("a", Tier::Core, 1, 64 * CORE, 64 * GI)],
+        &[("db", 2, CORE, GI)],
+    );
+    f.services[0].placement.spread = Spread::Host;
+    let p = plan(&f);
+    let w = one_with_code(&p, code::SPREAD_UNMET);
+    assert_eq!(
+        w.message,
+        "service `db`: 2 replicas with spread: host on 1 host (needs 2 hosts; 1 instance shares a host): a/0 is its only eligible host"
+    );
+    assert_eq!((w.site.as_deref(), w.host), (Some("a"), Some(0)));
+}
+
+#[test]
+fn spread_unmet_when_the_other_sites_are_full_names_them() {
+    let mut f = fleet(
+        &[
+            ("a", Tier::Core, 1, 64 * CORE, 64 * GI),
+            ("b", Tier::Core, 1, CORE / 2, 64 * GI),
+            ("c", Tier::Core, 1, CORE / 2, 64 * GI),
+        ],
+        &[("web", 3, CORE, GI)],
+    );
+    f.services[0].placement.spread = Spread::Site;
+    let p = plan(&f);
+    let w = one_with_code(&p, code::SPREAD_UNMET);
+    assert!(
+        w.message
+            .ends_with("all are on a; the other eligible sites had no room: b, c"),
+        "{}",
+        w.message
+    );
+}
+
+#[test]
+fn spread_that_separates_instances_is_met() {
+    // Two sites for three replicas: one site holds two, but losing either keeps an instance.
+    let mut f = fleet(
+        &[
+            ("a", Tier::Core, 1, 64 * CORE, 64 * GI),
+            ("b", Tier::Core, 1, 64 * CORE, 64 * GI),
+        ],
+        &[("web", 3, CORE, GI), ("one", 1, CORE, GI)],
+    );
+    f.services[0].placement.spread = Spread::Site;
+    f.services[1].placement.spread = Spread::Site;
+    f.services[1].placement.sites = vec!["a".into()];
+    let p = plan(&f);
+    assert!(
+        with_code(&p, code::SPREAD_UNMET).is_empty(),
+        "{:#?}",
+        p.findings
+    );
+}
+
+#[test]
 fn unplaceable_names_the_missing_tier() {
     let mut f = fleet(
         &[("core-1", Tier::Core, 1, 64 * CORE, 64 * GI)],

@@ -126,3 +126,33 @@ fn five_projects_meets_the_json_contract() {
         "the documents' totals disagree"
     );
 }
+
+#[test]
+fn regression_xai_staging_spread_on_one_site_is_a_finding() {
+    // `xai.yaml --env staging` has one availability zone: its spread services share it, and
+    // the plan said nothing.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/xai.yaml");
+    let p = plan(&load(&file, Some("staging")));
+    let unmet: Vec<&str> = p
+        .findings
+        .iter()
+        .filter(|f| f.code == phoenix_plan::code::SPREAD_UNMET)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(
+        unmet.contains(&"service `redis`: 3 replicas with spread: site on 1 site (needs 3 sites; 2 instances share a site): aws-az-1 is its only eligible site"),
+        "{unmet:#?}"
+    );
+    assert!(
+        unmet
+            .iter()
+            .any(|m| m.starts_with("service `blockchain-node`: 2 replicas"))
+    );
+    // Production spreads over its three zones: nothing to say.
+    let p = plan(&load(&file, None));
+    assert!(
+        p.findings
+            .iter()
+            .all(|f| f.code != phoenix_plan::code::SPREAD_UNMET)
+    );
+}
