@@ -133,6 +133,10 @@ pub(crate) struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
     pub output: ReportFormat,
+    /// Exit 0 when in sync (also for a destroyed fleet), 2 on drift, 1 on error (without it:
+    /// 0 whether or not there is drift).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -210,7 +214,6 @@ fn cancel_flag() -> Arc<AtomicBool> {
 
 /// The engine wired to this host: local provider, state store, local audit log.
 struct Wired {
-    state_dir: PathBuf,
     engine: Engine,
     provider: Arc<LocalProvider>,
     store: Arc<dyn StateStore>,
@@ -237,7 +240,6 @@ fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
         actor,
     };
     Ok(Wired {
-        state_dir: state.state_dir.clone(),
         engine,
         provider,
         store,
@@ -616,26 +618,57 @@ fn print_up(report: &StatusReport, spec: &Path, state_dir: &Path) {
     let _ = crate::print_out(&out);
 }
 
+/// Opens the state store for a command that only reads: never created, never written, so a
+/// mistyped `--state-dir` is an error that says so instead of an empty fleet.
+fn open_reading(state: &StateArgs) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(Arc::from(phoenix_state::open_read_only(
+        &state.state_dir,
+        state.state_url.as_deref(),
+    )?))
+}
+
 pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (fleet, _) = match load(&args.files, args.env.as_deref())? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let desired = desired_of(&fleet)?;
-    let w = wire(&args.state)?;
-    let observed = w.engine.observe(&fleet.name, Some(&desired), 1, 16)?;
-    let revision = w
-        .store
-        .latest_applied_revision(&fleet.name)?
-        .map(|r| r.number.0);
-    let report = status::status(&desired, &observed, revision);
+    let store = open_reading(&args.state)?;
+    // Reading neither starts an agent (which would restart units) nor signs anything.
+    let engine = Engine {
+        provider: Arc::new(LocalProvider::new(&args.state.state_dir).without_starting_agent()),
+        store: store.clone(),
+        recorder: Arc::new(phoenix_audit::MemoryRecorder::new()),
+        actor: String::new(),
+    };
+    let latest = store.latest_applied_revision(&fleet.name)?;
+    // A fleet whose latest applied revision removed everything (a destroy, or a rollback to
+    // one) desires nothing: with nothing running it is in sync, not "missing" everywhere.
+    let destroyed = latest
+        .as_ref()
+        .and_then(|r| RevisionDoc::parse(&r.spec_json))
+        .is_some_and(|d| d.kind != RevisionKind::Apply && d.units.is_empty());
+    let desired = if destroyed {
+        Desired::empty(&fleet.name)
+    } else {
+        desired_of(&fleet)?
+    };
+    let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+    let report = status::status(&desired, &observed, latest.map(|r| r.number.0));
     match args.output {
         ReportFormat::Json => {
-            crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            let mut v = serde_json::to_value(&report)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("destroyed".into(), destroyed.into());
+            }
+            crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         }
-        ReportFormat::Table => crate::print_out(&render::status_table(&report))?,
+        ReportFormat::Table => crate::print_out(&render::status_table(&report, destroyed))?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if args.detailed_exitcode && !report.in_sync {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -707,22 +740,23 @@ pub(crate) fn fleet_name(files: &[PathBuf]) -> anyhow::Result<String> {
 }
 
 pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let w = wire(&args.state)?;
+    let store = open_reading(&args.state)?;
+    let state_dir = &args.state.state_dir;
     let fleet = match args.fleet {
         Some(f) => f,
         None => {
-            let fleets = w.store.list_fleets()?;
+            let fleets = store.list_fleets()?;
             match fleets.as_slice() {
                 [] => bail!(
                     "no fleet in {}; apply one first or pass --fleet",
-                    w.state_dir.display()
+                    state_dir.display()
                 ),
                 [one] => one.clone(),
                 many => {
                     // The fleet whose latest revision is newest.
                     let mut best: Option<(jiff::Timestamp, String)> = None;
                     for f in many {
-                        if let Some(r) = w.store.list_revisions(f)?.last()
+                        if let Some(r) = store.list_revisions(f)?.last()
                             && best.as_ref().is_none_or(|(t, _)| r.created_at > *t)
                         {
                             best = Some((r.created_at, f.clone()));
@@ -734,13 +768,14 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let provider = w.provider.clone();
+    // Log files are read directly; no agent is needed or started.
+    let provider = LocalProvider::new(state_dir).without_starting_agent();
     let selector = args.service.clone();
     let initial = provider.log_paths(&fleet, &selector)?;
     if initial.is_empty() && !args.follow {
         eprintln!(
             "no logs of `{selector}` in fleet {fleet} under {}",
-            w.state_dir.display()
+            state_dir.display()
         );
         return Ok(ExitCode::from(1));
     }

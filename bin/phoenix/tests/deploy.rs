@@ -896,3 +896,142 @@ fn agent_help_prints_help_and_exits_0() {
     assert!(text.contains("--state-dir DIR"), "{text}");
     assert!(text.contains("--idle-exit"), "{text}");
 }
+
+/// Copies the regular files under `from` to `to` (a backup's view of a state dir: no socket).
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let kind = e.file_type().unwrap();
+        if kind.is_dir() {
+            copy_files(&src, &dst);
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// `chmod -R a-w` (`writable` false) or `u+w` back.
+fn set_writable(dir: &Path, writable: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            set_writable(&e.path(), writable);
+        }
+    }
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+    let mode = if writable {
+        mode | 0o200
+    } else {
+        mode & !0o222
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Regression: `status --state-dir /typo` created state.db there and advised `phoenix apply`,
+/// which would deploy a second copy of a fleet that runs from the real state dir.
+#[test]
+fn status_and_logs_with_a_mistyped_state_dir_create_nothing_and_say_what_to_do() {
+    let f = Fleet::new("typo", &http_service("web", 1, ""));
+    let typo = f.dir.path().join("typo");
+    for args in [
+        vec!["status", "fleet.yaml", "--state-dir"],
+        vec!["logs", "web", "--state-dir"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg(&typo)
+            .current_dir(f.dir.path())
+            .env_remove("PHOENIX_STATE_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no Phoenix state in {}", typo.display())),
+            "{err}"
+        );
+        assert!(err.contains("check --state-dir"), "{err}");
+        assert!(!typo.exists(), "{args:?} created the state dir");
+    }
+}
+
+/// Regression: a read-only copy of a state dir could not be read by `status` or `logs`
+/// ("unable to open database file"), and reading started an agent in it.
+#[test]
+fn status_and_logs_read_a_read_only_copy_of_a_state_dir() {
+    let f = Fleet::new("rocopy", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let copy = f.dir.path().join("copy");
+    copy_files(&f.state(), &copy);
+    set_writable(&copy, false);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&copy)
+            .current_dir(f.dir.path())
+            .env_remove("PHOENIX_STATE_URL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let st = run(&["status", "fleet.yaml", "-o", "json"]);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["instances"][0]["state"], "running", "{v}");
+    assert_eq!(v["instances"][0]["healthy"], true, "{v}");
+    let logs = run(&["logs", "web"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("web-0@r1 |"));
+    assert!(
+        !copy.join("agent.sock").exists(),
+        "an agent was started in the copy"
+    );
+    set_writable(&copy, true);
+}
+
+/// Regression (contract part 2): `status` had no `--detailed-exitcode`, and after `destroy`
+/// it called the empty fleet drift ("missing" everywhere, "run `phoenix apply`").
+#[test]
+fn status_detailed_exitcode_is_0_in_sync_2_on_drift_and_0_for_a_destroyed_fleet() {
+    let f = Fleet::new("exitcode", &http_service("web", 1, "    restart: never\n"));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let code = |args: &[&str]| f.run(args).status.code();
+    assert_eq!(
+        code(&["status", "fleet.yaml", "--detailed-exitcode"]),
+        Some(0)
+    );
+    let pid = f.instances("fleet.yaml")[0].4;
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for("drift", Duration::from_secs(10), || {
+        code(&["status", "fleet.yaml", "--detailed-exitcode"]) == Some(2)
+    });
+    // Without the flag drift is not an error.
+    assert_eq!(code(&["status", "fleet.yaml"]), Some(0));
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+    let out = f.run(&["status", "fleet.yaml", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("destroyed at revision r2"), "{text}");
+    assert!(text.contains("in sync"), "{text}");
+    assert!(!text.contains("phoenix apply"), "{text}");
+    assert_eq!(f.status("fleet.yaml")["destroyed"], true);
+    // An error is 1, with or without the flag.
+    let out = f.run(&[
+        "status",
+        "fleet.yaml",
+        "--detailed-exitcode",
+        "--state-url",
+        "mysql://x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

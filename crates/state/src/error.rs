@@ -55,6 +55,41 @@ pub enum StateError {
         /// The newest version this build knows.
         supported: u32,
     },
+    /// A reading command found no state where it was told to look (a mistyped `--state-dir`,
+    /// say). Reading commands never create a store, so that a typo cannot look like an empty
+    /// fleet.
+    #[error(
+        "no Phoenix state in {} (no {}): check --state-dir, or run `phoenix apply` to create one",
+        dir.display(),
+        crate::sqlite::DATABASE_FILE
+    )]
+    NoStateDir {
+        /// The state directory looked in.
+        dir: PathBuf,
+    },
+    /// A reading command found no Phoenix schema in the PostgreSQL database at `url`.
+    #[error(
+        "no Phoenix state in the PostgreSQL database at {url} (no schema_version table): check \
+         --state-url, or run `phoenix apply` to create one"
+    )]
+    NoStateAtUrl {
+        /// The URL, password removed.
+        url: String,
+    },
+    /// A read-only open found a schema older than this Phoenix reads, and may not migrate it.
+    #[error(
+        "the state schema at {location} is at version {found}, older than the {supported} this \
+         Phoenix reads; run a changing command (`phoenix apply`, `rollback` or `destroy`) with \
+         this Phoenix to migrate it"
+    )]
+    SchemaTooOld {
+        /// Where the store is (URL, password removed).
+        location: String,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
     /// Another holder has a live lease on the fleet's deploy lock.
     #[error("fleet {fleet} is locked by {holder}")]
     LockHeld {
@@ -252,14 +287,20 @@ impl StateError {
 }
 
 /// An error from a database driver.
+///
+/// The drivers' messages already include their cause (rusqlite prints the SQLite message that
+/// its `source()` repeats as "Error code 1544: ..."; postgres prints "db error: ERROR: ..."
+/// and returns the same database error as its source), so this type shows the driver's
+/// message and does not chain the driver error as a `source()`: a printed chain then states
+/// the cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// From SQLite.
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Sqlite(rusqlite::Error),
     /// From PostgreSQL.
-    #[error(transparent)]
-    Postgres(#[from] postgres::Error),
+    #[error("{0}")]
+    Postgres(postgres::Error),
     /// A value of an unexpected type came back from a query.
     #[error("unexpected value in column {column}: {reason}")]
     Decode {
@@ -268,6 +309,18 @@ pub enum DbError {
         /// What was found.
         reason: String,
     },
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(e: postgres::Error) -> Self {
+        DbError::Postgres(e)
+    }
 }
 
 impl DbError {

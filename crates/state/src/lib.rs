@@ -115,6 +115,68 @@ pub fn open(state_dir: &Path, state_url: Option<&str>) -> Result<Box<dyn StateSt
     }
 }
 
+/// Opens the state store the CLI options name **for reading only**, for the commands that only
+/// report (`status`, `history`, `logs`): like [`open`], but it never creates, migrates or
+/// writes anything, and every write through the returned store fails.
+///
+/// - SQLite (`state_url` empty): `state_dir/state.db` must exist. It is opened with
+///   `SQLITE_OPEN_READ_ONLY`. A copy of a state directory that cannot be read in place (a
+///   read-only directory without the `-shm` file that WAL mode needs, or a schema older than
+///   this build reads) is read from a private snapshot: the database and its `-wal` file are
+///   copied to a temporary directory, brought up to date there, and opened read-only; the
+///   snapshot is deleted when the store is dropped.
+/// - PostgreSQL: connects, checks that the schema exists and is current, and runs every
+///   transaction read-only.
+///
+/// # Errors
+/// [`StateError::NoStateDir`] when `state_dir` has no `state.db` (the message says to check
+/// `--state-dir` or run `phoenix apply`), [`StateError::NoStateAtUrl`] for a database without
+/// a Phoenix schema, [`StateError::SchemaTooNew`], [`StateError::SchemaTooOld`] (PostgreSQL
+/// only), [`StateError::UnsupportedStateUrl`]; otherwise as [`SqliteStore::open_read_only`]
+/// or [`PostgresStore::connect_read_only`].
+pub fn open_read_only(
+    state_dir: &Path,
+    state_url: Option<&str>,
+) -> Result<Box<dyn StateStore>, StateError> {
+    match state_url.map(str::trim).filter(|url| !url.is_empty()) {
+        None => Ok(Box::new(SqliteStore::open_read_only(state_dir)?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Box::new(PostgresStore::connect_read_only(url)?))
+        }
+        Some(url) => Err(StateError::UnsupportedStateUrl {
+            url: postgres::redact_password(url),
+        }),
+    }
+}
+
+/// The schema version recorded in the store; `None` when there is no `schema_version` table
+/// (not a Phoenix store, or an empty one).
+fn recorded_schema_version(tx: &mut dyn db::Tx) -> Result<Option<u32>, db::Fail> {
+    let exists = match tx.dialect() {
+        db::Dialect::Sqlite => {
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        }
+        db::Dialect::Postgres => {
+            "SELECT count(*)::bigint FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = 'schema_version'"
+        }
+    };
+    if tx
+        .query(exists, &[])?
+        .first()
+        .map(|r| r.int(0))
+        .transpose()?
+        != Some(1)
+    {
+        return Ok(None);
+    }
+    let rows = tx.query("SELECT max(version) FROM schema_version", &[])?;
+    let version = rows.first().map(|r| r.opt_int(0)).transpose()?.flatten();
+    Ok(Some(
+        version.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,8 @@ pub struct PostgresStore {
     config: Config,
     url_for_errors: String,
     client: Mutex<Option<Client>>,
+    /// Every transaction read-only ([`PostgresStore::connect_read_only`]).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -52,6 +54,41 @@ impl PostgresStore {
     /// [`StateError::ConnectPostgres`] (retryable when the server was unreachable),
     /// [`StateError::Migrate`], [`StateError::SchemaTooNew`].
     pub fn connect(url: &str) -> Result<Self, StateError> {
+        let store = Self::connect_only(url, false)?;
+        logic::migrate(&store)?;
+        Ok(store)
+    }
+
+    /// Connects to `url` for reading only: the schema is checked, never created or migrated,
+    /// and every transaction is read-only, so every write fails.
+    ///
+    /// # Errors
+    /// [`StateError::ConnectPostgres`], [`StateError::NoStateAtUrl`] when the database has no
+    /// Phoenix schema, [`StateError::SchemaTooNew`], [`StateError::SchemaTooOld`].
+    pub fn connect_read_only(url: &str) -> Result<Self, StateError> {
+        let store = Self::connect_only(url, true)?;
+        let version = store.read(crate::recorded_schema_version).map_err(|f| {
+            f.at(|source| StateError::ConnectPostgres {
+                url: store.url_for_errors.clone(),
+                source,
+            })
+        })?;
+        let supported = crate::schema::latest_version();
+        match version {
+            None | Some(0) => Err(StateError::NoStateAtUrl {
+                url: store.url_for_errors.clone(),
+            }),
+            Some(found) if found > supported => Err(StateError::SchemaTooNew { found, supported }),
+            Some(found) if found < supported => Err(StateError::SchemaTooOld {
+                location: store.url_for_errors.clone(),
+                found,
+                supported,
+            }),
+            Some(_) => Ok(store),
+        }
+    }
+
+    fn connect_only(url: &str, read_only: bool) -> Result<Self, StateError> {
         let url_for_errors = redact_password(url);
         let mut config = Config::from_str(url).map_err(|e| StateError::ConnectPostgres {
             url: url_for_errors.clone(),
@@ -69,13 +106,12 @@ impl PostgresStore {
                 url: url_for_errors.clone(),
                 source: e.into(),
             })?;
-        let store = Self {
+        Ok(Self {
             config,
             url_for_errors,
             client: Mutex::new(Some(client)),
-        };
-        logic::migrate(&store)?;
-        Ok(store)
+            read_only,
+        })
     }
 
     /// The URL connected to, password removed.
@@ -97,7 +133,7 @@ impl PostgresStore {
         let Some(client) = slot.as_mut() else {
             unreachable!("connected just above")
         };
-        let result = run_in_transaction(client, read_only, f);
+        let result = run_in_transaction(client, read_only || self.read_only, f);
         if client.is_closed() {
             // Reconnect on the next call rather than fail every call from now on.
             *slot = None;

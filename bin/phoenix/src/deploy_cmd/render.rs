@@ -270,7 +270,8 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub(super) fn status_table(r: &StatusReport) -> String {
+/// The status table; `destroyed`: the fleet's latest applied revision removed everything.
+pub(super) fn status_table(r: &StatusReport, destroyed: bool) -> String {
     let rows: Vec<Vec<String>> = r
         .instances
         .iter()
@@ -305,19 +306,27 @@ pub(super) fn status_table(r: &StatusReport) -> String {
             ]
         })
         .collect();
-    let mut out = format!(
-        "fleet {}{}\n",
-        r.fleet,
-        r.revision
-            .map(|n| format!(", applied revision r{n}"))
-            .unwrap_or_default()
-    );
-    out.push_str(&table(
-        &[
-            "SERVICE", "INSTANCE", "STATE", "HEALTHY", "REVISION", "PID", "PORTS", "SITE", "DRIFT",
-        ],
-        &rows,
-    ));
+    let revision = r.revision.map(|n| format!("r{n}")).unwrap_or_default();
+    let mut out = if destroyed {
+        format!("fleet {}, destroyed at revision {revision}\n", r.fleet)
+    } else {
+        format!(
+            "fleet {}{}\n",
+            r.fleet,
+            r.revision
+                .map(|n| format!(", applied revision r{n}"))
+                .unwrap_or_default()
+        )
+    };
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &[
+                "SERVICE", "INSTANCE", "STATE", "HEALTHY", "REVISION", "PID", "PORTS", "SITE",
+                "DRIFT",
+            ],
+            &rows,
+        ));
+    }
     if !r.extra.is_empty() {
         out.push_str("\nextra units (not desired):\n");
         let rows: Vec<Vec<String>> = r
@@ -334,10 +343,14 @@ pub(super) fn status_table(r: &StatusReport) -> String {
             .collect();
         out.push_str(&table(&["UNIT", "STATE", "PID", "WHY"], &rows));
     }
-    out.push_str(if r.in_sync {
-        "\nin sync: every instance runs its desired revision and is healthy\n"
-    } else {
-        "\ndrift found: run `phoenix apply` with the same files to repair it\n"
+    out.push_str(match (r.in_sync, destroyed) {
+        (true, false) => "\nin sync: every instance runs its desired revision and is healthy\n",
+        (true, true) => "\nin sync: the fleet was destroyed and nothing of it runs\n",
+        (false, false) => "\ndrift found: run `phoenix apply` with the same files to repair it\n",
+        (false, true) => {
+            "\ndrift found: units of the destroyed fleet still run; run `phoenix destroy` with the \
+             same files to stop them\n"
+        }
     });
     out
 }

@@ -535,7 +535,7 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").into(),
                 units: self.lock().units.len(),
             }),
-            Request::Start { spec } => self.start(spec).map(|status| Reply::Unit {
+            Request::Start { spec } => self.start(*spec).map(|status| Reply::Unit {
                 status: Box::new(status),
             }),
             Request::Stop {
@@ -567,23 +567,7 @@ impl Agent {
     }
 
     fn status(&self, u: &Unit) -> UnitStatus {
-        let spec = &u.rec.spec;
-        UnitStatus {
-            unit_id: spec.unit_id(),
-            fleet: spec.fleet.clone(),
-            service: spec.service.clone(),
-            instance: spec.instance.clone(),
-            revision: spec.revision,
-            site: spec.site.clone(),
-            state: u.rec.state,
-            pid: u.rec.pid.filter(|_| u.rec.state == UnitState::Running),
-            handle: None,
-            ports: u.rec.ports.clone(),
-            data_dir: u.rec.data_dir.clone(),
-            restarts: u.rec.restarts,
-            logs: vec![u.rec.log.clone()],
-            detail: u.rec.detail.clone(),
-        }
+        record_status(&u.rec)
     }
 
     fn list(&self, fleet: Option<&str>) -> Vec<UnitStatus> {
@@ -904,6 +888,69 @@ impl Agent {
             reason: "still being stopped".into(),
         })
     }
+}
+
+/// The status of a unit as its record says.
+fn record_status(rec: &Record) -> UnitStatus {
+    let spec = &rec.spec;
+    UnitStatus {
+        unit_id: spec.unit_id(),
+        fleet: spec.fleet.clone(),
+        service: spec.service.clone(),
+        instance: spec.instance.clone(),
+        revision: spec.revision,
+        site: spec.site.clone(),
+        state: rec.state,
+        pid: rec.pid.filter(|_| rec.state == UnitState::Running),
+        handle: None,
+        ports: rec.ports.clone(),
+        data_dir: rec.data_dir.clone(),
+        restarts: rec.restarts,
+        logs: vec![rec.log.clone()],
+        detail: rec.detail.clone(),
+    }
+}
+
+/// The units of `fleet` that the unit table of `paths` records, as they are when no agent
+/// runs: a recorded process that is still alive (same pid and start time) is `running`, one
+/// that is not is `failed`; a unit whose stop was under way is left out. For clients that must
+/// not start an agent (reading commands); only an agent would restart or adopt anything.
+///
+/// # Errors
+/// [`AgentError::CorruptState`] or [`AgentError::Io`] for an unreadable table.
+pub(crate) fn recorded_units(
+    paths: &StatePaths,
+    fleet: &str,
+) -> Result<Vec<UnitStatus>, AgentError> {
+    let path = paths.units_file();
+    let records = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<UnitsFile>(&bytes)
+            .map(|f| f.units)
+            .map_err(|e| AgentError::CorruptState {
+                path,
+                reason: e.to_string(),
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(AgentError::io("read", &path, e)),
+    };
+    let unsupervised = "no agent supervises it (the next apply, rollback or destroy starts one)";
+    let mut out: Vec<UnitStatus> = records
+        .into_iter()
+        .filter(|r| r.spec.fleet == fleet && !r.stopping)
+        .map(|mut rec| {
+            let alive = rec.pid.is_some_and(|p| proc::is_alive(p, rec.start_ticks));
+            if alive {
+                rec.state = UnitState::Running;
+                rec.detail = Some(unsupervised.into());
+            } else if rec.state == UnitState::Running {
+                rec.state = UnitState::Failed;
+                rec.detail = Some(format!("not running, and {unsupervised}"));
+            }
+            record_status(&rec)
+        })
+        .collect();
+    out.sort_by(|a, b| a.unit_id.cmp(&b.unit_id));
+    Ok(out)
 }
 
 /// Whether a process that ended in `state` is restarted under `policy`.

@@ -50,6 +50,9 @@ pub struct LocalProvider {
     paths: StatePaths,
     agent_command: Vec<OsString>,
     start_timeout: Duration,
+    /// Whether calls start an agent when none answers (see
+    /// [`LocalProvider::without_starting_agent`]).
+    start_agent: bool,
 }
 
 impl LocalProvider {
@@ -62,6 +65,7 @@ impl LocalProvider {
             paths,
             agent_command,
             start_timeout: Duration::from_secs(10),
+            start_agent: true,
         }
     }
 
@@ -79,6 +83,7 @@ impl LocalProvider {
             paths: StatePaths::new(state_dir),
             agent_command: argv,
             start_timeout: Duration::from_secs(10),
+            start_agent: true,
         }
     }
 
@@ -86,6 +91,18 @@ impl LocalProvider {
     #[must_use]
     pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
+        self
+    }
+
+    /// A provider that never starts an agent, for commands that only read (`phoenix status`):
+    /// when no agent answers, [`Provider::list`] reports the units recorded in the agent's
+    /// table as they are (a live recorded process is `running`, a dead one `failed`), without
+    /// restarting or adopting anything, and calls that need an agent fail with
+    /// [`ProviderError::Unavailable`]. A reading command then neither spawns an agent into a
+    /// state directory (perhaps a read-only copy) nor restarts units as a side effect.
+    #[must_use]
+    pub fn without_starting_agent(mut self) -> Self {
+        self.start_agent = false;
         self
     }
 
@@ -215,6 +232,12 @@ impl LocalProvider {
             if holder {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
+            }
+            if !self.start_agent {
+                return Err(self.unavailable(format!(
+                    "no agent answers on {}, and this command does not start one",
+                    self.paths.socket().display()
+                )));
             }
             // Start an agent unless the one we started is still coming up.
             let ours_alive = spawned.is_some_and(|pid| {
@@ -442,7 +465,9 @@ impl Provider for LocalProvider {
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         spec.validate()?;
-        match self.check(self.request(&Request::Start { spec: spec.clone() })?)? {
+        match self.check(self.request(&Request::Start {
+            spec: Box::new(spec.clone()),
+        })?)? {
             Reply::Unit { status } => Ok(*status),
             other => Err(self.unexpected(other)),
         }
@@ -468,6 +493,21 @@ impl Provider for LocalProvider {
         let req = Request::List {
             fleet: Some(fleet.into()),
         };
+        if !self.start_agent {
+            return match self.try_request(&req)? {
+                None
+                | Some(Reply::Error {
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                }) => crate::agent::recorded_units(&self.paths, fleet).map_err(|e| {
+                    self.unavailable(format!("no agent runs, and its unit table: {e}"))
+                }),
+                Some(reply) => match self.check(reply)? {
+                    Reply::Units { units } => Ok(units),
+                    other => Err(self.unexpected(other)),
+                },
+            };
+        }
         // Do not start an agent just to learn that nothing runs.
         let Some(reply) = self.request_if_anything_runs(&req)? else {
             return Ok(Vec::new());

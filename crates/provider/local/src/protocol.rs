@@ -29,8 +29,9 @@ pub enum Request {
     Ping,
     /// Start a unit (or return it if running). Answered by [`Reply::Unit`].
     Start {
-        /// The unit.
-        spec: UnitSpec,
+        /// The unit (boxed: a spec is much larger than the other requests; the wire format is
+        /// the same).
+        spec: Box<UnitSpec>,
     },
     /// Stop a unit: SIGTERM, SIGKILL after `grace_ms`. Answered by [`Reply::Done`].
     Stop {

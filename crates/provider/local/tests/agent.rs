@@ -382,3 +382,37 @@ fn an_agent_that_holds_the_dir_but_does_not_answer_is_named_with_what_to_do() {
     drop(lock);
     std::fs::remove_file(agent_dir.join("agent.pid")).unwrap();
 }
+
+/// Regression (a wrong or read-only state dir misleads): reading commands started an agent
+/// (spawning into the state dir, restarting units) just to list. A provider that does not
+/// start agents reads the unit table instead when none runs.
+#[test]
+fn a_provider_that_does_not_start_agents_lists_from_the_table() {
+    let fx = LocalFixture::new();
+    let p = fx.local();
+    let st = p.start(&sleeper("f", "a-0", 1)).unwrap();
+    let gone = p.start(&sleeper("f", "b-0", 1)).unwrap();
+    let observer = fx.local().without_starting_agent();
+    // With an agent: its answer.
+    assert_eq!(observer.list("f").unwrap().len(), 2);
+    let agent = fx.agent_pid().unwrap();
+    kill(agent, Signal::KILL);
+    assert!(wait_dead(agent, WAIT));
+    kill(gone.pid.unwrap(), Signal::KILL);
+    assert!(wait_dead(gone.pid.unwrap(), WAIT));
+    // Without: the table, checked against /proc, and no agent started.
+    let listed = observer.list("f").unwrap();
+    let a = listed.iter().find(|u| u.unit_id == st.unit_id).unwrap();
+    assert!(a.state.is_running() && a.pid == st.pid, "{a:?}");
+    assert!(
+        a.detail
+            .as_deref()
+            .unwrap()
+            .contains("no agent supervises it")
+    );
+    let b = listed.iter().find(|u| u.unit_id == gone.unit_id).unwrap();
+    assert_eq!(b.state, UnitState::Failed, "{b:?}");
+    assert_eq!(fx.agent_pid(), None, "an agent was started");
+    assert!(observer.request(&Request::Ping).is_err());
+    assert_eq!(fx.agent_pid(), None, "an agent was started");
+}
