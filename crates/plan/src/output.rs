@@ -38,7 +38,7 @@ pub struct Plan {
     pub sites: BTreeMap<String, SitePlan>,
     /// Every instance (`replicas.min` per service), services in fleet order.
     pub instances: Vec<Instance>,
-    /// One entry per validator service.
+    /// One entry per validator set, by name.
     pub validator_sets: Vec<ValidatorSet>,
     /// Dependency edges, services and projects.
     pub dependencies: Vec<Dependency>,
@@ -248,12 +248,16 @@ pub struct Instance {
     pub host: Option<u32>,
 }
 
-/// The BFT analysis of one validator service.
+/// The BFT analysis of one validator set: the validators of one service, or of every service
+/// that names the same `validator_set`. A set whose services roll out in several phases is
+/// judged as it stands at each of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ValidatorSet {
-    /// The validator service.
-    pub service: String,
-    /// Validators placed.
+    /// The set's name: its `validator_set`, or the name of its one service.
+    pub name: String,
+    /// Its services, in fleet order.
+    pub services: Vec<String>,
+    /// Validators placed, once every phase has rolled out.
     pub n: u64,
     /// Faults tolerated: floor((n-1)/3).
     pub f: u64,
@@ -265,8 +269,35 @@ pub struct ValidatorSet {
     pub worst_site: Option<(String, u64)>,
     /// The host holding the most validators (`site/index`), and how many.
     pub worst_host: Option<(String, u64)>,
-    /// How the service is spread.
+    /// The strictest spread among its services (host, then site, then none); by host, losing a
+    /// host is checked too.
     pub spread: Spread,
+    /// True when the set is safe at every phase (see [`ValidatorPhase::safe`]).
+    pub safe: bool,
+    /// The set as it stands at each phase in which it grows, in increasing order: the
+    /// validators of its services of that phase or earlier.
+    pub phases: Vec<ValidatorPhase>,
+}
+
+/// A validator set as it stands at one phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatorPhase {
+    /// The phase.
+    pub phase: u32,
+    /// The set's services that join in this phase.
+    pub joining: Vec<String>,
+    /// Validators placed, this phase's and earlier phases'.
+    pub n: u64,
+    /// Faults tolerated: floor((n-1)/3).
+    pub f: u64,
+    /// Votes needed to finalize: n - f.
+    pub quorum: u64,
+    /// Validators per site.
+    pub by_site: BTreeMap<String, u64>,
+    /// The site holding the most validators, and how many.
+    pub worst_site: Option<(String, u64)>,
+    /// The host holding the most validators (`site/index`), and how many.
+    pub worst_host: Option<(String, u64)>,
     /// True when n >= 4 and no single site (or host, when spread by host) holds more than f.
     pub safe: bool,
 }

@@ -40,6 +40,7 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         project: None,
         phase: 1,
         role: Role::App,
+        validator_set: None,
         replicas: Range::exact(replicas),
         placement: Placement::default(),
         resources: Resources {

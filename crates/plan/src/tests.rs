@@ -592,6 +592,111 @@ fn spread_by_host_checks_hosts_too() {
     );
 }
 
+/// `sites` core sites of one host each, and one validator service per `(name, phase, n,
+/// sites it may use)`, all in validator set `chain`.
+fn growing_set(sites: usize, services: &[(&str, u32, u64, &[&str])]) -> Fleet {
+    let names: Vec<String> = (1..=sites).map(|i| format!("core-{i}")).collect();
+    let specs: Vec<(&str, Tier, u32, u64, u64)> = names
+        .iter()
+        .map(|n| (n.as_str(), Tier::Core, 4, 64 * CORE, 256 * GI))
+        .collect();
+    let mut f = fleet(&specs, &[]);
+    for &(name, phase, n, on) in services {
+        let mut s = service(name, n, CORE, GI);
+        s.role = Role::Validator;
+        s.validator_set = Some("chain".into());
+        s.phase = phase;
+        s.placement.spread = Spread::Site;
+        s.placement.sites = on.iter().map(|x| x.to_string()).collect();
+        f.services.push(s);
+    }
+    f
+}
+
+#[test]
+fn regression_a_validator_set_grown_by_phase_is_one_set_judged_at_every_phase() {
+    // examples/sankofa-global.yaml modelled the one validator network of seed 000 (3
+    // validators, then "add validators", then "complete") as three unrelated sets.
+    let f = growing_set(
+        7,
+        &[
+            ("val-p1", 1, 3, &["core-1", "core-2", "core-3"]),
+            ("val-p2", 2, 4, &["core-4", "core-5"]),
+            ("val-p3", 3, 6, &["core-6", "core-7"]),
+        ],
+    );
+    let p = plan(&f);
+    assert_eq!(p.validator_sets.len(), 1, "{:#?}", p.validator_sets);
+    let set = &p.validator_sets[0];
+    assert_eq!(set.name, "chain");
+    assert_eq!(set.services, ["val-p1", "val-p2", "val-p3"]);
+    let by_phase: Vec<(u32, u64, u64, bool)> = set
+        .phases
+        .iter()
+        .map(|x| (x.phase, x.n, x.f, x.safe))
+        .collect();
+    // Phase 1: 3 validators, f = 0. Phase 2: 7 on 5 sites, f = 2, at most 2 per site. Phase
+    // 3: 13 on 7 sites, f = 4, at most 3 per site.
+    assert_eq!(
+        by_phase,
+        [(1, 3, 0, false), (2, 7, 2, true), (3, 13, 4, true)]
+    );
+    assert_eq!((set.n, set.f, set.safe), (13, 4, false));
+    let e = one_with_code(&p, code::BFT_UNSAFE);
+    assert!(
+        e.message
+            .starts_with("validator set `chain` in phase 1 (n=3, f=0, quorum 3): 3 validators"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.service.as_deref(), Some("val-p1"));
+}
+
+#[test]
+fn a_set_safe_at_first_can_become_unsafe_in_a_later_phase() {
+    let f = growing_set(
+        4,
+        &[
+            ("val-p1", 1, 4, &["core-1", "core-2", "core-3", "core-4"]),
+            ("val-p2", 2, 4, &["core-4"]),
+        ],
+    );
+    let p = plan(&f);
+    let set = &p.validator_sets[0];
+    assert_eq!(
+        set.phases.iter().map(|x| x.safe).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let e = one_with_code(&p, code::BFT_UNSAFE);
+    assert_eq!(
+        (e.service.as_deref(), e.site.as_deref()),
+        (Some("val-p2"), Some("core-4"))
+    );
+    assert!(
+        e.message.starts_with(
+            "validator set `chain` in phase 2 (n=8, f=2, quorum 6): losing site core-4 loses 5 validators"
+        ),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn validator_services_without_a_set_name_stay_sets_of_their_own() {
+    let mut f = growing_set(4, &[("a", 1, 4, &[]), ("b", 2, 4, &[])]);
+    for s in &mut f.services {
+        s.validator_set = None;
+    }
+    let p = plan(&f);
+    let names: Vec<&str> = p.validator_sets.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        p.validator_sets
+            .iter()
+            .all(|v| v.phases.len() == 1 && v.safe)
+    );
+}
+
 // ---- dependencies -------------------------------------------------------------------------
 
 #[test]

@@ -357,6 +357,10 @@ pub struct Service {
     pub phase: u32,
     /// Role for the ledger checks.
     pub role: Role,
+    /// The BFT validator set a validator service belongs to (`validator_set:`, an extension).
+    /// `None`: the service's validators form a set of their own, named after the service.
+    /// Services that name the same set form one set, which grows phase by phase.
+    pub validator_set: Option<String>,
     /// Instance count; apply uses the minimum.
     pub replicas: Range,
     /// Where it may run.
@@ -388,6 +392,14 @@ pub struct Service {
     /// Where the service is declared.
     #[serde(skip)]
     pub location: Location,
+}
+
+impl Service {
+    /// The validator set of a validator service: its `validator_set`, else its own name.
+    /// `None` for any other role.
+    pub fn bft_set(&self) -> Option<&str> {
+        (self.role == Role::Validator).then(|| self.validator_set.as_deref().unwrap_or(&self.name))
+    }
 }
 
 impl Fleet {

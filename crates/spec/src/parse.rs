@@ -66,6 +66,7 @@ const SERVICE_KEYS: &[&str] = &[
     "project",
     "phase",
     "role",
+    "validator_set",
     "replicas",
     "placement",
     "resources",
@@ -1180,6 +1181,20 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
             _ => Role::App,
         })
         .unwrap_or_default();
+    let validator_set = f.get("validator_set").and_then(|v| {
+        let set = name(v, "a validator set", d)?;
+        if role != Role::Validator {
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!("`validator_set` of {what} applies to validators only"),
+                    Some(v.loc.clone()),
+                )
+                .with_hint("add `role: validator`, or remove `validator_set`"),
+            );
+        }
+        Some(set)
+    });
     let replicas = f
         .get("replicas")
         .and_then(|v| range(v, Kind::Count, "`replicas`", d))
@@ -1325,6 +1340,7 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         project,
         phase,
         role,
+        validator_set,
         replicas,
         placement,
         resources,

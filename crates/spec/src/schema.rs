@@ -74,6 +74,7 @@ pub fn json_schema() -> Value {
             "name": name, "project": { "type": "string" },
             "phase": { "type": "integer", "minimum": 1, "default": 1 },
             "role": { "enum": ["app", "validator", "replica", "light"], "default": "app" },
+            "validator_set": { "type": "string", "pattern": NAME, "description": "Validators: the BFT set this service's validators join (default: a set of their own). Services naming one set form one set, judged as it stands at each phase." },
             "replicas": count,
             "placement": {
                 "type": "object", "additionalProperties": false,

@@ -659,3 +659,21 @@ fn a_fleet_name_that_is_not_text_is_one_error_and_the_rest_is_still_checked() {
     let codes: Vec<&str> = errors(y).iter().map(|d| d.code).collect();
     assert_eq!(codes, ["missing-field", "unknown-field"]);
 }
+
+#[test]
+fn validator_set_applies_to_validators_only() {
+    expect(
+        &format!("{BASE}services:\n  - name: web\n    validator_set: chain\n"),
+        "bad-value",
+        9,
+        20,
+        "role: validator",
+    );
+    expect(
+        &format!("{BASE}services:\n  - name: v\n    role: validator\n    validator_set: Chain\n"),
+        "bad-name",
+        10,
+        20,
+        "e.g. `chain`",
+    );
+}

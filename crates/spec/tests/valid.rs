@@ -112,3 +112,13 @@ fn schema_is_valid_json_with_the_core_sections() {
         assert!(s["properties"][key].is_object(), "{key}");
     }
 }
+
+#[test]
+fn validator_services_name_their_set() {
+    let f = load(
+        "phoenix: 1\nname: demo\nservices:\n  - { name: v1, role: validator, validator_set: chain }\n  - { name: v2, role: validator, phase: 2, validator_set: chain }\n  - { name: v3, role: validator }\n  - { name: web }\n",
+        None,
+    );
+    let sets: Vec<Option<&str>> = f.services.iter().map(|s| s.bft_set()).collect();
+    assert_eq!(sets, [Some("chain"), Some("chain"), Some("v3"), None]);
+}

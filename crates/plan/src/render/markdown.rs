@@ -208,8 +208,9 @@ fn sites(plan: &Plan) -> String {
 fn validators(plan: &Plan) -> String {
     let mut out = validators_grid(plan).markdown();
     out.push_str(
-        "\nn validators tolerate f = floor((n-1)/3) faults and need 2f+1 votes; losing one site \
-         (or host, when spread by host) must not lose more than f.\n",
+        "\nn validators tolerate f = floor((n-1)/3) faults and need n-f votes; losing one site \
+         (or host, when spread by host) must not lose more than f. A set is judged at each phase \
+         in which it grows, with the validators of that phase and earlier.\n",
     );
     out
 }

@@ -389,10 +389,12 @@ fn tiers_grid(plan: &Plan) -> Grid {
     g
 }
 
-/// The validator sets table.
+/// The validator sets table: one row per set and phase in which it grows, the set as it
+/// stands then.
 fn validators_grid(plan: &Plan) -> Grid {
     let mut g = Grid::new(&[
-        ("service", false),
+        ("validator set", false),
+        ("phase", true),
         ("n", true),
         ("f", true),
         ("quorum", true),
@@ -401,25 +403,28 @@ fn validators_grid(plan: &Plan) -> Grid {
         ("worst host", false),
         ("safe", false),
     ]);
+    let worst = |w: &Option<(String, u64)>| {
+        w.as_ref()
+            .map_or_else(String::new, |(n, c)| format!("{n} ({c})"))
+    };
     for v in &plan.validator_sets {
-        let worst = |w: &Option<(String, u64)>| {
-            w.as_ref()
-                .map_or_else(String::new, |(n, c)| format!("{n} ({c})"))
-        };
-        g.row(vec![
-            v.service.clone(),
-            v.n.to_string(),
-            v.f.to_string(),
-            v.quorum.to_string(),
-            v.by_site.len().to_string(),
-            worst(&v.worst_site),
-            worst(&v.worst_host),
-            if v.safe {
-                "yes".to_string()
-            } else {
-                "NO".to_string()
-            },
-        ]);
+        for p in &v.phases {
+            g.row(vec![
+                v.name.clone(),
+                p.phase.to_string(),
+                p.n.to_string(),
+                p.f.to_string(),
+                p.quorum.to_string(),
+                p.by_site.len().to_string(),
+                worst(&p.worst_site),
+                worst(&p.worst_host),
+                if p.safe {
+                    "yes".to_string()
+                } else {
+                    "NO".to_string()
+                },
+            ]);
+        }
     }
     g
 }

@@ -26,7 +26,7 @@ pub fn table(plan: &Plan) -> String {
     if !plan.validator_sets.is_empty() {
         section(
             &mut out,
-            "VALIDATOR SETS (f = floor((n-1)/3), quorum n-f)",
+            "VALIDATOR SETS (f = floor((n-1)/3), quorum n-f; each phase: validators of that phase and earlier)",
             validators_grid(plan).text(),
         );
     }
