@@ -603,19 +603,27 @@ fn print_up(report: &StatusReport, spec: &Path, state_dir: &Path) {
         &["SERVICE", "INSTANCE", "URL", "PID", "HEALTH"],
         &rows,
     ));
-    let sd = if state_dir == Path::new(".phoenix") {
-        String::new()
-    } else {
-        format!(" --state-dir {}", state_dir.display())
-    };
-    out.push_str(&format!(
-        "\nLook at it:\n  phoenix status {spec}{sd}          desired vs running, health\n  \
-         phoenix logs web -f{sd}                   follow a service's logs\n  \
-         phoenix history {spec}{sd}         revisions and every step\n  \
-         phoenix destroy {spec} --yes{sd}   stop everything\n",
-        spec = spec.display(),
-    ));
+    out.push_str(&render::up_hints(&this_phoenix(), spec, state_dir));
     let _ = crate::print_out(&out);
+}
+
+/// The command that runs this executable from here (see [`render::invocation`]).
+fn this_phoenix() -> String {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .unwrap_or_else(|_| PathBuf::from("phoenix"));
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("phoenix"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+    });
+    let cwd = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .unwrap_or_default();
+    render::invocation(&exe, on_path.as_deref(), &cwd, |dir| {
+        dir.join("Cargo.toml").is_file()
+    })
 }
 
 /// Opens the state store for a command that only reads: never created, never written, so a

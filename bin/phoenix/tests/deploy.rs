@@ -1035,3 +1035,63 @@ fn status_detailed_exitcode_is_0_in_sync_2_on_drift_and_0_for_a_destroyed_fleet(
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Regression: `phoenix up` printed `phoenix status ...` hints that fail for a newcomer who ran
+/// it with `cargo run` (no `phoenix` on the PATH), misaligned, without `history --verify`.
+#[test]
+fn up_hints_name_a_command_that_runs_here_aligned_and_with_verify() {
+    let dir = tempfile::Builder::new().prefix("pxhint").tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .env("PATH", "/usr/bin:/bin")
+            .env("PHOENIX_OPERATOR_KEY", dir.path().join("operator.key"))
+            .env_remove("PHOENIX_STATE_DIR")
+            .env_remove("PHOENIX_STATE_URL")
+            .output()
+            .unwrap()
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["destroy", ".phoenix/local-demo.yaml", "--yes"]);
+        }
+    }
+    let _down = Down(&run);
+    let out = run(&["up"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    let hints: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Look at it"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(hints.len(), 4, "{text}");
+    for h in &hints {
+        assert!(
+            h.trim_start().starts_with(&exe.display().to_string()),
+            "not runnable here (the test's PATH has no phoenix): {h}"
+        );
+    }
+    assert!(
+        text.contains("history .phoenix/local-demo.yaml --verify"),
+        "{text}"
+    );
+    // The descriptions start in one column.
+    let column = |l: &str| l.trim_end().rfind("  ").unwrap();
+    let first = column(hints[0]);
+    assert!(hints.iter().all(|h| column(h) == first), "{hints:#?}");
+    // And the hinted command works as printed.
+    let status = hints[0].trim_start();
+    let status = status[..status.rfind("  ").unwrap()].trim_end();
+    let argv: Vec<&str> = status.split_whitespace().skip(1).collect();
+    assert!(run(&argv).status.success(), "`{status}` failed");
+}

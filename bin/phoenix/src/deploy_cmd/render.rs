@@ -6,6 +6,7 @@ use phoenix_audit::{AuditOutcome, AuditRecord, ChainReport};
 use phoenix_engine::{ApplyOutcome, ApplyReport, Event, StatusReport};
 use phoenix_state::{Revision, RevisionOutcome};
 use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// Prints one JSON value as a line on stdout (NDJSON); a closed pipe is ignored.
@@ -245,29 +246,113 @@ pub(super) fn report(r: &ApplyReport, format: RunFormat, what: &str) {
 
 /// A plain text table with aligned columns.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut all = vec![header.iter().map(|h| (*h).to_string()).collect::<Vec<_>>()];
+    all.extend(rows.iter().cloned());
+    aligned(&all, "")
+}
+
+/// Rows with aligned columns (two spaces apart), each line starting with `indent`: the one
+/// helper behind every table, so that columns line up whatever the cell widths.
+pub(super) fn aligned(rows: &[Vec<String>], indent: &str) -> String {
+    let mut widths: Vec<usize> = Vec::new();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
+            let w = c.chars().count();
+            match widths.get_mut(i) {
+                Some(x) => *x = (*x).max(w),
+                None => widths.push(w),
             }
         }
     }
     let mut out = String::new();
-    let fmt_row = |cells: Vec<&str>, out: &mut String| {
-        let line: Vec<String> = cells
+    for r in rows {
+        let line: Vec<String> = r
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
+        out.push_str(indent);
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
-    };
-    fmt_row(header.to_vec(), &mut out);
-    for r in rows {
-        fmt_row(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
+}
+
+/// `s` as one shell word: as is when it has nothing the shell would split or expand, else in
+/// single quotes.
+pub(super) fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// How the user runs this `phoenix` from `cwd`: `phoenix` when that is what `PATH` finds
+/// (`on_path`); `cargo run [--release] -p phoenix --` for a `target/debug` or `target/release`
+/// build of the cargo workspace `cwd` is in (`is_workspace` says whether a directory is one);
+/// otherwise the executable's path. Regression: `phoenix up` printed `phoenix status ...` to a
+/// newcomer who had run `cargo run`, with no `phoenix` on the PATH.
+pub(super) fn invocation(
+    exe: &Path,
+    on_path: Option<&Path>,
+    cwd: &Path,
+    is_workspace: impl Fn(&Path) -> bool,
+) -> String {
+    if on_path == Some(exe) {
+        return "phoenix".into();
+    }
+    let profile = exe.parent();
+    let target = profile.and_then(Path::parent);
+    let workspace = target
+        .filter(|t| t.file_name().is_some_and(|n| n == "target"))
+        .and_then(Path::parent)
+        .filter(|ws| cwd.starts_with(ws) && is_workspace(ws));
+    if workspace.is_some() {
+        match profile.and_then(Path::file_name).and_then(|n| n.to_str()) {
+            Some("release") => return "cargo run --release -p phoenix --".into(),
+            Some("debug") => return "cargo run -p phoenix --".into(),
+            _ => {}
+        }
+    }
+    shell_word(&exe.display().to_string())
+}
+
+/// What `phoenix up` suggests next, as commands `phoenix` (see [`invocation`]) can run, in one
+/// aligned table.
+pub(super) fn up_hints(phoenix: &str, spec: &Path, state_dir: &Path) -> String {
+    let sd = if state_dir == Path::new(".phoenix") {
+        String::new()
+    } else {
+        format!(
+            " --state-dir {}",
+            shell_word(&state_dir.display().to_string())
+        )
+    };
+    let spec = shell_word(&spec.display().to_string());
+    let rows = [
+        (
+            format!("{phoenix} status {spec}{sd}"),
+            "desired vs running, health",
+        ),
+        (
+            format!("{phoenix} logs web -f{sd}"),
+            "follow a service's logs",
+        ),
+        (
+            format!("{phoenix} history {spec} --verify{sd}"),
+            "revisions, every step, and a check of the audit chain",
+        ),
+        (
+            format!("{phoenix} destroy {spec} --yes{sd}"),
+            "stop everything",
+        ),
+    ]
+    .map(|(c, what)| vec![c, what.to_string()]);
+    format!("\nLook at it:\n{}", aligned(&rows, "  "))
 }
 
 /// The status table; `destroyed`: the fleet's latest applied revision removed everything.
@@ -523,4 +608,74 @@ pub(super) fn history_json(
         })
     });
     serde_json::json!({ "fleet": fleet, "revisions": revs, "verify": verify })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `phoenix up` told a newcomer who ran `cargo run` to type `phoenix ...`,
+    /// which is not on their PATH.
+    #[test]
+    fn the_suggested_command_is_one_the_user_can_run() {
+        let ws = Path::new("/src/phoenix");
+        let is_ws = |d: &Path| d == ws;
+        let release = ws.join("target/release/phoenix");
+        let debug = ws.join("target/debug/phoenix");
+        let here = ws.join("examples");
+        assert_eq!(
+            invocation(&release, Some(&release), &here, is_ws),
+            "phoenix"
+        );
+        assert_eq!(
+            invocation(&release, None, &here, is_ws),
+            "cargo run --release -p phoenix --"
+        );
+        assert_eq!(
+            invocation(&debug, Some(Path::new("/usr/bin/phoenix")), ws, is_ws),
+            "cargo run -p phoenix --"
+        );
+        // Outside the workspace `cargo run` would not find it: the path it is at.
+        assert_eq!(
+            invocation(&release, None, Path::new("/tmp"), is_ws),
+            "/src/phoenix/target/release/phoenix"
+        );
+        assert_eq!(
+            invocation(Path::new("/opt/my tools/phoenix"), None, ws, is_ws),
+            "'/opt/my tools/phoenix'"
+        );
+    }
+
+    /// Regression: the hints of `phoenix up` were aligned by hand and drifted apart, and did
+    /// not mention `history --verify`.
+    #[test]
+    fn up_hints_are_aligned_and_include_verify() {
+        for phoenix in ["phoenix", "cargo run --release -p phoenix --"] {
+            let text = up_hints(
+                phoenix,
+                Path::new(".phoenix/local-demo.yaml"),
+                Path::new("/tmp/state dir"),
+            );
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  ")).collect();
+            assert_eq!(lines.len(), 4, "{text}");
+            let columns: Vec<usize> = lines
+                .iter()
+                .map(|l| {
+                    l.find("  desired")
+                        .or(l.find("  follow"))
+                        .or(l.find("  revisions"))
+                        .or(l.find("  stop"))
+                        .unwrap()
+                })
+                .collect();
+            assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "{phoenix} history .phoenix/local-demo.yaml --verify"
+                )),
+                "{text}"
+            );
+            assert!(text.contains("--state-dir '/tmp/state dir'"), "{text}");
+        }
+    }
 }
