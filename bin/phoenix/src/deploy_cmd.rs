@@ -8,11 +8,11 @@ use clap::{Args, ValueEnum};
 use phoenix_audit::{Recorder, StoreChain};
 use phoenix_engine::{
     ApplyOptions, ApplyOutcome, ApplyReport, Decision, Desired, Engine, Event, RevisionDoc,
-    RevisionKind, Scope, StatusReport, status,
+    RevisionKind, Scope, StatusReport, rollback, status,
 };
 use phoenix_provider_api::Provider;
 use phoenix_provider_local::LocalProvider;
-use phoenix_state::{RevisionNumber, RevisionOutcome, StateStore};
+use phoenix_state::StateStore;
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -107,6 +107,10 @@ pub(crate) struct RollbackArgs {
     /// current one.
     #[arg(long)]
     pub to: Option<String>,
+    /// Roll back to `--to` even if that revision was never applied (it failed or was rolled
+    /// back), which is refused otherwise.
+    #[arg(long, requires = "to")]
+    pub force: bool,
     #[command(flatten)]
     pub change: ChangeArgs,
 }
@@ -466,28 +470,8 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     };
     let w = wire(&args.change.state)?;
     let revisions = w.store.list_revisions(&fleet.name)?;
-    let target = match &args.to {
-        Some(t) => {
-            let n = parse_revision(t)?;
-            revisions
-                .iter()
-                .find(|r| r.number == RevisionNumber(n))
-                .with_context(|| format!("fleet {} has no revision r{n}", fleet.name))?
-        }
-        None => {
-            let applied: Vec<_> = revisions
-                .iter()
-                .filter(|r| r.outcome == RevisionOutcome::Applied)
-                .collect();
-            match applied.as_slice() {
-                [.., previous, _current] => *previous,
-                _ => bail!(
-                    "fleet {} has no earlier applied revision to roll back to (see `phoenix history`)",
-                    fleet.name
-                ),
-            }
-        }
-    };
+    let to = args.to.as_deref().map(parse_revision).transpose()?;
+    let target = rollback::rollback_target(&fleet.name, &revisions, to, args.force)?;
     let old = RevisionDoc::parse(&target.spec_json).with_context(|| {
         format!(
             "revision {} has no spec this phoenix can read",
@@ -515,7 +499,8 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         }
         desired_of(&old_fleet)?
     };
-    let scope = Scope::new(&desired, &old.targets, &old.excludes).unwrap_or_else(|_| Scope::all());
+    // Never widened to the whole fleet: targets that no longer resolve are refused, named.
+    let scope = rollback::rollback_scope(&desired, &old, target.number.0)?;
     let mut doc = RevisionDoc::new(
         RevisionKind::Rollback,
         &desired,

@@ -1095,3 +1095,73 @@ fn up_hints_name_a_command_that_runs_here_aligned_and_with_verify() {
     let argv: Vec<&str> = status.split_whitespace().skip(1).collect();
     assert!(run(&argv).status.success(), "`{status}` failed");
 }
+
+/// Regression: `rollback --to r2` where r2 had been rolled back retried it and failed again;
+/// now it is refused first, naming r2's outcome and the revisions that were applied.
+#[test]
+fn rollback_to_a_revision_that_was_rolled_back_is_refused_unless_forced() {
+    let f = Fleet::new("rbrefuse", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let bad = http_service("web", 1, "    env: { V: '2' }\n")
+        .replace("timeout: 15s", "timeout: 1s")
+        .replace("/'", "/nope'");
+    f.write("bad.yaml", &bad);
+    assert_eq!(
+        f.run(&["apply", "bad.yaml", "--yes"]).status.code(),
+        Some(1)
+    );
+    let out = f.run(&["rollback", "fleet.yaml", "--to", "r2", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("r2") && err.contains("rolled back to r1"),
+        "{err}"
+    );
+    assert!(err.contains("applied revisions: r1"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let hist: Value =
+        serde_json::from_slice(&f.ok(&["history", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        hist["revisions"].as_array().unwrap().len(),
+        2,
+        "a revision was created"
+    );
+    // --force tries it anyway (and it fails again, rolled back).
+    let out = f.run(&["rollback", "fleet.yaml", "--to", "r2", "--force", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(f.all_up("fleet.yaml"), "{}", f.status("fleet.yaml"));
+}
+
+/// Regression: a rollback to a revision applied with `--target` silently widened to the whole
+/// fleet when those targets no longer resolved in its spec.
+#[test]
+fn rollback_to_a_targeted_revision_whose_targets_are_gone_is_refused_naming_them() {
+    let f = Fleet::new(
+        "rbtarget",
+        &format!(
+            "{}{}",
+            http_service("web", 1, ""),
+            http_service("other", 1, "")
+        ),
+    );
+    f.ok(&["apply", "fleet.yaml", "--yes", "--target", "web"]);
+    // The revision's document names a target its spec no longer has (as a spec read by a
+    // later phoenix could).
+    let db = rusqlite::Connection::open(f.state().join("state.db")).unwrap();
+    db.execute(
+        "UPDATE revisions SET spec_json = replace(spec_json, '\"targets\":[\"web\"]', '\"targets\":[\"web\",\"gone\"]') WHERE fleet = 'rbtarget' AND number = 1",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let before = f.unit_processes();
+    let out = f.run(&["rollback", "fleet.yaml", "--to", "r1", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`gone`") && err.contains("no longer resolve"),
+        "{err}"
+    );
+    assert_eq!(f.unit_processes(), before, "something changed");
+}

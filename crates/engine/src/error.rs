@@ -58,6 +58,84 @@ pub enum EngineError {
     /// The revision asked for does not exist or cannot be applied again.
     #[error("{0}")]
     Revision(String),
+    /// `rollback --to` names a revision the fleet does not have.
+    #[error(
+        "fleet {fleet} has no revision r{revision} ({}); see `phoenix history`",
+        known_text(known)
+    )]
+    NoSuchRevision {
+        /// The fleet.
+        fleet: String,
+        /// The revision asked for.
+        revision: u64,
+        /// The revisions it has.
+        known: Vec<u64>,
+    },
+    /// `rollback --to` names a revision that was not applied (it failed, was rolled back, or is
+    /// pending): returning to it would most likely fail the same way.
+    #[error(
+        "revision r{revision} of fleet {fleet} was not applied (its outcome: {outcome}), so \
+         rolling back to it would most likely fail the same way; applied revisions: {}. Roll back \
+         to one of those, or pass --force to try r{revision} again",
+        revision_list(applied)
+    )]
+    RollbackToUnapplied {
+        /// The fleet.
+        fleet: String,
+        /// The revision asked for.
+        revision: u64,
+        /// How it ended, in words.
+        outcome: String,
+        /// The revisions that were applied, oldest first.
+        applied: Vec<u64>,
+    },
+    /// `rollback` without `--to`, and there is no applied revision before the current one.
+    #[error(
+        "fleet {fleet} has no earlier applied revision to roll back to (applied: {}); see \
+         `phoenix history`",
+        revision_list(applied)
+    )]
+    NoEarlierRevision {
+        /// The fleet.
+        fleet: String,
+        /// The revisions that were applied, oldest first.
+        applied: Vec<u64>,
+    },
+    /// The revision rolled back to was applied with `--target`/`--exclude` services that its
+    /// spec no longer has; rolling back the whole fleet instead would touch what it never did.
+    #[error(
+        "revision r{revision} was applied with --target/--exclude {}, which no longer resolve in \
+         its spec; refusing to roll the whole fleet back instead. Roll back to another \
+         revision, or apply the spec you want",
+        missing.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    )]
+    RollbackTargetsGone {
+        /// The revision rolled back to.
+        revision: u64,
+        /// The services that no longer resolve.
+        missing: Vec<String>,
+    },
+}
+
+/// `r1, r2, r5`, or `none`.
+fn revision_list(revisions: &[u64]) -> String {
+    if revisions.is_empty() {
+        return "none".into();
+    }
+    revisions
+        .iter()
+        .map(|n| format!("r{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `it has r1 to r5`, or `it has no revision`.
+fn known_text(known: &[u64]) -> String {
+    match (known.iter().min(), known.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => format!("it has r{lo}"),
+        (Some(lo), Some(hi)) => format!("it has r{lo} to r{hi}"),
+        _ => "it has no revision yet".into(),
+    }
 }
 
 /// `a, b, c and 7 more`.

@@ -54,6 +54,7 @@ mod error;
 mod events;
 mod exec;
 pub mod lock;
+pub mod rollback;
 pub mod status;
 
 pub use decide::{Decision, DiffLine, ObservedUnit};
