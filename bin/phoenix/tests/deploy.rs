@@ -1165,3 +1165,35 @@ fn rollback_to_a_targeted_revision_whose_targets_are_gone_is_refused_naming_them
     );
     assert_eq!(f.unit_processes(), before, "something changed");
 }
+
+/// Regression: deleting `agent.sock` stranded the fleet: the agent ran on without it, and
+/// `status` and `apply` failed after 10 s quoting "another agent (pid N) already runs". The
+/// agent re-creates its socket; the next command talks to the same agent and nothing restarts.
+#[test]
+fn a_deleted_agent_socket_does_not_strand_the_fleet() {
+    let f = Fleet::new("sockgone", &http_service("web", 1, ""));
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let agent = f.agent_pid().expect("agent pid");
+    let unit = f.instances("fleet.yaml")[0].4;
+    std::fs::remove_file(f.state().join("agent.sock")).unwrap();
+    let started = Instant::now();
+    let out = f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no changes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(f.agent_pid(), Some(agent), "another agent took over");
+    assert!(f.state().join("agent.sock").exists());
+    assert_eq!(
+        f.instances("fleet.yaml")[0].4,
+        unit,
+        "the unit was restarted"
+    );
+    assert!(f.all_up("fleet.yaml"));
+}
