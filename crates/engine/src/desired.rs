@@ -3,8 +3,8 @@
 //! every apply.
 
 use crate::error::EngineError;
-use phoenix_provider_api::{Health, UnitSpec};
-use phoenix_spec::{Fleet, Rollout};
+use phoenix_provider_api::{ContainerSpec, Health, UnitSpec};
+use phoenix_spec::{ContainerImage, Fleet, ProviderKind, Rollout};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +68,36 @@ pub fn fingerprint(spec: &UnitSpec) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How a service's instance runs on a docker site: its image or build context (relative to the
+/// spec file it was written in), with the service's minimum CPU and memory as limits.
+fn container_of(fleet: &Fleet, service: &phoenix_spec::Service) -> Option<ContainerSpec> {
+    let (image, build) = match service.container.as_ref()? {
+        ContainerImage::Image(i) => (Some(i.clone()), None),
+        ContainerImage::Build { path, file } => {
+            let spec_dir = fleet
+                .files
+                .get(*file)
+                .and_then(|f| {
+                    std::path::Path::new(f)
+                        .parent()
+                        .map(std::path::Path::to_owned)
+                })
+                .unwrap_or_default();
+            let dir = spec_dir.join(path);
+            // Absolute, so that the provider finds it whatever its working directory.
+            (None, Some(std::path::absolute(&dir).unwrap_or(dir)))
+        }
+    };
+    let positive = |v: u64| (v > 0).then_some(v);
+    Some(ContainerSpec {
+        image,
+        build,
+        cpu_millis: positive(service.resources.cpu.min),
+        memory_bytes: positive(service.resources.memory.min),
+        image_id: None,
+    })
+}
+
 /// A hex SHA-256 of `bytes`, for plan hashes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -77,6 +107,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Desired {
+    /// Pins the image id of every container unit (asked of `resolve`, e.g. the Docker
+    /// provider, which builds a `build:` context first) and recomputes fingerprints, so that a
+    /// tag that moved or a build context that changed is a change.
+    ///
+    /// # Errors
+    /// The first error of `resolve`.
+    pub fn pin_images<E>(
+        &mut self,
+        mut resolve: impl FnMut(&UnitSpec) -> Result<Option<String>, E>,
+    ) -> Result<(), E> {
+        for unit in self.units.values_mut() {
+            if unit.spec.container.is_none() {
+                continue;
+            }
+            let id = resolve(&unit.spec)?;
+            if let Some(c) = unit.spec.container.as_mut() {
+                c.image_id = id;
+            }
+            unit.fingerprint = fingerprint(&unit.spec);
+        }
+        Ok(())
+    }
+
     /// The desired state of `fleet` as placed by `plan`: `replicas.min` instances of every
     /// enabled service, each on the site and host the planner chose.
     ///
@@ -99,7 +152,16 @@ impl Desired {
                     depends_on: s.depends_on.clone(),
                 },
             );
-            if s.enabled && s.replicas.min > 0 && s.command.is_empty() {
+            // On docker sites the image's own command may run; elsewhere a command is needed.
+            let placed_off_docker = plan.instances.iter().any(|i| {
+                i.service == s.name
+                    && i.site
+                        .as_deref()
+                        .and_then(|n| fleet.site(n))
+                        .map(|x| x.provider)
+                        != Some(ProviderKind::Docker)
+            });
+            if s.enabled && s.replicas.min > 0 && s.command.is_empty() && placed_off_docker {
                 problems.push(format!("service `{}` has no `command` to run", s.name));
             }
         }
@@ -123,7 +185,16 @@ impl Desired {
                 .rsplit_once('-')
                 .and_then(|(_, i)| i.parse().ok())
                 .unwrap_or(0);
-            let spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            let mut spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            if fleet.site(site).map(|s| s.provider) == Some(ProviderKind::Docker) {
+                match container_of(fleet, service) {
+                    Some(c) => spec.container = Some(c),
+                    None => problems.push(format!(
+                        "service `{}` has an instance on docker site `{site}` but neither `image:` nor `build:`",
+                        service.name
+                    )),
+                }
+            }
             if !service.command.is_empty()
                 && let Err(e) = spec.validate()
             {

@@ -20,6 +20,8 @@ pub fn site(name: &str, tier: Tier, hosts: u32, cpu: u64, memory: u64) -> Site {
         region: None,
         provider: ProviderKind::Local,
         hosts,
+        docker: None,
+        ssh: None,
         capacity: Resources {
             cpu: Range::exact(cpu),
             memory: Range::exact(memory),
@@ -58,6 +60,7 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         restart: RestartPolicy::default(),
         stop_grace_ms: 10_000,
         backup: Vec::new(),
+        container: None,
         description: None,
         location: Location::default(),
     }

@@ -102,6 +102,8 @@ pub enum ProviderKind {
     Kubernetes,
     /// A Proxmox VE cluster.
     Proxmox,
+    /// Remote hosts over OpenSSH, running Phoenix's own agent.
+    Ssh,
 }
 
 impl ProviderKind {
@@ -112,6 +114,7 @@ impl ProviderKind {
             ProviderKind::Docker => "docker",
             ProviderKind::Kubernetes => "kubernetes",
             ProviderKind::Proxmox => "proxmox",
+            ProviderKind::Ssh => "ssh",
         }
     }
 }
@@ -193,8 +196,13 @@ pub struct Site {
     pub region: Option<String>,
     /// Provider.
     pub provider: ProviderKind,
-    /// Number of identical hosts (default 1).
+    /// Number of identical hosts (default 1; for `docker` and `ssh` sites, the number of
+    /// endpoints or hosts listed).
     pub hosts: u32,
+    /// How a `docker` site's engines are reached (fleet-spec part 2).
+    pub docker: Option<DockerSite>,
+    /// How an `ssh` site's hosts are reached (fleet-spec part 2).
+    pub ssh: Option<SshSite>,
     /// Capacity of each host.
     pub capacity: Resources,
     /// Phase in which the site comes online (default 1): a service of phase p is only placed
@@ -207,6 +215,39 @@ pub struct Site {
     /// Where the site is declared.
     #[serde(skip)]
     pub location: Location,
+}
+
+/// A `docker` site's engines: one per host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerSite {
+    /// Docker Engine endpoints (`unix:///var/run/docker.sock`, `tcp://10.0.0.2:2375`), one per
+    /// host; empty means `DOCKER_HOST`, else the local socket (one host).
+    pub endpoints: Vec<String>,
+}
+
+/// An `ssh` site's hosts: one login per host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSite {
+    /// `user@host` (or `host`), one per host.
+    pub hosts: Vec<String>,
+    /// SSH port (default: the user's ssh config, else 22).
+    pub port: Option<u16>,
+    /// Identity file (default: the user's ssh config and agent).
+    pub identity: Option<String>,
+}
+
+/// A service's container image on `docker` sites: an image reference or a build context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ContainerImage {
+    /// An image to run, e.g. `phoenix-demo/busybox:1`.
+    Image(String),
+    /// A folder with a Dockerfile, as written (relative to the spec file it is written in).
+    Build {
+        /// The path as written.
+        path: String,
+        /// Index of the spec file it was written in, in [`Fleet::files`].
+        file: usize,
+    },
 }
 
 /// A project: grouping, ordering, attribution and budget.
@@ -387,6 +428,8 @@ pub struct Service {
     pub stop_grace_ms: u64,
     /// Paths under `${data_dir}` snapshotted before a change and restored on rollback.
     pub backup: Vec<String>,
+    /// What an instance placed on a `docker` site runs (`image:` or `build:`).
+    pub container: Option<ContainerImage>,
     /// Free-text description.
     pub description: Option<String>,
     /// Where the service is declared.

@@ -48,6 +48,8 @@ const SITE_KEYS: &[&str] = &[
     "region",
     "provider",
     "hosts",
+    "docker",
+    "ssh",
     "capacity",
     "count",
     "phase",
@@ -80,8 +82,12 @@ const SERVICE_KEYS: &[&str] = &[
     "restart",
     "stop_grace",
     "backup",
+    "image",
+    "build",
     "description",
 ];
+const DOCKER_KEYS: &[&str] = &["endpoints"];
+const SSH_KEYS: &[&str] = &["hosts", "port", "identity"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "storage"];
 const PLACEMENT_KEYS: &[&str] = &["tier", "sites", "spread"];
 const HEALTH_KEYS: &[&str] = &[
@@ -908,6 +914,91 @@ fn check_duplicates<'a>(
     }
 }
 
+/// The `docker:` and `ssh:` sections of a site, each allowed only on a site of that provider;
+/// an `ssh` site must list its hosts.
+fn provider_sections(
+    f: &Fields<'_>,
+    what: &str,
+    provider: ProviderKind,
+    d: &mut D,
+) -> (Option<DockerSite>, Option<SshSite>) {
+    let wrong_provider = |key: &str, v: &Node, d: &mut D| {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                format!(
+                    "{what} has a `{key}:` section but its provider is `{}`",
+                    provider.as_str()
+                ),
+                Some(v.loc.clone()),
+            )
+            .with_hint(format!("set `provider: {key}`, or remove the section")),
+        );
+    };
+    let docker = f.get("docker").and_then(|v| {
+        if provider != ProviderKind::Docker {
+            wrong_provider("docker", v, d);
+            return None;
+        }
+        let g = Fields::new(v, format!("`docker` of {what}"), DOCKER_KEYS, d)?;
+        let endpoints = g
+            .get("endpoints")
+            .map(|e| string_list(e, "`docker.endpoints`", d))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        Some(DockerSite { endpoints })
+    });
+    let ssh = f.get("ssh").and_then(|v| {
+        if provider != ProviderKind::Ssh {
+            wrong_provider("ssh", v, d);
+            return None;
+        }
+        let g = Fields::new(v, format!("`ssh` of {what}"), SSH_KEYS, d)?;
+        let hosts: Vec<String> = g
+            .get("hosts")
+            .map(|e| string_list(e, "`ssh.hosts`", d))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let port = g.get("port").and_then(|p| {
+            let n = uint(p, "`ssh.port`", d)?;
+            match u16::try_from(n) {
+                Ok(port) if port > 0 => Some(port),
+                _ => {
+                    d.push(Diagnostic::error(
+                        "bad-value",
+                        format!("`ssh.port` of {what} is {n}, not a TCP port (1-65535)"),
+                        Some(p.loc.clone()),
+                    ));
+                    None
+                }
+            }
+        });
+        let identity = g
+            .get("identity")
+            .and_then(|i| string(i, "`ssh.identity`", d));
+        Some(SshSite {
+            hosts,
+            port,
+            identity,
+        })
+    });
+    if provider == ProviderKind::Ssh && ssh.as_ref().is_none_or(|s| s.hosts.is_empty()) {
+        d.push(
+            Diagnostic::error(
+                "missing-field",
+                format!("{what} uses provider `ssh` but lists no `ssh.hosts`"),
+                f.get("provider").map(|v| v.loc.clone()),
+            )
+            .with_hint("add `ssh: { hosts: [\"deploy@10.0.0.2\"] }`, one entry per host"),
+        );
+    }
+    (docker, ssh)
+}
+
 fn site(n: &Node, d: &mut D) -> Vec<Site> {
     let what = match item_name(n) {
         Some(s) => format!("site `{s}`"),
@@ -931,21 +1022,46 @@ fn site(n: &Node, d: &mut D) -> Vec<Site> {
             choice(
                 v,
                 "provider",
-                &["local", "docker", "kubernetes", "proxmox"],
+                &["local", "docker", "ssh", "kubernetes", "proxmox"],
                 d,
             )
         })
         .map(|p| match p {
             "docker" => ProviderKind::Docker,
+            "ssh" => ProviderKind::Ssh,
             "kubernetes" => ProviderKind::Kubernetes,
             "proxmox" => ProviderKind::Proxmox,
             _ => ProviderKind::Local,
         })
         .unwrap_or_default();
-    let hosts = f
-        .get("hosts")
-        .and_then(|v| uint(v, "`hosts`", d))
-        .unwrap_or(1);
+    let (docker, ssh) = provider_sections(&f, &what, provider, d);
+    let listed = docker
+        .as_ref()
+        .map(|x| x.endpoints.len())
+        .filter(|n| *n > 0)
+        .or_else(|| ssh.as_ref().map(|x| x.hosts.len()))
+        .and_then(|n| u32::try_from(n).ok());
+    let written_hosts = f.get("hosts").and_then(|v| uint(v, "`hosts`", d));
+    if let (Some(listed), Some(written), Some(v)) = (listed, written_hosts, f.get("hosts"))
+        && listed != written
+    {
+        d.push(
+            Diagnostic::error(
+                "bad-value",
+                format!(
+                    "{what} has `hosts: {written}` but lists {listed} {}",
+                    if provider == ProviderKind::Docker {
+                        "endpoint(s)"
+                    } else {
+                        "ssh host(s)"
+                    }
+                ),
+                Some(v.loc.clone()),
+            )
+            .with_hint("the number of hosts is the length of the list; remove `hosts:`"),
+        );
+    }
+    let hosts = listed.or(written_hosts).unwrap_or(1);
     if hosts == 0
         && let Some(v) = f.get("hosts")
     {
@@ -981,6 +1097,8 @@ fn site(n: &Node, d: &mut D) -> Vec<Site> {
         region,
         provider,
         hosts,
+        docker,
+        ssh,
         capacity,
         phase,
         group: None,
@@ -1335,6 +1453,26 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
     let description = f
         .get("description")
         .and_then(|v| string(v, "`description`", d));
+    let container = match (f.get("image"), f.get("build")) {
+        (Some(i), Some(b)) => {
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!("{what} has both `image:` and `build:`"),
+                    Some(b.loc.clone()),
+                )
+                .with_hint("give one: the image to run, or the folder to build it from"),
+            );
+            let _ = i;
+            None
+        }
+        (Some(i), None) => string(i, "`image`", d).map(ContainerImage::Image),
+        (None, Some(b)) => string(b, "`build`", d).map(|path| ContainerImage::Build {
+            path,
+            file: b.loc.file,
+        }),
+        (None, None) => None,
+    };
     Some(Service {
         name: name_v?,
         project,
@@ -1354,6 +1492,7 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         restart,
         stop_grace_ms,
         backup,
+        container,
         description,
         location: n.loc.clone(),
     })

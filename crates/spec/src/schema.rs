@@ -41,8 +41,22 @@ pub fn json_schema() -> Value {
         "properties": {
             "name": name, "tier": { "enum": ["core", "regional", "edge"] },
             "region": { "type": "string" },
-            "provider": { "enum": ["local", "docker", "kubernetes", "proxmox"], "default": "local" },
+            "provider": { "enum": ["local", "docker", "ssh", "kubernetes", "proxmox"], "default": "local" },
             "hosts": { "type": "integer", "minimum": 1, "default": 1 },
+            "docker": {
+                "type": "object", "additionalProperties": false,
+                "description": "Docker Engine endpoints, one per host (default DOCKER_HOST, else the local socket)",
+                "properties": { "endpoints": { "type": "array", "items": { "type": "string" } } }
+            },
+            "ssh": {
+                "type": "object", "additionalProperties": false, "required": ["hosts"],
+                "description": "SSH hosts, one per host; the system's OpenSSH client and config apply",
+                "properties": {
+                    "hosts": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                    "identity": { "type": "string" }
+                }
+            },
             "capacity": resources("Capacity of each host."),
             "count": { "type": "integer", "minimum": 1, "description": "A group of identical sites NAME-1 ... NAME-count." },
             "phase": { "type": "integer", "minimum": 1, "default": 1, "description": "Phase in which the site comes online." },
@@ -101,6 +115,8 @@ pub fn json_schema() -> Value {
             "restart": { "enum": ["always", "on-failure", "never"], "default": "on-failure" },
             "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
             "backup": { "type": "array", "items": { "type": "string", "pattern": r"^\$\{data_dir\}" } },
+            "image": { "type": "string", "description": "on docker sites: the image to run" },
+            "build": { "type": "string", "description": "on docker sites: a folder with a Dockerfile, relative to the spec file" },
             "description": { "type": "string" }
         }
     });

@@ -132,6 +132,10 @@ pub struct ContainerSpec {
     /// Memory limit in bytes (the service's `resources.memory` minimum); `None` for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// The image's resolved id (`sha256:...`), pinned before the apply so that the unit's
+    /// fingerprint changes when a tag moves or a build context changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 fn default_stop_grace_ms() -> u64 {
