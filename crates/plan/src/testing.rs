@@ -61,6 +61,7 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         stop_grace_ms: 10_000,
         backup: Vec::new(),
         container: None,
+        metrics: None,
         description: None,
         location: Location::default(),
     }

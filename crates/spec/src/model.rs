@@ -387,6 +387,19 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// Where a service's instances serve Prometheus metrics (`metrics:`, an extension): what
+/// `phoenix monitoring` scrapes, at the port the deploy allocated to each instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// One of the service's named ports (`ports:`).
+    pub port: String,
+    /// The HTTP path, starting with `/` (default `/metrics`).
+    pub path: String,
+}
+
+/// The default `metrics.path`.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+
 /// A service: demand, placement, and how to run and check it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
@@ -430,6 +443,9 @@ pub struct Service {
     pub backup: Vec<String>,
     /// What an instance placed on a `docker` site runs (`image:` or `build:`).
     pub container: Option<ContainerImage>,
+    /// Where each instance serves Prometheus metrics (`metrics:`, an extension); `None`: it
+    /// serves none that Phoenix knows of.
+    pub metrics: Option<Metrics>,
     /// Free-text description.
     pub description: Option<String>,
     /// Where the service is declared.

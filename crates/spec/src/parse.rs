@@ -84,6 +84,7 @@ const SERVICE_KEYS: &[&str] = &[
     "backup",
     "image",
     "build",
+    "metrics",
     "description",
 ];
 const DOCKER_KEYS: &[&str] = &["endpoints"];
@@ -106,6 +107,7 @@ const ROLLOUT_KEYS: &[&str] = &[
     "analysis",
 ];
 const ENV_KEYS: &[&str] = &["sites", "projects", "services"];
+const METRICS_KEYS: &[&str] = &["port", "path"];
 
 /// The mapping keys of a node, checked against the allowed ones.
 struct Fields<'n> {
@@ -1473,6 +1475,7 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         }),
         (None, None) => None,
     };
+    let metrics = f.get("metrics").and_then(|v| metrics(v, &what, &ports, d));
     Some(Service {
         name: name_v?,
         project,
@@ -1493,8 +1496,115 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         stop_grace_ms,
         backup,
         container,
+        metrics,
         description,
         location: n.loc.clone(),
+    })
+}
+
+/// `metrics: { port: NAME, path: /metrics }`: the port must be one of the service's named
+/// ports (it is the one the deploy allocates, so that is the one to scrape) and the path a plain
+/// absolute HTTP path.
+fn metrics(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Metrics> {
+    let f = Fields::new(n, format!("`metrics` of {what}"), METRICS_KEYS, d)?;
+    let declared = || match ports {
+        [] => {
+            "it declares no ports: add one to `ports:` first, e.g. `ports: [metrics]`".to_string()
+        }
+        _ => format!(
+            "its ports: {}",
+            ports
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let port = match f.get("port") {
+        None => {
+            let diag = Diagnostic::error(
+                "missing-field",
+                format!("`metrics` of {what} is missing required field `port`"),
+                Some(n.loc.clone()),
+            );
+            d.push(match ports {
+                [only] => diag.with_hint(format!("write `port: {only}`")),
+                _ => diag.with_hint(format!(
+                    "name the port that serves the metrics; {}",
+                    declared()
+                )),
+            });
+            None
+        }
+        Some(v) => string(v, "`metrics.port`", d).and_then(|p| {
+            if ports.contains(&p) {
+                return Some(p);
+            }
+            let bare = p.trim_start_matches("${").trim_end_matches('}');
+            let hint = if ports.iter().any(|q| q == bare) {
+                format!("write the port's name, `port: {bare}`, not a substitution")
+            } else {
+                match did_you_mean(bare, ports.iter().map(String::as_str)) {
+                    Some(m) => format!("did you mean `{m}`? ({})", declared()),
+                    None => declared(),
+                }
+            };
+            d.push(
+                Diagnostic::error(
+                    "unknown-reference",
+                    format!("`metrics.port` of {what} refers to unknown port `{p}`"),
+                    Some(v.loc.clone()),
+                )
+                .with_hint(hint),
+            );
+            None
+        }),
+    };
+    let path = match f.get("path") {
+        None => Some(DEFAULT_METRICS_PATH.to_string()),
+        Some(v) => string(v, "`metrics.path`", d).and_then(|p| {
+            let problem = if !p.starts_with('/') {
+                Some((
+                    "it does not start with `/`",
+                    format!("write `/{}`", p.trim_start_matches('/')),
+                ))
+            } else if p.contains("${") {
+                Some((
+                    "substitutions are not allowed here",
+                    "the path is the same for every instance, e.g. `/metrics`".to_string(),
+                ))
+            } else if p.contains(['?', '#']) {
+                Some((
+                    "it has a query or fragment",
+                    "give the path alone, e.g. `/metrics`".to_string(),
+                ))
+            } else if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Some((
+                    "it contains white space",
+                    "give a URL path, e.g. `/metrics`".to_string(),
+                ))
+            } else {
+                None
+            };
+            match problem {
+                None => Some(p),
+                Some((why, hint)) => {
+                    d.push(
+                        Diagnostic::error(
+                            "bad-value",
+                            format!("`{p}` is not a valid `metrics.path` of {what}: {why}"),
+                            Some(v.loc.clone()),
+                        )
+                        .with_hint(hint),
+                    );
+                    None
+                }
+            }
+        }),
+    };
+    Some(Metrics {
+        port: port?,
+        path: path?,
     })
 }
 

@@ -117,6 +117,14 @@ pub fn json_schema() -> Value {
             "backup": { "type": "array", "items": { "type": "string", "pattern": r"^\$\{data_dir\}" } },
             "image": { "type": "string", "description": "on docker sites: the image to run" },
             "build": { "type": "string", "description": "on docker sites: a folder with a Dockerfile, relative to the spec file" },
+            "metrics": {
+                "type": "object", "additionalProperties": false, "required": ["port"],
+                "description": "Where each instance serves Prometheus metrics, scraped by the configuration `phoenix monitoring` writes.",
+                "properties": {
+                    "port": { "type": "string", "description": "One of the service's named ports (`ports:`)." },
+                    "path": { "type": "string", "pattern": r"^/[^?#\s]*$", "default": "/metrics" }
+                }
+            },
             "description": { "type": "string" }
         }
     });
