@@ -71,6 +71,10 @@ pub(crate) struct ChangeArgs {
     /// Output: progress for people, or one JSON event per line.
     #[arg(short, long, value_enum, default_value_t = RunFormat::Table)]
     pub output: RunFormat,
+    /// Apply the sites that can be reached and report the others as drift, instead of
+    /// refusing when a site's provider cannot be reached.
+    #[arg(long)]
+    pub allow_unreachable: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -216,20 +220,33 @@ fn cancel_flag() -> Arc<AtomicBool> {
         .clone()
 }
 
-/// The engine wired to this host: local provider, state store, local audit log.
+/// The engine wired to every site of a fleet: a router over the sites' providers, the state
+/// store, the signed audit chain.
 struct Wired {
     engine: Engine,
+    /// This host's agent (for `local` sites; stopped by `destroy` when idle).
     provider: Arc<LocalProvider>,
+    router: Arc<phoenix_provider_api::route::Router>,
     store: Arc<dyn StateStore>,
     chain: Arc<StoreChain>,
 }
 
-fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
+fn wire(
+    state: &StateArgs,
+    fleet: &phoenix_spec::Fleet,
+    allow_unreachable: bool,
+) -> anyhow::Result<Wired> {
     let store: Arc<dyn StateStore> = Arc::from(
         phoenix_state::open(&state.state_dir, state.state_url.as_deref())
             .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?,
     );
     let provider = Arc::new(LocalProvider::new(&state.state_dir));
+    let router = Arc::new(crate::sites::router_for(
+        fleet,
+        &state.state_dir,
+        &provider,
+        allow_unreachable,
+    )?);
     let actor = phoenix_state::LockOwner::this_process("apply").who;
     let chain = crate::audit_cmd::open_chain(
         store.clone(),
@@ -238,7 +255,7 @@ fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
         &actor,
     )?;
     let engine = Engine {
-        provider: provider.clone(),
+        provider: router.clone(),
         store: store.clone(),
         recorder: chain.clone() as Arc<dyn Recorder>,
         actor,
@@ -246,6 +263,7 @@ fn wire(state: &StateArgs) -> anyhow::Result<Wired> {
     Ok(Wired {
         engine,
         provider,
+        router,
         store,
         chain,
     })
@@ -271,26 +289,11 @@ fn load(files: &[PathBuf], env: Option<&str>) -> anyhow::Result<Loaded> {
     }
 }
 
-/// The desired state of a fleet, refusing sites whose provider this build cannot drive.
+/// The desired state of a fleet (sites whose provider this build cannot drive are refused
+/// when the providers are wired, naming them).
 fn desired_of(fleet: &phoenix_spec::Fleet) -> anyhow::Result<Desired> {
     let plan = phoenix_plan::plan(fleet);
-    let desired = Desired::new(fleet, &plan)?;
-    let mut bad: Vec<String> = desired
-        .units
-        .values()
-        .filter_map(|u| fleet.site(&u.spec.site))
-        .filter(|s| s.provider != phoenix_spec::ProviderKind::Local)
-        .map(|s| format!("site `{}` uses provider `{}`", s.name, s.provider.as_str()))
-        .collect();
-    bad.sort();
-    bad.dedup();
-    if !bad.is_empty() {
-        bail!(
-            "this build of phoenix deploys to the `local` provider only:\n  {}",
-            bad.join("\n  ")
-        );
-    }
-    Ok(desired)
+    Ok(Desired::new(fleet, &plan)?)
 }
 
 /// Prints the diff and asks; `Err(code)` when it must not go on.
@@ -342,6 +345,40 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The part of a fleet on sites whose providers answered.
+struct Reachable {
+    desired: Desired,
+    /// Endpoints that did not answer (empty unless `--allow-unreachable`).
+    endpoints: std::collections::BTreeSet<String>,
+}
+
+fn reachable_part(w: &Wired, desired: &Desired, change: &ChangeArgs) -> anyhow::Result<Reachable> {
+    use phoenix_provider_api::Provider as _;
+    if let Err(e) = w.router.list(&desired.fleet) {
+        bail!(
+            "{e}\nnothing was changed; re-run with --allow-unreachable to apply the sites that can be reached"
+        );
+    }
+    let down = w.router.unreachable();
+    let mut reachable = desired.clone();
+    if !down.is_empty() {
+        eprintln!(
+            "warning: {}; applying the other sites (--allow-unreachable), the instances there are left as they are and reported as drift",
+            phoenix_provider_api::route::describe_unreachable(&down)
+        );
+        reachable.units.retain(|_, u| {
+            !down
+                .iter()
+                .any(|d| d.site == u.spec.site && d.host == u.spec.host)
+        });
+    }
+    let _ = change;
+    Ok(Reachable {
+        desired: reachable,
+        endpoints: down.into_iter().map(|d| d.endpoint).collect(),
+    })
+}
+
 /// Runs one change (apply, rollback, destroy, up) and prints its report.
 #[allow(clippy::too_many_arguments)] // Plain options of one command; a struct would be built once.
 fn run_change(
@@ -355,6 +392,10 @@ fn run_change(
     after: &dyn Fn(&ApplyReport),
 ) -> anyhow::Result<ExitCode> {
     let cancel = cancel_flag();
+    // Every site's provider is asked before anything changes: an unreachable one is named,
+    // and refused unless --allow-unreachable, which leaves its instances alone.
+    let reachable = reachable_part(w, desired, change)?;
+    let desired = &reachable.desired;
     let opts = ApplyOptions {
         parallelism: change.parallelism as usize,
         rollback,
@@ -362,6 +403,7 @@ fn run_change(
         cancel: cancel.clone(),
         lock_ttl: Duration::from_secs(15),
         operation: what.into(),
+        unreachable: reachable.endpoints,
     };
     let refused = AtomicBool::new(false);
     let progress = render::Progress::new(change.output);
@@ -412,7 +454,7 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
-    let w = wire(&args.change.state)?;
+    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
     run_change(
         &w,
         "apply",
@@ -432,7 +474,7 @@ pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
     };
     let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
     let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, sources, None);
-    let w = wire(&args.change.state)?;
+    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
     let code = run_change(
         &w,
         "destroy",
@@ -468,7 +510,8 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let w = wire(&args.change.state)?;
+    // The current spec's sites: a rollback to a revision with other sites reaches these only.
+    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
     let revisions = w.store.list_revisions(&fleet.name)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
     let target = rollback::rollback_target(&fleet.name, &revisions, to, args.force)?;
@@ -539,11 +582,12 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let copy = args.state.state_dir.join("local-demo.yaml");
     std::fs::write(&copy, LOCAL_DEMO).with_context(|| format!("writing {}", copy.display()))?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, None);
-    let w = wire(&args.state)?;
+    let w = wire(&args.state, &fleet, false)?;
     let change = ChangeArgs {
         yes: true,
         parallelism: 16,
         output: args.output,
+        allow_unreachable: false,
         state: args.state.clone(),
     };
     let code = run_change(
@@ -669,15 +713,6 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let store = phoenix_state::open(&args.state.state_dir, args.state.state_url.as_deref())
-        .with_context(|| {
-            format!(
-                "opening the state store in {}",
-                args.state.state_dir.display()
-            )
-        })?;
-    let revisions = store.list_revisions(&fleet.name)?;
-    let records = phoenix_audit::read_chain(&*store, &fleet.name);
     let pending_import = crate::audit_cmd::legacy_log_pending(&args.state.state_dir);
     if let Some(old) = &pending_import {
         eprintln!(
@@ -688,6 +723,11 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             args.state.state_dir.display()
         );
     }
+    // A reading command: never creates state, works on a read-only copy.
+    let store =
+        phoenix_state::open_read_only(&args.state.state_dir, args.state.state_url.as_deref())?;
+    let revisions = store.list_revisions(&fleet.name)?;
+    let records = phoenix_audit::read_chain(&*store, &fleet.name);
     let verify = if args.verify {
         Some(crate::audit_cmd::verify(&*store, &fleet.name)?)
     } else {

@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod deploy_cmd;
 mod plan_cmd;
+mod sites;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use phoenix_spec::text::count;

@@ -19,7 +19,7 @@ use phoenix_state::{
 };
 use serde::Serialize;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +54,9 @@ pub struct ApplyOptions {
     pub lock_ttl: Duration,
     /// `apply`, `rollback`, `destroy` (shown to whoever finds the lock held).
     pub operation: String,
+    /// Endpoints known to be unreachable and left alone on purpose (`--allow-unreachable`):
+    /// their units are not taken for another operator's, and their records are kept.
+    pub unreachable: BTreeSet<String>,
 }
 
 impl Default for ApplyOptions {
@@ -65,6 +68,7 @@ impl Default for ApplyOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             lock_ttl: Duration::from_secs(15),
             operation: "apply".into(),
+            unreachable: BTreeSet::new(),
         }
     }
 }
@@ -541,7 +545,8 @@ impl Engine {
         let lock = LockGuard::acquire(self.store.clone(), &fleet, &opts.operation, opts.lock_ttl)?;
         let took_over = lock.took_over.is_some();
         // Before anything changes: units this provider cannot see must not be started again.
-        let elsewhere = self.units_elsewhere(&fleet)?;
+        let mut elsewhere = self.units_elsewhere(&fleet)?;
+        elsewhere.retain(|(endpoint, _)| !opts.unreachable.contains(endpoint));
         if !elsewhere.is_empty() {
             lock.release();
             return Err(EngineError::UnitsElsewhere {

@@ -947,3 +947,95 @@ fn a_second_operator_whose_provider_cannot_see_the_units_does_not_deploy_them_ag
     assert!(a.running().is_empty());
     assert!(b.units_elsewhere("demo").unwrap().is_empty());
 }
+
+/// One apply over two sites through the router: a site that cannot be reached is named and
+/// nothing changes; told to tolerate it, the other site is applied and the unreachable site's
+/// records are kept; healed, the next apply converges with no duplicate.
+#[test]
+fn an_unreachable_site_is_named_before_anything_changes_and_tolerated_when_asked() {
+    use phoenix_provider_api::route::Router;
+    let yaml = "phoenix: 1\nname: demo\nsites:\n  - {name: a, tier: core, capacity: {cpu: 64, memory: 64Gi, storage: 100G}}\n  - {name: b, tier: core, capacity: {cpu: 64, memory: 64Gi, storage: 100G}}\nservices:\n".to_owned()
+        + &svc("web", 2, ", placement: {spread: site}");
+    let f = phoenix_spec::parse_sources(&[("t.yaml".into(), yaml)], None).unwrap();
+    let fa = Arc::new(FakeProvider::at("fake://a"));
+    let fb = Arc::new(FakeProvider::at("fake://b"));
+    let mut router = Router::new();
+    router.add("a", 0, fa.clone());
+    router.add("b", 0, fb.clone());
+    let router = Arc::new(router.tolerate_unreachable(true));
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let engine = Engine {
+        provider: router.clone(),
+        store: store.clone(),
+        recorder: Arc::new(MemoryRecorder::new()),
+        actor: "t@h".into(),
+    };
+    let d = desired(&f);
+    let run = |d: &Desired, opts: &ApplyOptions| {
+        let doc = RevisionDoc::new(RevisionKind::Apply, d, vec![], None);
+        engine.apply(d, &doc, opts, &|_| true, &|_| {}).unwrap()
+    };
+    assert_eq!(
+        run(&d, &ApplyOptions::default()).outcome,
+        ApplyOutcome::Applied
+    );
+    assert_eq!(fa.list("demo").unwrap().len(), 1);
+    assert_eq!(fb.list("demo").unwrap().len(), 1);
+
+    // b is cut off; a change is made to both sites' instances.
+    fb.set_unreachable(true);
+    let f2 = phoenix_spec::parse_sources(
+        &[(
+            "t.yaml".into(),
+            "phoenix: 1\nname: demo\nsites:\n  - {name: a, tier: core, capacity: {cpu: 64, memory: 64Gi, storage: 100G}}\n  - {name: b, tier: core, capacity: {cpu: 64, memory: 64Gi, storage: 100G}}\nservices:\n".to_owned()
+                + &svc("web", 2, ", placement: {spread: site}, env: {V: '2'}"),
+        )],
+        None,
+    )
+    .unwrap();
+    let mut d2 = desired(&f2);
+    router.list("demo").unwrap();
+    let down = router.unreachable();
+    assert_eq!(down.len(), 1);
+    assert_eq!(
+        (down[0].site.as_str(), down[0].endpoint.as_str()),
+        ("b", "fake://b")
+    );
+    d2.units.retain(|_, u| u.spec.site != "b");
+    let opts = ApplyOptions {
+        unreachable: ["fake://b".to_owned()].into_iter().collect(),
+        ..ApplyOptions::default()
+    };
+    assert_eq!(run(&d2, &opts).outcome, ApplyOutcome::Applied);
+    assert_eq!(
+        store
+            .list_instances("demo")
+            .unwrap()
+            .iter()
+            .filter(|r| r.state.endpoint == "fake://b")
+            .count(),
+        1,
+        "the unreachable site's record is kept"
+    );
+
+    // Healed: the next apply converges b too, with exactly one unit per instance.
+    fb.set_unreachable(false);
+    router.list("demo").unwrap();
+    let d2 = desired(&f2);
+    assert_eq!(
+        run(&d2, &ApplyOptions::default()).outcome,
+        ApplyOutcome::Applied
+    );
+    let running = |p: &FakeProvider| {
+        p.list("demo")
+            .unwrap()
+            .into_iter()
+            .filter(|u| u.state.is_running())
+            .count()
+    };
+    assert_eq!((running(&fa), running(&fb)), (1, 1));
+    assert_eq!(
+        run(&d2, &ApplyOptions::default()).outcome,
+        ApplyOutcome::NoChanges
+    );
+}

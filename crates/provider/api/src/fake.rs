@@ -43,6 +43,7 @@ struct State {
     failing_starts: BTreeSet<String>,
     snapshots: BTreeMap<(String, String, String), Vec<String>>,
     calls: Vec<Call>,
+    unreachable: bool,
 }
 
 /// An in-memory provider. Units are healthy unless [`FakeProvider::set_healthy`] says
@@ -91,6 +92,21 @@ impl FakeProvider {
         } else {
             s.unhealthy.insert(key);
         }
+    }
+
+    /// Makes every call fail with [`ProviderError::Unavailable`] (a host cut off), or heals it.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.lock().unreachable = unreachable;
+    }
+
+    fn check_reachable(&self) -> Result<()> {
+        if self.lock().unreachable {
+            return Err(ProviderError::Unavailable {
+                provider: "fake".into(),
+                reason: format!("{} cannot be reached", self.endpoint),
+            });
+        }
+        Ok(())
     }
 
     /// Makes starts of `unit_id` (in any fleet) fail with [`ProviderError::Spawn`].
@@ -145,6 +161,7 @@ impl Provider for FakeProvider {
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
+        self.check_reachable()?;
         spec.validate()?;
         let id = spec.unit_id();
         let key = (spec.fleet.clone(), id.clone());
@@ -195,6 +212,7 @@ impl Provider for FakeProvider {
     }
 
     fn stop(&self, fleet: &str, unit_id: &str, _grace: Duration) -> Result<()> {
+        self.check_reachable()?;
         let mut s = self.lock();
         if s.units
             .remove(&(fleet.to_string(), unit_id.to_string()))
@@ -206,6 +224,7 @@ impl Provider for FakeProvider {
     }
 
     fn list(&self, fleet: &str) -> Result<Vec<UnitStatus>> {
+        self.check_reachable()?;
         Ok(self
             .lock()
             .units

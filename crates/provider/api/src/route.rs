@@ -42,6 +42,9 @@ pub struct Router {
     /// unit id -> index of the provider that listed or started it.
     seen: Mutex<BTreeMap<String, usize>>,
     unreachable: Mutex<Vec<Unreachable>>,
+    /// Indices of the providers the last `list` could not reach: their endpoints are not
+    /// "reached", so their units' records are never taken for gone.
+    down: Mutex<BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -68,6 +71,7 @@ impl Router {
             tolerate_unreachable: false,
             seen: Mutex::new(BTreeMap::new()),
             unreachable: Mutex::new(Vec::new()),
+            down: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -198,7 +202,11 @@ impl Provider for Router {
     }
 
     fn reaches(&self, endpoint: &str) -> bool {
-        self.providers.iter().any(|p| p.reaches(endpoint))
+        let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        self.providers
+            .iter()
+            .enumerate()
+            .any(|(i, p)| !down.contains(&i) && p.reaches(endpoint))
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
@@ -237,6 +245,7 @@ impl Provider for Router {
         });
         let mut all = Vec::new();
         let mut unreachable = Vec::new();
+        let mut down = BTreeSet::new();
         for (index, result) in results.into_iter().enumerate() {
             match result {
                 Ok(units) => {
@@ -246,6 +255,7 @@ impl Provider for Router {
                     all.extend(units);
                 }
                 Err(e) => {
+                    down.insert(index);
                     let endpoint = self.providers[index].endpoint();
                     for (site, host) in self.hosts_of(index) {
                         unreachable.push(Unreachable {
@@ -262,6 +272,7 @@ impl Provider for Router {
             .unreachable
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = unreachable.clone();
+        *self.down.lock().unwrap_or_else(PoisonError::into_inner) = down;
         if !unreachable.is_empty() && !self.tolerate_unreachable {
             return Err(ProviderError::Unavailable {
                 provider: "router".into(),
