@@ -690,7 +690,8 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         desired_of(&fleet)?
     };
     let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
-    let report = status::status(&desired, &observed, latest.map(|r| r.number.0));
+    let mut report = status::status(&desired, &observed, latest.map(|r| r.number.0));
+    status::mark_unobservable(&mut report, &engine.units_elsewhere(&fleet.name)?);
     match args.output {
         ReportFormat::Json => {
             let mut v = serde_json::to_value(&report)?;

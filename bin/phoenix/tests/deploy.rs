@@ -821,6 +821,17 @@ fn two_operators_sharing_postgres_state_do_not_deploy_twice_and_share_one_histor
         "{err}"
     );
     assert_eq!(a.unit_processes().len(), 3, "no second copy");
+    // B's status does not call A's units missing (or in sync): their state is unknown from B.
+    let st: Value =
+        serde_json::from_slice(&b(&["status", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    let states: Vec<&str> = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["unknown", "unknown", "unknown"], "{st}");
+    assert_eq!(st["in_sync"], false);
     let out = b(&["destroy", "fleet.yaml", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(a.unit_processes().len(), 3);

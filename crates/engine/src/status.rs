@@ -13,7 +13,8 @@ pub struct InstanceStatus {
     pub service: String,
     /// Instance.
     pub instance: String,
-    /// `running`, `stopped`, `failed` or `missing`.
+    /// `running`, `stopped`, `failed`, `missing`, or `unknown` (recorded on a site or endpoint
+    /// that cannot be reached from here).
     pub state: String,
     /// Whether it runs and its health check passes.
     pub healthy: bool,
@@ -74,6 +75,29 @@ pub fn state_word(s: UnitState) -> &'static str {
         UnitState::Running => "running",
         UnitState::Stopped => "stopped",
         UnitState::Failed | UnitState::Exited(_) => "failed",
+    }
+}
+
+/// Marks the instances whose units are recorded on endpoints that could not be observed (see
+/// [`crate::Engine::units_elsewhere`]) as `unknown` instead of `missing`: their state is not
+/// known from here, and they must not be taken for gone. They stay drift.
+pub fn mark_unobservable(report: &mut StatusReport, elsewhere: &[(String, Vec<String>)]) {
+    for (endpoint, units) in elsewhere {
+        for unit in units {
+            let instance = unit.split_once('@').map_or(unit.as_str(), |(i, _)| i);
+            if let Some(i) = report
+                .instances
+                .iter_mut()
+                .find(|i| i.instance == instance && i.state == "missing")
+            {
+                i.state = "unknown".into();
+                i.unit = Some(unit.clone());
+                i.drift = vec!["unreachable".into()];
+                i.detail = Some(format!(
+                    "recorded on {endpoint}, which this phoenix cannot observe"
+                ));
+            }
+        }
     }
 }
 
