@@ -72,7 +72,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tx/{hash}", get_route(get_tx))
         .route("/v1/blocks/{height}", get_route(get_block))
         .route("/v1/status", get_route(status))
-        .route("/v1/state/{module}/{key}", get_route(get_state))
+        // `{*key}`: an audit record's key is `{fleet}/{seq}`.
+        .route("/v1/state/{module}/{*key}", get_route(get_state))
         .route("/v1/stream/blocks", get_route(stream_blocks))
         .route("/v1/consensus", get_route(consensus_dump))
         .route("/metrics", get_route(metrics))

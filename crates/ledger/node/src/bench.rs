@@ -283,9 +283,12 @@ fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
         chain_id: "phoenix-bench".into(),
         signer: k.public(),
         nonce,
+        // One fleet chain per account, record `nonce + 1` of it, as the engine's outbox sends.
         op: Operation::Audit(AuditRecord {
             actor: "bench".into(),
-            fleet: "bench-fleet".into(),
+            fleet: format!("bench-{}", &k.public().to_hex()[..8]),
+            seq: nonce + 1,
+            hash: Hash::of(&[&k.public().0, &nonce.to_be_bytes()]),
             revision: nonce,
             plan_hash: Hash::of(&[&nonce.to_be_bytes()]),
             step: "apply".into(),

@@ -151,6 +151,12 @@ pub enum TxCommand {
         /// Fleet.
         #[arg(long)]
         fleet: String,
+        /// Sequence number of the record in the fleet's audit chain (from 1).
+        #[arg(long)]
+        seq: u64,
+        /// The record's hash in the fleet's audit chain (64 hex).
+        #[arg(long)]
+        hash: String,
         /// Revision.
         #[arg(long, default_value_t = 0)]
         revision: u64,
@@ -347,6 +353,8 @@ impl TxCommand {
             TxCommand::Audit {
                 actor,
                 fleet,
+                seq,
+                hash,
                 revision,
                 plan_hash,
                 step,
@@ -355,6 +363,8 @@ impl TxCommand {
             } => Operation::Audit(AuditRecord {
                 actor: actor.clone(),
                 fleet: fleet.clone(),
+                seq: *seq,
+                hash: hash_arg(hash, "hash")?,
                 revision: *revision,
                 plan_hash: hash_arg(plan_hash, "plan-hash")?,
                 step: step.clone(),

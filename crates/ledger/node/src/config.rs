@@ -53,12 +53,31 @@ pub struct ClientConfig {
     pub apis: Vec<String>,
 }
 
+/// The format of the block data this version writes and reads (`format` in `data/chain.json`).
+///
+/// - 1 (records without `format`): audit records without their fleet chain's seq and hash.
+/// - 2: audit records carry fleet, seq and hash and are addressed by `(fleet, seq)`; headers
+///   commit to the audit log's root and to the next block's validator set. Blocks of format 1 do
+///   not decode, so a home of format 1 is refused at start ([`NodeError::DataFormat`]).
+pub const DATA_FORMAT: u32 = 2;
+
+/// What changed in [`DATA_FORMAT`], for the refusal message.
+pub const DATA_FORMAT_CHANGE: &str = "format 2: audit records carry their fleet chain's seq and \
+     hash, and block headers commit to an audit log root";
+
+fn format_1() -> u32 {
+    1
+}
+
 /// `data/chain.json`: what the block data under `data/` was written for. Block data only means
 /// something with the genesis it grew from (block 1's parent is the genesis block) and the key
 /// whose votes the consensus journals hold, so a node refuses to start when its home files name
-/// another genesis or key than its data.
+/// another genesis or key than its data, or another format than this version's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainRecord {
+    /// The block data's format ([`DATA_FORMAT`]); absent in records of format 1.
+    #[serde(default = "format_1")]
+    pub format: u32,
     /// Chain id (for people reading the file; the genesis hash covers it).
     pub chain_id: String,
     /// Hash of the genesis block.
@@ -213,21 +232,23 @@ impl Home {
     pub fn chain_record(&self) -> ChainRecord {
         let state = LedgerState::from_genesis(&self.genesis).expect("validated by Home::load");
         ChainRecord {
+            format: DATA_FORMAT,
             chain_id: self.genesis.chain_id.clone(),
             genesis_hash: genesis_block(&self.genesis, &state).hash(),
             validator_key: self.key.public(),
         }
     }
 
-    /// Checks, before storage is opened, that the block data (if any) was written for this
-    /// home's genesis and validator key.
+    /// Checks, before storage is opened, that the block data (if any) was written in this
+    /// version's format ([`DATA_FORMAT`]) for this home's genesis and validator key.
     ///
     /// Data without a record (new, or written before records existed) passes; replaying it
     /// still checks every block against the genesis.
     ///
     /// # Errors
-    /// [`NodeError::DataMismatch`] naming the file that disagrees, or [`NodeError::DataRecord`]
-    /// if the record cannot be read or parsed.
+    /// [`NodeError::DataFormat`] for data of another format, [`NodeError::DataMismatch`] naming
+    /// the file that disagrees, or [`NodeError::DataRecord`] if the record cannot be read or
+    /// parsed.
     pub fn check_data(&self) -> Result<(), NodeError> {
         let data = self.data_dir();
         let path = data.join(CHAIN_RECORD);
@@ -246,6 +267,15 @@ impl Home {
                 path: path.clone(),
                 reason: format!("not a chain record ({e}); it is written by `phoenix ledger run`"),
             })?;
+        // First: data of another format also has another genesis hash (the header changed), and
+        // "another genesis" would send the operator looking for the wrong cause.
+        if stored.format != DATA_FORMAT {
+            return Err(NodeError::DataFormat {
+                data,
+                found: stored.format,
+                expected: DATA_FORMAT,
+            });
+        }
         let current = self.chain_record();
         if stored.genesis_hash != current.genesis_hash {
             return Err(NodeError::DataMismatch {
@@ -879,6 +909,47 @@ mod tests {
         assert!(e.to_string().contains(CHAIN_RECORD), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other);
+    }
+
+    /// Issue 10: a home written before audit records carried their fleet chain's seq and hash
+    /// (its `data/chain.json` has no `format`) is refused at start with a message naming the
+    /// format, not replayed (its blocks do not decode) nor called "another genesis".
+    #[test]
+    fn a_home_of_the_old_data_format_is_refused_naming_the_format() {
+        let dir = tmpdir("old-format");
+        write_testnet(&spec(&dir, false)).expect("testnet");
+        let home = Home::load(&dir.join("node-0")).expect("home");
+        home.record_data().expect("record");
+        let path = home.data_dir().join(CHAIN_RECORD);
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(written["format"], DATA_FORMAT);
+        // What the previous version wrote: no `format`, and (the header changed) another
+        // genesis hash.
+        let old = serde_json::json!({
+            "chain_id": written["chain_id"],
+            "genesis_hash": Hash([9; 32]),
+            "validator_key": written["validator_key"],
+        });
+        std::fs::write(&path, old.to_string()).expect("write");
+        let e = home.check_data().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NodeError::DataFormat {
+                    found: 1,
+                    expected: DATA_FORMAT,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("ledger format 1"), "{msg}");
+        assert!(msg.contains("reads format 2"), "{msg}");
+        assert!(msg.contains("seq and hash"), "{msg}");
+        assert!(msg.contains("testnet --force"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Regression: a second `phoenix ledger run` on a home in use waited for ever ("waiting for

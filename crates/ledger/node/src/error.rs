@@ -55,6 +55,23 @@ pub enum NodeError {
         /// What the home file gives now.
         current: String,
     },
+    /// The block data in `data/` was written in another format than this version reads.
+    #[error(
+        "{} holds block data of ledger format {found}, but this version reads format {expected} \
+         ({}); it cannot be replayed or migrated. Keep that chain on the version that wrote it, \
+         or start afresh: `phoenix ledger testnet --force`, or remove {}",
+        data.display(),
+        crate::config::DATA_FORMAT_CHANGE,
+        data.display()
+    )]
+    DataFormat {
+        /// The data directory.
+        data: PathBuf,
+        /// The format the data was written in.
+        found: u32,
+        /// The format this version reads.
+        expected: u32,
+    },
     /// The data directory's record of its chain (`data/chain.json`) cannot be read or written.
     #[error("{}: {reason}", path.display())]
     DataRecord {

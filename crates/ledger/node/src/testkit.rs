@@ -33,7 +33,8 @@ pub(crate) fn shared_with_auditors(auditors: &[&Keypair]) -> Arc<Shared> {
     Shared::new(g, validator)
 }
 
-/// An audit record signed by `k` with `nonce`, on chain [`CHAIN`].
+/// An audit record signed by `k` with `nonce`, on chain [`CHAIN`]: record `nonce + 1` of fleet
+/// `f`'s chain (so records of different nonces never conflict).
 pub(crate) fn audit_tx(k: &Keypair, nonce: u64) -> Transaction {
     TxBody {
         chain_id: CHAIN.into(),
@@ -42,6 +43,8 @@ pub(crate) fn audit_tx(k: &Keypair, nonce: u64) -> Transaction {
         op: Operation::Audit(AuditRecord {
             actor: "t".into(),
             fleet: "f".into(),
+            seq: nonce + 1,
+            hash: Hash::of(&[&k.public().0, &nonce.to_be_bytes()]),
             revision: 0,
             plan_hash: Hash::ZERO,
             step: "s".into(),

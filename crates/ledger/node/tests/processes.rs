@@ -366,6 +366,7 @@ fn base_port(slot: u16) -> u16 {
     20_000 + (std::process::id() % 400) as u16 * 50 + slot * 10
 }
 
+/// Record `nonce + 1` of fleet `f`'s chain, signed by `k` with `nonce`.
 fn audit_tx(k: &Keypair, chain: &str, nonce: u64) -> Transaction {
     TxBody {
         chain_id: chain.into(),
@@ -374,6 +375,8 @@ fn audit_tx(k: &Keypair, chain: &str, nonce: u64) -> Transaction {
         op: Operation::Audit(AuditRecord {
             actor: "test".into(),
             fleet: "f".into(),
+            seq: nonce + 1,
+            hash: Hash::of(&[&k.public().0, &nonce.to_be_bytes()]),
             revision: 1,
             plan_hash: Hash::ZERO,
             step: "apply".into(),
@@ -516,8 +519,10 @@ fn api_contract_single_validator() {
             .args(["ledger", "tx", "--api", &api, "--key"])
             .arg(dir.join("client.key"))
             .args([
-                "--nonce", "5", "audit", "--actor", "t", "--fleet", "f", "--step", "s",
+                "--nonce", "5", "audit", "--actor", "t", "--fleet", "f", "--seq", "6", "--step",
+                "s",
             ])
+            .args(["--hash", &"ab".repeat(32)])
             .args(["--outcome", "started"])
             .output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -563,12 +568,14 @@ fn api_contract_single_validator() {
             .json()?;
         assert_eq!(acct["value"]["nonce"], 2, "{acct}");
         assert!(acct["proof"].is_object());
-        let rec = c
-            .get("/v1/state/audit/00000000000000000000")
-            .await?
-            .json()?;
-        assert_eq!(rec["value"]["record"]["step"], "apply");
+        // Audit records are addressed by fleet and seq.
+        let rec = c.get("/v1/state/audit/f/1").await?.json()?;
+        assert_eq!(rec["value"]["record"]["step"], "apply", "{rec}");
+        assert_eq!(rec["value"]["record"]["seq"], 1, "{rec}");
+        assert_eq!(rec["key"], "f/1", "{rec}");
+        assert_eq!(rec["value"]["index"], 0, "{rec}");
         assert_eq!(c.get("/v1/state/audit/nope").await?.status, 404);
+        assert_eq!(c.get("/v1/state/audit/f/99").await?.status, 404);
         let dump = c.get("/v1/consensus").await?.json()?;
         assert!(dump["validator_liveness"].is_array(), "{dump}");
         let m = String::from_utf8(c.get("/metrics").await?.body)?;

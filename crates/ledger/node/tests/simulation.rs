@@ -201,6 +201,8 @@ impl Net {
         let op = Operation::Audit(AuditRecord {
             actor: "sim".into(),
             fleet: "f".into(),
+            seq: nonce + 1,
+            hash: Hash::of(&[b"sim", &nonce.to_be_bytes()]),
             revision: nonce,
             plan_hash: Hash::ZERO,
             step: "s".into(),

@@ -9,13 +9,19 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BLOCK_TXS: usize = 8192;
 /// Largest encoded block.
 pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
-const HEADER_DOMAIN: &[u8] = b"phoenix-ledger/header/v1\n";
+const HEADER_DOMAIN: &[u8] = b"phoenix-ledger/header/v2\n";
+const HEADER_REST_DOMAIN: &[u8] = b"phoenix-ledger/header-rest/v2\n";
 
 /// What every block commits to. Its hash is the block's identity.
 ///
 /// Besides the chain fields it carries the consensus context the block was proposed in
 /// (`epoch`, `view`, `parent_view`, `proposer`), so that a validator that missed the proposal can
-/// still check it, and the three roots that read replicas and light clients need.
+/// still check it, and the roots that read replicas and light clients need.
+///
+/// # Hash
+/// The hash is taken in two levels, so that an audit-record proof carries 88 bytes of header
+/// rather than all of it ([`CompactHeader`]): `H(domain || height || epoch || audit_size ||
+/// audit_root || rest)`, where `rest` is the hash of every other field ([`Self::rest_digest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
     /// Chain id from the genesis file.
@@ -38,10 +44,50 @@ pub struct BlockHeader {
     pub tx_root: Hash,
     /// Root of the authenticated state after executing this block.
     pub state_root: Hash,
-    /// Hash of the validator set after executing this block.
+    /// Hash of the validator set after executing this block: the set of this block's epoch,
+    /// which certified it.
     pub validator_set_hash: Hash,
+    /// Hash of the validator set that certifies the next block. It differs from
+    /// `validator_set_hash` only in the last block of an epoch before a validator-set change,
+    /// which is how a light client learns the next epoch's set from a block the current set
+    /// certified.
+    pub next_validator_set_hash: Hash,
+    /// Number of audit records on the ledger after this block (the audit log's size).
+    pub audit_size: u64,
+    /// Root of the audit log after this block ([`crate::mlog`]).
+    pub audit_root: Hash,
     /// Number of transactions.
     pub tx_count: u32,
+}
+
+/// The part of a header an audit-record proof needs, with the rest as one digest. Its
+/// [`hash`](Self::hash) is the block hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactHeader {
+    /// Height.
+    pub height: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Audit log size after the block.
+    pub audit_size: u64,
+    /// Audit log root after the block.
+    pub audit_root: Hash,
+    /// [`BlockHeader::rest_digest`].
+    pub rest: Hash,
+}
+
+impl CompactHeader {
+    /// The block hash.
+    pub fn hash(&self) -> Hash {
+        Hash::of(&[
+            HEADER_DOMAIN,
+            &self.height.to_be_bytes(),
+            &self.epoch.to_be_bytes(),
+            &self.audit_size.to_be_bytes(),
+            &self.audit_root.0,
+            &self.rest.0,
+        ])
+    }
 }
 
 impl BlockHeader {
@@ -57,6 +103,9 @@ impl BlockHeader {
         w.fixed(&self.tx_root.0);
         w.fixed(&self.state_root.0);
         w.fixed(&self.validator_set_hash.0);
+        w.fixed(&self.next_validator_set_hash.0);
+        w.u64(self.audit_size);
+        w.fixed(&self.audit_root.0);
         w.u32(self.tx_count);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -72,6 +121,9 @@ impl BlockHeader {
             tx_root: Hash(r.array("tx root")?),
             state_root: Hash(r.array("state root")?),
             validator_set_hash: Hash(r.array("validator set hash")?),
+            next_validator_set_hash: Hash(r.array("next validator set hash")?),
+            audit_size: r.u64("audit size")?,
+            audit_root: Hash(r.array("audit root")?),
             tx_count: r.u32("tx count")?,
         })
     }
@@ -81,9 +133,46 @@ impl BlockHeader {
         self.write(&mut w);
         w.finish()
     }
-    /// The block hash.
+    /// The hash of every field not in [`CompactHeader`].
+    pub fn rest_digest(&self) -> Hash {
+        let mut w = Writer::with_capacity(256);
+        w.fixed(HEADER_REST_DOMAIN);
+        w.str(&self.chain_id);
+        w.fixed(&self.parent_hash.0);
+        w.u64(self.view);
+        w.u64(self.parent_view);
+        w.fixed(&self.proposer.0);
+        w.u64(self.timestamp_ms);
+        w.fixed(&self.tx_root.0);
+        w.fixed(&self.state_root.0);
+        w.fixed(&self.validator_set_hash.0);
+        w.fixed(&self.next_validator_set_hash.0);
+        w.u32(self.tx_count);
+        Hash::of(&[&w.finish()])
+    }
+    /// The header as an audit proof carries it.
+    pub fn compact(&self) -> CompactHeader {
+        CompactHeader {
+            height: self.height,
+            epoch: self.epoch,
+            audit_size: self.audit_size,
+            audit_root: self.audit_root,
+            rest: self.rest_digest(),
+        }
+    }
+    /// The block hash (see the type's documentation).
     pub fn hash(&self) -> Hash {
-        Hash::of(&[HEADER_DOMAIN, &self.encode()])
+        self.compact().hash()
+    }
+    /// Decodes [`Self::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// Malformed input or trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let h = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(h)
     }
 }
 

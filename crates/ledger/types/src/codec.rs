@@ -4,6 +4,10 @@
 //! lists carry a `u32` length prefix and an explicit upper bound, enums a one-byte tag, strings must
 //! be UTF-8, and a decoder rejects trailing bytes. Hence `encode(decode(b)) == b` for every
 //! accepted `b`, which the property tests check.
+//!
+//! Light-client proofs, whose size is a target, use the compact forms instead: LEB128 varints
+//! ([`Writer::varint`], minimal encodings only) and varint-length byte strings
+//! ([`Writer::vbytes`]).
 
 use thiserror::Error;
 
@@ -104,6 +108,27 @@ impl Writer {
     pub fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
+    /// An unsigned LEB128 varint (7 bits a byte, least significant first), minimal length.
+    pub fn varint(&mut self, mut v: u64) {
+        loop {
+            let low = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.buf.push(low);
+                return;
+            }
+            self.buf.push(low | 0x80);
+        }
+    }
+    /// Bytes with a varint length prefix.
+    pub fn vbytes(&mut self, v: &[u8]) {
+        self.varint(v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+    /// A UTF-8 string with a varint length prefix.
+    pub fn vstr(&mut self, v: &str) {
+        self.vbytes(v.as_bytes());
+    }
 }
 
 /// Reads canonical encodings from a byte slice.
@@ -186,5 +211,87 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| DecodeError::Utf8(what))
+    }
+    /// An unsigned LEB128 varint; a non-minimal encoding (a trailing zero group) or one that
+    /// overflows 64 bits is refused, so each value has one encoding.
+    pub fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for i in 0..10u32 {
+            let b = self.u8(what)?;
+            let low = u64::from(b & 0x7f);
+            if i == 9 && b > 1 {
+                return Err(DecodeError::Invalid {
+                    field: what,
+                    reason: "varint overflows 64 bits",
+                });
+            }
+            v |= low << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(DecodeError::Invalid {
+                        field: what,
+                        reason: "varint is not minimal",
+                    });
+                }
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid {
+            field: what,
+            reason: "varint longer than 10 bytes",
+        })
+    }
+    /// Bytes with a varint length prefix, at most `max`.
+    pub fn vbytes(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        let len = self.varint(what)?;
+        if len > max as u64 {
+            return Err(DecodeError::TooLong {
+                field: what,
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max,
+            });
+        }
+        self.take(len as usize, what)
+    }
+    /// A UTF-8 string with a varint length prefix, at most `max` bytes.
+    pub fn vstring(&mut self, what: &'static str, max: usize) -> Result<String, DecodeError> {
+        let b = self.vbytes(what, max)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Utf8(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_only_minimal_encodings_decode() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut w = Writer::new();
+            w.varint(v);
+            let b = w.finish();
+            let mut r = Reader::new(&b);
+            assert_eq!(r.varint("v"), Ok(v), "{v}");
+            r.finish().expect("all read");
+        }
+        // 0 as two bytes, and 11 bytes.
+        assert!(Reader::new(&[0x80, 0x00]).varint("v").is_err());
+        assert!(Reader::new(&[0xff; 11]).varint("v").is_err());
+        // 2^64 does not fit.
+        let mut big = vec![0xff; 9];
+        big.push(0x02);
+        assert!(Reader::new(&big).varint("v").is_err());
     }
 }

@@ -114,6 +114,30 @@ impl fmt::Debug for Signature {
     }
 }
 
+impl Signature {
+    /// Lowercase hex (128 characters).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    /// Parses 128 hex characters.
+    pub fn from_hex(s: &str) -> Option<Signature> {
+        let v = hex::decode(s).ok()?;
+        Some(Signature(v.try_into().ok()?))
+    }
+}
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Signature::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 128 hex characters"))
+    }
+}
+
 /// An ed25519 signing key for an account.
 #[derive(Clone)]
 pub struct Keypair {

@@ -2,14 +2,16 @@
 //!
 //! Pure functions of `(state, block)`: no clock, no randomness, no I/O. State values are stored
 //! as canonical JSON of the record types below under keys `"<module>/<id>"`, which is also how
-//! the API addresses them (`GET /v1/state/{module}/{id}`).
+//! the API addresses them (`GET /v1/state/{module}/{id}`). Audit records are under
+//! `audit/{fleet}/{seq}` ([`audit_key`]), and the audit log's [`Frontier`] under `audit/log`.
 
 use crate::block::{Block, BlockHeader, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, tx_root};
 use crate::crypto::{Hash, PublicKey};
+use crate::mlog::{Frontier, audit_leaf};
 use crate::state::AuthMap;
 use crate::tx::{
     AuditRecord, GovAction, GovOp, IdentityOp, MAX_CHAIN_ID, Module, Operation, ProvOp, Role,
-    Transaction,
+    Transaction, is_valid_fleet,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
@@ -61,6 +63,23 @@ pub enum TxError {
     /// A record with that id exists already.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// An audit record for a `(fleet, seq)` the ledger holds with another hash: the fleet's
+    /// chain and the ledger disagree about that record.
+    #[error(
+        "conflicts: audit record {seq} of fleet {fleet:?} is recorded with hash {}; this one has \
+         hash {}",
+        hashes[0],
+        hashes[1]
+    )]
+    AuditConflict {
+        /// The fleet.
+        fleet: String,
+        /// The record's seq.
+        seq: u64,
+        /// The hash on the ledger, then the hash in the transaction (boxed: every block error
+        /// carries a transaction error, and two hashes would double its size).
+        hashes: Box<[Hash; 2]>,
+    },
     /// The operation is not allowed in the record's current state.
     #[error("invalid: {0}")]
     Invalid(String),
@@ -143,11 +162,11 @@ pub struct Resource {
     pub history: Vec<(ResourceState, PublicKey, u64)>,
 }
 
-/// A stored audit entry.
+/// A stored audit entry, under `audit/{fleet}/{seq}` ([`audit_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// Sequence number, from 0.
-    pub seq: u64,
+    /// Position in the audit log (every fleet's records, in the order recorded), from 0.
+    pub index: u64,
     /// Height of the block that recorded it.
     pub height: u64,
     /// The account that signed it.
@@ -185,17 +204,29 @@ pub struct ValidatorSet {
     pub pending: Vec<PendingChange>,
 }
 
+/// The hash of a list of active validators (sorted by key, as a [`ValidatorSet`] keeps them), as
+/// headers commit to it (`validator_set_hash`, `next_validator_set_hash`).
+pub fn validators_hash(validators: &[Validator]) -> Hash {
+    let mut w = crate::codec::Writer::new();
+    w.fixed(b"phoenix-ledger/validators/v1\n");
+    w.u32(u32::try_from(validators.len()).expect("small set"));
+    for v in validators {
+        w.fixed(&v.key.0);
+        w.str(&v.address);
+    }
+    Hash::of(&[&w.finish()])
+}
+
+/// The state key of fleet `fleet`'s audit record `seq`: `audit/{fleet}/{seq}` (decimal seq).
+pub fn audit_key(fleet: &str, seq: u64) -> String {
+    format!("{fleet}/{seq}")
+}
+
 impl ValidatorSet {
-    /// Hash committed in every header: over the sorted keys and addresses.
+    /// Hash committed in every header: over the sorted keys and addresses of the active
+    /// validators ([`validators_hash`]).
     pub fn hash(&self) -> Hash {
-        let mut w = crate::codec::Writer::new();
-        w.fixed(b"phoenix-ledger/validators/v1\n");
-        w.u32(u32::try_from(self.validators.len()).expect("small set"));
-        for v in &self.validators {
-            w.fixed(&v.key.0);
-            w.str(&v.address);
-        }
-        Hash::of(&[&w.finish()])
+        validators_hash(&self.validators)
     }
 
     /// The set once every change effective at or before `epoch` has applied (in epoch order,
@@ -302,13 +333,18 @@ pub enum BlockError {
 /// beside the map and refreshed whenever those keys are written. The set of admins able to sign
 /// is kept the same way (every account write goes through `put_account`), so governance can
 /// check "enough admins for the threshold" without scanning every account; it is derived from
-/// the map alone, so it is the same on every node.
+/// the map alone, so it is the same on every node. The audit log's [`Frontier`] is kept beside
+/// the map too and written to it (`audit/log`) once per block by [`Self::end_block`], not once
+/// per record.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerState {
     map: AuthMap,
     params: Option<std::sync::Arc<Params>>,
     paused: std::sync::Arc<Vec<Module>>,
     admins: std::sync::Arc<std::collections::BTreeSet<PublicKey>>,
+    audit_log: std::sync::Arc<Frontier>,
+    /// The frontier changed since it was last written to the map.
+    audit_dirty: bool,
 }
 
 fn key(module: &str, id: &str) -> Vec<u8> {
@@ -463,8 +499,76 @@ impl LedgerState {
     pub fn paused(&self) -> Vec<Module> {
         self.paused.as_ref().clone()
     }
-    fn audit_count(&self) -> u64 {
-        self.get("audit", "count").unwrap_or(0)
+    /// The audit log's compact state (its size and root commit to every record so far).
+    pub fn audit_log(&self) -> &Frontier {
+        &self.audit_log
+    }
+    /// Fleet `fleet`'s audit record `seq`, if recorded.
+    pub fn audit_entry(&self, fleet: &str, seq: u64) -> Option<AuditEntry> {
+        self.get("audit", &audit_key(fleet, seq))
+    }
+
+    /// The rules an audit record must meet, and the entry already recorded for its
+    /// `(fleet, seq)` with the same hash, if any.
+    fn check_audit(&self, rec: &AuditRecord) -> Result<Option<AuditEntry>, TxError> {
+        if !is_valid_fleet(&rec.fleet) {
+            return Err(TxError::Invalid(format!(
+                "fleet {:?} must be 1 to {} characters of A-Z a-z 0-9 . _ ~ -",
+                rec.fleet,
+                crate::tx::MAX_ID
+            )));
+        }
+        if rec.seq == 0 {
+            return Err(TxError::Invalid(
+                "audit record seq counts from 1 in the fleet's chain".into(),
+            ));
+        }
+        match self.audit_entry(&rec.fleet, rec.seq) {
+            Some(e) if e.record.hash != rec.hash => Err(TxError::AuditConflict {
+                fleet: rec.fleet.clone(),
+                seq: rec.seq,
+                hashes: Box::new([e.record.hash, rec.hash]),
+            }),
+            existing => Ok(existing),
+        }
+    }
+
+    /// Records `rec` unless its `(fleet, seq, hash)` is already on the ledger (then nothing
+    /// changes: a retry records nothing twice).
+    fn apply_audit(
+        &mut self,
+        rec: &AuditRecord,
+        signer: PublicKey,
+        height: u64,
+    ) -> Result<(), TxError> {
+        if self.check_audit(rec)?.is_some() {
+            return Ok(());
+        }
+        let index = self.audit_log.size;
+        self.put(
+            "audit",
+            &audit_key(&rec.fleet, rec.seq),
+            &AuditEntry {
+                index,
+                height,
+                signer,
+                record: rec.clone(),
+            },
+        );
+        std::sync::Arc::make_mut(&mut self.audit_log)
+            .push(audit_leaf(&rec.fleet, rec.seq, &rec.hash));
+        self.audit_dirty = true;
+        Ok(())
+    }
+
+    /// Work done at the end of every block, after its transactions: the audit log's frontier is
+    /// written to the map if records were appended.
+    pub fn end_block(&mut self) {
+        if self.audit_dirty {
+            let log = self.audit_log.clone();
+            self.put("audit", "log", &*log);
+            self.audit_dirty = false;
+        }
     }
 
     /// Checks what can be checked before execution (chain, nonce, key status, pause, role) so the
@@ -480,6 +584,11 @@ impl LedgerState {
         // block's height and are left to execution.
         if let Operation::Governance(GovOp::Propose { action, .. }) = &tx.body.op {
             self.validate_action(action, None)?;
+        }
+        // A conflicting audit record is refused at admission too; one already recorded with the
+        // same hash is admitted and commits as a no-op.
+        if let Operation::Audit(rec) = &tx.body.op {
+            self.check_audit(rec)?;
         }
         Ok(())
     }
@@ -551,20 +660,7 @@ impl LedgerState {
                 self.keep_governance_live(before)?;
             }
             Operation::Provisioning(op) => self.apply_prov(op, signer, height)?,
-            Operation::Audit(rec) => {
-                let seq = self.audit_count();
-                self.put(
-                    "audit",
-                    &format!("{seq:020}"),
-                    &AuditEntry {
-                        seq,
-                        height,
-                        signer,
-                        record: rec.clone(),
-                    },
-                );
-                self.put("audit", "count", &(seq + 1));
-            }
+            Operation::Audit(rec) => self.apply_audit(rec, signer, height)?,
         }
         // Governance and identity operations may change this very account (roles, retirement):
         // re-read it then. Provisioning and audit never touch accounts, and skipping the second
@@ -1033,10 +1129,20 @@ pub fn genesis_block(g: &Genesis, state: &LedgerState) -> Block {
             tx_root: Hash::ZERO,
             state_root: state.root(),
             validator_set_hash: state.validators().hash(),
+            next_validator_set_hash: next_validators_hash(state, 0),
+            audit_size: state.audit_log().size,
+            audit_root: state.audit_log().root(),
             tx_count: 0,
         },
         txs: vec![],
     }
+}
+
+/// The hash of the validator set that certifies the block after `height`, seen from the state
+/// after `height` (`next_validator_set_hash`): the participants of that block's epoch.
+fn next_validators_hash(state: &LedgerState, height: u64) -> Hash {
+    let epoch = (height + 1) / state.params().epoch_length;
+    validators_hash(&state.validators().at_epoch(epoch).validators)
 }
 
 /// Builds a block on `parent` from candidate transactions (signatures already checked), keeping
@@ -1069,6 +1175,7 @@ pub fn build_block(
             Err(e) => rejected.push((tx.hash(), e)),
         }
     }
+    state.end_block();
     let hashes: Vec<Hash> = txs.iter().map(Transaction::hash).collect();
     let header = BlockHeader {
         chain_id: parent.chain_id.clone(),
@@ -1082,6 +1189,9 @@ pub fn build_block(
         tx_root: tx_root(&hashes),
         state_root: state.root(),
         validator_set_hash: state.validators().hash(),
+        next_validator_set_hash: next_validators_hash(&state, height),
+        audit_size: state.audit_log().size,
+        audit_root: state.audit_log().root(),
         tx_count: u32::try_from(txs.len()).expect("bounded"),
     };
     Built {
@@ -1132,11 +1242,18 @@ pub fn execute_block(
                 error,
             })?;
     }
+    state.end_block();
     if state.root() != h.state_root {
         return Err(BlockError::Header("state root mismatch"));
     }
     if state.validators().hash() != h.validator_set_hash {
         return Err(BlockError::Header("validator set hash mismatch"));
+    }
+    if next_validators_hash(&state, h.height) != h.next_validator_set_hash {
+        return Err(BlockError::Header("next validator set hash mismatch"));
+    }
+    if state.audit_log().size != h.audit_size || state.audit_log().root() != h.audit_root {
+        return Err(BlockError::Header("audit log root mismatch"));
     }
     Ok(state)
 }

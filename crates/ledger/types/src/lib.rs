@@ -3,9 +3,10 @@
 //! - [`tx`]: ed25519-signed transactions carrying typed operations of the native modules
 //!   (governance, identity, provisioning, audit), with chain id and per-account nonce;
 //! - [`codec`]: the canonical binary encoding (one encoding per value; decoders reject the rest);
-//! - [`block`]: block header (parent hash, transaction root, state root, validator-set hash, and
-//!   the consensus context) and block;
+//! - [`block`]: block header (parent hash, transaction root, state root, validator-set hashes,
+//!   audit log root, and the consensus context) and block;
 //! - [`state`]: the authenticated map behind the state root, with proofs;
+//! - [`mlog`]: the append-only Merkle log of audit records behind the audit root, with proofs;
 //! - [`exec`]: deterministic execution, genesis, and block building and checking.
 //!
 //! No I/O, no clock, no consensus library: read replicas and light clients can depend on this
@@ -23,7 +24,8 @@
 //! let tx = TxBody {
 //!     chain_id: "doc".into(), signer: admin.public(), nonce: 0,
 //!     op: Operation::Audit(AuditRecord {
-//!         actor: "ci".into(), fleet: "core".into(), revision: 3, plan_hash: Hash::ZERO,
+//!         actor: "ci".into(), fleet: "core".into(), seq: 1, hash: Hash([7; 32]),
+//!         revision: 3, plan_hash: Hash::ZERO,
 //!         step: "apply".into(), outcome: Outcome::Succeeded, detail: String::new(),
 //!     }),
 //! }.sign(&admin);
@@ -32,11 +34,13 @@
 //! assert!(decoded.verify_signature());
 //! state.apply_tx(&decoded, 1).unwrap();
 //! assert!(state.apply_tx(&decoded, 1).is_err()); // replay
+//! assert_eq!(state.audit_entry("core", 1).unwrap().index, 0);
 //! ```
 
 pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod exec;
+pub mod mlog;
 pub mod state;
 pub mod tx;

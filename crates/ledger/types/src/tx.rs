@@ -16,6 +16,9 @@ pub const MAX_TEXT: usize = 1024;
 pub const TX_VERSION: u8 = 1;
 /// Domain separator hashed before the body: the transaction hash is what the signer signs.
 const TX_DOMAIN: &[u8] = b"phoenix-ledger/tx/v1\n";
+/// Operation tag of an audit record carrying its fleet chain's seq and hash (tag 0 was the
+/// record format before them, refused now).
+const AUDIT_RECORD_TAG: u8 = 1;
 
 /// A role held by an account. Each operation names the role it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -282,13 +285,24 @@ impl Outcome {
     }
 }
 
-/// A control-plane operation record (role `auditor`).
+/// A control-plane operation record (role `auditor`): one record of a fleet's audit chain
+/// (`fleet-spec.md` part 2), addressed on the ledger by `(fleet, seq)`.
+///
+/// Recording is idempotent by `(fleet, seq)`: the same `(fleet, seq, hash)` again commits
+/// without appending anything (the transaction's nonce is used, so a retry never stalls the
+/// account's later transactions); another `hash` for a recorded `(fleet, seq)` is refused
+/// ([`crate::exec::TxError::AuditConflict`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Who acted (user or service).
     pub actor: String,
-    /// Fleet name.
+    /// Fleet name: 1 to [`MAX_ID`] characters of `A-Z a-z 0-9 . _ ~ -` (URL-safe, so
+    /// `GET /v1/proof/audit/{fleet}/{seq}` addresses it as it is).
     pub fleet: String,
+    /// Sequence number of the record in the fleet's chain, from 1.
+    pub seq: u64,
+    /// The record's hash in the fleet's chain.
+    pub hash: Hash,
     /// Fleet revision.
     pub revision: u64,
     /// Hash of the plan being applied.
@@ -299,6 +313,17 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// Free text.
     pub detail: String,
+}
+
+/// Whether `name` may be a fleet on the ledger: 1 to [`MAX_ID`] characters of
+/// `A-Z a-z 0-9 . _ ~ -` (URL-unreserved, so a proof's URL names it without escaping and a state
+/// key `audit/{fleet}/{seq}` splits at its last `/` alone).
+pub fn is_valid_fleet(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ID
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
 /// One operation of one native module.
@@ -510,9 +535,11 @@ fn enc_op(w: &mut Writer, op: &Operation) {
         }
         Operation::Audit(a) => {
             w.u8(3);
-            w.u8(0);
+            w.u8(AUDIT_RECORD_TAG);
             enc_str(w, &a.actor);
             enc_str(w, &a.fleet);
+            w.u64(a.seq);
+            w.fixed(&a.hash.0);
             w.u64(a.revision);
             w.fixed(&a.plan_hash.0);
             enc_str(w, &a.step);
@@ -605,8 +632,17 @@ fn dec_op(r: &mut Reader<'_>) -> Result<Operation, DecodeError> {
         }),
         3 => match op {
             0 => {
+                return Err(DecodeError::Invalid {
+                    field: "audit record",
+                    reason: "format 1 (without the fleet chain's seq and hash) is no longer \
+                             accepted; send seq and hash",
+                });
+            }
+            AUDIT_RECORD_TAG => {
                 let actor = r.string("actor", MAX_ID)?;
                 let fleet = r.string("fleet", MAX_ID)?;
+                let seq = r.u64("seq")?;
+                let hash = Hash(r.array("chain hash")?);
                 let revision = r.u64("revision")?;
                 let plan_hash = Hash(r.array("plan hash")?);
                 let step = r.string("step", MAX_ID)?;
@@ -621,6 +657,8 @@ fn dec_op(r: &mut Reader<'_>) -> Result<Operation, DecodeError> {
                 Operation::Audit(AuditRecord {
                     actor,
                     fleet,
+                    seq,
+                    hash,
                     revision,
                     plan_hash,
                     step,

@@ -52,10 +52,16 @@ fn tx(k: &Keypair, nonce: u64, op: Operation) -> Transaction {
     .sign(k)
 }
 
+/// An audit record of fleet `core` whose seq and chain hash follow from `step`, so that records
+/// of different steps never conflict and the same step twice is the same record.
 fn audit(step: &str) -> Operation {
+    let hash = Hash::of(&[b"chain", step.as_bytes()]);
+    let seq = 1 + u64::from(u32::from_be_bytes(hash.0[..4].try_into().unwrap()));
     Operation::Audit(AuditRecord {
         actor: "alice".into(),
         fleet: "core".into(),
+        seq,
+        hash,
         revision: 7,
         plan_hash: Hash::of(&[b"plan"]),
         step: step.into(),
@@ -135,30 +141,33 @@ fn arb_op() -> impl Strategy<Value = Operation> {
         arb_str().prop_map(|id| Operation::Provisioning(ProvOp::Verify { id })),
         arb_str().prop_map(|id| Operation::Provisioning(ProvOp::Release { id })),
         (
-            arb_str(),
-            arb_str(),
+            (arb_str(), arb_str(), any::<u64>(), arb_hash()),
             any::<u64>(),
             arb_hash(),
             arb_str(),
             0usize..4,
             arb_str()
         )
-            .prop_map(|(actor, fleet, revision, plan_hash, step, o, detail)| {
-                Operation::Audit(AuditRecord {
-                    actor,
-                    fleet,
-                    revision,
-                    plan_hash,
-                    step,
-                    outcome: [
-                        Outcome::Started,
-                        Outcome::Succeeded,
-                        Outcome::Failed,
-                        Outcome::RolledBack,
-                    ][o],
-                    detail,
-                })
-            }),
+            .prop_map(
+                |((actor, fleet, seq, hash), revision, plan_hash, step, o, detail)| {
+                    Operation::Audit(AuditRecord {
+                        actor,
+                        fleet,
+                        seq,
+                        hash,
+                        revision,
+                        plan_hash,
+                        step,
+                        outcome: [
+                            Outcome::Started,
+                            Outcome::Succeeded,
+                            Outcome::Failed,
+                            Outcome::RolledBack,
+                        ][o],
+                        detail,
+                    })
+                }
+            ),
     ]
 }
 
@@ -303,18 +312,107 @@ fn rejects_wrong_chain_replay_gap_and_unauthorised() {
     ));
 }
 
+fn chain_record(fleet: &str, seq: u64, hash: Hash) -> Operation {
+    Operation::Audit(AuditRecord {
+        actor: "alice".into(),
+        fleet: fleet.into(),
+        seq,
+        hash,
+        revision: 1,
+        plan_hash: Hash::ZERO,
+        step: format!("step-{seq}"),
+        outcome: Outcome::Succeeded,
+        detail: String::new(),
+    })
+}
+
 #[test]
-fn audit_records_are_sequenced() {
+fn audit_records_are_addressed_by_fleet_and_seq_and_appended_to_the_log() {
+    use phoenix_ledger_types::mlog::{MerkleLog, audit_leaf};
     let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
-    for i in 0..3 {
-        s.apply_tx(&tx(&kp(1), i, audit(&format!("step-{i}"))), 4)
+    let mut log = MerkleLog::new();
+    for (n, (fleet, seq)) in [("core", 1u64), ("edge", 1), ("core", 2)]
+        .iter()
+        .enumerate()
+    {
+        let h = Hash::of(&[fleet.as_bytes(), &seq.to_be_bytes()]);
+        s.apply_tx(&tx(&kp(1), n as u64, chain_record(fleet, *seq, h)), 4)
             .unwrap();
+        log.push(audit_leaf(fleet, *seq, &h));
     }
-    let e: AuditEntry = s.get("audit", "00000000000000000002").unwrap();
-    assert_eq!(e.seq, 2);
+    let e: AuditEntry = s.get("audit", "core/2").unwrap();
+    assert_eq!(e, s.audit_entry("core", 2).unwrap());
+    assert_eq!(e.index, 2, "third record in the log");
     assert_eq!(e.record.step, "step-2");
     assert_eq!(e.height, 4);
-    assert_eq!(s.get::<u64>("audit", "count"), Some(3));
+    assert_eq!(s.audit_entry("edge", 1).unwrap().index, 1);
+    assert_eq!(s.audit_log().size, 3);
+    assert_eq!(s.audit_log().root(), log.root());
+    // The frontier reaches the map once per block.
+    assert!(s.get_raw("audit", "log").is_none());
+    s.end_block();
+    let stored: phoenix_ledger_types::mlog::Frontier = s.get("audit", "log").unwrap();
+    assert_eq!(&stored, s.audit_log());
+}
+
+/// The contract (`fleet-spec.md` part 2): recording is idempotent by `(fleet, seq)`. The same
+/// record again commits without appending (its nonce is used, so later nonces do not stall);
+/// another hash for a recorded `(fleet, seq)` is refused as a conflict, at admission too.
+#[test]
+fn recording_an_audit_record_twice_is_a_no_op_and_another_hash_conflicts() {
+    let mut s = LedgerState::from_genesis(&genesis(1)).unwrap();
+    let h = Hash([1; 32]);
+    s.apply_tx(&tx(&kp(1), 0, chain_record("core", 1, h)), 1)
+        .unwrap();
+    let (root, size) = (s.audit_log().root(), s.audit_log().size);
+    let again = tx(&kp(1), 1, chain_record("core", 1, h));
+    s.precheck(&again, false).expect("a retry is admitted");
+    s.apply_tx(&again, 2).expect("a retry commits");
+    assert_eq!((s.audit_log().root(), s.audit_log().size), (root, size));
+    assert_eq!(
+        s.audit_entry("core", 1).unwrap().height,
+        1,
+        "first record kept"
+    );
+    assert_eq!(
+        s.account(&kp(1).public()).nonce,
+        2,
+        "the retry used its nonce"
+    );
+
+    let other = tx(&kp(1), 2, chain_record("core", 1, Hash([2; 32])));
+    let e = s.precheck(&other, false).unwrap_err();
+    assert!(matches!(e, TxError::AuditConflict { seq: 1, .. }), "{e}");
+    let root = s.root();
+    let e = s.apply_tx(&other, 3).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("conflicts: audit record 1 of fleet \"core\""),
+        "{e}"
+    );
+    assert_eq!(s.root(), root, "a conflict changes nothing");
+
+    // Seq 0, and fleets a URL or a state key could not name as they are.
+    for (fleet, seq) in [("core", 0), ("", 1), ("a/b", 1), ("has space", 1), ("é", 1)] {
+        let e = s
+            .apply_tx(&tx(&kp(1), 2, chain_record(fleet, seq, h)), 3)
+            .unwrap_err();
+        assert!(matches!(e, TxError::Invalid(_)), "{fleet:?} {seq}: {e}");
+    }
+}
+
+/// A transaction in the audit record format before seq and hash is refused with a message
+/// saying so, not decoded as something else.
+#[test]
+fn the_old_audit_record_format_is_refused_by_name() {
+    let t = tx(&kp(1), 0, audit("x"));
+    let mut bytes = t.encode();
+    // Body: version, chain id (u32 length + bytes), signer, nonce, then module 3 and the op tag.
+    let op_tag = 1 + 4 + CHAIN.len() + 32 + 8 + 1;
+    assert_eq!(bytes[op_tag - 1], 3);
+    bytes[op_tag] = 0;
+    let e = Transaction::decode(&bytes).unwrap_err();
+    assert!(e.to_string().contains("no longer accepted"), "{e}");
 }
 
 #[test]
@@ -664,9 +762,34 @@ fn built_blocks_reexecute_to_the_same_header() {
     let mut bad = built.block.clone();
     bad.txs.swap(0, 1);
     assert!(execute_block(&gb.header, &s0, &bad).is_err());
-    let mut bad = built.block;
+    let mut bad = built.block.clone();
     bad.header.timestamp_ms = 0;
     assert!(execute_block(&gb.header, &s0, &bad).is_err());
+
+    // The header commits to the audit log (one record: the five transactions are one record
+    // sent five times) and to the next block's validator set.
+    let h = &built.block.header;
+    assert_eq!(h.audit_size, 1);
+    assert_eq!(h.audit_root, s1.audit_log().root());
+    assert_eq!(h.next_validator_set_hash, h.validator_set_hash);
+    for tamper in [
+        |b: &mut Block| b.header.audit_root = Hash::ZERO,
+        |b: &mut Block| b.header.audit_size = 2,
+        |b: &mut Block| b.header.next_validator_set_hash = Hash::ZERO,
+    ] {
+        let mut bad = built.block.clone();
+        tamper(&mut bad);
+        assert!(execute_block(&gb.header, &s0, &bad).is_err());
+    }
+    // The block hash is the compact header's, which commits to every field.
+    assert_eq!(h.hash(), h.compact().hash());
+    let mut other = h.clone();
+    other.proposer = kp(101).public();
+    assert_ne!(other.hash(), h.hash());
+    assert_eq!(
+        phoenix_ledger_types::block::BlockHeader::decode(&h.encode()).unwrap(),
+        *h
+    );
 }
 
 #[test]
