@@ -26,8 +26,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The remote agent exits by itself once it has had no unit for its idle time (30 s unless
-//! [`SshConfig::agent_idle_exit`] says otherwise), as a local one does.
+//! The remote agent is asked to exit as soon as its last unit is stopped, so that a host where
+//! nothing of a fleet runs keeps no process of Phoenix's; and an agent started with nothing to
+//! run exits by itself after its idle time (30 s unless [`SshConfig::agent_idle_exit`] says
+//! otherwise), as a local one does. [`SSH_COMMAND_ENV`] (`PHOENIX_SSH_COMMAND`) replaces the ssh
+//! command, as `GIT_SSH_COMMAND` does for git.
 //!
 //! With the `testing` feature, `testing` makes test hosts: sshd in a network namespace with
 //! a login user of its own (needs root).
@@ -47,7 +50,7 @@ pub mod testing;
 pub mod wire;
 
 pub use error::SshError;
-pub use provider::{SshConfig, SshProvider};
+pub use provider::{SSH_COMMAND_ENV, SshConfig, SshProvider};
 pub use remote::{REMOTE_USAGE, remote_main, serve};
 pub use session::Timeouts;
 pub use target::SshTarget;

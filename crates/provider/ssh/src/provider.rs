@@ -18,6 +18,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// The environment variable that names the ssh command, as `GIT_SSH_COMMAND` does for git: a
+/// program and options separated by blanks (no quoting), e.g.
+/// `PHOENIX_SSH_COMMAND="ssh -F /etc/phoenix/ssh_config"`. Phoenix's own options still come
+/// first, so host keys stay strictly checked.
+pub const SSH_COMMAND_ENV: &str = "PHOENIX_SSH_COMMAND";
+
+/// `program option...` of [`SSH_COMMAND_ENV`]; `None` when blank.
+fn split_command(command: &str) -> Option<(String, Vec<String>)> {
+    let mut words = command.split_whitespace().map(str::to_owned);
+    let program = words.next()?;
+    Some((program, words.collect()))
+}
+
 /// How to reach one host and what to run there. Start from [`SshConfig::new`]; the rest has
 /// defaults.
 #[derive(Debug, Clone)]
@@ -70,6 +83,20 @@ impl SshConfig {
     pub fn ssh_options<S: Into<OsString>>(mut self, options: impl IntoIterator<Item = S>) -> Self {
         self.options.extend(options.into_iter().map(Into::into));
         self
+    }
+
+    /// The ssh command of [`SSH_COMMAND_ENV`] if it is set (and not blank): its first word
+    /// becomes the program, the others options after Phoenix's own.
+    #[must_use]
+    pub fn ssh_command_from_env(self) -> Self {
+        match std::env::var(SSH_COMMAND_ENV)
+            .ok()
+            .as_deref()
+            .and_then(split_command)
+        {
+            Some((program, options)) => self.ssh_program(program).ssh_options(options),
+            None => self,
+        }
     }
 
     /// Connect, call and keep-alive timeouts.
@@ -707,6 +734,15 @@ mod tests {
         assert_eq!(reply, RemoteReply::Logs { files: vec![] });
         assert_eq!(rest, b"abc\ndef");
         assert!(split_reply(b"sh: 1: phoenix: not found\n").is_none());
+    }
+
+    #[test]
+    fn the_ssh_command_of_the_environment_is_a_program_and_options() {
+        assert_eq!(
+            split_command(" ssh  -F /etc/p.conf "),
+            Some(("ssh".into(), vec!["-F".into(), "/etc/p.conf".into()]))
+        );
+        assert_eq!(split_command("  "), None);
     }
 
     #[test]

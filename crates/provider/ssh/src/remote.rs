@@ -139,7 +139,10 @@ pub fn serve(state_dir: &Path, call: RemoteCall) -> (RemoteReply, Vec<u8>) {
             grace_ms,
         } => p
             .stop(&fleet, &unit, Duration::from_millis(grace_ms))
-            .map(|()| RemoteReply::Done),
+            .map(|()| {
+                exit_if_idle(&p);
+                RemoteReply::Done
+            }),
         RemoteRequest::List { fleet } => p.list(&fleet).map(|units| RemoteReply::Units { units }),
         RemoteRequest::Probe { unit, health } => Ok(RemoteReply::Probe {
             outcome: p.probe(&unit, &health),
@@ -182,6 +185,18 @@ pub fn serve(state_dir: &Path, call: RemoteCall) -> (RemoteReply, Vec<u8>) {
         }),
     };
     (reply.unwrap_or_else(|e| error(&e)), vec![])
+}
+
+/// Asks the agent to exit once its last unit is stopped, so that a host keeps no process of
+/// Phoenix's once nothing of it runs there (its idle exit would take its idle time). A start
+/// racing with this is safe: the agent finishes the requests it admitted, refuses new ones
+/// while it exits, and the caller's retry starts a new agent, which adopts whatever runs.
+fn exit_if_idle(p: &LocalProvider) {
+    if let Ok(Some(info)) = p.ping()
+        && info.units == 0
+    {
+        let _ = p.shutdown_agent(false);
+    }
 }
 
 /// What the caller lacks of each log file, up to `max_bytes` in all.

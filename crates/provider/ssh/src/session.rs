@@ -54,8 +54,9 @@ pub(crate) struct Output {
     pub(crate) stderr: String,
 }
 
-/// How long the ssh master stays up after the last call (a command's calls come in bursts).
-const PERSIST: &str = "30";
+/// How long the ssh master stays up after the last call: a command's calls come in bursts,
+/// and a master left by a command that could not close it (killed) goes soon.
+const PERSIST: &str = "15";
 /// How many calls may run on one connection at once: sshd's `MaxSessions` is 10 by default.
 const MAX_SESSIONS: usize = 8;
 
