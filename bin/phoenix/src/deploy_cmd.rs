@@ -125,6 +125,9 @@ pub(crate) struct DestroyArgs {
     /// Spec files naming the fleet.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Also remove what outlives the units: the per-instance volumes of docker sites.
+    #[arg(long)]
+    pub purge: bool,
     #[command(flatten)]
     pub change: ChangeArgs,
 }
@@ -246,6 +249,7 @@ fn wire(
         &state.state_dir,
         &provider,
         allow_unreachable,
+        false,
     )?);
     let actor = phoenix_state::LockOwner::this_process("apply").who;
     let chain = crate::audit_cmd::open_chain(
@@ -361,6 +365,9 @@ fn reachable_part(w: &Wired, desired: &Desired, change: &ChangeArgs) -> anyhow::
     }
     let down = w.router.unreachable();
     let mut reachable = desired.clone();
+    // Images are resolved (and built) before anything changes, so that a moved tag or a
+    // changed build context is part of the diff, and a bad image is refused up front.
+    reachable.pin_images(|spec| w.router.resolve_image(spec))?;
     if !down.is_empty() {
         eprintln!(
             "warning: {}; applying the other sites (--allow-unreachable), the instances there are left as they are and reported as drift",
@@ -396,6 +403,13 @@ fn run_change(
     // and refused unless --allow-unreachable, which leaves its instances alone.
     let reachable = reachable_part(w, desired, change)?;
     let desired = &reachable.desired;
+    // The revision keeps the specs as applied (with pinned image ids), so that the next apply
+    // compares like with like.
+    let mut doc = doc.clone();
+    for (instance, unit) in &desired.units {
+        doc.units.insert(instance.clone(), unit.spec.clone());
+    }
+    let doc = &doc;
     let opts = ApplyOptions {
         parallelism: change.parallelism as usize,
         rollback,
@@ -485,6 +499,12 @@ pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
         false,
         &|_| {},
     )?;
+    if args.purge && code == ExitCode::SUCCESS {
+        use phoenix_provider_api::Provider as _;
+        for removed in w.router.purge(&fleet.name)? {
+            eprintln!("removed {removed}");
+        }
+    }
     stop_idle_agent(&w);
     Ok(code)
 }
@@ -670,9 +690,12 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let store = open_reading(&args.state)?;
-    // Reading neither starts an agent (which would restart units) nor signs anything.
+    // Reading neither starts an agent (which would restart units) nor signs anything. Every
+    // site is asked; one that cannot be reached leaves its instances `unknown`.
+    let local = Arc::new(LocalProvider::new(&args.state.state_dir).without_starting_agent());
+    let router = crate::sites::router_for(&fleet, &args.state.state_dir, &local, true, true)?;
     let engine = Engine {
-        provider: Arc::new(LocalProvider::new(&args.state.state_dir).without_starting_agent()),
+        provider: Arc::new(router),
         store: store.clone(),
         recorder: Arc::new(phoenix_audit::MemoryRecorder::new()),
         actor: String::new(),

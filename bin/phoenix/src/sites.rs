@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// A router over the providers of `fleet`'s sites: `local` sites share `local` (this host's
-/// agent of the state dir), each Docker endpoint and SSH host gets its own provider.
+/// agent of the state dir), each Docker endpoint and SSH host gets its own provider. `reading`
+/// commands get providers that start and install nothing.
 ///
 /// # Errors
 /// A site whose provider this build cannot drive, or whose endpoint is malformed, named.
@@ -18,6 +19,7 @@ pub(crate) fn router_for(
     state_dir: &Path,
     local: &Arc<LocalProvider>,
     tolerate_unreachable: bool,
+    reading: bool,
 ) -> anyhow::Result<Router> {
     let mut router = Router::new().tolerate_unreachable(tolerate_unreachable);
     let mut unsupported = Vec::new();
@@ -32,7 +34,7 @@ pub(crate) fn router_for(
                         break;
                     }
                 },
-                ProviderKind::Ssh => match ssh_provider(site, host, state_dir) {
+                ProviderKind::Ssh => match ssh_provider(site, host, state_dir, reading) {
                     Ok(p) => p,
                     Err(e) => {
                         unsupported.push(format!("site `{}`: {e:#}", site.name));
@@ -57,20 +59,42 @@ pub(crate) fn router_for(
     Ok(router)
 }
 
+/// Host `host` of a docker site: its listed endpoint, or `DOCKER_HOST` / the local socket for
+/// a site that lists none. Snapshots and log copies go under `STATE_DIR/docker`.
 fn docker_provider(
     site: &phoenix_spec::Site,
     host: u32,
     state_dir: &Path,
 ) -> anyhow::Result<Arc<dyn Provider>> {
-    let _ = (site, host, state_dir);
-    bail!("the docker provider is not in this build yet")
+    let dir = state_dir.join("docker");
+    let endpoints = site
+        .docker
+        .as_ref()
+        .map(|d| d.endpoints.as_slice())
+        .unwrap_or_default();
+    let provider = match endpoints.get(host as usize) {
+        Some(endpoint) => phoenix_provider_docker::DockerProvider::new(endpoint, &dir)?,
+        None => phoenix_provider_docker::DockerProvider::from_env(&dir)?,
+    };
+    Ok(Arc::new(provider))
 }
 
+/// Host `host` of an ssh site, with local copies of its logs under `STATE_DIR/ssh`; for a
+/// reading command, one that installs nothing and starts no agent there.
 fn ssh_provider(
     site: &phoenix_spec::Site,
     host: u32,
     state_dir: &Path,
+    reading: bool,
 ) -> anyhow::Result<Arc<dyn Provider>> {
-    let _ = (site, host, state_dir);
-    bail!("the ssh provider is not in this build yet")
+    let Some(ssh) = &site.ssh else {
+        bail!("it lists no `ssh.hosts`");
+    };
+    let targets = phoenix_provider_ssh::SshTarget::from_site(ssh)?;
+    let Some(target) = targets.into_iter().nth(host as usize) else {
+        bail!("it lists no ssh host {host}");
+    };
+    let config =
+        phoenix_provider_ssh::SshConfig::new(target, &state_dir.join("ssh")).read_only(reading);
+    Ok(Arc::new(phoenix_provider_ssh::SshProvider::new(config)?))
 }

@@ -522,6 +522,27 @@ pub trait Provider: Send + Sync {
         endpoint == self.endpoint()
     }
 
+    /// The id of the image `spec` would run (building a `build:` context first), for providers
+    /// that run images; `None` for the others. The engine puts it into the unit's fingerprint,
+    /// so that a tag that moved is a change.
+    ///
+    /// # Errors
+    /// As [`Provider::start`] for the image part.
+    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+        let _ = spec;
+        Ok(None)
+    }
+
+    /// Removes what outlives `fleet`'s units on this provider (`destroy --purge`: a Docker
+    /// site's per-instance volumes) and names what it removed. The default keeps everything.
+    ///
+    /// # Errors
+    /// As [`Provider::stop`].
+    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+        let _ = fleet;
+        Ok(Vec::new())
+    }
+
     /// Starts the unit (or returns it if already running).
     ///
     /// # Errors
@@ -592,6 +613,12 @@ impl<P: Provider + ?Sized> Provider for Box<P> {
     fn reaches(&self, endpoint: &str) -> bool {
         (**self).reaches(endpoint)
     }
+    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+        (**self).resolve_image(spec)
+    }
+    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+        (**self).purge(fleet)
+    }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)
     }
@@ -633,6 +660,12 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     fn reaches(&self, endpoint: &str) -> bool {
         (**self).reaches(endpoint)
+    }
+    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+        (**self).resolve_image(spec)
+    }
+    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+        (**self).purge(fleet)
     }
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         (**self).start(spec)

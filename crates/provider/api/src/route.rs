@@ -209,6 +209,18 @@ impl Provider for Router {
             .any(|(i, p)| !down.contains(&i) && p.reaches(endpoint))
     }
 
+    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+        self.providers[self.index_for_spec(spec)?].resolve_image(spec)
+    }
+
+    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for p in &self.providers {
+            removed.extend(p.purge(fleet)?);
+        }
+        Ok(removed)
+    }
+
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         let index = self.index_for_spec(spec)?;
         let status = self.providers[index].start(spec)?;

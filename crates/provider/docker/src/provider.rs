@@ -997,6 +997,14 @@ impl Provider for DockerProvider {
         "docker"
     }
 
+    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+        DockerProvider::resolve_image(self, spec).map(Some)
+    }
+
+    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+        self.remove_volumes(fleet)
+    }
+
     /// `docker://unix:///var/run/docker.sock`, `docker://tcp://host:2375`.
     fn endpoint(&self) -> String {
         format!("docker://{}", self.endpoint_text)

@@ -1,0 +1,157 @@
+//! `phoenix apply` on a docker site against a real Docker Engine (fleet-spec part 2): a fleet of
+//! busybox `httpd` containers built from this host's static busybox (nothing is pulled), status,
+//! a container killed by hand and repaired, and destroy leaving none. Skips with a reason when
+//! no engine answers, unless `PHOENIX_REQUIRE_DOCKER=1` (CI sets it).
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn engine_available() -> bool {
+    let up = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let busybox = Path::new("/bin/busybox").exists();
+    if !(up && busybox) {
+        let why = if up {
+            "no /bin/busybox (Debian busybox-static)"
+        } else {
+            "no Docker Engine answers"
+        };
+        assert!(
+            std::env::var("PHOENIX_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "PHOENIX_REQUIRE_DOCKER=1 but {why}"
+        );
+        eprintln!("skipped: {why}");
+    }
+    up && busybox
+}
+
+/// Containers carrying the fleet's label, running or not.
+fn labelled(fleet: &str) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=phoenix.fleet={fleet}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Fleet {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env("PHOENIX_OPERATOR_KEY", self.dir.path().join("operator.key"))
+            .env_remove("PHOENIX_STATE_URL")
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "phoenix {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+    fn status(&self) -> Value {
+        serde_json::from_slice(&self.run(&["status", "fleet.yaml", "-o", "json"]).stdout).unwrap()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.run(&["destroy", "fleet.yaml", "--yes", "--purge"]);
+        let _ = self.run(&["destroy", "fleet.yaml", "--yes"]);
+        for id in labelled(&self.name) {
+            let _ = docker(&["rm", "-f", &id]);
+        }
+    }
+}
+
+#[test]
+fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
+    if !engine_available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("pxd").tempdir().unwrap();
+    let img = dir.path().join("img");
+    std::fs::create_dir(&img).unwrap();
+    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
+    std::fs::write(
+        img.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let name = format!("dock-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        format!(
+            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: 2\n    build: ./img\n    resources: {{ cpu: 100m, memory: 32Mi }}\n    command: [httpd, -f, -p, '${{port}}', -h, '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
+        ),
+    )
+    .unwrap();
+    let f = Fleet {
+        dir,
+        name: name.clone(),
+    };
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert_eq!(labelled(&name).len(), 2, "exactly the declared containers");
+    let st = f.status();
+    assert_eq!(st["in_sync"], true, "{st}");
+    let instances = st["instances"].as_array().unwrap();
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["state"] == "running" && i["healthy"] == true),
+        "{st}"
+    );
+
+    // Idempotent: a second apply changes nothing.
+    let out = f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("everything runs as desired") || err.contains("0 to create"),
+        "{err}"
+    );
+
+    // A container killed by hand is drift, and the next apply repairs it.
+    let victim = labelled(&name).pop().unwrap();
+    docker(&["rm", "-f", &victim]);
+    let st = f.status();
+    assert_eq!(st["in_sync"], false, "{st}");
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    assert_eq!(labelled(&name).len(), 2);
+    assert_eq!(f.status()["in_sync"], true);
+
+    f.ok(&["history", "fleet.yaml", "--verify"]);
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+    assert!(labelled(&name).is_empty(), "destroy leaves no container");
+}
