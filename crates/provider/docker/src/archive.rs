@@ -374,10 +374,11 @@ impl DockerProvider {
         instance: &str,
         rm: Option<(&str, Vec<String>)>,
     ) -> Result<String, DockerError> {
+        let archive_only = rm.is_none();
         let (image, entrypoint, cmd) = match rm {
             Some((image, args)) => (image.to_string(), Some(vec!["rm".to_string()]), args),
             None => (
-                self.helper_image(d).await?,
+                self.helper_image(d, false).await?,
                 None,
                 vec!["/phoenix-helper-is-never-started".to_string()],
             ),
@@ -397,19 +398,34 @@ impl DockerProvider {
             }),
             ..Default::default()
         };
-        let made = d
-            .create_container(
+        let create = |body| {
+            d.create_container(
                 None::<bollard::query_parameters::CreateContainerOptions>,
                 body,
             )
-            .await
-            .map_err(self.err("create helper container", instance))?;
+        };
+        let made = match create(body.clone()).await {
+            Ok(made) => made,
+            Err(e) => {
+                let e = self.err("create helper container", instance)(e);
+                // Someone removed the helper image between our look and our create: import
+                // it again, once.
+                if !(archive_only && e.is_not_found()) {
+                    return Err(e);
+                }
+                self.helper_image(d, true).await?;
+                create(body)
+                    .await
+                    .map_err(self.err("create helper container", instance))?
+            }
+        };
         Ok(made.id)
     }
 
-    /// The empty image of helper containers, imported from an empty archive if missing.
-    async fn helper_image(&self, d: &Docker) -> Result<String, DockerError> {
-        if self.image_id(d, HELPER_IMAGE).await?.is_some() {
+    /// The empty image of helper containers, imported from an empty archive if missing (or
+    /// `again`).
+    async fn helper_image(&self, d: &Docker, again: bool) -> Result<String, DockerError> {
+        if !again && self.image_id(d, HELPER_IMAGE).await?.is_some() {
             return Ok(HELPER_IMAGE.into());
         }
         let (repo, tag) = HELPER_IMAGE.split_once(':').expect("name:tag");

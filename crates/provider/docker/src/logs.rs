@@ -143,78 +143,95 @@ impl DockerProvider {
                 ..Default::default()
             }),
         );
-        let mut messages = Vec::new();
+        let mut out = std::io::BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| DockerError::io("append to log copy", &log, e))?,
+        );
+        let mut cursor = Cursor::new(pos);
+        // Written as they come (a first copy may be large); where it got to is saved below even
+        // when the stream breaks, so the next copy neither repeats nor loses a line.
+        let mut failed = None;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }) => {
-                    messages.push(message)
+                    if let Some(line) = cursor.take(&message)
+                        && let Err(e) = out.write_all(line)
+                    {
+                        failed = Some(DockerError::io("append to log copy", &log, e));
+                        break;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     let e = self.err("read container logs", id)(e);
                     // Removed meanwhile: nothing more to copy.
-                    if e.is_not_found() {
-                        break;
+                    if !e.is_not_found() {
+                        failed = Some(e);
                     }
-                    return Err(e);
+                    break;
                 }
             }
         }
-        let new = new_lines(&mut pos, &messages);
-        if !new.is_empty() {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .map_err(|e| DockerError::io("append to log copy", &log, e))?;
-            f.write_all(&new)
-                .map_err(|e| DockerError::io("append to log copy", &log, e))?;
-        } else if !log.exists() {
-            // The file exists from the first copy on, so a status's log path can be opened.
-            std::fs::File::create(&log).map_err(|e| DockerError::io("create log copy", &log, e))?;
+        if let Err(e) = out.flush() {
+            failed.get_or_insert(DockerError::io("append to log copy", &log, e));
         }
+        let pos = cursor.pos;
         let json = serde_json::to_vec(&pos).expect("position serialises");
         pos_file
             .set_len(0)
             .and_then(|()| pos_file.seek(SeekFrom::Start(0)))
             .and_then(|_| pos_file.write_all(&json))
             .map_err(|e| DockerError::io("write log position", &pos_path, e))?;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 
-/// The text of the timestamped `messages` (from `since` = the second of `pos.last` on) that
-/// `pos` says are not copied yet, with their timestamps removed; moves `pos` past them.
-fn new_lines(pos: &mut Position, messages: &[impl AsRef<[u8]>]) -> Vec<u8> {
-    let mut new = Vec::new();
-    // Lines stamped exactly `pos.last` that an earlier copy already has.
-    let mut skip_equal = pos.at_last;
-    for m in messages {
-        let (ts, line) = split_timestamp(m.as_ref());
+/// Walks the timestamped lines of a container's log (read from the second of `pos.last` on),
+/// passing those that `pos` says are not copied yet, without their timestamps.
+struct Cursor {
+    pos: Position,
+    /// Lines stamped exactly `pos.last` that an earlier copy already has.
+    skip_equal: u32,
+}
+
+impl Cursor {
+    fn new(pos: Position) -> Self {
+        Cursor {
+            skip_equal: pos.at_last,
+            pos,
+        }
+    }
+
+    /// The text of `message` if it is new (and moves past it), else `None`.
+    fn take<'a>(&mut self, message: &'a [u8]) -> Option<&'a [u8]> {
+        let (ts, line) = split_timestamp(message);
         if let Some(ts) = ts {
-            let order = pos
+            let order = self
+                .pos
                 .last
                 .as_deref()
                 .map_or(std::cmp::Ordering::Greater, |last| {
                     compare_timestamps(ts, last)
                 });
             match order {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal if skip_equal > 0 => {
-                    skip_equal -= 1;
-                    continue;
+                std::cmp::Ordering::Less => return None,
+                std::cmp::Ordering::Equal if self.skip_equal > 0 => {
+                    self.skip_equal -= 1;
+                    return None;
                 }
-                std::cmp::Ordering::Equal => pos.at_last += 1,
+                std::cmp::Ordering::Equal => self.pos.at_last += 1,
                 std::cmp::Ordering::Greater => {
-                    pos.last = Some(ts.to_string());
-                    pos.at_last = 1;
-                    skip_equal = 0;
+                    self.pos.last = Some(ts.to_string());
+                    self.pos.at_last = 1;
+                    self.skip_equal = 0;
                 }
             }
         }
-        new.extend_from_slice(line);
+        Some(line)
     }
-    new
 }
 
 /// `("2026-12-01T20:45:01.123456789Z", rest)` of a line Docker timestamped, or `(None, line)`.
@@ -332,6 +349,18 @@ mod tests {
             compare_timestamps("2026-12-01T20:45:01.50Z", "2026-12-01T20:45:01.5Z"),
             Ordering::Equal
         );
+    }
+
+    fn new_lines(pos: &mut Position, messages: &[&str]) -> Vec<u8> {
+        let mut c = Cursor::new(pos.clone());
+        let out = messages
+            .iter()
+            .filter_map(|m| c.take(m.as_bytes()))
+            .flatten()
+            .copied()
+            .collect();
+        *pos = c.pos;
+        out
     }
 
     #[test]

@@ -122,10 +122,10 @@ impl DockerProvider {
     /// (an owner, a test run). `phoenix.*` keys are Phoenix's own and cannot be set here.
     ///
     /// # Panics
-    /// If `key` starts with `phoenix.` but is not `phoenix.test-run`.
+    /// If `key` starts with `phoenix.`.
     pub fn with_label(mut self, key: &str, value: &str) -> Self {
         assert!(
-            !key.starts_with("phoenix.") || key == "phoenix.test-run",
+            !key.starts_with("phoenix."),
             "label `{key}` is reserved for Phoenix"
         );
         self.extra_labels.insert(key.into(), value.into());

@@ -364,5 +364,14 @@ fn an_engine_that_is_not_there_is_unavailable() {
             p.log_paths("f", "").unwrap().is_empty(),
             "logs without an engine"
         );
+        // Called from inside another Tokio runtime (where blocking on one would panic).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inside = rt.block_on(async { p.list("f") });
+        assert!(
+            matches!(inside, Err(ProviderError::Unavailable { .. })),
+            "{inside:?}"
+        );
     }
 }

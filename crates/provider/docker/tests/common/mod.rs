@@ -5,7 +5,7 @@
 //! fail. Nothing is pulled: the test image `phoenix-test/busybox:1` is built `FROM scratch` out
 //! of this host's static busybox through the provider's own build path, while any fixture
 //! needs it, and removed after the last one. Every container and volume a fixture's providers
-//! make carries `phoenix.test-run=<run>` and is removed when the fixture is dropped.
+//! make carries `phoenix-test-run=<run>` and is removed when the fixture is dropped.
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of this module.
 
@@ -31,7 +31,7 @@ static IMAGE_USERS: Mutex<usize> = Mutex::new(0);
 
 pub struct DockerFixture {
     pub state: tempfile::TempDir,
-    /// The value of `phoenix.test-run` on everything this fixture's providers make.
+    /// The value of `phoenix-test-run` on everything this fixture's providers make.
     pub run: String,
     unavailable: Option<String>,
 }
@@ -69,7 +69,7 @@ impl DockerFixture {
     pub fn docker(&self) -> DockerProvider {
         DockerProvider::from_env(self.state.path())
             .expect("DOCKER_HOST")
-            .with_label("phoenix.test-run", &self.run)
+            .with_label("phoenix-test-run", &self.run)
     }
 
     /// Whether the tests can run; when not, says why once and returns `false`.
@@ -135,7 +135,7 @@ impl Drop for DockerFixture {
         if self.unavailable.is_some() {
             return;
         }
-        let label = format!("phoenix.test-run={}", self.run);
+        let label = format!("phoenix-test-run={}", self.run);
         let left = block_on(|d| async move {
             let mut filters = HashMap::new();
             filters.insert("label".to_string(), vec![label]);
