@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod deploy_cmd;
+mod monitoring_cmd;
 mod plan_cmd;
 mod sites;
 
@@ -67,6 +68,9 @@ enum Command {
     Up(deploy_cmd::UpArgs),
     /// Print (and with -f follow) the logs of a service or instance.
     Logs(deploy_cmd::LogsArgs),
+    /// Write a Prometheus scrape configuration of the deployed instances and ledger nodes,
+    /// alert rules and Grafana dashboards into a directory.
+    Monitoring(monitoring_cmd::MonitoringArgs),
     /// The fleet's signed audit chain: your operator key, other operators' keys, importing an
     /// old audit.jsonl.
     #[command(subcommand)]
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::History(args) => deploy_cmd::history(args),
         Command::Up(args) => deploy_cmd::up(args),
         Command::Logs(args) => deploy_cmd::logs(args),
+        Command::Monitoring(args) => monitoring_cmd::run(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
