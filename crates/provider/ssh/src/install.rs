@@ -38,8 +38,10 @@ else
   echo "phoenix-sha256: absent"
 fi"#;
 
-/// Reads the binary on stdin into a temporary file beside the installed one, checks its
-/// SHA-256 against `@HASH@`, and renames it into place (a running agent keeps its old copy).
+/// Reads the binary on stdin into a temporary file beside the installed one and reports the
+/// file's number and size. [`COMMIT`] puts it in place once the caller has checked that what it
+/// sent (hashed as it went; ssh's MAC guards every byte on the way) is complete and is the
+/// binary it meant to send. No hash is computed here: a debug binary takes seconds to hash.
 const UPLOAD: &str = r#"set -e
 umask 077
 d="$HOME/.phoenix/bin"
@@ -48,12 +50,20 @@ find "$d" -name ".upload.*" -mmin +10 -exec rm -f {} + 2>/dev/null || true
 t="$d/.upload.$$"
 cat > "$t"
 chmod 755 "$t"
-h=$(sha256sum "$t" | cut -d" " -f1)
-if [ "$h" != "@HASH@" ]; then rm -f "$t"; echo "the uploaded copy has SHA-256 $h, not @HASH@" >&2; exit 3; fi
-mv -f "$t" "$d/phoenix"
+echo "phoenix-upload: $$ $(wc -c < "$t")""#;
+
+/// Renames upload `@N@` into place (a running agent keeps its old copy) and records its
+/// SHA-256 `@HASH@` beside it, keyed by the new file's size, times and inode.
+const COMMIT: &str = r#"set -e
+d="$HOME/.phoenix/bin"
+mv -f "$d/.upload.@N@" "$d/phoenix"
 s=$(stat -c "%s %y %z %i" "$d/phoenix")
-printf "%s\n%s\n" "$h" "$s" > "$d/phoenix.sha256.$$" && mv -f "$d/phoenix.sha256.$$" "$d/phoenix.sha256"
-echo "phoenix-sha256: $h""#;
+printf "%s\n%s\n" "@HASH@" "$s" > "$d/phoenix.sha256.$$"
+mv -f "$d/phoenix.sha256.$$" "$d/phoenix.sha256"
+echo "phoenix-sha256: @HASH@""#;
+
+/// Removes upload `@N@` (one that was not complete).
+const DISCARD: &str = r#"rm -f "$HOME/.phoenix/bin/.upload.@N@""#;
 
 /// `sh -c '<script>'`: the login shell may be any shell; the scripts hold no single quote.
 pub(crate) fn sh(script: &str) -> String {
@@ -66,10 +76,39 @@ pub(crate) fn check_command() -> String {
     sh(CHECK)
 }
 
-/// The remote command that installs a binary whose SHA-256 is `hash`.
-pub(crate) fn upload_command(hash: &str) -> String {
+/// The remote command that receives a binary into a temporary file.
+pub(crate) fn upload_command() -> String {
+    sh(UPLOAD)
+}
+
+/// The remote command that installs upload `n`, whose SHA-256 is `hash`.
+pub(crate) fn commit_command(n: u32, hash: &str) -> String {
     assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "a hex digest");
-    sh(&UPLOAD.replace("@HASH@", hash))
+    sh(&COMMIT
+        .replace("@N@", &n.to_string())
+        .replace("@HASH@", hash))
+}
+
+/// The remote command that removes upload `n`.
+pub(crate) fn discard_command(n: u32) -> String {
+    sh(&DISCARD.replace("@N@", &n.to_string()))
+}
+
+/// What [`upload_command`] printed: the upload's number and size.
+pub(crate) fn parse_upload(stdout: &str) -> Option<(u32, u64)> {
+    let rest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("phoenix-upload:"))?;
+    let mut it = rest.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The hash [`commit_command`] reports.
+pub(crate) fn parse_commit(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| {
+        l.strip_prefix("phoenix-sha256:")
+            .map(|v| v.trim().to_owned())
+    })
 }
 
 /// What [`check_command`] printed: `uname -sm`, and the installed binary's SHA-256 if any.
@@ -82,14 +121,6 @@ pub(crate) fn parse_check(stdout: &str) -> Option<(String, Option<String>)> {
     let uname = field("phoenix-uname:")?;
     let hash = field("phoenix-sha256:")?;
     Some((uname, (hash != "absent").then_some(hash)))
-}
-
-/// The hash [`upload_command`] reports.
-pub(crate) fn parse_upload(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|l| {
-        l.strip_prefix("phoenix-sha256:")
-            .map(|v| v.trim().to_owned())
-    })
 }
 
 /// This binary's system as `OS ARCH` (`linux x86_64`).
@@ -126,6 +157,48 @@ pub(crate) fn runs_here(uname: &str, os: &str, arch: &str) -> bool {
     os_ok && arch_ok
 }
 
+/// A reader that hashes what passes through it: the binary as it is sent.
+pub(crate) struct Hashing<R> {
+    inner: R,
+    state: std::sync::Arc<Mutex<(Sha256, u64)>>,
+}
+
+impl<R: Read> Hashing<R> {
+    /// Wraps `inner`; the hash and byte count so far are read through the returned handle.
+    pub(crate) fn new(inner: R) -> (Self, std::sync::Arc<Mutex<(Sha256, u64)>>) {
+        let state = std::sync::Arc::new(Mutex::new((Sha256::new(), 0)));
+        (
+            Hashing {
+                inner,
+                state: state.clone(),
+            },
+            state,
+        )
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.0.update(&buf[..n]);
+        st.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hex of a finished hash.
+pub(crate) fn hex(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The SHA-256 of the file at `path`, hex; computed once per process for a given size and
 /// modification time.
 ///
@@ -160,11 +233,7 @@ pub(crate) fn local_hash(path: &Path) -> Result<String, SshError> {
         }
         hasher.update(&buf[..n]);
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hex(hasher);
     CACHE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -203,7 +272,12 @@ mod tests {
     #[test]
     fn scripts_run_in_sh() {
         // They are single-quoted for the login shell and must parse as POSIX sh.
-        for script in [check_command(), upload_command("00ff")] {
+        for script in [
+            check_command(),
+            upload_command(),
+            commit_command(7, "00ff"),
+            discard_command(7),
+        ] {
             let inner = script
                 .strip_prefix("sh -c '")
                 .and_then(|s| s.strip_suffix('\''))
@@ -247,31 +321,67 @@ mod tests {
     }
 
     #[test]
-    fn the_upload_refuses_a_corrupt_copy_and_installs_a_good_one() {
+    fn an_upload_is_installed_only_when_committed() {
         let home = tempfile::tempdir().unwrap();
+        let sh_run = |script: &str, stdin: Option<&Path>| {
+            let inner = script
+                .strip_prefix("sh -c '")
+                .and_then(|s| s.strip_suffix('\''))
+                .unwrap()
+                .to_owned();
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &inner]).env("HOME", home.path());
+            if let Some(p) = stdin {
+                c.stdin(std::fs::File::open(p).unwrap());
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
         let src = home.path().join("src");
         std::fs::write(&src, b"hello").unwrap();
-        let hash = local_hash(&src).unwrap();
-        let upload = |hash: &str| {
-            std::process::Command::new("sh")
-                .args(["-c", &UPLOAD.replace("@HASH@", hash)])
-                .env("HOME", home.path())
-                .stdin(std::fs::File::open(&src).unwrap())
-                .output()
+        let (hash, _) = {
+            let (mut r, state) = Hashing::new(std::fs::File::open(&src).unwrap());
+            std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+            drop(r);
+            let st = std::sync::Arc::try_unwrap(state)
                 .unwrap()
+                .into_inner()
+                .unwrap();
+            (hex(st.0), st.1)
         };
-        let bad = upload("00");
-        assert!(!bad.status.success());
-        assert!(!home.path().join(REMOTE_BINARY).exists());
-        let good = upload(&hash);
-        assert!(good.status.success(), "{good:?}");
-        assert_eq!(
-            parse_upload(&String::from_utf8_lossy(&good.stdout)),
-            Some(hash)
+        assert_eq!(hash, local_hash(&src).unwrap());
+        let (n, size) = parse_upload(&sh_run(&upload_command(), Some(&src))).unwrap();
+        assert_eq!(size, 5);
+        assert!(
+            !home.path().join(REMOTE_BINARY).exists(),
+            "installed before the commit"
         );
+        let out = sh_run(&commit_command(n, &hash), None);
+        assert_eq!(parse_commit(&out), Some(hash.clone()));
         assert_eq!(
             std::fs::read(home.path().join(REMOTE_BINARY)).unwrap(),
             b"hello"
         );
+        // The check now reads the recorded hash.
+        let out = std::process::Command::new("sh")
+            .args(["-c", CHECK])
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            parse_check(&String::from_utf8_lossy(&out.stdout))
+                .unwrap()
+                .1,
+            Some(hash)
+        );
+        let (n, _) = parse_upload(&sh_run(&upload_command(), Some(&src))).unwrap();
+        sh_run(&discard_command(n), None);
+        let left: Vec<_> = std::fs::read_dir(home.path().join(".phoenix/bin"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".upload"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

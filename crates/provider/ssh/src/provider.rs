@@ -47,9 +47,11 @@ pub struct SshConfig {
 
 impl SshConfig {
     /// `target`, with the local copies of its logs under `cache_root` (in a directory of the
-    /// login's own, `cache_root/USER@HOST_PORT/`; `STATE_DIR/ssh` is a good root).
+    /// login's own, `cache_root/USER@HOST_PORT/`; `STATE_DIR/ssh` is a good root). The ssh
+    /// command is `ssh`, or what [`SSH_COMMAND_ENV`] says when it is set: like git with
+    /// `GIT_SSH_COMMAND`, every use of the provider honours it.
     pub fn new(target: SshTarget, cache_root: &Path) -> Self {
-        SshConfig {
+        let config = SshConfig {
             target,
             cache_root: cache_root.to_path_buf(),
             binary: None,
@@ -58,6 +60,14 @@ impl SshConfig {
             timeouts: Timeouts::default(),
             agent_idle_exit: None,
             read_only: false,
+        };
+        match std::env::var(SSH_COMMAND_ENV)
+            .ok()
+            .as_deref()
+            .and_then(split_command)
+        {
+            Some((program, options)) => config.ssh_program(program).ssh_options(options),
+            None => config,
         }
     }
 
@@ -83,20 +93,6 @@ impl SshConfig {
     pub fn ssh_options<S: Into<OsString>>(mut self, options: impl IntoIterator<Item = S>) -> Self {
         self.options.extend(options.into_iter().map(Into::into));
         self
-    }
-
-    /// The ssh command of [`SSH_COMMAND_ENV`] if it is set (and not blank): its first word
-    /// becomes the program, the others options after Phoenix's own.
-    #[must_use]
-    pub fn ssh_command_from_env(self) -> Self {
-        match std::env::var(SSH_COMMAND_ENV)
-            .ok()
-            .as_deref()
-            .and_then(split_command)
-        {
-            Some((program, options)) => self.ssh_program(program).ssh_options(options),
-            None => self,
-        }
     }
 
     /// Connect, call and keep-alive timeouts.
@@ -329,13 +325,51 @@ impl SshProvider {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         // At 10 MB/s, which any link that runs a fleet exceeds.
         let transfer = Duration::from_secs(size / 10_000_000);
+        let (reader, sent) = install::Hashing::new(file);
         let out = s.run(
-            &install::upload_command(&want),
-            Input::File(file),
+            &install::upload_command(),
+            Input::Reader(Box::new(reader)),
             s.call_timeout(transfer),
         )?;
-        let got = install::parse_upload(&String::from_utf8_lossy(&out.stdout));
-        if !out.status.success() || got.as_deref() != Some(want.as_str()) {
+        let Some((n, received)) = install::parse_upload(&String::from_utf8_lossy(&out.stdout))
+        else {
+            return Err(remote_err(
+                "upload the phoenix binary",
+                format!("{}: {}", out.status, out.stderr.trim()),
+            ));
+        };
+        let (hash, count) = {
+            let st = sent.lock().unwrap_or_else(PoisonError::into_inner);
+            (install::hex(st.0.clone()), st.1)
+        };
+        // What arrived is what was sent (ssh's MAC), so it is the binary when it is all of it
+        // and what was sent is the binary that was hashed (it did not change meanwhile).
+        if received != count || hash != want {
+            let _ = s.run(
+                &install::discard_command(n),
+                Input::Bytes(b""),
+                s.call_timeout(Duration::ZERO),
+            );
+            return Err(remote_err(
+                "upload the phoenix binary",
+                if received != count {
+                    format!("{received} of {count} bytes arrived")
+                } else {
+                    format!(
+                        "{} changed while it was sent (SHA-256 {hash}, not {want}); try again",
+                        self.inner.binary.display()
+                    )
+                },
+            ));
+        }
+        let out = s.run(
+            &install::commit_command(n, &want),
+            Input::Bytes(b""),
+            s.call_timeout(Duration::ZERO),
+        )?;
+        if install::parse_commit(&String::from_utf8_lossy(&out.stdout)).as_deref()
+            != Some(want.as_str())
+        {
             return Err(remote_err(
                 "install the phoenix binary",
                 format!("{}: {}", out.status, out.stderr.trim()),

@@ -42,8 +42,8 @@ impl Default for Timeouts {
 pub(crate) enum Input<'a> {
     /// These bytes.
     Bytes(&'a [u8]),
-    /// This file's contents (the binary to install).
-    File(std::fs::File),
+    /// What this reader yields (the binary to install, hashed as it is sent).
+    Reader(Box<dyn Read + Send>),
 }
 
 /// What a remote command printed, and how it ended.
@@ -193,17 +193,12 @@ impl Session {
         let deadline = Instant::now() + timeout;
         self.ensure_master(deadline)?;
         let mut cmd = self.command(&[], Some(remote));
-        let out = match input {
-            Input::Bytes(bytes) => {
-                cmd.stdin(Stdio::piped());
-                run_bounded(cmd, Some(bytes), deadline)
-            }
-            Input::File(f) => {
-                cmd.stdin(Stdio::from(f));
-                run_bounded(cmd, None, deadline)
-            }
+        cmd.stdin(Stdio::piped());
+        let input: Box<dyn Read + Send> = match input {
+            Input::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes.to_vec())),
+            Input::Reader(r) => r,
         };
-        self.classify(out, timeout)
+        self.classify(run_bounded(cmd, Some(input), deadline), timeout)
     }
 
     /// Starts the shared connection unless its socket exists (a master whose connection broke
@@ -338,11 +333,11 @@ fn explain(stderr: &str, status: ExitStatus) -> String {
     text
 }
 
-/// Runs `cmd` with stdout and stderr captured, writing `input` to its stdin, until
-/// `deadline`; `Ok(None)` when it had to be killed.
+/// Runs `cmd` with stdout and stderr captured, copying `input` to its stdin (when it has a
+/// piped one), until `deadline`; `Ok(None)` when it had to be killed.
 fn run_bounded(
     mut cmd: Command,
-    input: Option<&[u8]>,
+    input: Option<Box<dyn Read + Send>>,
     deadline: Instant,
 ) -> std::io::Result<Option<Output>> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -350,9 +345,10 @@ fn run_bounded(
     let stdout = reader(child.stdout.take());
     let stderr = reader(child.stderr.take());
     let writer = child.stdin.take().map(|mut stdin| {
-        let bytes = input.unwrap_or_default().to_vec();
+        let mut input = input.unwrap_or_else(|| Box::new(std::io::empty()));
         std::thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
+            let _ = std::io::copy(&mut input, &mut stdin);
+            let _ = stdin.flush();
         })
     });
     let status = wait_until(&mut child, deadline);

@@ -445,8 +445,8 @@ impl TestHost {
             .with_identity(Some(&self.identity()))
     }
 
-    /// ssh options that make the client see only this host's key and the test key, whatever
-    /// this machine's ssh configuration says.
+    /// ssh options that make the client see only this host's key (in `known_hosts`) and the
+    /// test key, whatever this machine's ssh configuration says.
     pub fn ssh_options(&self, known_hosts: &Path) -> Vec<OsString> {
         let mut kh = OsString::from("UserKnownHostsFile=");
         kh.push(known_hosts);
@@ -459,6 +459,10 @@ impl TestHost {
             "GlobalKnownHostsFile=/dev/null".into(),
             "-o".into(),
             "IdentitiesOnly=yes".into(),
+            // AES-GCM first: on CPUs with AES instructions it moves a debug phoenix binary
+            // (hundreds of megabytes) in about half the time of ChaCha20.
+            "-o".into(),
+            "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com".into(),
         ]
     }
 
@@ -507,6 +511,17 @@ impl TestHost {
                 Some((p, cmd.trim().to_owned()))
             })
             .filter(|(_, cmd)| !cmd.starts_with("sshd"))
+            .collect()
+    }
+
+    /// Live sshd processes serving the login user's connections (`sshd: USER@notty`).
+    pub fn sshd_sessions(&self) -> Vec<u32> {
+        all_pids()
+            .into_iter()
+            .filter(|p| proc_uid(*p) == Some(self.uid) && !is_zombie(*p))
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sshd"))
+            })
             .collect()
     }
 
