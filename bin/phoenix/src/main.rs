@@ -85,6 +85,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The ssh provider's remote end, run by phoenix over ssh on a site's hosts: one request
+    /// on stdin, one reply on stdout.
+    #[command(hide = true, disable_help_flag = true)]
+    ProviderRemote {
+        /// `--state-dir DIR`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +120,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => deploy_cmd::logs(args),
         Command::Monitoring(args) => monitoring_cmd::run(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
+        Command::ProviderRemote { args } => return phoenix_provider_ssh::remote_main(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Schema => {
