@@ -128,6 +128,9 @@ pub(crate) struct DestroyArgs {
     /// Also remove what outlives the units: the per-instance volumes of docker sites.
     #[arg(long)]
     pub purge: bool,
+    /// Environment overlay (its sites are the ones reached).
+    #[arg(long)]
+    pub env: Option<String>,
     #[command(flatten)]
     pub change: ChangeArgs,
 }
@@ -482,7 +485,7 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
-    let (fleet, sources) = match load(&args.files, None)? {
+    let (fleet, sources) = match load(&args.files, args.env.as_deref())? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
@@ -713,6 +716,17 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         desired_of(&fleet)?
     };
     let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+    // Reading builds and pulls nothing: a container unit is compared with the image id its
+    // running unit was started with (`apply` is what notices a moved tag).
+    let mut desired = desired;
+    let _ = desired.pin_images(|spec| {
+        Ok::<_, std::convert::Infallible>(
+            observed
+                .iter()
+                .filter(|o| o.status.instance == spec.instance)
+                .find_map(|o| o.spec.as_ref()?.container.as_ref()?.image_id.clone()),
+        )
+    });
     let mut report = status::status(&desired, &observed, latest.map(|r| r.number.0));
     status::mark_unobservable(&mut report, &engine.units_elsewhere(&fleet.name)?);
     match args.output {

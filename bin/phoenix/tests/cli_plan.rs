@@ -204,7 +204,7 @@ fn regression_validate_without_env_reports_broken_overlays() {
     let ok = phoenix(&["validate", "examples/xai.yaml"]);
     let text = String::from_utf8_lossy(&ok.stdout);
     assert!(
-        text.contains("environments checked: development, production, staging"),
+        text.contains("environments checked: development, docker-local, production, staging"),
         "{text}"
     );
 }
