@@ -9,14 +9,22 @@ if docker info >/dev/null 2>&1; then
 fi
 command -v dockerd >/dev/null || { say "dockerd is not installed (Debian package docker.io)"; exit 1; }
 LOG="${PHOENIX_DOCKERD_LOG:-/tmp/phoenix-dockerd.log}"
-say "starting dockerd (log $LOG)"
-nohup dockerd --host unix:///var/run/docker.sock >"$LOG" 2>&1 &
-for _ in $(seq 1 60); do
-    if docker info >/dev/null 2>&1; then
-        say "Docker Engine is up"
-        exit 0
-    fi
-    sleep 1
+# A dockerd killed earlier leaves its pid file behind, and the next start refuses; a start can
+# also time out waiting for containerd: three attempts.
+for attempt in 1 2 3; do
+    pgrep -x dockerd >/dev/null || rm -f /var/run/docker.pid
+    say "starting dockerd, attempt $attempt (log $LOG)"
+    nohup dockerd --host unix:///var/run/docker.sock >>"$LOG" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 60); do
+        if docker info >/dev/null 2>&1; then
+            say "Docker Engine is up"
+            exit 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 1
+    done
+    sleep 2
 done
 say "dockerd did not answer within 60 s; its log:"
 tail -n 30 "$LOG" >&2 || true
