@@ -56,6 +56,8 @@ pub struct ApiState {
     pub shared: Arc<Shared>,
     /// Durable block lookup.
     pub blocks: BlockSource,
+    /// Finality certificates for proofs.
+    pub certs: crate::proofs::CertSource,
     /// Engine metrics.
     pub engine_metrics: EngineMetrics,
     /// Start time, for uptime and readiness.
@@ -74,6 +76,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get_route(status))
         // `{*key}`: an audit record's key is `{fleet}/{seq}`.
         .route("/v1/state/{module}/{*key}", get_route(get_state))
+        .route("/v1/proof/audit/{fleet}/{seq}", get_route(proof_audit))
+        .route("/v1/proof/state/{module}/{*key}", get_route(proof_state))
+        .route("/v1/checkpoint", get_route(checkpoint))
+        .route("/v1/genesis", get_route(genesis))
         .route("/v1/stream/blocks", get_route(stream_blocks))
         .route("/v1/consensus", get_route(consensus_dump))
         .route("/metrics", get_route(metrics))
@@ -423,6 +429,84 @@ async fn get_state(
     }
 }
 
+#[derive(Deserialize)]
+struct ProofQuery {
+    /// Carry the validator-set changes from this epoch on (default 0: from genesis, which
+    /// verifies against the genesis and against any later checkpoint).
+    since_epoch: Option<u64>,
+    /// `bin` for the compact binary encoding; JSON otherwise.
+    format: Option<String>,
+}
+
+fn proof_response(
+    q: &ProofQuery,
+    r: Result<phoenix_ledger_light::Proof, crate::proofs::ProofError>,
+) -> Response {
+    use crate::proofs::ProofError;
+    match r {
+        Ok(p) if q.format.as_deref() == Some("bin") => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            p.encode(),
+        )
+            .into_response(),
+        Ok(p) => Json(p.to_json()).into_response(),
+        Err(e @ ProofError::NotFound(_)) => err(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ProofError::Unavailable(_)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /v1/proof/audit/{fleet}/{seq}`: the record's place in the audit log of the latest
+/// certified block, with its certificate and the validator-set changes (light crate's
+/// `AuditProof`).
+async fn proof_audit(
+    State(s): State<ApiState>,
+    Path((fleet, seq)): Path<(String, String)>,
+    Query(q): Query<ProofQuery>,
+) -> Response {
+    let Ok(seq) = seq.parse::<u64>() else {
+        return err(StatusCode::BAD_REQUEST, "seq must be a number (from 1)");
+    };
+    let r =
+        crate::proofs::audit_proof(&s.shared, &s.certs, &fleet, seq, q.since_epoch.unwrap_or(0))
+            .await
+            .map(phoenix_ledger_light::Proof::Audit);
+    proof_response(&q, r)
+}
+
+/// `GET /v1/proof/state/{module}/{key}`: the entry (or its absence) under the state root of the
+/// latest certified block.
+async fn proof_state(
+    State(s): State<ApiState>,
+    Path((module, key)): Path<(String, String)>,
+    Query(q): Query<ProofQuery>,
+) -> Response {
+    let r = crate::proofs::state_proof(
+        &s.shared,
+        &s.certs,
+        &module,
+        &key,
+        q.since_epoch.unwrap_or(0),
+    )
+    .await
+    .map(phoenix_ledger_light::Proof::State);
+    proof_response(&q, r)
+}
+
+/// `GET /v1/genesis`: the genesis file this node runs (for `checkpoint` without `--trust`).
+async fn genesis(State(s): State<ApiState>) -> Response {
+    let g = s.shared.lock().genesis.clone();
+    Json(g).into_response()
+}
+
+/// `GET /v1/checkpoint`: a recent certified block, from which `phoenix ledger checkpoint` makes
+/// a checkpoint file.
+async fn checkpoint(State(s): State<ApiState>, Query(q): Query<ProofQuery>) -> Response {
+    let r = crate::proofs::checkpoint_proof(&s.shared, &s.certs, q.since_epoch.unwrap_or(0))
+        .await
+        .map(phoenix_ledger_light::Proof::Checkpoint);
+    proof_response(&q, r)
+}
+
 async fn stream_blocks(State(s): State<ApiState>) -> Response {
     let rx = s.shared.finalized_tx.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -652,6 +736,7 @@ mod tests {
         ApiState {
             shared,
             blocks: Arc::new(|_| Box::pin(async { None })),
+            certs: Arc::new(|_| Box::pin(async { None })),
             engine_metrics: Arc::new(String::new),
             started: Instant::now(),
             empty_block_interval_ms: 1000,
@@ -731,6 +816,80 @@ mod tests {
             "{v}"
         );
         assert!(v["rejected"][0].get("error").is_none(), "{v}");
+    }
+
+    /// The proof endpoints name what is missing: an unknown record is 404, a recorded one that
+    /// no stored certificate covers yet is 503 (retry, or ask another node), a bad seq is 400.
+    /// The node's audit log index follows finalized blocks, retries of a record included.
+    #[tokio::test]
+    async fn proofs_say_what_is_missing_and_the_audit_log_index_follows_blocks() {
+        use crate::block::LedgerBlock;
+        use phoenix_ledger_types::exec::{BlockContext, build_block};
+        let a = Keypair::from_test_index(1);
+        let shared = shared_with_auditors(&[&a]);
+        let s = state(shared.clone());
+        let q = || {
+            Query(ProofQuery {
+                since_epoch: None,
+                format: None,
+            })
+        };
+        let ask = |fleet: &str, seq: &str| {
+            proof_audit(
+                State(s.clone()),
+                Path((fleet.to_string(), seq.to_string())),
+                q(),
+            )
+        };
+        let (code, v) = json_of(ask("f", "1").await).await;
+        assert_eq!(code, 404, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("error")
+                .contains("no audit record 1")
+        );
+        assert_eq!(json_of(ask("f", "x").await).await.0, 400);
+
+        // Block 1 records f/1 and f/2; block 2 sends f/2 again (a retry) and f/3.
+        let commit = |txs: Vec<Transaction>, height: u64| {
+            let (hdr, st) = {
+                let g = shared.lock();
+                (g.finalized_header.clone(), g.finalized_state.clone())
+            };
+            let ctx = BlockContext {
+                epoch: 0,
+                view: height,
+                parent_view: height - 1,
+                proposer: Keypair::from_test_index(9).public(),
+                timestamp_ms: hdr.timestamp_ms + 1,
+            };
+            let built = build_block(&hdr, &st, ctx, txs);
+            assert!(built.rejected.is_empty(), "{:?}", built.rejected);
+            let root = built.block.header.audit_root;
+            shared
+                .lock()
+                .commit(&LedgerBlock::new(built.block), built.state);
+            root
+        };
+        commit(vec![audit_tx(&a, 0), audit_tx(&a, 1)], 1);
+        let mut retry = audit_tx(&a, 1).body;
+        retry.nonce = 2;
+        let root = commit(vec![retry.sign(&a), audit_tx(&a, 3)], 2);
+        {
+            let g = shared.lock();
+            assert_eq!(g.audit_log.size(), 3, "the retry appended nothing");
+            assert_eq!(g.audit_log.root(), root);
+        }
+        let (code, v) = json_of(ask("f", "2").await).await;
+        assert_eq!(code, 503, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("error")
+                .contains("is not in a certified block yet"),
+            "{v}"
+        );
     }
 
     /// Regression: a future-nonce transaction answered `{"status": "pending"}` and stayed so for

@@ -129,6 +129,91 @@ pub enum LedgerCommand {
     },
     /// Start N validators as separate processes on loopback, drive signed transactions, report.
     Bench(crate::bench::BenchArgs),
+    /// Fetch a proof from a node and write it to a file (it is checked by `verify-proof`).
+    Prove {
+        /// What to prove.
+        #[command(subcommand)]
+        what: ProveCommand,
+    },
+    /// Check a proof file against a trust file (the network's genesis.json, or a checkpoint);
+    /// prints what was proven, exits 1 if the proof fails.
+    VerifyProof {
+        /// The proof (JSON as `prove` writes it, or its binary encoding).
+        file: PathBuf,
+        /// The network's genesis.json, or a checkpoint file from `checkpoint`.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Output: text, or json (`{"verified": true, "proven": ...}` or
+        /// `{"verified": false, "error": ...}`).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Write a checkpoint file (the current epoch's validator set, a certified height and its
+    /// header hash) for light clients to trust instead of the genesis.
+    Checkpoint {
+        /// Node API URL.
+        #[arg(long, default_value = "http://127.0.0.1:8700")]
+        api: String,
+        /// Where to write the checkpoint.
+        #[arg(long)]
+        out: PathBuf,
+        /// Check the checkpoint from this genesis.json (or an older checkpoint) before writing
+        /// it; without it the node's own genesis is fetched and trusted.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+}
+
+/// What `phoenix ledger prove` proves.
+#[derive(Debug, clap::Subcommand)]
+pub enum ProveCommand {
+    /// An audit record: fleet FLEET's record SEQ (from 1) in its chain.
+    Audit {
+        /// The fleet.
+        fleet: String,
+        /// The record's seq in the fleet's chain.
+        seq: u64,
+        /// Where to fetch from and write to.
+        #[command(flatten)]
+        fetch: ProveArgs,
+    },
+    /// A state entry, e.g. `audit core/3`, `accounts KEY`, `provisioning ID` (or its absence).
+    State {
+        /// The module (`governance`, `identity`, `provisioning`, `audit`, `accounts`).
+        module: String,
+        /// The key within the module.
+        key: String,
+        /// Where to fetch from and write to.
+        #[command(flatten)]
+        fetch: ProveArgs,
+    },
+}
+
+/// Where `prove` fetches from and writes to.
+#[derive(Debug, clap::Args)]
+pub struct ProveArgs {
+    /// Node API URL.
+    #[arg(long, default_value = "http://127.0.0.1:8700")]
+    api: String,
+    /// Where to write the proof.
+    #[arg(long)]
+    out: PathBuf,
+    /// Carry only the validator-set changes from this epoch on (for a client that trusts a
+    /// checkpoint of that epoch); 0, the default, carries every change since genesis.
+    #[arg(long, default_value_t = 0)]
+    since_epoch: u64,
+    /// File format: json, or bin (the compact encoding an edge site receives).
+    #[arg(long, value_enum, default_value_t = ProofFormat::Json)]
+    format: ProofFormat,
+}
+
+/// How `prove` writes a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProofFormat {
+    /// JSON (hex hashes and signatures).
+    Json,
+    /// The compact binary encoding.
+    Bin,
 }
 
 /// How a command prints its result.
@@ -595,7 +680,287 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             block_on(submit_tx(api, key, nonce, chain_id, wait, dry_run, op))
         }
         LedgerCommand::Bench(args) => crate::bench::run_bench(args),
+        LedgerCommand::Prove { what } => block_on(prove(what)),
+        LedgerCommand::VerifyProof {
+            file,
+            trust,
+            output,
+        } => verify_proof_file(&file, &trust, output),
+        LedgerCommand::Checkpoint { api, out, trust } => {
+            block_on(write_checkpoint(api, out, trust))
+        }
     }
+}
+
+/// Fetches `path` from the node and decodes it as a proof; the node's own refusal is the error.
+async fn fetch_proof(api: &str, path: &str) -> Result<phoenix_ledger_light::Proof> {
+    let r = Conn::new(api)
+        .get(path)
+        .await
+        .with_context(|| format!("fetching {api}{path}"))?;
+    let v = r.json().with_context(|| format!("{api}{path}"))?;
+    if r.status != 200 {
+        bail!(
+            "{api}{path}: {} ({})",
+            v["error"].as_str().unwrap_or("no reason given"),
+            r.status
+        );
+    }
+    phoenix_ledger_light::Proof::from_json(v)
+        .with_context(|| format!("{api}{path} did not answer a proof"))
+}
+
+/// `s` with every byte but URL-unreserved ones (and `/` if `keep_slash`) percent-encoded.
+fn percent_encode_path(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn prove(what: ProveCommand) -> Result<ExitCode> {
+    let (path, fetch) = match &what {
+        ProveCommand::Audit { fleet, seq, fetch } => (
+            format!(
+                "/v1/proof/audit/{}/{seq}",
+                percent_encode_path(fleet, false)
+            ),
+            fetch,
+        ),
+        ProveCommand::State { module, key, fetch } => (
+            format!(
+                "/v1/proof/state/{}/{}",
+                percent_encode_path(module, false),
+                percent_encode_path(key, true)
+            ),
+            fetch,
+        ),
+    };
+    let path = format!("{path}?since_epoch={}", fetch.since_epoch);
+    let proof = fetch_proof(&fetch.api, &path).await?;
+    let bytes = match fetch.format {
+        ProofFormat::Json => {
+            let mut b = serde_json::to_vec_pretty(&proof.to_json())?;
+            b.push(b'\n');
+            b
+        }
+        ProofFormat::Bin => proof.encode(),
+    };
+    std::fs::write(&fetch.out, &bytes)
+        .with_context(|| format!("writing {}", fetch.out.display()))?;
+    let size = proof.encode().len();
+    let changes = proof.changes().len();
+    let (what, height, epoch, signers) = match &proof {
+        phoenix_ledger_light::Proof::Audit(p) => (
+            format!(
+                "audit record {} of fleet {:?} (hash {})",
+                p.seq, p.fleet, p.hash
+            ),
+            p.header.height,
+            p.header.epoch,
+            p.certificate.votes.len(),
+        ),
+        phoenix_ledger_light::Proof::State(p) => (
+            format!(
+                "state {}/{} ({})",
+                p.module,
+                p.key,
+                if p.value.is_some() {
+                    "present"
+                } else {
+                    "absent"
+                }
+            ),
+            p.header.height,
+            p.header.epoch,
+            p.certificate.votes.len(),
+        ),
+        phoenix_ledger_light::Proof::Checkpoint(p) => (
+            "a checkpoint".to_string(),
+            p.header.height,
+            p.header.epoch,
+            p.certificate.votes.len(),
+        ),
+    };
+    println!(
+        "wrote {}: {what}, in block {height} (epoch {epoch}) with {signers} signatures and {changes} \
+         validator-set change(s); {size} bytes encoded",
+        fetch.out.display()
+    );
+    println!(
+        "not verified yet: phoenix ledger verify-proof {} --trust GENESIS_OR_CHECKPOINT",
+        fetch.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_trust(path: &Path) -> Result<phoenix_ledger_light::Trust> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    phoenix_ledger_light::Trust::from_json(&bytes)
+        .with_context(|| format!("trust file {}", path.display()))
+}
+
+/// What `verify-proof` prints for a proven statement.
+fn describe_proven(
+    p: &phoenix_ledger_light::Proven,
+    trust: &phoenix_ledger_light::Trust,
+) -> String {
+    use phoenix_ledger_light::Proven;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let block = |s: &mut String, b: &phoenix_ledger_light::client::Certified| {
+        let _ = writeln!(
+            s,
+            "  in block {} ({}) of epoch {}, finalized by {} of its {} validators",
+            b.height, b.hash, b.epoch, b.signers, b.validators
+        );
+        if b.changes_followed > 0 {
+            let _ = writeln!(
+                s,
+                "  after following {} certified validator-set change(s)",
+                b.changes_followed
+            );
+        }
+    };
+    match p {
+        Proven::Audit(a) => {
+            let _ = writeln!(
+                s,
+                "verified: audit record {} of fleet {:?} is on chain {:?} with hash {}",
+                a.seq, a.fleet, trust.chain_id, a.hash
+            );
+            let _ = writeln!(s, "  record {} of the ledger's audit log", a.index);
+            block(&mut s, &a.block);
+        }
+        Proven::State(st) => {
+            match &st.value {
+                Some(v) => {
+                    let _ = writeln!(
+                        s,
+                        "verified: state {}/{} on chain {:?} is {v}",
+                        st.module, st.key, trust.chain_id
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "verified: state {}/{} is absent on chain {:?}",
+                        st.module, st.key, trust.chain_id
+                    );
+                }
+            }
+            let _ = writeln!(s, "  under state root {}", st.state_root);
+            block(&mut s, &st.block);
+        }
+        Proven::Checkpoint(c) => {
+            let _ = writeln!(
+                s,
+                "verified: block {} ({}) of chain {:?}, epoch {}, {} validators",
+                c.height,
+                c.header_hash,
+                c.chain_id,
+                c.epoch,
+                c.validators.len()
+            );
+        }
+    }
+    s
+}
+
+fn verify_proof_file(file: &Path, trust_file: &Path, output: Output) -> Result<ExitCode> {
+    let trust = read_trust(trust_file)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let verdict = phoenix_ledger_light::Proof::parse(&bytes)
+        .and_then(|proof| phoenix_ledger_light::LightClient::new(trust.clone()).verify(&proof));
+    let from = if trust.epoch == 0 && trust.height == 0 {
+        format!("genesis of chain {:?}", trust.chain_id)
+    } else {
+        format!(
+            "checkpoint of chain {:?} at height {} (epoch {})",
+            trust.chain_id, trust.height, trust.epoch
+        )
+    };
+    match (verdict, output) {
+        (Ok(p), Output::Json) => {
+            println!(
+                "{}",
+                serde_json::json!({"verified": true, "trust": from, "proven": p})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Ok(p), Output::Text) => {
+            print!("{}", describe_proven(&p, &trust));
+            println!("  trusting the {from} ({})", trust_file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        (Err(e), Output::Json) => {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "trust": from, "error": e.to_string()})
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        (Err(e), Output::Text) => {
+            eprintln!(
+                "proof refused: {e}\n  {} checked against the {from} ({})",
+                file.display(),
+                trust_file.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn write_checkpoint(api: String, out: PathBuf, trust: Option<PathBuf>) -> Result<ExitCode> {
+    let (trust, from) = match &trust {
+        Some(t) => (read_trust(t)?, t.display().to_string()),
+        None => {
+            let r = Conn::new(&api).get("/v1/genesis").await?;
+            if r.status != 200 {
+                bail!("{api}/v1/genesis answered {}", r.status);
+            }
+            let t = phoenix_ledger_light::Trust::from_json(&r.body)
+                .with_context(|| format!("the genesis {api} serves"))?;
+            eprintln!(
+                "warning: checked against the genesis {api} serves; pass --trust GENESIS to \
+                 check it against one you hold"
+            );
+            (t, format!("{api}/v1/genesis"))
+        }
+    };
+    let since = trust.epoch;
+    let proof = fetch_proof(&api, &format!("/v1/checkpoint?since_epoch={since}")).await?;
+    let mut client = phoenix_ledger_light::LightClient::new(trust);
+    let checkpoint = match client.verify(&proof) {
+        Ok(phoenix_ledger_light::Proven::Checkpoint(c)) => c,
+        Ok(_) => bail!("{api}/v1/checkpoint answered another kind of proof"),
+        Err(e) => {
+            eprintln!("checkpoint refused: {e}\n  {api}/v1/checkpoint checked against {from}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut bytes = serde_json::to_vec_pretty(&checkpoint)?;
+    bytes.push(b'\n');
+    std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {}: chain {:?}, epoch {}, block {} ({}), {} validators (set {}), checked against {from}",
+        out.display(),
+        checkpoint.chain_id,
+        checkpoint.epoch,
+        checkpoint.height,
+        checkpoint.header_hash,
+        checkpoint.validators.len(),
+        checkpoint.validator_set_hash
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `join` prints for people: the new node, how to start it, and the governance commands
@@ -873,11 +1238,13 @@ pub fn run_node(home: Home) -> Result<()> {
                 Some((b, f))
             })
         });
+        let certs = crate::proofs::marshal_certs(started.marshal.clone(), shared.clone());
         let metrics_ctx = context.child("metrics");
         let engine_metrics: EngineMetrics = Arc::new(move || metrics_ctx.encode());
         let state = ApiState {
             shared,
             blocks,
+            certs,
             engine_metrics,
             started: Instant::now(),
             empty_block_interval_ms: node.empty_block_interval_ms,

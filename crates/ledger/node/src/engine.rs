@@ -31,8 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
-/// Namespace for consensus signatures (domain separation from transaction signatures).
-pub const NAMESPACE: &[u8] = b"phoenix-ledger-consensus";
+/// Namespace for consensus signatures (domain separation from transaction signatures); the light
+/// client builds the signed bytes from the same constant.
+pub const NAMESPACE: &[u8] = phoenix_ledger_light::cert::NAMESPACE;
 
 /// P2P channel ids.
 pub mod channels {

@@ -9,6 +9,8 @@
 //!   state (reconfiguration at epoch boundaries without a restart);
 //! - [`shared`]: finalized/speculative state, mempool and counters shared with the API;
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
+//! - [`proofs`]: audit-record, state and checkpoint proofs for light clients
+//!   (`phoenix-ledger-light`);
 //! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `join`, `tx`
 //!   and `bench`;
 //! - [`config`]: the node home (`node.json`, `genesis.json`, `validator.key`, `data/`);
@@ -27,6 +29,7 @@ pub mod epochs;
 pub mod error;
 pub mod gossip;
 pub mod http;
+pub mod proofs;
 pub mod shared;
 #[cfg(test)]
 mod testkit;

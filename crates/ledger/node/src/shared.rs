@@ -8,8 +8,9 @@ use crate::block::LedgerBlock;
 use crate::error::NodeError;
 use phoenix_ledger_types::block::BlockHeader;
 use phoenix_ledger_types::crypto::{Hash, PublicKey};
-use phoenix_ledger_types::exec::{Genesis, LedgerState, TxError};
-use phoenix_ledger_types::tx::Transaction;
+use phoenix_ledger_types::exec::{Genesis, LedgerState, TxError, Validator};
+use phoenix_ledger_types::mlog::{MerkleLog, audit_leaf};
+use phoenix_ledger_types::tx::{Operation, Transaction};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,10 +157,31 @@ pub struct Inner {
     pub finalized_views: BTreeMap<u64, u64>,
     /// Per-validator liveness, by validator index in the sorted set.
     pub liveness: Vec<Liveness>,
+    /// The audit log of the finalized chain, every complete subtree kept, so that a record's
+    /// inclusion proof against any finalized block's audit root costs `O(log n)` (about 64 bytes
+    /// a record in memory).
+    pub audit_log: MerkleLog,
+    /// Validator-set changes of the finalized chain: the height of each epoch's last block
+    /// whose next validator set differs, with that next set (what a proof from genesis carries).
+    pub set_changes: Vec<SetChangeAt>,
+    /// The post-states of the latest finalized blocks (`Clone` is O(1)), so that a state proof
+    /// can be made against a block that has a finality certificate when the tip has none yet.
+    pub finalized_states: BTreeMap<u64, LedgerState>,
+}
+
+/// A validator-set change in the finalized chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetChangeAt {
+    /// Height of the epoch's last block.
+    pub height: u64,
+    /// The validators of the next epoch, sorted by key.
+    pub next: Vec<Validator>,
 }
 
 /// How many recent finalized blocks are kept in memory.
 const RECENT_CAP: usize = 256;
+/// How many recent finalized post-states are kept for state proofs.
+pub const PROOF_STATES: usize = 32;
 
 /// The shared handle.
 pub struct Shared {
@@ -204,6 +226,9 @@ impl Shared {
                 recent: BTreeMap::new(),
                 finalized_views: BTreeMap::new(),
                 liveness,
+                audit_log: MerkleLog::new(),
+                set_changes: Vec::new(),
+                finalized_states: BTreeMap::new(),
             }),
             counters: Counters::default(),
             finalized_tx,
@@ -489,6 +514,20 @@ impl Inner {
             self.remove_from_mempool(&h);
             touched.insert(tx.body.signer);
         }
+        self.extend_audit_log(b, &state);
+        let l = self.genesis.epoch_length;
+        if (height + 1).is_multiple_of(l)
+            && b.header.next_validator_set_hash != b.header.validator_set_hash
+        {
+            self.set_changes.push(SetChangeAt {
+                height,
+                next: state.validators().at_epoch((height + 1) / l).validators,
+            });
+        }
+        self.finalized_states.insert(height, state.clone());
+        while self.finalized_states.len() > PROOF_STATES {
+            self.finalized_states.pop_first();
+        }
         self.finalized_header = b.header.clone();
         self.finalized_state = state;
         self.speculative.retain(|_, (hdr, _)| hdr.height > height);
@@ -514,6 +553,48 @@ impl Inner {
             self.recent.pop_first();
         }
         b.txs.len() as u64
+    }
+}
+
+impl Inner {
+    /// Appends the records block `b` appended to the audit log (its post-state is `state`; the
+    /// finalized state is still its parent's).
+    fn extend_audit_log(&mut self, b: &phoenix_ledger_types::block::Block, state: &LedgerState) {
+        let before = self.audit_log.size();
+        let added = b.header.audit_size.saturating_sub(before);
+        if added == 0 {
+            return;
+        }
+        let records = b.txs.iter().filter_map(|tx| match &tx.body.op {
+            Operation::Audit(rec) => Some(rec),
+            _ => None,
+        });
+        // Usually every record in a block is new; only a retry of a recorded one is not, and
+        // then its first appearance decides (in the parent state, or earlier in this block).
+        let all_new = records.clone().count() as u64 == added;
+        let mut seen = HashSet::new();
+        for rec in records {
+            let new = all_new
+                || (self
+                    .finalized_state
+                    .audit_entry(&rec.fleet, rec.seq)
+                    .is_none()
+                    && seen.insert((rec.fleet.as_str(), rec.seq)));
+            if new {
+                self.audit_log
+                    .push(audit_leaf(&rec.fleet, rec.seq, &rec.hash));
+            }
+        }
+        // The block executed to this root, so a mismatch is a bug here: say so loudly rather
+        // than serve proofs that do not verify.
+        if self.audit_log.size() != state.audit_log().size
+            || self.audit_log.root() != b.header.audit_root
+        {
+            tracing::error!(
+                height = b.header.height,
+                "audit log index disagrees with the block's audit root; proofs will fail"
+            );
+        }
     }
 }
 

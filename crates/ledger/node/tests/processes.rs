@@ -12,11 +12,16 @@
 //!   second `run` on a running node's home exits 1 at once with the holder's pid.
 //! - `regression_node_logs_to_a_file_carry_no_ansi_colour_codes` (default suite): a node whose
 //!   stderr is a file logs plain text.
+//! - `proofs_fetched_over_http_verify_and_tampered_ones_are_refused` (default suite): audit
+//!   records, then `prove audit`, `prove state`, `checkpoint` and `verify-proof` as a person runs
+//!   them; a tampered record, a trimmed certificate, another network's genesis and a stale
+//!   checkpoint each exit 1 naming the reason.
 //! - `kill_and_restart_four_validators` (`PHOENIX_HEAVY_TESTS=1`): kill -9 one validator (the rest
 //!   finalize), a second (finalization stops, no fork), restart both (they catch up and agree).
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
 //!   the genesis set (its home written by `join`) follows, is added by governance, and votes from
-//!   its epoch on.
+//!   its epoch on; a proof from genesis fetched from it and from a genesis validator carries the
+//!   change and verifies against the genesis file.
 
 use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
 use phoenix_ledger_node::cli::block_on;
@@ -410,6 +415,194 @@ async fn wait_committed(c: &mut Conn, h: &Hash) -> serde_json::Value {
         assert!(Instant::now() < deadline, "not committed: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs `phoenix-ledger ledger ARGS...`; returns (exit code, stdout, stderr).
+fn ledger(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(exe())
+        .arg("ledger")
+        .args(args)
+        .output()
+        .expect("run phoenix-ledger");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 10, item 3, as a person runs it: record audit entries, fetch their proofs over HTTP,
+/// check them against the genesis and a checkpoint; tampered proofs exit 1 with their reason.
+#[test]
+fn proofs_fetched_over_http_verify_and_tampered_ones_are_refused() {
+    let dir = tmpdir("proofs");
+    let p = base_port(7);
+    let spec = |dir: &Path, p: u16| TestnetSpec {
+        validators: 1,
+        dir: dir.to_path_buf(),
+        api_base_port: p,
+        p2p_base_port: p + 5,
+        chain_id: "proof-test".into(),
+        empty_block_interval_ms: 200,
+        min_block_interval_ms: 20,
+        extra_auditors: vec![],
+        worker_threads: 1,
+        replace: false,
+    };
+    write_testnet(&spec(&dir, p)).expect("testnet");
+    let other = tmpdir("proofs-other");
+    write_testnet(&spec(&other, p + 1)).expect("another network");
+    let client = read_key(&dir.join("client.key")).expect("client key");
+    let _procs = Procs(vec![
+        spawn_node(&exe(), &dir.join("node-0")).expect("spawn"),
+    ]);
+    let api = format!("http://127.0.0.1:{p}");
+    let genesis = dir.join("node-0/genesis.json");
+    let genesis = genesis.to_str().expect("utf8");
+    let file = |name: &str| dir.join(name).to_str().expect("utf8").to_string();
+    block_on(async {
+        wait_height(std::slice::from_ref(&api), 1, Duration::from_secs(60)).await?;
+        let mut c = Conn::new(&api);
+        let mut last = Hash::ZERO;
+        for n in 0..5 {
+            let tx = audit_tx(&client, "proof-test", n);
+            let (code, v) = post(&mut c, &tx.encode()).await;
+            assert_eq!(code, 202, "{v}");
+            last = tx.hash();
+        }
+        wait_committed(&mut c, &last).await;
+        // A proof needs a certified block that includes the record: the next one or two.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        anyhow::Ok(())
+    })
+    .expect("records");
+
+    let proof = file("audit-3.json");
+    let (code, out, err) = ledger(&["prove", "audit", "f", "3", "--api", &api, "--out", &proof]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("audit record 3 of fleet \"f\""), "{out}");
+    let (code, out, err) = ledger(&["verify-proof", &proof, "--trust", genesis]);
+    assert_eq!(code, 0, "{out}{err}");
+    let want_hash = Hash::of(&[&client.public().0, &2u64.to_be_bytes()]);
+    assert!(
+        out.contains(&format!(
+            "verified: audit record 3 of fleet \"f\" is on chain \"proof-test\" with hash \
+             {want_hash}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("finalized by 1 of its 1 validators"), "{out}");
+    assert!(out.contains("trusting the genesis"), "{out}");
+    // The binary form verifies too, and is small.
+    let bin = file("audit-3.bin");
+    let (code, out, err) = ledger(&[
+        "prove", "audit", "f", "3", "--api", &api, "--out", &bin, "--format", "bin",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(std::fs::metadata(&bin).expect("bin").len() < 1024);
+    let (code, out, err) = ledger(&["verify-proof", &bin, "--trust", genesis, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["proven"]["seq"], 3, "{v}");
+
+    // Tampered: the record's hash, then the certificate cut below a quorum.
+    let edit = |from: &str, to: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(from).expect("read")).expect("json");
+        f(&mut v);
+        std::fs::write(to, serde_json::to_vec(&v).expect("json")).expect("write");
+    };
+    let tampered = file("tampered.json");
+    edit(&proof, &tampered, &|v| {
+        v["hash"] = serde_json::json!("ab".repeat(32))
+    });
+    let (code, out, err) = ledger(&["verify-proof", &tampered, "--trust", genesis]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("proof refused: tampered record"), "{err}");
+    edit(&proof, &tampered, &|v| v["seq"] = serde_json::json!(4));
+    let (code, _, err) = ledger(&["verify-proof", &tampered, "--trust", genesis]);
+    assert_eq!(code, 1);
+    assert!(err.contains("tampered record"), "{err}");
+    edit(&proof, &tampered, &|v| {
+        v["certificate"]["votes"]
+            .as_array_mut()
+            .expect("votes")
+            .clear()
+    });
+    let (code, _, err) = ledger(&["verify-proof", &tampered, "--trust", genesis]);
+    assert_eq!(code, 1);
+    assert!(err.contains("too few signatures"), "{err}");
+    // Another network's genesis: its validator did not sign this.
+    let foreign = other.join("node-0/genesis.json");
+    let (code, _, err) = ledger(&[
+        "verify-proof",
+        &proof,
+        "--trust",
+        foreign.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("wrong"), "{err}");
+
+    // A state proof of the same record's full entry.
+    let sp = file("state.json");
+    let (code, out, err) = ledger(&[
+        "prove", "state", "audit", "f/3", "--api", &api, "--out", &sp,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ledger(&["verify-proof", &sp, "--trust", genesis]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified: state audit/f/3 on chain"), "{out}");
+    assert!(out.contains("\"step\":\"apply\""), "{out}");
+    edit(&sp, &tampered, &|v| {
+        v["value"] = serde_json::json!(hex::encode(b"{}"))
+    });
+    let (code, _, err) = ledger(&["verify-proof", &tampered, "--trust", genesis]);
+    assert_eq!(code, 1);
+    assert!(err.contains("tampered state entry"), "{err}");
+    // An unknown record is the node's 404, said plainly.
+    let (code, _, err) = ledger(&[
+        "prove", "audit", "f", "99", "--api", &api, "--out", &tampered,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no audit record 99 of fleet \"f\""), "{err}");
+
+    // A checkpoint, checked against the genesis; proofs verify against it.
+    let cp = file("checkpoint.json");
+    let (code, out, err) = ledger(&[
+        "checkpoint",
+        "--api",
+        &api,
+        "--out",
+        &cp,
+        "--trust",
+        genesis,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("checked against"), "{out}");
+    let (code, out, err) = ledger(&["verify-proof", &proof, "--trust", &cp]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("trusting the checkpoint"), "{out}");
+    // A checkpoint of a later epoch makes this proof stale.
+    let mut later: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cp).expect("read")).expect("json");
+    let epoch_length = later["epoch_length"].as_u64().expect("epoch length");
+    later["epoch"] = serde_json::json!(50);
+    later["height"] = serde_json::json!(50 * epoch_length);
+    let later_file = file("later-checkpoint.json");
+    std::fs::write(&later_file, later.to_string()).expect("write");
+    let (code, _, err) = ledger(&["verify-proof", &proof, "--trust", &later_file]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stale epoch"), "{err}");
+    // Without --trust the node's own genesis is used, with a warning.
+    let (code, out, err) = ledger(&["checkpoint", "--api", &api, "--out", &cp]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: checked against the genesis"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
 }
 
 #[test]
@@ -813,6 +1006,41 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         let reference = hashes(&apis[0], upto).await?;
         for a in &apis[1..] {
             assert_eq!(hashes(a, upto).await?, reference, "{a} disagrees");
+        }
+        // A proof from genesis carries the change and verifies against the genesis file, from
+        // a genesis validator and from the joiner alike (issue 10, light clients).
+        let rec = audit_tx(&client, chain, 1);
+        let (code, v) = post(&mut c, &rec.encode()).await;
+        assert_eq!(code, 202, "{v}");
+        wait_committed(&mut c, &rec.hash()).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let genesis = homes[0].join("genesis.json");
+        for (i, a) in [(0, &apis[0]), (4, &apis[4])] {
+            let out = dir.join(format!("proof-{i}.json"));
+            let (code, o, e) = ledger(&[
+                "prove",
+                "audit",
+                "f",
+                "2",
+                "--api",
+                a,
+                "--out",
+                out.to_str().expect("utf8"),
+            ]);
+            assert_eq!(code, 0, "node {i}: {o}{e}");
+            assert!(o.contains("1 validator-set change(s)"), "node {i}: {o}");
+            let (code, o, e) = ledger(&[
+                "verify-proof",
+                out.to_str().expect("utf8"),
+                "--trust",
+                genesis.to_str().expect("utf8"),
+            ]);
+            assert_eq!(code, 0, "node {i}: {o}{e}");
+            assert!(
+                o.contains("after following 1 certified validator-set change(s)")
+                    && o.contains("of its 5 validators"),
+                "node {i}: {o}"
+            );
         }
         anyhow::Ok(())
     })

@@ -16,6 +16,7 @@ use phoenix_ledger_node::NodeError;
 use phoenix_ledger_node::app::Cadence;
 use phoenix_ledger_node::block::to_engine_key;
 use phoenix_ledger_node::engine::{NAMESPACE, Networks, Timing, channels, start_validator};
+use phoenix_ledger_node::proofs::{self, CertSource, marshal_certs};
 use phoenix_ledger_node::shared::{Shared, get};
 use phoenix_ledger_types::crypto::{Hash, Keypair};
 use phoenix_ledger_types::exec::{Genesis, GenesisAccount, Validator};
@@ -47,6 +48,8 @@ fn link(latency_ms: u64, jitter_ms: u64, loss: bool) -> Link {
 struct Node {
     shared: Arc<Shared>,
     handles: Vec<Handle<()>>,
+    /// Stored finality certificates, as the proof API reads them.
+    certs: CertSource,
 }
 
 struct Net {
@@ -171,6 +174,7 @@ impl Net {
         )
         .await?;
         Ok(Node {
+            certs: marshal_certs(started.marshal.clone(), shared.clone()),
             shared,
             handles: started.handles,
         })
@@ -738,6 +742,126 @@ fn run_reconfiguration(seed: u64) -> String {
 #[test]
 fn governance_adds_and_removes_validators_at_epoch_boundaries() {
     run_reconfiguration(7);
+}
+
+/// Issue 10, light clients: proofs made from the running network's own stored certificates (the
+/// consensus library's ed25519 finalizations) verify in `phoenix-ledger-light`, which does not
+/// use that library; a proof from genesis follows a validator-set change made by governance; a
+/// tampered proof and a stale one are refused; a checkpoint made from a proof is then trusted.
+#[test]
+fn light_client_verifies_proofs_from_the_running_network_across_a_validator_set_change() {
+    use phoenix_ledger_light::{LightClient, LightError, Proven, Trust};
+    let cfg = deterministic::Config::new()
+        .with_seed(11)
+        .with_timeout(Some(Duration::from_secs(3_600)));
+    deterministic::Runner::new(cfg).start(|ctx| async move {
+        let net = Net::with(4, 1, EPOCH_LENGTH, 2);
+        let l = link(10, 3, false);
+        let oracle = network(&ctx, &net.engine_keys[..4]).await;
+        connect(&oracle, &net.engine_keys, &l).await;
+        let mut nodes = Vec::new();
+        for i in 0..5 {
+            nodes.push(net.start(&ctx, &oracle, i).await);
+        }
+        let all: Vec<&Node> = nodes.iter().collect();
+        let limit = Duration::from_secs(300);
+        // Audit records 1..=5 of fleet `f`, and node 4 scheduled for epoch 2.
+        for n in 0..5 {
+            net.submit(all[0], n);
+        }
+        let mut nonces = (5, 0);
+        govern(
+            &net,
+            all[0],
+            &mut nonces,
+            "add-4",
+            GovAction::AddValidator {
+                key: net.keys[4].public(),
+                address: address(4),
+                effective_epoch: 2,
+            },
+        );
+        wait_for(&ctx, &all, 2 * EPOCH_LENGTH + 5, limit, "into epoch 2").await;
+        let genesis = Trust::from_genesis(&net.genesis).expect("genesis");
+        let node = all[2];
+
+        let p = proofs::audit_proof(&node.shared, &node.certs, "f", 3, 0)
+            .await
+            .expect("a proof of record 3");
+        assert_eq!(p.changes.len(), 1, "the change at the end of epoch 1");
+        assert_eq!(p.changes[0].header.height, 2 * EPOCH_LENGTH - 1);
+        assert!(p.header.epoch >= 2);
+        assert_eq!(p.certificate.votes.len(), 4, "a quorum of five");
+        let mut client = LightClient::new(genesis.clone());
+        let proven = client
+            .verify_audit(&p)
+            .expect("verifies without the consensus library");
+        assert_eq!((proven.fleet.as_str(), proven.seq), ("f", 3));
+        assert_eq!(proven.hash, Hash::of(&[b"sim", &2u64.to_be_bytes()]));
+        assert_eq!(proven.block.changes_followed, 1);
+        assert_eq!(client.trust().validators.len(), 5);
+
+        // Tampered: another hash for record 3.
+        let mut t = p.clone();
+        t.hash = Hash([7; 32]);
+        let e = LightClient::new(genesis.clone())
+            .verify_audit(&t)
+            .unwrap_err();
+        assert!(matches!(e, LightError::TamperedRecord { .. }), "{e}");
+        // A certificate trimmed below a quorum.
+        let mut t = p.clone();
+        t.certificate.votes.truncate(3);
+        let e = LightClient::new(genesis.clone())
+            .verify_audit(&t)
+            .unwrap_err();
+        assert!(
+            matches!(e, LightError::TooFewSignatures { need: 4, .. }),
+            "{e}"
+        );
+
+        // A state proof of the same record's entry, and a checkpoint.
+        let sp = proofs::state_proof(&node.shared, &node.certs, "audit", "f/3", 0)
+            .await
+            .expect("state proof");
+        let Ok(Proven::State(st)) =
+            LightClient::new(genesis.clone()).verify(&phoenix_ledger_light::Proof::State(sp))
+        else {
+            panic!("the state proof does not verify");
+        };
+        assert_eq!(st.value.expect("present")["record"]["seq"], 3);
+        let cp = proofs::checkpoint_proof(&node.shared, &node.certs, 0)
+            .await
+            .expect("checkpoint proof");
+        let checkpoint = LightClient::new(genesis.clone())
+            .verify_checkpoint(&cp)
+            .expect("checkpoint");
+        assert!(checkpoint.epoch >= 2);
+        assert_eq!(checkpoint.validators.len(), 5);
+        // From the checkpoint, a proof without the old change verifies; one certified before
+        // the checkpoint's epoch is stale.
+        let trust = Trust::from_checkpoint(&checkpoint).expect("trust");
+        let short = proofs::audit_proof(&node.shared, &node.certs, "f", 4, checkpoint.epoch)
+            .await
+            .expect("proof since the checkpoint");
+        assert!(short.changes.is_empty());
+        LightClient::new(trust.clone())
+            .verify_audit(&short)
+            .expect("verifies against the checkpoint");
+        let e = proofs::audit_proof(&node.shared, &node.certs, "nope", 1, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, proofs::ProofError::NotFound(_)), "{e}");
+        let h = p.changes[0].header.clone();
+        let stale = phoenix_ledger_light::proof::CheckpointProof {
+            changes: vec![],
+            certificate: p.changes[0].certificate.clone(),
+            header: h,
+        };
+        let e = LightClient::new(trust)
+            .verify_checkpoint(&stale)
+            .unwrap_err();
+        assert!(matches!(e, LightError::StaleEpoch { proof: 1, .. }), "{e}");
+    });
 }
 
 #[test]
