@@ -99,6 +99,7 @@ fn the_phoenix_binary_is_installed_and_serves_the_ssh_provider() {
 struct SshFleet {
     dir: tempfile::TempDir,
     name: String,
+    logins: Vec<String>,
 }
 
 impl SshFleet {
@@ -120,29 +121,49 @@ impl SshFleet {
         config.push_str(&format!("  UserKnownHostsFile {}\n", known_path.display()));
         std::fs::write(dir.path().join("ssh_config"), config).unwrap();
         let name = format!("sshf-{}", std::process::id());
-        let logins: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.login())).collect();
-        let spec = format!(
-            "phoenix: 1\nname: {name}\nsites:\n  - name: edge\n    tier: edge\n    provider: ssh\n    ssh:\n      hosts: [{}]\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: {}\n    placement: {{ spread: host }}\n    command: [python3, -m, http.server, '${{port}}', --bind, 127.0.0.1, --directory, '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 30s, interval: 100ms }}\n    stop_grace: 2s\n",
-            logins.join(", "),
-            hosts.len()
-        );
-        std::fs::write(dir.path().join("fleet.yaml"), spec).unwrap();
-        SshFleet { dir, name }
+        let f = SshFleet {
+            dir,
+            name,
+            logins: hosts.iter().map(TestHost::login).collect(),
+        };
+        f.write(false);
+        f
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    /// Writes fleet.yaml: one `python3 -m http.server` per host; with `slow`, a revision
+    /// whose instances take two seconds to come up.
+    fn write(&self, slow: bool) {
+        let logins: Vec<String> = self.logins.iter().map(|l| format!("\"{l}\"")).collect();
+        let command = if slow {
+            "[sh, -c, 'sleep 2; exec python3 -m http.server \"$0\" --bind 127.0.0.1 --directory \"$1\"', '${port}', '${data_dir}']"
+        } else {
+            "[python3, -m, http.server, '${port}', --bind, 127.0.0.1, --directory, '${data_dir}']"
+        };
+        let spec = format!(
+            "phoenix: 1\nname: {}\nsites:\n  - name: edge\n    tier: edge\n    provider: ssh\n    ssh:\n      hosts: [{}]\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: {}\n    placement: {{ spread: host }}\n    command: {command}\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 8s, interval: 100ms }}\n    stop_grace: 2s\n",
+            self.name,
+            logins.join(", "),
+            self.logins.len()
+        );
+        std::fs::write(self.dir.path().join("fleet.yaml"), spec).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
         let ssh = format!("ssh -F {}", self.dir.path().join("ssh_config").display());
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .env(SSH_COMMAND_ENV, ssh)
             .env_remove("PHOENIX_STATE_URL")
-            .env("PHOENIX_OPERATOR_KEY", self.dir.path().join("operator.key"))
-            .output()
-            .unwrap()
+            .env("PHOENIX_OPERATOR_KEY", self.dir.path().join("operator.key"));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> Output {
@@ -196,6 +217,7 @@ fn apply_status_partition_heal_and_destroy_across_three_ssh_hosts() {
     if skip() {
         return;
     }
+    let t0 = Instant::now();
     let hosts = [host(), host(), host()];
     let f = SshFleet::new(&hosts);
     let t = Instant::now();
@@ -216,7 +238,8 @@ fn apply_status_partition_heal_and_destroy_across_three_ssh_hosts() {
             .all(|(_, s, healthy)| s == "running" && *healthy),
         "{st}"
     );
-    let _ = &f.name;
+
+    eprintln!("applied at {:?}", t0.elapsed());
 
     // A host's link is cut: status names it and nothing is lost; apply refuses, naming it.
     hosts[1].cut();
@@ -259,6 +282,65 @@ fn apply_status_partition_heal_and_destroy_across_three_ssh_hosts() {
             .all(|(_, s, healthy)| s == "running" && *healthy),
         "{st}"
     );
+
+    eprintln!("refused and converged at {:?}", t0.elapsed());
+
+    // The link is cut in the middle of an apply (a new revision): the apply fails naming the
+    // host; healed, the next apply converges to one process per host, at the new revision.
+    f.write(true);
+    let apply = f
+        .cmd(&["apply", "fleet.yaml", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "a new unit on the second host",
+        Duration::from_secs(60),
+        || (hosts[1].unit_processes(None).len() > 1).then_some(()),
+    );
+    hosts[1].cut();
+    let t = Instant::now();
+    let out = apply.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("the apply cut off took {:?} more:\n{err}", t.elapsed());
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&hosts[1].login()),
+        "the host is not named: {err}"
+    );
+    hosts[1].heal();
+    wait_for("the host back", Duration::from_secs(30), || {
+        f.run(&["apply", "fleet.yaml", "--yes"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let st = f.status();
+    assert_eq!(st["in_sync"], true, "{st}");
+    let revisions: Vec<u64> = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["revision"].as_u64().unwrap_or(0))
+        .collect();
+    for h in &hosts {
+        let units = h.unit_processes(None);
+        assert_eq!(units.len(), 1, "{}: {:?}", h.login(), h.processes());
+        let env = std::fs::read(format!("/proc/{}/environ", units[0])).unwrap();
+        let unit = env
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"PHOENIX_UNIT="))
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap();
+        assert!(
+            revisions.iter().any(|r| unit.ends_with(&format!("@r{r}"))),
+            "{unit} is not of the applied revisions {revisions:?}"
+        );
+    }
+    assert!(revisions.iter().all(|r| *r == revisions[0]), "{st}");
+
+    eprintln!("healed and converged at {:?}", t0.elapsed());
 
     // Destroy leaves no process of any host's login user.
     f.ok(&["destroy", "fleet.yaml", "--yes"]);

@@ -57,6 +57,8 @@ pub(crate) struct Output {
 /// How long the ssh master stays up after the last call: a command's calls come in bursts,
 /// and a master left by a command that could not close it (killed) goes soon.
 const PERSIST: &str = "15";
+/// How long a failure to connect is the answer for every call without trying again.
+const RECENT_FAILURE: Duration = Duration::from_secs(1);
 /// How many calls may run on one connection at once: sshd's `MaxSessions` is 10 by default.
 const MAX_SESSIONS: usize = 8;
 
@@ -203,8 +205,9 @@ impl Session {
 
     /// Starts the shared connection unless its socket exists (a master whose connection broke
     /// removes it; a stale one is replaced by the next call, as `ControlMaster=auto` does).
-    /// Concurrent callers wait for one attempt and share its failure, so that a dead host
-    /// costs one connect timeout, not one per waiting call.
+    /// Concurrent callers wait for one attempt and share its failure (so do callers within
+    /// [`RECENT_FAILURE`] of it), so that a dead host costs one connect timeout, not one per
+    /// call.
     fn ensure_master(&self, deadline: Instant) -> Result<(), SshError> {
         if self.socket().exists() {
             return Ok(());
@@ -217,8 +220,11 @@ impl Session {
         if self.socket().exists() {
             return Ok(());
         }
+        // Also a caller that comes just after a failure gets it at once: a caller's quick
+        // retries (the engine retries a stop within 100 ms) then do not each wait a connect
+        // timeout on a host that is down.
         if let Some((at, e)) = &*last
-            && *at >= asked
+            && (*at >= asked || at.elapsed() < RECENT_FAILURE)
         {
             return Err(e.clone());
         }

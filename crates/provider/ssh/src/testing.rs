@@ -368,6 +368,7 @@ impl TestHost {
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nUsePAM no\nAllowUsers {user}\nPermitRootLogin no\n\
              MaxSessions 64\nMaxStartups 64:30:128\nClientAliveInterval 2\n\
+             PermitUserEnvironment yes\n\
              ClientAliveCountMax 3\nLogLevel VERBOSE\n",
             addr = self.addr,
             key = host_key.display(),
@@ -480,6 +481,25 @@ impl TestHost {
             })
     }
 
+    /// Puts a command `name` running `script` (sh) first on the login user's `PATH` on the host
+    /// (through `~/.ssh/environment`, which the test sshd reads): a `uname` that names another
+    /// architecture, say.
+    ///
+    /// # Panics
+    /// When the files cannot be written.
+    pub fn shadow_command(&self, name: &str, script: &str) {
+        let dir = self.home.join(".shadow");
+        std::fs::create_dir_all(&dir).expect("shadow dir");
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("shadow command");
+        run("chmod", &["755", &path.display().to_string()]).expect("chmod");
+        std::fs::write(
+            self.home.join(".ssh/environment"),
+            format!("PATH={}:/usr/local/bin:/usr/bin:/bin\n", dir.display()),
+        )
+        .expect("~/.ssh/environment");
+    }
+
     /// Cuts the host off: its end of the link goes down, so packets to it are dropped
     /// without an answer, as in a partition.
     pub fn cut(&self) {
@@ -490,13 +510,15 @@ impl TestHost {
         .expect("link down");
     }
 
-    /// Brings its link back.
+    /// Brings its link back, and forgets that the address did not answer (the neighbour
+    /// entry), so that the next packet finds it at once.
     pub fn heal(&self) {
         run(
             "ip",
             &["-n", &self.name, "link", "set", &self.ns_if(), "up"],
         )
         .expect("link up");
+        let _ = run("ip", &["neigh", "flush", "dev", &self.host_if()]);
     }
 
     /// Live processes of the login user but sshd's own (`sshd: USER@notty` serves a

@@ -376,3 +376,27 @@ fn a_host_that_is_down_is_named() {
         p.prepare().ok()
     });
 }
+
+#[test]
+fn a_host_of_another_architecture_is_refused_before_anything_is_installed() {
+    if skip() {
+        return;
+    }
+    let h = host();
+    h.shadow_command("uname", "echo Linux riscv64");
+    let cache = tempfile::tempdir().unwrap();
+    let p = provider(h.config(cache.path(), Path::new(BIN)));
+    let err = p.start(&sleeper("arch", "app-0", 1)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ProviderError::Unavailable { .. }), "{text}");
+    assert!(
+        text.contains(&h.login()) && text.contains("Linux riscv64"),
+        "{text}"
+    );
+    assert!(text.contains(std::env::consts::ARCH), "{text}");
+    assert!(
+        !remote_binary(&h).exists(),
+        "installed on the wrong architecture"
+    );
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+}
