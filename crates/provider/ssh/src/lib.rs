@@ -32,6 +32,13 @@
 //! otherwise), as a local one does. [`SSH_COMMAND_ENV`] (`PHOENIX_SSH_COMMAND`) replaces the ssh
 //! command, as `GIT_SSH_COMMAND` does for git.
 //!
+//! What a host needs: a POSIX `sh`, coreutils (`uname`, `sha256sum`, `stat`), and a C library
+//! this binary runs with (the same distribution family, or a static build). The agent outlives
+//! the ssh session that started it; on hosts where systemd-logind kills a user's processes at
+//! logout (`KillUserProcesses=yes`), allow the login user to linger (`loginctl enable-linger
+//! USER`). A phoenix killed outright leaves its connection's master to exit by itself 15 s later,
+//! and an empty directory `phoenix-ssh-*` in the temporary directory.
+//!
 //! With the `testing` feature, `testing` makes test hosts: sshd in a network namespace with
 //! a login user of its own (needs root).
 //!
