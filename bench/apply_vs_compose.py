@@ -147,6 +147,7 @@ def main() -> None:
     print(f"median: compose {mc:.2f} s, phoenix apply {mp:.2f} s: {mp / mc:.2f}x compose (target <= 1.00x); "
           f"spread compose {min(co):.2f}-{max(co):.2f} s, phoenix {min(px):.2f}-{max(px):.2f} s")
     shutil.rmtree(key.parent, ignore_errors=True)
+    subprocess.run(["docker", "rmi", "-f", IMAGE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

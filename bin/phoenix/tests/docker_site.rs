@@ -93,6 +93,16 @@ impl Drop for Fleet {
         for id in labelled(&self.name) {
             let _ = docker(&["rm", "-f", &id]);
         }
+        // The image the fleet's `build:` made (tagged by the provider per fleet and service).
+        let images = docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("reference=phoenix-build/{}-*", self.name),
+        ]);
+        for id in String::from_utf8_lossy(&images.stdout).lines() {
+            let _ = docker(&["rmi", "-f", id]);
+        }
     }
 }
 
