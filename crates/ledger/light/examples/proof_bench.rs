@@ -5,8 +5,15 @@
 //!
 //! ```sh
 //! cargo run --release -p phoenix-ledger-light --example proof_bench -- \
-//!     --records 1000000 --validators 4 --changes 1,3,10 --iterations 2000
+//!     --records 1000000 --validators 4 --changes 1,3,10 --iterations 2000 --runs 5
 //! ```
+//!
+//! `--trie` also builds the state trie of as many keys and prints the path length of the same
+//! record there (about 300 MB more memory at a million).
+//!
+//! Each run times `--iterations` verifications and reports their median; the spread is over the
+//! runs. The load average (`/proc/loadavg`) is printed before and after, since other work on the
+//! machine moves the figures.
 //!
 //! The audit log is built in memory (no consensus): `--records` records spread over 100 fleets
 //! named `fleet-00`..`fleet-99`, as the ledger's execution appends them; the certified header is a
@@ -33,6 +40,9 @@ struct Args {
     validators: usize,
     changes: Vec<usize>,
     iterations: usize,
+    runs: usize,
+    /// Also measure the state trie's path for one of `records` keys (ADR 004's comparison).
+    trie: bool,
 }
 
 fn args() -> Args {
@@ -41,9 +51,15 @@ fn args() -> Args {
         validators: 4,
         changes: vec![1, 3, 10],
         iterations: 2000,
+        runs: 5,
+        trie: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--trie" {
+            a.trie = true;
+            continue;
+        }
         let v = it.next().unwrap_or_default();
         match flag.as_str() {
             "--records" => a.records = v.parse().expect("--records N"),
@@ -55,6 +71,7 @@ fn args() -> Args {
                     .collect()
             }
             "--iterations" => a.iterations = v.parse().expect("--iterations N"),
+            "--runs" => a.runs = v.parse().expect("--runs N"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -95,27 +112,68 @@ fn proof(log: &MerkleLog, set: &TestSet, index: u64) -> AuditProof {
     }
 }
 
-/// Median, min and max of per-verification microseconds over `iterations` decode+verify.
-fn time_verify(bytes: &[u8], trust: &Trust, iterations: usize) -> (f64, f64, f64) {
-    let mut samples = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let start = Instant::now();
-        let p = Proof::decode(bytes).expect("decodes");
-        LightClient::new(trust.clone())
-            .verify(&p)
-            .expect("verifies");
-        samples.push(start.elapsed().as_secs_f64() * 1e6);
+/// Per-run medians of one decode+verify, their median and range, and the fastest single one.
+struct Timing {
+    runs: Vec<f64>,
+    median: f64,
+    low: f64,
+    high: f64,
+    fastest: f64,
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let runs: Vec<String> = self.runs.iter().map(|r| format!("{r:.0}")).collect();
+        write!(
+            f,
+            "median {:.0} us (run medians {:.0}..{:.0} us: {}; fastest single {:.0} us)",
+            self.median,
+            self.low,
+            self.high,
+            runs.join(", "),
+            self.fastest
+        )
     }
-    samples.sort_by(f64::total_cmp);
-    (
-        samples[samples.len() / 2],
-        samples[0],
-        samples[samples.len() - 1],
-    )
+}
+
+/// Times `runs` runs of `iterations` decode+verify of `bytes` against `trust`, in microseconds.
+fn time_verify(bytes: &[u8], trust: &Trust, iterations: usize, runs: usize) -> Timing {
+    let mut medians = Vec::with_capacity(runs);
+    let mut fastest = f64::MAX;
+    for _ in 0..runs.max(1) {
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations.max(1) {
+            let start = Instant::now();
+            let p = Proof::decode(bytes).expect("decodes");
+            LightClient::new(trust.clone())
+                .verify(&p)
+                .expect("verifies");
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        samples.sort_by(f64::total_cmp);
+        fastest = fastest.min(samples[0]);
+        medians.push(samples[samples.len() / 2]);
+    }
+    let mut sorted = medians.clone();
+    sorted.sort_by(f64::total_cmp);
+    Timing {
+        median: sorted[sorted.len() / 2],
+        low: sorted[0],
+        high: sorted[sorted.len() - 1],
+        runs: medians,
+        fastest,
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn main() {
     let a = args();
+    println!("load average before: {}", loadavg());
     let start = Instant::now();
     let mut log = MerkleLog::new();
     for i in 0..a.records {
@@ -147,7 +205,7 @@ fn main() {
         validators: set.validators.clone(),
         set_hash: set.hash(),
     };
-    let (med, min, max) = time_verify(&bytes, &checkpoint, a.iterations);
+    let t = time_verify(&bytes, &checkpoint, a.iterations, a.runs);
     let json_len = serde_json::to_vec(&Proof::Audit(p.clone()).to_json())
         .expect("json")
         .len();
@@ -162,8 +220,9 @@ fn main() {
     );
     println!(
         "  size {} bytes binary ({json_len} bytes as JSON); verify (decode + certificate + \
-         inclusion) median {med:.1} us, min {min:.1} us, max {max:.1} us over {} runs",
+         inclusion), {} runs of {}: {t}",
         bytes.len(),
+        a.runs,
         a.iterations
     );
 
@@ -194,12 +253,34 @@ fn main() {
             .collect();
         let gbytes = Proof::Audit(gp).encode();
         let genesis = Trust::from_genesis(&sets[0].genesis(CHAIN, EPOCH_LENGTH)).expect("genesis");
-        let (med, min, max) = time_verify(&gbytes, &genesis, a.iterations.min(500));
+        let t = time_verify(&gbytes, &genesis, a.iterations.min(500), a.runs);
         println!(
             "genesis proof after {k} validator-set change(s): size {} bytes binary ({} per \
-             change); verify median {med:.1} us, min {min:.1} us, max {max:.1} us",
+             change); verify {t}",
             gbytes.len(),
             (gbytes.len() - bytes.len()) / k.max(1)
         );
     }
+    if a.trie {
+        // The same record as a state-trie key among `records` others (values kept small: the
+        // path does not depend on them).
+        let mut map = phoenix_ledger_types::state::AuthMap::new();
+        for i in 0..a.records {
+            let key = format!("audit/{}/{}", fleet(i), i / FLEETS + 1);
+            map.insert(key.as_bytes(), &i.to_be_bytes());
+        }
+        let key = format!("audit/{}/{}", fleet(index), index / FLEETS + 1);
+        let tp = map.prove(key.as_bytes());
+        let sibs: usize = tp.branches.iter().map(|(_, s)| s.len()).sum();
+        println!(
+            "state-trie path of the same record among {} keys: {} levels, {sibs} sibling hashes, \
+             {} bytes (the audit log's: {} hashes, {} bytes)",
+            a.records,
+            tp.branches.len(),
+            sibs * 32 + tp.branches.len() * 2,
+            p.path.len(),
+            p.path.len() * 32
+        );
+    }
+    println!("load average after: {}", loadavg());
 }

@@ -6,6 +6,12 @@
 //! pending one cannot go into a block yet (a nonce gap). `POST /v1/txs` lists refusals as
 //! `{"index", "hash", "reason"}`. Other failures (a bad path, an unknown hash) are
 //! `{"error": ...}` with a 4xx status.
+//!
+//! Proofs for light clients (`crate::proofs`, ADR 004): `GET /v1/proof/audit/{fleet}/{seq}`,
+//! `GET /v1/proof/state/{module}/{key}` and `GET /v1/checkpoint` answer the proof as JSON (or its
+//! binary encoding with `?format=bin`), carrying the validator-set changes from `?since_epoch=E`
+//! (default: from genesis); 404 when there is nothing under that name, 503 when it is not yet in
+//! a block with a stored certificate. `GET /v1/genesis` is the node's genesis file.
 
 use crate::block::LedgerBlock;
 use crate::shared::{Finalized, Shared, TxStatus, get, inc};

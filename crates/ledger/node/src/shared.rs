@@ -180,8 +180,10 @@ pub struct SetChangeAt {
 
 /// How many recent finalized blocks are kept in memory.
 const RECENT_CAP: usize = 256;
-/// How many recent finalized post-states are kept for state proofs.
-pub const PROOF_STATES: usize = 32;
+/// How many recent finalized post-states are kept for state proofs. Few: each one pins the trie
+/// nodes its successors replaced (some megabytes a block at full load), and nearly every block
+/// has its own certificate, so the tip's state is almost always the one proven.
+pub const PROOF_STATES: usize = 4;
 
 /// The shared handle.
 pub struct Shared {
@@ -401,6 +403,13 @@ impl Inner {
         self.finalized_state
             .precheck(&tx, true)
             .map_err(|e| e.to_string())?;
+        // A conflicting audit record is refused where it was submitted (a state lookup, so not
+        // again on every peer it is gossiped to; execution checks it everywhere).
+        if local {
+            self.finalized_state
+                .precheck_audit(&tx)
+                .map_err(|e| e.to_string())?;
+        }
         let next = self.finalized_state.account(&tx.body.signer).nonce;
         if tx.body.nonce > next + NONCE_WINDOW {
             return Err(format!(

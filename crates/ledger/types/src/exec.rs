@@ -508,9 +508,8 @@ impl LedgerState {
         self.get("audit", &audit_key(fleet, seq))
     }
 
-    /// The rules an audit record must meet, and the entry already recorded for its
-    /// `(fleet, seq)` with the same hash, if any.
-    fn check_audit(&self, rec: &AuditRecord) -> Result<Option<AuditEntry>, TxError> {
+    /// The rules an audit record's fields must meet.
+    fn check_audit_fields(rec: &AuditRecord) -> Result<(), TxError> {
         if !is_valid_fleet(&rec.fleet) {
             return Err(TxError::Invalid(format!(
                 "fleet {:?} must be 1 to {} characters of A-Z a-z 0-9 . _ ~ -",
@@ -523,38 +522,64 @@ impl LedgerState {
                 "audit record seq counts from 1 in the fleet's chain".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn audit_conflict(rec: &AuditRecord, recorded: &AuditEntry) -> Result<(), TxError> {
+        if recorded.record.hash == rec.hash {
+            return Ok(());
+        }
+        Err(TxError::AuditConflict {
+            fleet: rec.fleet.clone(),
+            seq: rec.seq,
+            hashes: Box::new([recorded.record.hash, rec.hash]),
+        })
+    }
+
+    /// The audit-record checks admission can make: the fields' rules, and that the ledger does
+    /// not hold another hash for the record's `(fleet, seq)` ([`TxError::AuditConflict`]).
+    /// Execution repeats them. Kept out of [`Self::precheck`] because it costs a state lookup:
+    /// a node runs it for the transactions submitted to it, not again for those its peers
+    /// gossip (which their own admission checked).
+    ///
+    /// # Errors
+    /// As above; `Ok` for other operations and for a record already recorded with this hash
+    /// (it commits as a no-op).
+    pub fn precheck_audit(&self, tx: &Transaction) -> Result<(), TxError> {
+        let Operation::Audit(rec) = &tx.body.op else {
+            return Ok(());
+        };
+        Self::check_audit_fields(rec)?;
         match self.audit_entry(&rec.fleet, rec.seq) {
-            Some(e) if e.record.hash != rec.hash => Err(TxError::AuditConflict {
-                fleet: rec.fleet.clone(),
-                seq: rec.seq,
-                hashes: Box::new([e.record.hash, rec.hash]),
-            }),
-            existing => Ok(existing),
+            Some(e) => Self::audit_conflict(rec, &e),
+            None => Ok(()),
         }
     }
 
     /// Records `rec` unless its `(fleet, seq, hash)` is already on the ledger (then nothing
-    /// changes: a retry records nothing twice).
+    /// changes: a retry records nothing twice); another hash for it is refused.
     fn apply_audit(
         &mut self,
         rec: &AuditRecord,
         signer: PublicKey,
         height: u64,
     ) -> Result<(), TxError> {
-        if self.check_audit(rec)?.is_some() {
-            return Ok(());
+        Self::check_audit_fields(rec)?;
+        let entry = AuditEntry {
+            index: self.audit_log.size,
+            height,
+            signer,
+            record: rec.clone(),
+        };
+        let bytes = serde_json::to_vec(&entry).expect("records serialise");
+        // One walk down the trie for "is it recorded?" and "record it": this runs for every
+        // record, and a lookup then an insert cost a measurable share of execution.
+        let k = key("audit", &audit_key(&rec.fleet, rec.seq));
+        if let Some(existing) = self.map.insert_new(&k, &bytes) {
+            let recorded: AuditEntry =
+                serde_json::from_slice(&existing).expect("state holds values it wrote");
+            return Self::audit_conflict(rec, &recorded);
         }
-        let index = self.audit_log.size;
-        self.put(
-            "audit",
-            &audit_key(&rec.fleet, rec.seq),
-            &AuditEntry {
-                index,
-                height,
-                signer,
-                record: rec.clone(),
-            },
-        );
         std::sync::Arc::make_mut(&mut self.audit_log)
             .push(audit_leaf(&rec.fleet, rec.seq, &rec.hash));
         self.audit_dirty = true;
@@ -584,11 +609,6 @@ impl LedgerState {
         // block's height and are left to execution.
         if let Operation::Governance(GovOp::Propose { action, .. }) = &tx.body.op {
             self.validate_action(action, None)?;
-        }
-        // A conflicting audit record is refused at admission too; one already recorded with the
-        // same hash is admitted and commits as a no-op.
-        if let Operation::Audit(rec) = &tx.body.op {
-            self.check_audit(rec)?;
         }
         Ok(())
     }

@@ -135,6 +135,16 @@ impl AuthMap {
     }
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) {
+        self.insert_inner(key, value, false);
+    }
+
+    /// Sets `key` to `value` unless `key` is present: then nothing changes and its value is
+    /// returned. One walk down the trie where a `get` then an `insert` would take two.
+    pub fn insert_new(&mut self, key: &[u8], value: &[u8]) -> Option<Arc<[u8]>> {
+        self.insert_inner(key, value, true)
+    }
+
+    fn insert_inner(&mut self, key: &[u8], value: &[u8], keep: bool) -> Option<Arc<[u8]>> {
         let path = Hash::of(&[key]).0;
         let leaf = Arc::new(Node::Leaf {
             path,
@@ -143,31 +153,43 @@ impl AuthMap {
             hash: leaf_hash(&path, value),
         });
         let mut added = false;
+        let mut kept = keep.then_some(None);
         self.root = Some(Self::insert_at(
             self.root.take(),
             leaf,
             &path,
             0,
             &mut added,
+            &mut kept,
         ));
         if added {
             self.len += 1;
         }
+        kept.flatten()
     }
 
+    /// `kept` is `None` to replace an existing value, `Some(_)` to keep it (and receive it).
     fn insert_at(
         node: Option<Arc<Node>>,
         leaf: Arc<Node>,
         path: &[u8; 32],
         depth: usize,
         added: &mut bool,
+        kept: &mut Option<Option<Arc<[u8]>>>,
     ) -> Arc<Node> {
         let Some(mut node) = node else {
             *added = true;
             return leaf;
         };
         match &*node {
-            Node::Leaf { path: p, .. } if p == path => leaf,
+            Node::Leaf { path: p, value, .. } if p == path => match kept {
+                // The same node back: its ancestors' contents, and so the root, do not change.
+                Some(k) => {
+                    *k = Some(value.clone());
+                    node
+                }
+                None => leaf,
+            },
             Node::Leaf { path: p, .. } => {
                 let mut children = empty_children();
                 children[nibble(p, depth)] = Some(node.clone());
@@ -175,7 +197,7 @@ impl AuthMap {
                     children,
                     hash: OnceLock::new(),
                 });
-                Self::insert_at(Some(branch), leaf, path, depth, added)
+                Self::insert_at(Some(branch), leaf, path, depth, added, kept)
             }
             Node::Branch { .. } => {
                 let n = Arc::make_mut(&mut node);
@@ -185,7 +207,7 @@ impl AuthMap {
                 *hash = OnceLock::new();
                 let i = nibble(path, depth);
                 let child = children[i].take();
-                children[i] = Some(Self::insert_at(child, leaf, path, depth + 1, added));
+                children[i] = Some(Self::insert_at(child, leaf, path, depth + 1, added, kept));
                 node
             }
         }

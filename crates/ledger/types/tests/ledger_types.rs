@@ -367,6 +367,7 @@ fn recording_an_audit_record_twice_is_a_no_op_and_another_hash_conflicts() {
     let (root, size) = (s.audit_log().root(), s.audit_log().size);
     let again = tx(&kp(1), 1, chain_record("core", 1, h));
     s.precheck(&again, false).expect("a retry is admitted");
+    s.precheck_audit(&again).expect("a retry is admitted");
     s.apply_tx(&again, 2).expect("a retry commits");
     assert_eq!((s.audit_log().root(), s.audit_log().size), (root, size));
     assert_eq!(
@@ -381,7 +382,7 @@ fn recording_an_audit_record_twice_is_a_no_op_and_another_hash_conflicts() {
     );
 
     let other = tx(&kp(1), 2, chain_record("core", 1, Hash([2; 32])));
-    let e = s.precheck(&other, false).unwrap_err();
+    let e = s.precheck_audit(&other).unwrap_err();
     assert!(matches!(e, TxError::AuditConflict { seq: 1, .. }), "{e}");
     let root = s.root();
     let e = s.apply_tx(&other, 3).unwrap_err();
@@ -1019,4 +1020,28 @@ fn regression_genesis_threshold_above_its_admins_is_refused() {
     assert_eq!(s.admin_count(), 0);
     s.apply_tx(&tx(&kp(1), 0, audit("no governance")), 1)
         .unwrap();
+}
+
+#[test]
+fn insert_new_keeps_an_existing_value_and_the_root() {
+    let mut m = AuthMap::new();
+    for i in 0..200u32 {
+        m.insert(&i.to_be_bytes(), b"v");
+    }
+    let snap = m.clone();
+    let root = m.root_hash();
+    assert_eq!(
+        m.insert_new(&7u32.to_be_bytes(), b"other").as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(m.root_hash(), root, "nothing changed");
+    assert_eq!(m.len(), 200);
+    assert_eq!(m.get(&7u32.to_be_bytes()), Some(&b"v"[..]));
+    assert_eq!(m.insert_new(b"new", b"x"), None);
+    assert_eq!(m.get(b"new"), Some(&b"x"[..]));
+    assert_eq!(m.len(), 201);
+    let mut plain = snap.clone();
+    plain.insert(b"new", b"x");
+    assert_eq!(m.root_hash(), plain.root_hash());
+    assert_eq!(snap.root_hash(), root, "the snapshot is untouched");
 }
