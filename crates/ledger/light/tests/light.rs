@@ -479,3 +479,34 @@ fn proofs_of_really_executed_blocks_verify() {
     let p = Proof::State(state_proof);
     assert_eq!(Proof::decode(&p.encode()).expect("binary"), p);
 }
+
+/// Canonical bytes: flipping any one bit of a valid proof's binary encoding makes it fail to
+/// decode or to verify; none decodes to another proof that still verifies.
+#[test]
+fn every_single_bit_flip_of_a_binary_proof_is_refused() {
+    let set = TestSet::new(1, 4);
+    let mut p = audit_proof(&set, 1000, 377, 25);
+    p.changes = vec![];
+    let bytes = Proof::Audit(p).encode();
+    let trust = Trust::from_genesis(&set.genesis(CHAIN, L)).expect("genesis");
+    LightClient::new(trust.clone())
+        .verify(&Proof::decode(&bytes).expect("decodes"))
+        .expect("the original verifies");
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            if let Ok(p) = Proof::decode(&b) {
+                assert!(
+                    LightClient::new(trust.clone()).verify(&p).is_err(),
+                    "byte {i} bit {bit} flipped still verifies"
+                );
+            }
+        }
+    }
+    // Truncated and extended bytes do not decode.
+    assert!(Proof::decode(&bytes[..bytes.len() - 1]).is_err());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Proof::decode(&longer).is_err());
+}
