@@ -600,101 +600,62 @@ pub trait Provider: Send + Sync {
     fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>>;
 }
 
-impl<P: Provider + ?Sized> Provider for Box<P> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-    fn endpoint(&self) -> String {
-        (**self).endpoint()
-    }
-    fn endpoint_of(&self, site: &str, host: u32) -> String {
-        (**self).endpoint_of(site, host)
-    }
-    fn reaches(&self, endpoint: &str) -> bool {
-        (**self).reaches(endpoint)
-    }
-    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
-        (**self).resolve_image(spec)
-    }
-    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
-        (**self).purge(fleet)
-    }
-    fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
-        (**self).start(spec)
-    }
-    fn stop(&self, fleet: &str, unit_id: &str, grace: Duration) -> Result<()> {
-        (**self).stop(fleet, unit_id, grace)
-    }
-    fn list(&self, fleet: &str) -> Result<Vec<UnitStatus>> {
-        (**self).list(fleet)
-    }
-    fn probe(&self, unit: &UnitStatus, health: &Health) -> ProbeOutcome {
-        (**self).probe(unit, health)
-    }
-    fn snapshot(
-        &self,
-        fleet: &str,
-        instance: &str,
-        paths: &[String],
-        tag: &str,
-    ) -> Result<Snapshot> {
-        (**self).snapshot(fleet, instance, paths, tag)
-    }
-    fn restore(&self, fleet: &str, instance: &str, tag: &str) -> Result<Snapshot> {
-        (**self).restore(fleet, instance, tag)
-    }
-    fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
-        (**self).log_paths(fleet, selector)
-    }
+/// Implements [`Provider`] for a pointer type by forwarding every method, defaults included,
+/// to the provider it points to (written once for `Box` and `Arc`).
+macro_rules! forward_provider {
+    ($($ptr:ident),*) => {$(
+        impl<P: Provider + ?Sized> Provider for $ptr<P> {
+            fn kind(&self) -> &'static str {
+                (**self).kind()
+            }
+            fn endpoint(&self) -> String {
+                (**self).endpoint()
+            }
+            fn endpoint_of(&self, site: &str, host: u32) -> String {
+                (**self).endpoint_of(site, host)
+            }
+            fn reaches(&self, endpoint: &str) -> bool {
+                (**self).reaches(endpoint)
+            }
+            fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
+                (**self).resolve_image(spec)
+            }
+            fn purge(&self, fleet: &str) -> Result<Vec<String>> {
+                (**self).purge(fleet)
+            }
+            fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
+                (**self).start(spec)
+            }
+            fn stop(&self, fleet: &str, unit_id: &str, grace: Duration) -> Result<()> {
+                (**self).stop(fleet, unit_id, grace)
+            }
+            fn list(&self, fleet: &str) -> Result<Vec<UnitStatus>> {
+                (**self).list(fleet)
+            }
+            fn probe(&self, unit: &UnitStatus, health: &Health) -> ProbeOutcome {
+                (**self).probe(unit, health)
+            }
+            fn snapshot(
+                &self,
+                fleet: &str,
+                instance: &str,
+                paths: &[String],
+                tag: &str,
+            ) -> Result<Snapshot> {
+                (**self).snapshot(fleet, instance, paths, tag)
+            }
+            fn restore(&self, fleet: &str, instance: &str, tag: &str) -> Result<Snapshot> {
+                (**self).restore(fleet, instance, tag)
+            }
+            fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
+                (**self).log_paths(fleet, selector)
+            }
+        }
+    )*};
 }
 
-impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-    fn endpoint(&self) -> String {
-        (**self).endpoint()
-    }
-    fn endpoint_of(&self, site: &str, host: u32) -> String {
-        (**self).endpoint_of(site, host)
-    }
-    fn reaches(&self, endpoint: &str) -> bool {
-        (**self).reaches(endpoint)
-    }
-    fn resolve_image(&self, spec: &UnitSpec) -> Result<Option<String>> {
-        (**self).resolve_image(spec)
-    }
-    fn purge(&self, fleet: &str) -> Result<Vec<String>> {
-        (**self).purge(fleet)
-    }
-    fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
-        (**self).start(spec)
-    }
-    fn stop(&self, fleet: &str, unit_id: &str, grace: Duration) -> Result<()> {
-        (**self).stop(fleet, unit_id, grace)
-    }
-    fn list(&self, fleet: &str) -> Result<Vec<UnitStatus>> {
-        (**self).list(fleet)
-    }
-    fn probe(&self, unit: &UnitStatus, health: &Health) -> ProbeOutcome {
-        (**self).probe(unit, health)
-    }
-    fn snapshot(
-        &self,
-        fleet: &str,
-        instance: &str,
-        paths: &[String],
-        tag: &str,
-    ) -> Result<Snapshot> {
-        (**self).snapshot(fleet, instance, paths, tag)
-    }
-    fn restore(&self, fleet: &str, instance: &str, tag: &str) -> Result<Snapshot> {
-        (**self).restore(fleet, instance, tag)
-    }
-    fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
-        (**self).log_paths(fleet, selector)
-    }
-}
+use std::sync::Arc;
+forward_provider!(Box, Arc);
 
 #[cfg(test)]
 mod tests {

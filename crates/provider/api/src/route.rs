@@ -159,7 +159,7 @@ impl Router {
     }
 
     /// The provider that listed or started an instance's units (for snapshots).
-    fn index_for_instance(&self, fleet: &str, instance: &str) -> Vec<usize> {
+    fn index_for_instance(&self, instance: &str) -> Vec<usize> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let prefix = format!("{instance}@");
         let found: BTreeSet<usize> = seen
@@ -168,12 +168,29 @@ impl Router {
             .map(|(_, i)| *i)
             .collect();
         drop(seen);
-        let _ = fleet;
         if found.is_empty() {
             (0..self.providers.len()).collect()
         } else {
             found.into_iter().collect()
         }
+    }
+}
+
+impl Router {
+    /// `call` on the providers that may hold `instance`'s data, until one succeeds; the last
+    /// error otherwise.
+    fn first_ok<T>(&self, instance: &str, call: impl Fn(&dyn Provider) -> Result<T>) -> Result<T> {
+        let mut last = None;
+        for index in self.index_for_instance(instance) {
+            match call(&*self.providers[index]) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::Unavailable {
+            provider: "router".into(),
+            reason: format!("no provider holds instance {instance}"),
+        }))
     }
 }
 
@@ -309,33 +326,11 @@ impl Provider for Router {
         paths: &[String],
         tag: &str,
     ) -> Result<Snapshot> {
-        let candidates = self.index_for_instance(fleet, instance);
-        let mut last = None;
-        for index in candidates {
-            match self.providers[index].snapshot(fleet, instance, paths, tag) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ProviderError::Unavailable {
-            provider: "router".into(),
-            reason: "no provider".into(),
-        }))
+        self.first_ok(instance, |p| p.snapshot(fleet, instance, paths, tag))
     }
 
     fn restore(&self, fleet: &str, instance: &str, tag: &str) -> Result<Snapshot> {
-        let candidates = self.index_for_instance(fleet, instance);
-        let mut last = None;
-        for index in candidates {
-            match self.providers[index].restore(fleet, instance, tag) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ProviderError::Unavailable {
-            provider: "router".into(),
-            reason: "no provider".into(),
-        }))
+        self.first_ok(instance, |p| p.restore(fleet, instance, tag))
     }
 
     fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
