@@ -1017,9 +1017,14 @@ impl LedgerState {
                 kind,
                 spec_hash,
             } => {
-                if self.get_raw("provisioning", id).is_some() {
-                    return Err(TxError::AlreadyExists(format!("resource {id}")));
-                }
+                // A released resource may be requested again (an instance removed and later
+                // re-created under its name keeps one record); its history is kept.
+                let mut history = match self.get::<Resource>("provisioning", id) {
+                    Some(r) if r.state == Released => r.history,
+                    Some(_) => return Err(TxError::AlreadyExists(format!("resource {id}"))),
+                    None => Vec::new(),
+                };
+                history.push((Requested, signer, height));
                 self.put(
                     "provisioning",
                     id,
@@ -1030,7 +1035,7 @@ impl LedgerState {
                         kind: kind.clone(),
                         spec_hash: *spec_hash,
                         state: Requested,
-                        history: vec![(Requested, signer, height)],
+                        history,
                     },
                 );
                 Ok(())

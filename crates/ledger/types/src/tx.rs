@@ -222,9 +222,10 @@ pub enum IdentityOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ProvOp {
-    /// Record a resource request (role `provisioner`).
+    /// Record a resource request (role `provisioner`); a released resource may be requested
+    /// again under its id, keeping its history.
     Request {
-        /// Resource id, unique.
+        /// Resource id, unique among resources not released.
         id: String,
         /// Tenant.
         tenant: String,

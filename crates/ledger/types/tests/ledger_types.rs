@@ -722,11 +722,35 @@ fn provisioning_lifecycle() {
     assert_eq!(r.history.len(), 4);
     assert!(
         s.apply_tx(
-            &tx(&kp(1), 3, Operation::Provisioning(ProvOp::Release { id })),
+            &tx(
+                &kp(1),
+                3,
+                Operation::Provisioning(ProvOp::Release { id: id.clone() })
+            ),
             5
         )
         .is_err()
     );
+    // A live resource cannot be requested twice; a released one can, keeping its history
+    // (an instance removed and re-created under its name).
+    let again = Operation::Provisioning(ProvOp::Request {
+        id: id.clone(),
+        tenant: "bank".into(),
+        site: "core-2".into(),
+        kind: "vm".into(),
+        spec_hash: Hash::of(&[b"spec 2"]),
+    });
+    s.apply_tx(&tx(&kp(1), 3, again.clone()), 6).unwrap();
+    let r: Resource = s.get("provisioning", &id).unwrap();
+    assert_eq!(
+        (r.state, r.site.as_str()),
+        (ResourceState::Requested, "core-2")
+    );
+    assert_eq!(r.history.len(), 5);
+    assert!(matches!(
+        s.apply_tx(&tx(&kp(1), 4, again), 7),
+        Err(TxError::AlreadyExists(_))
+    ));
 }
 
 #[test]
