@@ -18,10 +18,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::{
-    AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceState, IntentId, IntentOp,
-    IntentOutcome, Lease, LockOwner, LockRequest, NewIntent, NewRevision, ObservedState,
-    PostgresStore, RevisionNumber, RevisionOutcome, SqliteStore, StateError, StateStore, UnitId,
-    Write, Written,
+    ApiToken, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceState, IntentId, IntentOp,
+    IntentOutcome, Lease, LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision,
+    ObservedState, PostgresStore, RevisionNumber, RevisionOutcome, SqliteStore, StateError,
+    StateStore, UnitId, Write, Written,
 };
 
 /// The environment variable naming the PostgreSQL database for the PostgreSQL run.
@@ -121,6 +121,8 @@ macro_rules! conformance_tests {
             audit_chain_appends_only_at_its_head,
             audit_keys_follow_their_records,
             instance_endpoint_round_trips,
+            api_tokens_are_created_found_listed_and_revoked,
+            api_token_expiry_and_name_reuse,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -1096,4 +1098,106 @@ pub fn instance_endpoint_round_trips(h: &dyn Harness) {
     store.upsert_instance(&lease, state.clone()).unwrap();
     let read = h.open().get_instance(&fleet, &state.unit).unwrap().unwrap();
     assert_eq!(read.state.endpoint, "local://host-b/srv/phoenix");
+}
+
+fn new_token(name: &str, role: &str, valid_for: Option<Duration>) -> NewApiToken {
+    NewApiToken {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        secret_sha256: format!("sha256-of-{name}"),
+        valid_for,
+    }
+}
+
+fn tokens_named(store: &dyn StateStore, names: &[&str]) -> Vec<ApiToken> {
+    store
+        .list_api_tokens()
+        .unwrap()
+        .into_iter()
+        .filter(|t| names.contains(&t.name.as_str()))
+        .collect()
+}
+
+/// API tokens are found by the hash of their secret, listed by name, and revoked once; a live
+/// name cannot be taken twice.
+pub fn api_tokens_are_created_found_listed_and_revoked(h: &dyn Harness) {
+    let store = h.open();
+    let (a, b) = (unique_fleet("tok-b"), unique_fleet("tok-a"));
+    let created = store
+        .create_api_token(&new_token(&a, "viewer", None))
+        .unwrap();
+    assert_eq!(
+        (created.role.as_str(), created.expires_at),
+        ("viewer", None)
+    );
+    assert!(created.is_live(jiff::Timestamp::now()));
+    store
+        .create_api_token(&new_token(&b, "deployer", None))
+        .unwrap();
+    assert!(matches!(
+        store.create_api_token(&new_token(&a, "deployer", None)),
+        Err(StateError::ApiTokenExists { ref name }) if *name == a
+    ));
+    let listed = tokens_named(&*h.open(), &[&a, &b]);
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        [b.as_str(), a.as_str()],
+        "sorted by name"
+    );
+    let found = h
+        .open()
+        .api_token_by_secret(&format!("sha256-of-{a}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, created);
+    assert_eq!(store.api_token_by_secret("no-such-hash").unwrap(), None);
+    assert!(store.revoke_api_token(&a).unwrap());
+    assert!(!store.revoke_api_token(&a).unwrap(), "revoking twice");
+    assert!(!store.revoke_api_token(&unique_fleet("none")).unwrap());
+    let revoked = h
+        .open()
+        .api_token_by_secret(&format!("sha256-of-{a}"))
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(!revoked.is_live(jiff::Timestamp::now()));
+    // The other token is untouched.
+    assert!(
+        store
+            .api_token_by_secret(&format!("sha256-of-{b}"))
+            .unwrap()
+            .unwrap()
+            .is_live(jiff::Timestamp::now())
+    );
+}
+
+/// A token expires after the time it was created for; a revoked or expired token's name can be
+/// given to a new token, which replaces it.
+pub fn api_token_expiry_and_name_reuse(h: &dyn Harness) {
+    let store = h.open();
+    let name = unique_fleet("tok-exp");
+    let short = store
+        .create_api_token(&new_token(&name, "viewer", Some(Duration::from_millis(1))))
+        .unwrap();
+    let expires = short.expires_at.expect("an expiry");
+    assert!(expires > short.created_at);
+    assert!(!short.is_live(expires));
+    thread::sleep(Duration::from_millis(20));
+    let mut renewed = new_token(&name, "deployer", Some(Duration::from_secs(3600)));
+    renewed.secret_sha256 = format!("second-{name}");
+    let second = store.create_api_token(&renewed).unwrap();
+    assert_eq!(second.role, "deployer");
+    assert_eq!(tokens_named(&*store, &[&name]), vec![second.clone()]);
+    assert_eq!(
+        store
+            .api_token_by_secret(&format!("sha256-of-{name}"))
+            .unwrap(),
+        None,
+        "the replaced token is gone"
+    );
+    assert!(store.revoke_api_token(&name).unwrap());
+    let third = store
+        .create_api_token(&new_token(&name, "viewer", None))
+        .unwrap();
+    assert!(third.is_live(jiff::Timestamp::now()));
 }

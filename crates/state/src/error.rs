@@ -210,6 +210,20 @@ pub enum StateError {
         /// The seq of the chain's head.
         head: u64,
     },
+    /// Reading or writing the API tokens of `phoenix serve` failed.
+    #[error("cannot {step} the API tokens")]
+    ApiTokens {
+        /// What was being done, e.g. `create`.
+        step: &'static str,
+        /// The cause.
+        source: DbError,
+    },
+    /// A live (neither revoked nor expired) API token already has this name.
+    #[error("an API token named {name} exists already: revoke it first, or choose another name")]
+    ApiTokenExists {
+        /// The name.
+        name: String,
+    },
     /// A write named a revision that does not exist.
     #[error("fleet {fleet} has no revision {revision}")]
     RevisionNotFound {
@@ -280,6 +294,7 @@ impl StateError {
             | Self::ReadInstances { source, .. }
             | Self::ReadIntents { source, .. }
             | Self::Audit { source, .. }
+            | Self::ApiTokens { source, .. }
             | Self::Migrate { source, .. } => source.is_transient(),
             _ => false,
         }

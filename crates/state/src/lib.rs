@@ -85,10 +85,10 @@ pub use postgres::PostgresStore;
 pub use sqlite::{DATABASE_FILE, SqliteStore};
 pub use store::StateStore;
 pub use types::{
-    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord, InstanceState,
-    Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder, LockOwner,
-    LockRequest, NewIntent, NewRevision, ObservedState, Revision, RevisionNumber, RevisionOutcome,
-    UnitId, Write, Written, this_host,
+    ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord,
+    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder,
+    LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision, ObservedState, Revision,
+    RevisionNumber, RevisionOutcome, UnitId, Write, Written, this_host,
 };
 
 /// The newest schema version this build of Phoenix reads and writes.
@@ -275,5 +275,59 @@ mod tests {
             .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(versions, i64::from(schema_version()));
+    }
+
+    /// A store last migrated by a Phoenix without API tokens (schema version 2) opens, keeps
+    /// its rows, and gains the token table.
+    #[test]
+    fn a_version_2_store_migrates_to_api_tokens_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+            )
+            .unwrap();
+        for m in schema::MIGRATIONS.iter().filter(|m| m.version <= 2) {
+            connection
+                .execute_batch(&m.ddl_for(db::Dialect::Sqlite))
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO schema_version VALUES (?1, 0)",
+                    [i64::from(m.version)],
+                )
+                .unwrap();
+        }
+        connection
+            .execute("INSERT INTO fleets (name) VALUES ('old-fleet')", [])
+            .unwrap();
+        drop(connection);
+        // Reading commands see it through a migrated snapshot, before anything migrated it.
+        let read = open_read_only(dir.path(), None).unwrap();
+        assert_eq!(read.list_fleets().unwrap(), ["old-fleet"]);
+        assert!(read.list_api_tokens().unwrap().is_empty());
+        drop(read);
+        let store = open(dir.path(), None).unwrap();
+        assert_eq!(store.list_fleets().unwrap(), ["old-fleet"]);
+        let token = store
+            .create_api_token(&NewApiToken {
+                name: "ci".into(),
+                role: "viewer".into(),
+                secret_sha256: "ab".repeat(32),
+                valid_for: None,
+            })
+            .unwrap();
+        assert_eq!(
+            store.api_token_by_secret(&"ab".repeat(32)).unwrap(),
+            Some(token)
+        );
+        drop(store);
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        let version: i64 = connection
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, i64::from(schema_version()));
+        assert!(schema_version() >= 3);
     }
 }

@@ -8,10 +8,10 @@ use crate::db::{Backend, Fail, Row, Tx, Val};
 use crate::error::StateError;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::types::{
-    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord, InstanceState,
-    Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder, LockOwner,
-    LockRequest, NewIntent, NewRevision, ObservedState, Revision, RevisionNumber, RevisionOutcome,
-    UnitId, Write, Written,
+    ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord,
+    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder,
+    LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision, ObservedState, Revision,
+    RevisionNumber, RevisionOutcome, UnitId, Write, Written,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1027,6 +1027,127 @@ pub(crate) fn audit_keys<B: Backend>(
         .map_err(audit_failure("read the keys of", fleet))
 }
 
+// ---------------------------------------------------------------------------------------------
+// API tokens of `phoenix serve`
+
+const TOKEN_COLUMNS: &str =
+    "name, role, secret_sha256, created_at_ms, expires_at_ms, revoked_at_ms";
+
+fn token_from_row(row: &Row) -> Result<ApiToken, Fail> {
+    let table = "api_tokens";
+    let name = row.text(0)?;
+    Ok(ApiToken {
+        role: row.text(1)?,
+        secret_sha256: row.text(2)?,
+        created_at: time(row.int(3)?, table, &name)?,
+        expires_at: opt_time(row.opt_int(4)?, table, &name)?,
+        revoked_at: opt_time(row.opt_int(5)?, table, &name)?,
+        name,
+    })
+}
+
+fn token_failure(step: &'static str) -> impl FnOnce(Fail) -> StateError {
+    move |f| f.at(|source| StateError::ApiTokens { step, source })
+}
+
+pub(crate) fn create_api_token<B: Backend>(
+    backend: &B,
+    token: &NewApiToken,
+) -> Result<ApiToken, StateError> {
+    backend
+        .write(|tx| {
+            let now = tx.now_ms()?;
+            let expires = token
+                .valid_for
+                .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+            let existing = tx.query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE name = $1"),
+                &[token.name.as_str().into()],
+            )?;
+            if let Some(row) = existing.first() {
+                let old = token_from_row(row)?;
+                if old.is_live(time(now, "api_tokens", &token.name)?) {
+                    return Err(StateError::ApiTokenExists {
+                        name: token.name.clone(),
+                    }
+                    .into());
+                }
+                // A revoked or expired token's name may be given to a new token.
+                tx.execute(
+                    "DELETE FROM api_tokens WHERE name = $1",
+                    &[token.name.as_str().into()],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO api_tokens (name, role, secret_sha256, created_at_ms, expires_at_ms, revoked_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, NULL)",
+                &[
+                    token.name.as_str().into(),
+                    token.role.as_str().into(),
+                    token.secret_sha256.as_str().into(),
+                    Val::Int(now),
+                    expires.map_or(Val::Null, Val::Int),
+                ],
+            )?;
+            Ok(ApiToken {
+                name: token.name.clone(),
+                role: token.role.clone(),
+                secret_sha256: token.secret_sha256.clone(),
+                created_at: time(now, "api_tokens", &token.name)?,
+                expires_at: opt_time(expires, "api_tokens", &token.name)?,
+                revoked_at: None,
+            })
+        })
+        .map_err(|f| match f {
+            Fail::State(e) => e,
+            other => token_failure("create")(other),
+        })
+}
+
+pub(crate) fn list_api_tokens<B: Backend>(backend: &B) -> Result<Vec<ApiToken>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"),
+                &[],
+            )?
+            .iter()
+            .map(token_from_row)
+            .collect()
+        })
+        .map_err(token_failure("list"))
+}
+
+pub(crate) fn api_token_by_secret<B: Backend>(
+    backend: &B,
+    secret_sha256: &str,
+) -> Result<Option<ApiToken>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_sha256 = $1"),
+                &[secret_sha256.into()],
+            )?
+            .first()
+            .map(token_from_row)
+            .transpose()
+        })
+        .map_err(token_failure("look up"))
+}
+
+pub(crate) fn revoke_api_token<B: Backend>(backend: &B, name: &str) -> Result<bool, StateError> {
+    backend
+        .write(|tx| {
+            let now = tx.now_ms()?;
+            let changed = tx.execute(
+                "UPDATE api_tokens SET revoked_at_ms = $2 WHERE name = $1 AND revoked_at_ms IS NULL",
+                &[name.into(), Val::Int(now)],
+            )?;
+            Ok(changed > 0)
+        })
+        .map_err(token_failure("revoke"))
+}
+
 /// Implements [`StateStore`](crate::StateStore) for a [`Backend`] by delegating to this module.
 macro_rules! impl_state_store {
     ($store:ty) => {
@@ -1150,6 +1271,24 @@ macro_rules! impl_state_store {
             }
             fn audit_keys(&self, fleet: &str) -> Result<Vec<$crate::AuditKey>, $crate::StateError> {
                 $crate::logic::audit_keys(self, fleet)
+            }
+            fn create_api_token(
+                &self,
+                token: &$crate::NewApiToken,
+            ) -> Result<$crate::ApiToken, $crate::StateError> {
+                $crate::logic::create_api_token(self, token)
+            }
+            fn list_api_tokens(&self) -> Result<Vec<$crate::ApiToken>, $crate::StateError> {
+                $crate::logic::list_api_tokens(self)
+            }
+            fn api_token_by_secret(
+                &self,
+                secret_sha256: &str,
+            ) -> Result<Option<$crate::ApiToken>, $crate::StateError> {
+                $crate::logic::api_token_by_secret(self, secret_sha256)
+            }
+            fn revoke_api_token(&self, name: &str) -> Result<bool, $crate::StateError> {
+                $crate::logic::revoke_api_token(self, name)
             }
         }
     };

@@ -149,4 +149,23 @@ CREATE TABLE audit_anchors (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        ddl: r#"
+-- API tokens of `phoenix serve` (`phoenix serve token create|list|revoke`). Only the SHA-256 of
+-- each token's secret is kept, so a copy of the store does not give anyone a working token. A
+-- revoked token keeps its row (`revoked_at_ms`), so the list says when it stopped working.
+CREATE TABLE api_tokens (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT,
+    revoked_at_ms BIGINT
+);
+
+-- Every authenticated request looks its token up by hash.
+CREATE UNIQUE INDEX api_tokens_by_secret ON api_tokens (secret_sha256);
+"#,
+    },
 ];

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::error::StateError;
 use crate::types::{
-    AuditAnchor, AuditKey, AuditKeyChange, AuditRow, InstanceRecord, InstanceState, Intent,
-    IntentId, IntentOutcome, Lease, LockGrant, LockHolder, LockRequest, NewIntent, NewRevision,
-    Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+    ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, InstanceRecord, InstanceState,
+    Intent, IntentId, IntentOutcome, Lease, LockGrant, LockHolder, LockRequest, NewApiToken,
+    NewIntent, NewRevision, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
 };
 
 /// Where the engine keeps what it has done and is about to do, per fleet: revisions, instance
@@ -197,6 +197,34 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// [`StateError::Audit`].
     fn audit_keys(&self, fleet: &str) -> Result<Vec<AuditKey>, StateError>;
+
+    /// Creates an API token of `phoenix serve` (store-wide, not per fleet). A revoked or
+    /// expired token of the same name is replaced.
+    ///
+    /// # Errors
+    /// [`StateError::ApiTokenExists`] when a live token has the name; [`StateError::ApiTokens`]
+    /// from the database.
+    fn create_api_token(&self, token: &NewApiToken) -> Result<ApiToken, StateError>;
+
+    /// Every API token, live or not, sorted by name.
+    ///
+    /// # Errors
+    /// [`StateError::ApiTokens`].
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StateError>;
+
+    /// The API token whose secret has this SHA-256 (hex), live or not: the caller checks
+    /// [`ApiToken::is_live`].
+    ///
+    /// # Errors
+    /// [`StateError::ApiTokens`].
+    fn api_token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StateError>;
+
+    /// Revokes the live token `name`; returns whether there was one (revoking twice is
+    /// harmless). The row is kept, with the time it was revoked.
+    ///
+    /// # Errors
+    /// [`StateError::ApiTokens`].
+    fn revoke_api_token(&self, name: &str) -> Result<bool, StateError>;
 
     /// Creates the fleet's next revision (outcome `Pending`). A convenience over
     /// [`StateStore::write_atomically`].

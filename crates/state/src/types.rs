@@ -580,3 +580,42 @@ pub enum Written {
     /// An intent was recorded or closed.
     Intent(Intent),
 }
+
+/// An API token of `phoenix serve` to create: the input of
+/// [`StateStore::create_api_token`](crate::StateStore::create_api_token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken {
+    /// Its name, unique among live tokens; the actor of what is done with it.
+    pub name: String,
+    /// Its role (`viewer`, `deployer`), as the server defines them; the store does not
+    /// interpret it.
+    pub role: String,
+    /// The SHA-256 of the token's secret, hex. The secret itself is never stored.
+    pub secret_sha256: String,
+    /// How long it is valid from its creation (store clock); `None`: until revoked.
+    pub valid_for: Option<Duration>,
+}
+
+/// An API token as stored (without its secret, which is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// The SHA-256 of its secret, hex.
+    pub secret_sha256: String,
+    /// When it was created (store clock).
+    pub created_at: Timestamp,
+    /// When it stops being valid; `None`: never, unless revoked.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked; `None` while it is not.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiToken {
+    /// Whether the token may be used at `now`: neither revoked nor expired.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
