@@ -46,11 +46,20 @@ pub struct Finality {
     pub signers: usize,
     /// The certificate, hex of its canonical encoding.
     pub certificate_hex: String,
+    /// Which encoding: `commonware` (a validator's stored certificate) or `phoenix-light` (the
+    /// light client's `FinalityCert`, which is what a replica stores).
+    pub format: &'static str,
 }
 
 /// Looks up a finalized block and its certificate in durable storage.
 pub type BlockSource =
     Arc<dyn Fn(u64) -> BoxFuture<'static, Option<(LedgerBlock, Option<Finality>)>> + Send + Sync>;
+
+/// Looks up a finalized block with its own finality certificate in the light client's form
+/// (`None` when it was finalized only as an ancestor), for `GET /v1/sync/{height}`.
+pub type SyncSource = Arc<
+    dyn Fn(u64) -> BoxFuture<'static, Option<crate::replica::follow::SyncRecord>> + Send + Sync,
+>;
 
 /// Renders the consensus engine's own metrics (Prometheus text).
 pub type EngineMetrics = Arc<dyn Fn() -> String + Send + Sync>;
@@ -70,6 +79,11 @@ pub struct ApiState {
     pub started: Instant,
     /// Empty-block interval (readiness tolerates three of them without progress).
     pub empty_block_interval_ms: u64,
+    /// Finalized blocks with their certificates, for replicas following this node.
+    pub sync: SyncSource,
+    /// Set on a read replica: the API is read-only (`POST /v1/tx`, `/v1/txs` answer 405 naming
+    /// the upstreams), and status and readiness describe following instead of consensus.
+    pub replica: Option<Arc<crate::replica::ReplicaStatus>>,
 }
 
 /// The router.
@@ -87,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/checkpoint", get_route(checkpoint))
         .route("/v1/genesis", get_route(genesis))
         .route("/v1/stream/blocks", get_route(stream_blocks))
+        .route("/v1/sync/{height}", get_route(sync_blocks))
         .route("/v1/consensus", get_route(consensus_dump))
         .route("/metrics", get_route(metrics))
         .route("/health/live", get_route(|| async { "ok" }))
@@ -161,7 +176,31 @@ struct TxJson {
     tx: String,
 }
 
+/// What a replica answers to a submission: it does not accept transactions (it never signs
+/// and has no mempool), so the client is told where to submit.
+fn read_only(s: &ApiState) -> Option<Response> {
+    let r = s.replica.as_ref()?;
+    Some(
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(json!({
+                "status": "rejected",
+                "reason": format!(
+                    "read replica: this node serves reads only and does not accept \
+                     transactions; submit to a validator ({} are this replica's upstreams)",
+                    r.upstreams.join(", ")
+                ),
+                "upstreams": r.upstreams,
+            })),
+        )
+            .into_response(),
+    )
+}
+
 async fn post_tx(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = read_only(&s) {
+        return r;
+    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -221,6 +260,9 @@ fn tx_status_json(h: &Hash, st: &TxStatus) -> Value {
 
 /// Batch submission: the body is a sequence of `u32` big-endian length + canonical transaction.
 async fn post_txs(State(s): State<ApiState>, body: Bytes) -> Response {
+    if let Some(r) = read_only(&s) {
+        return r;
+    }
     let mut raw = Vec::new();
     let mut rest = &body[..];
     while !rest.is_empty() {
@@ -306,6 +348,7 @@ pub fn block_json(b: &Block, finality: Option<&Finality>, with_txs: bool) -> Val
             "view": f.view,
             "signers": f.signers,
             "certificate": f.certificate_hex,
+            "certificate_format": f.format,
         })),
     })
 }
@@ -397,7 +440,69 @@ fn live_peers(s: &Shared, g: &crate::shared::Inner) -> usize {
 }
 
 async fn status(State(s): State<ApiState>) -> Response {
-    Json(status_json(&s.shared)).into_response()
+    let mut v = status_json(&s.shared);
+    match &s.replica {
+        Some(r) => {
+            v["role"] = json!("replica");
+            v["node"] = Value::Null;
+            v["peers"] = json!(r.live_upstreams());
+            v["replica"] = r.json();
+        }
+        None => v["role"] = json!("validator"),
+    }
+    Json(v).into_response()
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    max: Option<usize>,
+}
+
+/// `GET /v1/sync/{height}?max=N`: finalized blocks from `height` on, each with its own finality
+/// certificate (light client form) when it has one, in the binary form replicas read
+/// (`crate::replica::Batch`). Empty when `height` is above the finalized tip.
+async fn sync_blocks(
+    State(s): State<ApiState>,
+    Path(height): Path<String>,
+    Query(q): Query<SyncQuery>,
+) -> Response {
+    let Ok(from) = height.parse::<u64>() else {
+        return err(StatusCode::BAD_REQUEST, "height must be a number (from 1)");
+    };
+    if from == 0 {
+        return err(StatusCode::BAD_REQUEST, "height must be at least 1");
+    }
+    let tip = s.shared.lock().finalized_height();
+    let max = q
+        .max
+        .unwrap_or(crate::replica::follow::MAX_SEGMENT)
+        .clamp(1, crate::replica::follow::MAX_SEGMENT) as u64;
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let mut h = from;
+    while h <= tip && h < from.saturating_add(max) && bytes < crate::replica::MAX_SYNC_BYTES {
+        let Some(r) = (s.sync)(h).await else {
+            break;
+        };
+        bytes += r.block.encode().len();
+        records.push(r);
+        h += 1;
+    }
+    if records.is_empty() && from <= tip {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("block {from} is finalized but not readable here yet"),
+        );
+    }
+    let batch = crate::replica::Batch {
+        finalized_height: tip,
+        records,
+    };
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        batch.encode(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -410,8 +515,12 @@ async fn get_state(
     Path((module, key)): Path<(String, String)>,
     Query(q): Query<StateQuery>,
 ) -> Response {
-    let g = s.shared.lock();
-    let st = &g.finalized_state;
+    // The lock is held only to take the tip (an O(1) clone of the trie), not while reading it.
+    let (height, state) = {
+        let g = s.shared.lock();
+        (g.finalized_height(), g.finalized_state.clone())
+    };
+    let st = &state;
     let full = format!("{module}/{key}");
     let root = st.root();
     match st.get_raw(&module, &key) {
@@ -421,7 +530,7 @@ async fn get_state(
             let mut out = json!({
                 "module": module,
                 "key": key,
-                "height": g.finalized_height(),
+                "height": height,
                 "state_root": root,
                 "value": value,
             });
@@ -708,6 +817,25 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
+    if let Some(r) = &s.replica {
+        let fin = s.shared.lock().finalized_height();
+        let net = get(&s.shared.counters.network_finalized);
+        let live = r.live_upstreams();
+        if live == 0 {
+            return err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no upstream answered in the last 10 s",
+            );
+        }
+        if net > fin + 2 {
+            return err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("catching up: {fin} of {net}"),
+            );
+        }
+        return Json(json!({ "ready": true, "finalized_height": fin, "upstreams": live }))
+            .into_response();
+    }
     let g = s.shared.lock();
     let fin = g.finalized_height();
     let net = get(&s.shared.counters.network_finalized);
@@ -746,6 +874,8 @@ mod tests {
             engine_metrics: Arc::new(String::new),
             started: Instant::now(),
             empty_block_interval_ms: 1000,
+            sync: Arc::new(|_| Box::pin(async { None })),
+            replica: None,
         }
     }
 

@@ -93,6 +93,26 @@ pub enum LedgerCommand {
         #[command(subcommand)]
         op: TxCommand,
     },
+    /// Run a read replica in the foreground: a node without a key that follows finalized blocks
+    /// from validators or other replicas over HTTP, checks every finality certificate against
+    /// its epoch's validator set, keeps the state and serves the read API (transactions are
+    /// refused: submit to a validator). The first run, given --genesis and --from, creates the
+    /// home; later runs need only --home.
+    Replica {
+        /// The replica's home (created on the first run).
+        #[arg(long)]
+        home: PathBuf,
+        /// Upstream API URLs, comma-separated (validators' or replicas'); tried in turn. Saved in
+        /// the home; given again, they replace the saved ones.
+        #[arg(long, value_delimiter = ',')]
+        from: Option<Vec<String>>,
+        /// The network's genesis.json (first run; on later runs it must be the same).
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+        /// Serve the API on 127.0.0.1:P (default 8800 on the first run, then the saved one).
+        #[arg(long)]
+        api_port: Option<u16>,
+    },
     /// Print a node's status.
     Status {
         /// Node API URL.
@@ -583,7 +603,10 @@ fn propose(id: &str, action: GovAction) -> Operation {
 /// # Errors
 /// Whatever the command fails on, with context.
 pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
-    init_tracing(matches!(cmd, LedgerCommand::Run { .. }));
+    init_tracing(matches!(
+        cmd,
+        LedgerCommand::Run { .. } | LedgerCommand::Replica { .. }
+    ));
     match cmd {
         LedgerCommand::Testnet {
             validators,
@@ -653,6 +676,17 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
         }
         LedgerCommand::Run { home } => {
             run_node(Home::load(&home)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Replica {
+            home,
+            from,
+            genesis,
+            api_port,
+        } => {
+            let home =
+                crate::replica::ReplicaHome::prepare(&home, from, genesis.as_deref(), api_port)?;
+            crate::replica::run_replica(home)?;
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Keygen { out } => {
@@ -1234,11 +1268,31 @@ pub fn run_node(home: Home) -> Result<()> {
                         view: f.proposal.round.view().get(),
                         signers: f.certificate.signatures.len(),
                         certificate_hex: hex::encode(f.encode()),
+                        format: "commonware",
                     });
                 Some((b, f))
             })
         });
         let certs = crate::proofs::marshal_certs(started.marshal.clone(), shared.clone());
+        let marshal = started.marshal.clone();
+        let sync: crate::api::SyncSource = Arc::new(move |h: u64| {
+            let marshal = marshal.clone();
+            Box::pin(async move {
+                let b = marshal.get_block(Height::new(h)).await?;
+                let block = LedgerBlock::clone(b.inner());
+                // The certificate only if it is this block's own (one finalized as an ancestor
+                // of another has none; the replica takes it on its descendant's).
+                let cert = marshal
+                    .get_finalization(Height::new(h))
+                    .await
+                    .map(|f| crate::proofs::light_cert(&f))
+                    .and_then(|(c, finalizes)| (finalizes == block.hash()).then_some(c));
+                Some(crate::replica::follow::SyncRecord {
+                    block: block.block().clone(),
+                    cert,
+                })
+            })
+        });
         let metrics_ctx = context.child("metrics");
         let engine_metrics: EngineMetrics = Arc::new(move || metrics_ctx.encode());
         let state = ApiState {
@@ -1248,6 +1302,8 @@ pub fn run_node(home: Home) -> Result<()> {
             engine_metrics,
             started: Instant::now(),
             empty_block_interval_ms: node.empty_block_interval_ms,
+            sync,
+            replica: None,
         };
         let api_error = |source| crate::NodeError::Api {
             addr: node.api_listen,

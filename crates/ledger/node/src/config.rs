@@ -99,7 +99,7 @@ pub struct HomeLock {
 
 /// Takes the exclusive lock on `dir/node.lock` without waiting; writes this process's pid into
 /// it if `record_pid`.
-fn lock_home(dir: &Path, record_pid: bool) -> Result<HomeLock, NodeError> {
+pub(crate) fn lock_home(dir: &Path, record_pid: bool) -> Result<HomeLock, NodeError> {
     use std::io::{Read as _, Write as _};
     let path = dir.join(LOCK_FILE);
     let fail = |source| NodeError::LockHome {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub enum NodeError {
     /// Another process holds the home's lock (`node.lock`).
     #[error(
-        "node home {} is in use by {} (another `phoenix ledger run`); stop it first",
+        "node home {} is in use by {} (another `phoenix ledger run` or `replica`); stop it first",
         home.display(),
         holder(*pid)
     )]

@@ -7,6 +7,10 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// Most bytes of a response body this client reads; a larger one is an error, so a peer that
+/// announces a huge body cannot make the caller allocate it.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
 /// One kept-alive connection to `host:port`.
 pub struct Conn {
     addr: String,
@@ -137,12 +141,18 @@ async fn read_response(s: &mut BufReader<TcpStream>) -> Result<Response> {
                 read_line(s).await.ok();
                 break;
             }
+            if body.len().saturating_add(size) > MAX_BODY {
+                bail!("response body over {MAX_BODY} bytes");
+            }
             let mut chunk = vec![0u8; size];
             s.read_exact(&mut chunk).await?;
             body.extend_from_slice(&chunk);
             read_line(s).await.ok();
         }
     } else if let Some(n) = len {
+        if n > MAX_BODY {
+            bail!("response body of {n} bytes is over {MAX_BODY}");
+        }
         body.resize(n, 0);
         s.read_exact(&mut body).await?;
     }

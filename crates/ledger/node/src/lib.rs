@@ -11,6 +11,8 @@
 //! - [`api`]: the HTTP API (axum) and Prometheus metrics;
 //! - [`proofs`]: audit-record, state and checkpoint proofs for light clients
 //!   (`phoenix-ledger-light`);
+//! - [`replica`]: read replicas, which follow finalized blocks over HTTP, verify every
+//!   certificate against its epoch's validator set, and serve the read API without signing;
 //! - [`cli`]: `phoenix ledger ...` ([`LedgerCommand`], [`run`]), including `testnet`, `run`, `join`, `tx`
 //!   and `bench`;
 //! - [`config`]: the node home (`node.json`, `genesis.json`, `validator.key`, `data/`);
@@ -30,6 +32,7 @@ pub mod error;
 pub mod gossip;
 pub mod http;
 pub mod proofs;
+pub mod replica;
 pub mod shared;
 #[cfg(test)]
 mod testkit;

@@ -302,7 +302,7 @@ fn regression_second_run_on_a_home_in_use_exits_at_once_naming_the_pid() {
         started.elapsed()
     );
     let want = format!(
-        "node home {} is in use by pid {} (another `phoenix ledger run`); stop it first",
+        "node home {} is in use by pid {} (another `phoenix ledger run` or `replica`); stop it first",
         home.display(),
         procs.0[0].id()
     );
