@@ -942,6 +942,124 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Governance adds a fifth validator from epoch 2: the follower checks epoch 2's blocks
+    /// against the five-key set its own state derives (the set the end of epoch 1 commits to),
+    /// and refuses a certificate of epoch 2 made by the old four.
+    #[tokio::test]
+    async fn follows_a_validator_set_change_and_refuses_the_old_set_after_it() {
+        use phoenix_ledger_types::exec::GenesisAccount;
+        use phoenix_ledger_types::tx::{GovAction, GovOp, Operation, Role, TxBody};
+        let old = TestSet::new(1, 4);
+        let new = TestSet::new(1, 5);
+        let admin = phoenix_ledger_types::crypto::Keypair::from_test_index(99);
+        let mut g = old.genesis("replica-epochs", 3);
+        g.accounts = vec![GenesisAccount {
+            key: admin.public(),
+            roles: vec![Role::Admin],
+        }];
+        let added = new
+            .validators
+            .iter()
+            .find(|v| !old.validators.contains(v))
+            .expect("the fifth")
+            .clone();
+        let propose = TxBody {
+            chain_id: g.chain_id.clone(),
+            signer: admin.public(),
+            nonce: 0,
+            op: Operation::Governance(GovOp::Propose {
+                id: "add-5".into(),
+                action: GovAction::AddValidator {
+                    key: added.key,
+                    address: added.address.clone(),
+                    effective_epoch: 2,
+                },
+            }),
+        }
+        .sign(&admin);
+        // Blocks 1..=8 (epochs of 3): block 1 carries the proposal; epoch 2 starts at 6.
+        let build = |signer_of_epoch2: &TestSet| {
+            let mut state = LedgerState::from_genesis(&g).expect("genesis");
+            let mut hdr = genesis_block(&g, &state).header;
+            let mut out = Vec::new();
+            for h in 1..=8u64 {
+                let ctx = BlockContext {
+                    epoch: h / 3,
+                    view: h + 1,
+                    parent_view: h,
+                    proposer: old.validators[0].key,
+                    timestamp_ms: hdr.timestamp_ms + 1,
+                };
+                let txs = if h == 1 {
+                    vec![propose.clone()]
+                } else {
+                    vec![]
+                };
+                let built = build_block(&hdr, &state, ctx, txs);
+                assert!(built.rejected.is_empty(), "{:?}", built.rejected);
+                let set = if h >= 6 { signer_of_epoch2 } else { &old };
+                let cert = Some(set.certify(h / 3, h + 1, &built.block.hash()));
+                hdr = built.block.header.clone();
+                state = built.state;
+                out.push(SyncRecord {
+                    block: built.block,
+                    cert,
+                });
+            }
+            out
+        };
+        let honest = build(&new);
+        assert_ne!(
+            honest[5].block.header.validator_set_hash, honest[4].block.header.validator_set_hash,
+            "the set changes at block 6"
+        );
+        let dir = tmp("epochs");
+        let gh = {
+            let st = LedgerState::from_genesis(&g).expect("g");
+            genesis_block(&g, &st).hash()
+        };
+        let open = |name: &str| {
+            let (log, _) = BlockLog::open(&dir.join(name), gh).expect("log");
+            let shared = Shared::new(g.clone(), PublicKey([0; 32]));
+            let f = Follower::new(shared.clone(), Arc::new(log)).expect("follower");
+            (shared, f)
+        };
+        let (shared, mut f) = open("a.log");
+        while f
+            .step(&Fake {
+                records: honest.clone(),
+            })
+            .await
+            .expect("step")
+            > 0
+        {}
+        assert_eq!(f.height(), 8);
+        assert_eq!(
+            shared.lock().finalized_state.validators().validators,
+            new.validators
+        );
+
+        let (shared, mut f) = open("b.log");
+        let e = loop {
+            match f
+                .step(&Fake {
+                    records: build(&old),
+                })
+                .await
+            {
+                Ok(0) => panic!("the old set's certificate of epoch 2 was not refused"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            e.to_string().contains("block 6") && e.to_string().contains("certificate is refused"),
+            "{e}"
+        );
+        assert_eq!(shared.lock().finalized_height(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn batches_round_trip_and_refuse_garbage() {
         let set = TestSet::new(1, 4);
