@@ -5,6 +5,7 @@ mod audit_cmd;
 mod deploy_cmd;
 mod monitoring_cmd;
 mod plan_cmd;
+mod serve;
 mod sites;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -71,6 +72,9 @@ enum Command {
     /// Write a Prometheus scrape configuration of the deployed instances and ledger nodes,
     /// alert rules and Grafana dashboards into a directory.
     Monitoring(monitoring_cmd::MonitoringArgs),
+    /// The HTTP API over the state store (health, metrics, fleets, revisions, audit, monitoring
+    /// targets), and its API tokens (`phoenix serve token create|list|revoke`).
+    Serve(serve::ServeArgs),
     /// The fleet's signed audit chain: your operator key, other operators' keys, importing an
     /// old audit.jsonl.
     #[command(subcommand)]
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Up(args) => deploy_cmd::up(args),
         Command::Logs(args) => deploy_cmd::logs(args),
         Command::Monitoring(args) => monitoring_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
         Command::ProviderRemote { args } => return phoenix_provider_ssh::remote_main(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),

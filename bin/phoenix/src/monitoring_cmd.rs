@@ -3,7 +3,8 @@
 //! rules, and Grafana dashboards. The files are a pure function of the spec, the state store's
 //! instance records and the ledger URLs (`generate`); this module only reads and writes.
 
-mod generate;
+// `phoenix serve` serves the same targets for Prometheus HTTP service discovery.
+pub(crate) mod generate;
 mod yaml;
 
 use anyhow::Context as _;

@@ -1,0 +1,720 @@
+//! The routes: health, metrics, and the JSON API under `/api/v1` (every route there needs a
+//! token; see `auth`). Errors are `{"error": "..."}` with a status code, and a refused or bad
+//! request changes nothing.
+
+use super::auth::{self, Caller, Role};
+use super::{AppState, blocking, metrics};
+use axum::extract::rejection::{QueryRejection, StringRejection};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use phoenix_engine::{RevisionDoc, RevisionKind, fingerprint};
+use phoenix_state::{ObservedState, Revision, RevisionNumber, StateError, StateStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The largest request body read (a posted spec); larger ones get 413.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        let status = if e.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        // The whole chain: the driver's message says what the database said.
+        ApiError::new(status, format!("{:#}", anyhow::Error::new(e)))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Every route of the server.
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/fleets", get(fleets))
+        .route("/fleets/{fleet}", get(fleet))
+        .route("/fleets/{fleet}/instances", get(instances))
+        .route("/fleets/{fleet}/revisions", get(revisions))
+        .route("/fleets/{fleet}/revisions/{revision}", get(revision))
+        .route("/fleets/{fleet}/spec", get(spec))
+        .route("/fleets/{fleet}/plan", get(fleet_plan))
+        .route("/fleets/{fleet}/diff", get(diff))
+        .route("/fleets/{fleet}/audit", get(audit))
+        .route("/fleets/{fleet}/rollback", post(rollback))
+        .route("/validate", post(validate))
+        .route("/plan", post(plan_posted))
+        .route("/monitoring/targets", get(monitoring_targets))
+        .route("/whoami", get(whoami))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts every answer by route pattern and status.
+async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(metrics::UNMATCHED.to_string(), |m| m.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.request(&route, response.status().as_u16());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (the API is under /api/v1; see docs/serve.md)")
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+/// Ready when the state store answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    match blocking(&state, |store| Ok(store.list_fleets()?.len())).await {
+        Ok(fleets) => Json(json!({ "status": "ready", "fleets": fleets })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "error": e.message })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(state.limiter.tracked()),
+    )
+        .into_response()
+}
+
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({ "name": caller.name, "role": caller.role.as_str() }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleets
+
+/// Refuses names no fleet can have before asking the store.
+fn check_fleet_name(name: &str) -> Result<(), ApiError> {
+    let ok = name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "`{name}` is not a fleet name ([a-z0-9][a-z0-9-_]*)"
+        )))
+    }
+}
+
+/// The fleet's revisions, or 404 when the store does not know the fleet.
+fn known_fleet(store: &dyn StateStore, fleet: &str) -> Result<Vec<Revision>, ApiError> {
+    check_fleet_name(fleet)?;
+    if !store.list_fleets()?.iter().any(|f| f == fleet) {
+        return Err(ApiError::not_found(format!(
+            "no fleet {fleet} in the state store"
+        )));
+    }
+    Ok(store.list_revisions(fleet)?)
+}
+
+fn age_seconds(then: jiff::Timestamp, now: jiff::Timestamp) -> f64 {
+    let ms = now.as_millisecond().saturating_sub(then.as_millisecond());
+    (ms.max(0) as f64) / 1000.0
+}
+
+/// Instance records of a fleet as the API shows them, and a summary per site. Health is the
+/// engine's last observation as recorded in the store (`observed: running` means started and
+/// past its health gate), with when it was recorded and how long ago.
+fn instance_views(store: &dyn StateStore, fleet: &str) -> Result<(Vec<Value>, Value), ApiError> {
+    let now = jiff::Timestamp::now();
+    let records = store.list_instances(fleet)?;
+    let mut sites: BTreeMap<String, (u64, u64, Option<jiff::Timestamp>)> = BTreeMap::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in &records {
+        let s = &r.state;
+        let desired_running = s.desired == phoenix_state::DesiredState::Running;
+        let healthy = s.observed == ObservedState::Running;
+        if desired_running {
+            let e = sites.entry(s.site.clone()).or_insert((0, 0, None));
+            e.0 += 1;
+            e.1 += u64::from(healthy);
+            e.2 = Some(e.2.map_or(r.updated_at, |t| t.min(r.updated_at)));
+        }
+        out.push(json!({
+            "unit": s.unit,
+            "service": s.service,
+            "instance": s.instance,
+            "revision": s.revision.0,
+            "site": s.site,
+            "host": s.host,
+            "endpoint": s.endpoint,
+            "desired": s.desired.as_str(),
+            "observed": s.observed.as_str(),
+            "healthy": healthy,
+            "ports": s.ports,
+            "observed_at": r.updated_at.to_string(),
+            "age_seconds": age_seconds(r.updated_at, now),
+        }));
+    }
+    let sites: serde_json::Map<String, Value> = sites
+        .into_iter()
+        .map(|(site, (instances, healthy, oldest))| {
+            (
+                site,
+                json!({
+                    "instances": instances,
+                    "healthy": healthy,
+                    "oldest_observation_age_seconds": oldest.map(|t| age_seconds(t, now)),
+                }),
+            )
+        })
+        .collect();
+    Ok((out, Value::Object(sites)))
+}
+
+fn revision_summary(r: &Revision) -> Value {
+    let doc = RevisionDoc::parse(&r.spec_json);
+    let (reason, rolled_back_to) = match &r.outcome {
+        phoenix_state::RevisionOutcome::Failed { reason } => (Some(reason.clone()), None),
+        phoenix_state::RevisionOutcome::RolledBack { to } => (None, Some(to.0)),
+        _ => (None, None),
+    };
+    json!({
+        "number": r.number.0,
+        "outcome": r.outcome.name(),
+        "reason": reason,
+        "rolled_back_to": rolled_back_to,
+        "kind": doc.as_ref().map(|d| match d.kind {
+            RevisionKind::Apply => "apply",
+            RevisionKind::Rollback => "rollback",
+            RevisionKind::Destroy => "destroy",
+        }),
+        "rollback_of": doc.as_ref().and_then(|d| d.rollback_of),
+        "instances": doc.as_ref().map(|d| d.units.len()),
+        "actor": r.actor,
+        "plan_hash": r.plan_hash,
+        "created_at": r.created_at.to_string(),
+        "finished_at": r.finished_at.map(|t| t.to_string()),
+    })
+}
+
+fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+    let revisions = store.list_revisions(fleet)?;
+    let applied = revisions
+        .iter()
+        .rev()
+        .find(|r| r.outcome == phoenix_state::RevisionOutcome::Applied);
+    let (instances, sites) = instance_views(store, fleet)?;
+    let running: Vec<&Value> = instances
+        .iter()
+        .filter(|i| i["desired"] == "running")
+        .collect();
+    let healthy = running.iter().filter(|i| i["healthy"] == true).count();
+    Ok(json!({
+        "name": fleet,
+        "latest_revision": revisions.last().map(revision_summary),
+        "applied_revision": applied.map(|r| r.number.0),
+        "instances": running.len(),
+        "healthy": healthy,
+        "all_healthy": healthy == running.len(),
+        "sites": sites,
+        "lock": store.lock_holder(fleet)?.map(|h| json!({
+            "who": h.owner.who,
+            "operation": h.owner.operation,
+            "expires_at": h.expires_at.to_string(),
+        })),
+    }))
+}
+
+async fn fleets(State(state): State<AppState>) -> ApiResult {
+    blocking(&state, |store| {
+        let mut out = Vec::new();
+        for f in store.list_fleets()? {
+            out.push(fleet_summary(store, &f)?);
+        }
+        Ok(Json(json!({ "fleets": out })))
+    })
+    .await
+}
+
+async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        known_fleet(store, &fleet)?;
+        Ok(Json(fleet_summary(store, &fleet)?))
+    })
+    .await
+}
+
+async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        known_fleet(store, &fleet)?;
+        let (instances, sites) = instance_views(store, &fleet)?;
+        Ok(Json(json!({
+            "fleet": fleet,
+            "source": "the state store's last observation (run `phoenix status` for a live probe)",
+            "sites": sites,
+            "instances": instances,
+        })))
+    })
+    .await
+}
+
+async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        let revisions = known_fleet(store, &fleet)?;
+        Ok(Json(json!({
+            "fleet": fleet,
+            "revisions": revisions.iter().map(revision_summary).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+/// `3` or `r3`.
+fn parse_revision(s: &str) -> Result<RevisionNumber, ApiError> {
+    s.trim_start_matches(['r', 'R'])
+        .parse()
+        .map(RevisionNumber)
+        .map_err(|_| ApiError::bad_request(format!("`{s}` is not a revision number (3 or r3)")))
+}
+
+fn find_revision<'a>(
+    revisions: &'a [Revision],
+    fleet: &str,
+    number: RevisionNumber,
+) -> Result<&'a Revision, ApiError> {
+    revisions
+        .iter()
+        .find(|r| r.number == number)
+        .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision {number}")))
+}
+
+fn document(r: &Revision) -> Result<RevisionDoc, ApiError> {
+    RevisionDoc::parse(&r.spec_json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "revision {} holds no spec document this phoenix can read",
+                r.number
+            ),
+        )
+    })
+}
+
+fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
+    json!({
+        "revision": r.number.0,
+        "environment": doc.environment,
+        "files": doc.sources.iter().map(|(name, text)| json!({"name": name, "text": text})).collect::<Vec<_>>(),
+    })
+}
+
+async fn revision(
+    State(state): State<AppState>,
+    Path((fleet, number)): Path<(String, String)>,
+) -> ApiResult {
+    blocking(&state, move |store| {
+        let revisions = known_fleet(store, &fleet)?;
+        let number = parse_revision(&number)?;
+        let r = find_revision(&revisions, &fleet, number)?;
+        let mut v = revision_summary(r);
+        if let (Some(obj), Some(doc)) = (v.as_object_mut(), RevisionDoc::parse(&r.spec_json)) {
+            obj.insert("spec".into(), spec_view(r, &doc));
+            obj.insert(
+                "targets".into(),
+                json!({"target": doc.targets, "exclude": doc.excludes}),
+            );
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// The latest applied revision (what should run), else the latest one.
+fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Revision, ApiError> {
+    revisions
+        .iter()
+        .rev()
+        .find(|r| r.outcome == phoenix_state::RevisionOutcome::Applied)
+        .or(revisions.last())
+        .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
+}
+
+async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        let revisions = known_fleet(store, &fleet)?;
+        let r = current_revision(&revisions, &fleet)?;
+        Ok(Json(spec_view(r, &document(r)?)))
+    })
+    .await
+}
+
+/// The fleet of a stored revision, parsed again from its sources.
+fn fleet_of(r: &Revision) -> Result<phoenix_spec::Fleet, ApiError> {
+    let doc = document(r)?;
+    phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).map_err(|d| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the spec of revision {} no longer parses:\n{}",
+                r.number,
+                d.render()
+            ),
+        )
+    })
+}
+
+fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
+    let plan = phoenix_plan::plan(fleet);
+    serde_json::from_str(&phoenix_plan::to_json_string(&plan))
+        .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
+}
+
+async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        let revisions = known_fleet(store, &fleet)?;
+        let r = current_revision(&revisions, &fleet)?;
+        let mut v = plan_json(&fleet_of(r)?)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("revision".into(), r.number.0.into());
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct DiffQuery {
+    from: String,
+    to: String,
+}
+
+/// What changed between two revisions: instances added, removed and changed (by the
+/// fingerprint of everything that makes a unit run differently), and the spec files that
+/// differ, with both texts.
+async fn diff(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}: give ?from=REVISION&to=REVISION (e.g. ?from=1&to=2)"
+        ))
+    })?;
+    blocking(&state, move |store| {
+        let revisions = known_fleet(store, &fleet)?;
+        let (from, to) = (parse_revision(&q.from)?, parse_revision(&q.to)?);
+        let (a, b) = (
+            document(find_revision(&revisions, &fleet, from)?)?,
+            document(find_revision(&revisions, &fleet, to)?)?,
+        );
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        let mut unchanged = 0u64;
+        for (instance, spec) in &b.units {
+            match a.units.get(instance) {
+                None => added.push(json!({"instance": instance, "service": spec.service, "site": spec.site})),
+                Some(old) if fingerprint(old) != fingerprint(spec) => changed.push(json!({
+                    "instance": instance, "service": spec.service, "site": spec.site,
+                    "from_site": old.site,
+                })),
+                Some(_) => unchanged += 1,
+            }
+        }
+        for (instance, spec) in &a.units {
+            if !b.units.contains_key(instance) {
+                removed.push(json!({"instance": instance, "service": spec.service, "site": spec.site}));
+            }
+        }
+        let old_files: BTreeMap<&str, &str> =
+            a.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let new_files: BTreeMap<&str, &str> =
+            b.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let mut files = Vec::new();
+        for name in old_files.keys().chain(new_files.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let (o, n) = (old_files.get(name), new_files.get(name));
+            if o != n {
+                files.push(json!({"name": name, "from": o, "to": n}));
+            }
+        }
+        Ok(Json(json!({
+            "fleet": fleet,
+            "from": from.0,
+            "to": to.0,
+            "instances": {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged},
+            "environment": {"from": a.environment, "to": b.environment},
+            "files": files,
+        })))
+    })
+    .await
+}
+
+async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
+    blocking(&state, move |store| {
+        check_fleet_name(&fleet)?;
+        let rows = store.audit_records(&fleet)?;
+        if rows.is_empty() && !store.list_fleets()?.contains(&fleet) {
+            return Err(ApiError::not_found(format!(
+                "no fleet {fleet} in the state store"
+            )));
+        }
+        let keys = store.audit_keys(&fleet)?;
+        let anchor = store
+            .audit_anchor(&fleet)?
+            .map(|a| phoenix_audit::ChainHead {
+                seq: a.seq,
+                hash: a.head_hash,
+            });
+        let report = phoenix_audit::verify_chain(&fleet, &rows, &keys, anchor.as_ref());
+        // Each record as stored; one that does not parse is shown raw (verification names it).
+        let records: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.record_json)
+                    .unwrap_or_else(|_| json!({"seq": r.seq, "unreadable": r.record_json}))
+            })
+            .collect();
+        Ok(Json(json!({
+            "fleet": fleet,
+            "verified": report.verified(),
+            "verification": report,
+            "records": records,
+        })))
+    })
+    .await
+}
+
+/// Writes need a deployer token. The engine entry point that would run a rollback with the
+/// token's name as the audit actor is not available to the server yet (see docs/serve.md), so
+/// an authorised request is answered 501 and nothing changes.
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Deployer)?;
+    blocking(&state, move |store| {
+        known_fleet(store, &fleet)?;
+        Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "rollback through the server is not available in this build: nothing was \
+                 changed; run `phoenix rollback` for fleet {fleet}"
+            ),
+        ))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Posted specs
+
+#[derive(Deserialize)]
+struct EnvQuery {
+    env: Option<String>,
+}
+
+/// A posted spec as `(file name, text)` sources, and the environment overlay asked for.
+type Posted = (Vec<(String, String)>, Option<String>);
+
+/// A posted spec: the body is one YAML file.
+fn posted(
+    body: Result<String, StringRejection>,
+    query: Result<Query<EnvQuery>, QueryRejection>,
+) -> Result<Posted, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!("{e}: the only query parameter is ?env=NAME"))
+    })?;
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "post a fleet spec (YAML) as the request body",
+        ));
+    }
+    Ok((vec![("posted.yaml".to_string(), body)], q.env))
+}
+
+fn diagnostics_json(d: &phoenix_spec::Diagnostics) -> Vec<Value> {
+    d.items
+        .iter()
+        .map(|item| {
+            let mut v = serde_json::to_value(item).unwrap_or_default();
+            if let (Some(loc), Some(obj)) = (&item.location, v.as_object_mut()) {
+                obj.insert("position".into(), d.position(loc).into());
+            }
+            v
+        })
+        .collect()
+}
+
+async fn validate(
+    query: Result<Query<EnvQuery>, QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Response {
+    let (sources, env) = match posted(body, query) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    match phoenix_spec::parse_sources(&sources, env.as_deref()) {
+        Ok(fleet) => Json(json!({
+            "valid": true,
+            "fleet": fleet.name,
+            "sites": fleet.sites.len(),
+            "services": fleet.services.len(),
+            "diagnostics": [],
+        }))
+        .into_response(),
+        Err(d) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "valid": false,
+                "error": format!("the spec is not valid: {} problem(s)", d.items.len()),
+                "diagnostics": diagnostics_json(&d),
+                "rendered": d.render(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn plan_posted(
+    query: Result<Query<EnvQuery>, QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Response {
+    let (sources, env) = match posted(body, query) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    match phoenix_spec::parse_sources(&sources, env.as_deref()) {
+        Ok(fleet) => match plan_json(&fleet) {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(d) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": format!("the spec is not valid: {} problem(s)", d.items.len()),
+                "diagnostics": diagnostics_json(&d),
+                "rendered": d.render(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring
+
+/// Prometheus HTTP service discovery (`http_sd_configs`): the same targets `phoenix
+/// monitoring` writes into prometheus.yml, for every fleet in the store, computed by the same
+/// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records.
+async fn monitoring_targets(State(state): State<AppState>) -> Response {
+    let groups = blocking(&state, |store| {
+        let mut groups = Vec::new();
+        for name in store.list_fleets()? {
+            let revisions = store.list_revisions(&name)?;
+            let Some(r) = revisions
+                .iter()
+                .rev()
+                .find(|r| r.outcome == phoenix_state::RevisionOutcome::Applied)
+            else {
+                continue;
+            };
+            // A revision whose spec no longer parses has no targets to give; skipped.
+            let Ok(fleet) = fleet_of(r) else { continue };
+            let records: Vec<_> = store
+                .list_instances(&name)?
+                .into_iter()
+                .map(|r| r.state)
+                .collect();
+            let generated = crate::monitoring_cmd::generate::generate(&fleet, &records, &[]);
+            for job in &generated.jobs {
+                let path = fleet
+                    .services
+                    .iter()
+                    .find(|s| format!("{}/{}", fleet.name, s.name) == job.name)
+                    .and_then(|s| s.metrics.as_ref())
+                    .map_or(phoenix_spec::model::DEFAULT_METRICS_PATH.to_string(), |m| {
+                        m.path.clone()
+                    });
+                for target in &job.targets {
+                    let mut labels: serde_json::Map<String, Value> = target
+                        .labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), Value::from(v.clone())))
+                        .collect();
+                    labels.insert("__metrics_path__".into(), path.clone().into());
+                    labels.insert("phoenix_job".into(), job.name.clone().into());
+                    groups.push(json!({ "targets": [target.address], "labels": labels }));
+                }
+            }
+        }
+        Ok(groups)
+    })
+    .await;
+    match groups {
+        Ok(g) => Json(Value::Array(g)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

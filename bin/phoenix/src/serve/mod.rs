@@ -1,0 +1,304 @@
+//! `phoenix serve`: the HTTP API over the same state store the CLI uses (SQLite in
+//! `--state-dir`, or PostgreSQL at `--state-url`), so that what the CLI does shows at once;
+//! `phoenix serve token create|list|revoke` manage its API tokens, kept hashed in that store.
+//!
+//! The server only reads and writes through `phoenix_state::StateStore` (and, for the
+//! monitoring targets, the pure `monitoring_cmd::generate`); store calls are blocking and run on
+//! tokio's blocking pool. See `docs/serve.md`.
+
+mod api;
+mod auth;
+mod metrics;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use phoenix_state::StateStore;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `phoenix serve`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ServeArgs {
+    #[command(subcommand)]
+    command: Option<ServeCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Where the store is.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct StoreArgs {
+    /// State directory (SQLite `state.db`), as the other commands take it.
+    #[arg(long, default_value = ".phoenix", env = "PHOENIX_STATE_DIR")]
+    state_dir: PathBuf,
+    /// PostgreSQL URL of the state store (`postgres://...`) instead of SQLite in the state dir.
+    #[arg(long, env = "PHOENIX_STATE_URL")]
+    state_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        Ok(Arc::from(
+            phoenix_state::open(&self.state_dir, self.state_url.as_deref()).with_context(|| {
+                match &self.state_url {
+                    Some(_) => "opening the state store at --state-url".to_string(),
+                    None => format!("opening the state store in {}", self.state_dir.display()),
+                }
+            })?,
+        ))
+    }
+}
+
+/// Running the server.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Address to listen on. A non-loopback address needs `--tls-cert` and `--tls-key`, or
+    /// `--insecure`. Port 0 picks a free port (the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (tokens then cross the network in clear).
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServeCommand {
+    /// API tokens: `create NAME --role viewer|deployer [--expires 30d]`, `list`, `revoke NAME`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token; the token itself is printed alone on the last line, once.
+    Create {
+        /// Its name: the actor the audit log records for what is done with it.
+        name: String,
+        /// What it may do: `viewer` reads, `deployer` also writes.
+        #[arg(long, value_enum)]
+        role: auth::Role,
+        /// How long it is valid (`90m`, `12h`, `30d`, `2w`); default: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Every token: name, role, when created, when it expires, whether it is live.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Runs `phoenix serve ...`.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(ServeCommand::Token(cmd)) => token(cmd),
+        None => serve(args.run),
+    }
+}
+
+fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            expires,
+            store,
+        } => {
+            auth::check_name(&name)?;
+            let valid_for = expires.as_deref().map(auth::parse_validity).transpose()?;
+            let store = store.open()?;
+            let secret = auth::new_secret()?;
+            let created = store.create_api_token(&phoenix_state::NewApiToken {
+                name: name.clone(),
+                role: role.as_str().to_string(),
+                secret_sha256: auth::secret_hash(&secret),
+                valid_for,
+            })?;
+            let expiry = created.expires_at.map_or(
+                "never expires (revoke it with `phoenix serve token revoke NAME`)".to_string(),
+                |t| format!("expires {t}"),
+            );
+            crate::print_out(&format!(
+                "created token {} (role {}), {expiry}\nit is shown only this once; send it as `Authorization: Bearer TOKEN`\n{secret}\n",
+                created.name,
+                role.as_str()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::List { store } => {
+            let tokens = store.open()?.list_api_tokens()?;
+            let now = jiff::Timestamp::now();
+            let mut out = String::from("NAME\tROLE\tCREATED\tEXPIRES\tSTATE\n");
+            for t in &tokens {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if !t.is_live(now) {
+                    "expired"
+                } else {
+                    "live"
+                };
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{state}\n",
+                    t.name,
+                    t.role,
+                    t.created_at,
+                    t.expires_at.map_or("never".to_string(), |e| e.to_string()),
+                ));
+            }
+            if tokens.is_empty() {
+                out.push_str("(no tokens: create one with `phoenix serve token create NAME --role viewer`)\n");
+            }
+            crate::print_out(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { name, store } => {
+            if store.open()?.revoke_api_token(&name)? {
+                crate::print_out(&format!("revoked token {name}\n"))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("no live token named {name} (see `phoenix serve token list`)");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    store: Arc<dyn StateStore>,
+    limiter: Arc<auth::FailureLimiter>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// Runs a store call on the blocking pool (the store's calls block: SQLite, the synchronous
+/// PostgreSQL client).
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn StateStore) -> Result<T, api::ApiError> + Send + 'static,
+) -> Result<T, api::ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&*store))
+        .await
+        .unwrap_or_else(|e| Err(api::ApiError::internal(format!("a store call failed: {e}"))))
+}
+
+/// The address to listen on, refused when it is not loopback and neither TLS nor
+/// `--insecure` was given.
+fn listen_address(args: &RunArgs) -> anyhow::Result<SocketAddr> {
+    let addr = args
+        .listen
+        .to_socket_addrs()
+        .with_context(|| {
+            format!(
+                "--listen {}: not an address (e.g. 127.0.0.1:8080 or [::1]:8080)",
+                args.listen
+            )
+        })?
+        .next()
+        .with_context(|| format!("--listen {}: names no address", args.listen))?;
+    if !addr.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {addr}, which is not a loopback address: tokens \
+             would cross the network in clear. Give --tls-cert FILE --tls-key FILE, or \
+             --insecure if something in front of phoenix terminates TLS"
+        );
+    }
+    Ok(addr)
+}
+
+fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let addr = listen_address(&args)?;
+    let store = args.store.open()?;
+    let state = AppState {
+        store,
+        limiter: Arc::new(auth::FailureLimiter::default()),
+        metrics: Arc::new(metrics::Metrics::new()),
+    };
+    let app = api::router(state);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime.block_on(async move {
+        let handle = axum_server::Handle::new();
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let announce = handle.clone();
+        tokio::spawn(async move {
+            if let Some(bound) = announce.listening().await {
+                // Alone on its line on stdout, so that scripts (and tests) can read the port.
+                let _ = crate::print_out(&format!("listening on {scheme}://{bound}\n"));
+            }
+        });
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "reading the TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                axum_server::bind_rustls(addr, config)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+            _ => axum_server::bind(addr).handle(handle).serve(service).await,
+        }
+        .with_context(|| format!("serving on {addr}"))?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

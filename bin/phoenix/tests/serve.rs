@@ -1,0 +1,564 @@
+//! `phoenix serve` end to end: the real binary serving a state dir where a small fleet was
+//! applied with the local provider, read over plain HTTP (a `TcpStream` client) without a
+//! token, with a viewer token and with a deployer token; writes refused to a viewer; bad
+//! requests answered with JSON errors; tokens created, listed, revoked and stored hashed.
+//!
+//! Every process a test starts is stopped by its pid when the test ends, also when it fails
+//! (the guards' `Drop`), and every wait is bounded.
+
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+
+/// A temp dir with a state dir and an operator key of its own; its fleet (if one was applied)
+/// is destroyed on drop.
+struct Dir {
+    dir: tempfile::TempDir,
+    applied: bool,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Dir {
+            dir: tempfile::Builder::new()
+                .prefix("pxserve")
+                .tempdir()
+                .unwrap(),
+            applied: false,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path("s")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--state-dir")
+            .arg(self.state())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_remove("PHOENIX_STATE_URL")
+            .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "phoenix {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Writes `fleet.yaml`: fleet `name` with `web` (`replicas`), whose metrics are served at
+    /// `/` of its port (python's http.server answers any path of the directory).
+    fn write_fleet(&self, name: &str, replicas: u32) {
+        let yaml = format!(
+            "phoenix: 1\nname: {name}\nsites:\n  - name: local\n    tier: core\n    capacity: {{ cpu: 64, memory: 64Gi, storage: 100G }}\nservices:\n\
+             \x20 - name: web\n    replicas: {replicas}\n    command: [python3, -m, http.server, '${{port}}', --bind, 127.0.0.1, --directory, '${{data_dir}}']\n    ports: [port]\n    metrics: {{ port: port, path: / }}\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 15s, interval: 50ms }}\n    stop_grace: 2s\n"
+        );
+        std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
+    }
+
+    fn apply(&mut self) {
+        self.applied = true;
+        self.ok(&["apply", "fleet.yaml", "--yes"]);
+    }
+
+    /// Creates a token and returns it: the last line of the output, alone.
+    fn token(&self, name: &str, role: &str) -> String {
+        let out = self.ok(&["serve", "token", "create", name, "--role", role]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let last = text.lines().last().unwrap_or_default().to_string();
+        assert!(
+            last.starts_with("phx_") && !last.contains(' '),
+            "the last line is not the bare token:\n{text}"
+        );
+        last
+    }
+
+    /// Starts `phoenix serve` on a free loopback port; stopped when the guard drops.
+    fn serve(&self) -> Server {
+        let mut child = self
+            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let server = Server { child, addr: None };
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        let mut server = server;
+        let line = match line {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = server.child.kill();
+                let out = server.child.wait_with_output_stderr();
+                panic!("phoenix serve printed no address within 30 s; stderr:\n{out}");
+            }
+        };
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        server.addr = Some(addr);
+        server
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if self.applied {
+            let _ = self.run(&["destroy", "fleet.yaml", "--yes"]);
+        }
+    }
+}
+
+/// A running `phoenix serve`, killed by its pid on drop.
+struct Server {
+    child: Child,
+    addr: Option<String>,
+}
+
+trait StderrText {
+    fn wait_with_output_stderr(&mut self) -> String;
+}
+
+impl StderrText for Child {
+    fn wait_with_output_stderr(&mut self) -> String {
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A JSON error with this status and a non-empty message.
+    fn assert_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        let message = self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!message.is_empty(), "no error message: {}", self.body);
+        message
+    }
+}
+
+impl Server {
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+        let addr = self.addr.as_deref().unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if method == "POST" {
+            req.push_str(&format!(
+                "Content-Type: application/yaml\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.request("GET", path, token, None)
+    }
+}
+
+/// Decodes a chunked body (the server streams some answers).
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..100_000 {
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            break;
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+fn file_contains(path: &Path, needle: &str) -> bool {
+    std::fs::read(path)
+        .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_non_loopback_address_is_refused_without_tls_or_insecure() {
+    let d = Dir::new();
+    let out = d.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+    let out = d.run(&["serve", "--listen", "not an address"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!d.state().join("state.db").exists() || out.status.code() == Some(1));
+}
+
+#[test]
+fn tokens_are_created_listed_revoked_and_stored_hashed() {
+    let d = Dir::new();
+    let viewer = d.token("alice", "viewer");
+    // A second live token of the same name is refused.
+    let again = d.run(&["serve", "token", "create", "alice", "--role", "deployer"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let expiring = d.ok(&[
+        "serve",
+        "token",
+        "create",
+        "ci",
+        "--role",
+        "deployer",
+        "--expires",
+        "30d",
+    ]);
+    assert!(String::from_utf8_lossy(&expiring.stdout).contains("expires 20"));
+    let bad = d.run(&[
+        "serve",
+        "token",
+        "create",
+        "x",
+        "--role",
+        "viewer",
+        "--expires",
+        "soon",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    // The store has its hash, never the token.
+    for file in ["state.db", "state.db-wal"] {
+        assert!(
+            !file_contains(&d.state().join(file), &viewer),
+            "{file} holds the token itself"
+        );
+    }
+    let list = String::from_utf8(d.ok(&["serve", "token", "list"]).stdout).unwrap();
+    assert!(
+        list.contains("alice\tviewer") && list.contains("ci\tdeployer"),
+        "{list}"
+    );
+    assert!(!list.contains(&viewer), "the list shows a token:\n{list}");
+
+    let server = d.serve();
+    assert_eq!(
+        server.get("/api/v1/whoami", Some(&viewer)).json()["name"],
+        "alice"
+    );
+    d.ok(&["serve", "token", "revoke", "alice"]);
+    let revoked = server.get("/api/v1/whoami", Some(&viewer));
+    assert!(revoked.assert_error(401).contains("revoked"));
+    assert_eq!(
+        d.run(&["serve", "token", "revoke", "alice"]).status.code(),
+        Some(1)
+    );
+    let list = String::from_utf8(d.ok(&["serve", "token", "list"]).stdout).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("alice\t") && l.ends_with("revoked")),
+        "{list}"
+    );
+}
+
+#[test]
+fn serve_reads_with_each_role_refuses_a_viewer_write_and_answers_bad_requests() {
+    let mut d = Dir::new();
+    d.write_fleet("servedemo", 1);
+    d.apply();
+    d.write_fleet("servedemo", 2);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    let deployer = d.token("deploy", "deployer");
+    let server = d.serve();
+
+    // Without a token: health, metrics; nothing else.
+    assert_eq!(server.get("/health/live", None).json()["status"], "live");
+    let ready = server.get("/health/ready", None);
+    assert_eq!(
+        (ready.status, ready.json()["fleets"].as_u64()),
+        (200, Some(1))
+    );
+    let refused = server.get("/api/v1/fleets", None);
+    refused.assert_error(401);
+    assert!(refused.header("www-authenticate").is_some());
+    server
+        .get("/api/v1/monitoring/targets", None)
+        .assert_error(401);
+    server
+        .get("/api/v1/fleets", Some("phx_0000000000000000"))
+        .assert_error(401);
+
+    for token in [&viewer, &deployer] {
+        let t = Some(token.as_str());
+        let fleets = server.get("/api/v1/fleets", t).json();
+        let f = &fleets["fleets"][0];
+        assert_eq!(f["name"], "servedemo", "{fleets}");
+        assert_eq!(
+            (f["instances"].as_u64(), f["healthy"].as_u64()),
+            (Some(2), Some(2)),
+            "{f}"
+        );
+        assert_eq!(f["sites"]["local"]["healthy"], 2, "{f}");
+        assert_eq!(f["applied_revision"], 2);
+
+        let inst = server.get("/api/v1/fleets/servedemo/instances", t).json();
+        let list = inst["instances"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{inst}");
+        assert!(
+            list.iter()
+                .all(|i| i["healthy"] == true && i["site"] == "local")
+        );
+        assert!(
+            list.iter()
+                .all(|i| i["age_seconds"].as_f64().is_some_and(|a| a >= 0.0))
+        );
+
+        let revs = server.get("/api/v1/fleets/servedemo/revisions", t).json();
+        let numbers: Vec<u64> = revs["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, [1, 2]);
+    }
+    let t = Some(viewer.as_str());
+    let spec = server.get("/api/v1/fleets/servedemo/spec", t).json();
+    assert!(
+        spec["files"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("replicas: 2")
+    );
+    let one = server
+        .get("/api/v1/fleets/servedemo/revisions/r1", t)
+        .json();
+    assert!(
+        one["spec"]["files"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("replicas: 1")
+    );
+    let plan = server.get("/api/v1/fleets/servedemo/plan", t).json();
+    assert!(plan["sites"]["local"].is_object(), "{plan}");
+    let diff = server
+        .get("/api/v1/fleets/servedemo/diff?from=1&to=2", t)
+        .json();
+    assert_eq!(diff["instances"]["added"][0]["instance"], "web-1", "{diff}");
+    assert_eq!(diff["instances"]["unchanged"], 1, "{diff}");
+    assert_eq!(diff["files"].as_array().unwrap().len(), 1, "{diff}");
+    let audit = server.get("/api/v1/fleets/servedemo/audit", t).json();
+    assert_eq!(audit["verified"], true, "{audit}");
+    assert!(audit["records"].as_array().unwrap().len() > 2);
+
+    // Prometheus HTTP service discovery: a target per unit, at its allocated port.
+    let targets = server.get("/api/v1/monitoring/targets", t).json();
+    let groups = targets.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{targets}");
+    let ports: Vec<u64> = list_ports(&server.get("/api/v1/fleets/servedemo/instances", t).json());
+    for g in groups {
+        assert_eq!(g["labels"]["fleet"], "servedemo");
+        assert_eq!(g["labels"]["__metrics_path__"], "/");
+        let addr = g["targets"][0].as_str().unwrap();
+        let port: u64 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        assert!(
+            addr.starts_with("127.0.0.1:") && ports.contains(&port),
+            "{g} {ports:?}"
+        );
+    }
+
+    // Posted specs: validated and planned, bad ones answered 422 with diagnostics.
+    let good = std::fs::read_to_string(d.path("fleet.yaml")).unwrap();
+    let v = server.request("POST", "/api/v1/validate", t, Some(&good));
+    assert_eq!(
+        (v.status, v.json()["valid"].clone()),
+        (200, Value::Bool(true))
+    );
+    let p = server.request("POST", "/api/v1/plan", t, Some(&good));
+    assert!(p.json()["projects"].is_object(), "{}", p.body);
+    let broken = good.replace("replicas: 2", "replicaz: 2");
+    let v = server.request("POST", "/api/v1/validate", t, Some(&broken));
+    v.assert_error(422);
+    assert!(
+        v.json()["diagnostics"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    server
+        .request("POST", "/api/v1/plan", t, Some("phoenix: [unclosed"))
+        .assert_error(422);
+    server
+        .request("POST", "/api/v1/validate", t, Some(""))
+        .assert_error(400);
+
+    // Bad requests: clear JSON errors.
+    server
+        .get("/api/v1/fleets/NOT_A_NAME!", t)
+        .assert_error(400);
+    server
+        .get("/api/v1/fleets/nosuchfleet", t)
+        .assert_error(404);
+    server
+        .get("/api/v1/fleets/servedemo/revisions/r99", t)
+        .assert_error(404);
+    server
+        .get("/api/v1/fleets/servedemo/revisions/latest", t)
+        .assert_error(400);
+    server
+        .get("/api/v1/fleets/servedemo/diff", t)
+        .assert_error(400);
+    server
+        .get("/api/v1/fleets/servedemo/diff?from=1&to=x", t)
+        .assert_error(400);
+    server.get("/no/such/route", t).assert_error(404);
+
+    // Writes: refused to a viewer, and nothing changes.
+    let w = server.request("POST", "/api/v1/fleets/servedemo/rollback", t, Some(""));
+    assert!(w.assert_error(403).contains("deployer"));
+    let w = server.request(
+        "POST",
+        "/api/v1/fleets/servedemo/rollback",
+        Some(&deployer),
+        Some(""),
+    );
+    // Not wired to the engine in this build (docs/serve.md): refused, nothing changed.
+    w.assert_error(501);
+    let revs = server.get("/api/v1/fleets/servedemo/revisions", t).json();
+    assert_eq!(revs["revisions"].as_array().unwrap().len(), 2);
+
+    // The server's own metrics count what it answered, by route pattern.
+    let m = server.get("/metrics", None);
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
+    assert!(
+        m.body.contains(
+            "phoenix_serve_requests_total{route=\"/api/v1/fleets/{fleet}\",code=\"404\"} 1"
+        ),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("phoenix_serve_auth_failures_total"));
+
+    // Failed attempts are rate-limited: after the limit, 429 with Retry-After.
+    let mut limited = None;
+    for i in 0..30 {
+        let a = server.get("/api/v1/fleets", Some(&format!("phx_wrong{i}")));
+        if a.status == 429 {
+            limited = Some(a);
+            break;
+        }
+        a.assert_error(401);
+    }
+    let limited = limited.expect("failed attempts were never limited");
+    limited.assert_error(429);
+    assert!(limited.header("retry-after").is_some());
+}
+
+fn list_ports(instances: &Value) -> Vec<u64> {
+    instances["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["ports"]["port"].as_u64())
+        .collect()
+}
