@@ -76,6 +76,8 @@ pub(crate) struct ChangeArgs {
     #[arg(long)]
     pub allow_unreachable: bool,
     #[command(flatten)]
+    pub ledger: crate::ledger_link::LedgerArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -165,9 +167,15 @@ pub(crate) struct HistoryArgs {
     /// record was edited or removed.
     #[arg(long)]
     pub verify: bool,
+    /// Send the ledger every record of the fleet's chain it lacks, and every instance's
+    /// lifecycle (needs --ledger and --ledger-key).
+    #[arg(long, requires = "ledger_key")]
+    pub sync: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
     pub output: ReportFormat,
+    #[command(flatten)]
+    pub ledger: crate::ledger_link::LedgerArgs,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -235,12 +243,17 @@ struct Wired {
     router: Arc<phoenix_provider_api::route::Router>,
     store: Arc<dyn StateStore>,
     chain: Arc<StoreChain>,
+    /// With `--ledger`: the command's ledger session, finished after the engine ran.
+    ledger: std::sync::Mutex<Option<crate::ledger_link::Session>>,
+    /// The `--ledger` URLs, for messages.
+    ledger_urls: String,
 }
 
 fn wire(
     state: &StateArgs,
     fleet: &phoenix_spec::Fleet,
     allow_unreachable: bool,
+    ledger: &crate::ledger_link::LedgerArgs,
 ) -> anyhow::Result<Wired> {
     let store: Arc<dyn StateStore> = Arc::from(
         phoenix_state::open(&state.state_dir, state.state_url.as_deref())
@@ -261,10 +274,24 @@ fn wire(
         state.operator_key.as_deref(),
         &actor,
     )?;
+    // With --ledger, refusals (unreachable, a missing role, a revoked identity, a paused
+    // module) come before anything changes, and what earlier commands left unsent goes first.
+    let session = match crate::ledger_link::Link::open(ledger)? {
+        Some(link) => Some(crate::ledger_link::Session::start(
+            link,
+            &*store,
+            &fleet.name,
+        )?),
+        None => None,
+    };
+    let recorder = match &session {
+        Some(s) => s.recorder(chain.clone(), store.clone()),
+        None => chain.clone() as Arc<dyn Recorder>,
+    };
     let engine = Engine {
         provider: router.clone(),
         store: store.clone(),
-        recorder: chain.clone() as Arc<dyn Recorder>,
+        recorder,
         actor,
     };
     Ok(Wired {
@@ -273,6 +300,8 @@ fn wire(
         router,
         store,
         chain,
+        ledger: std::sync::Mutex::new(session),
+        ledger_urls: ledger.ledger.join(","),
     })
 }
 
@@ -437,6 +466,7 @@ fn run_change(
     let result = w.engine.apply(desired, doc, &opts, &confirm_fn, &sink);
     EXECUTING.store(false, Ordering::SeqCst);
     progress.finish();
+    finish_ledger(w, change.output);
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -461,6 +491,25 @@ fn run_change(
     })
 }
 
+/// Sends the ledger what is still queued, records the instances' lifecycle, and reports.
+fn finish_ledger(w: &Wired, output: RunFormat) {
+    let session = w
+        .ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let Some(session) = session else { return };
+    let report = session.finish(&*w.store);
+    match output {
+        RunFormat::Json => render::json_line(&report.json()),
+        RunFormat::Table => {
+            for line in report.lines(&w.ledger_urls) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let (fleet, sources) = match load(&args.files, args.env.as_deref())? {
         Ok(x) => x,
@@ -471,7 +520,12 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
-    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
+    let w = wire(
+        &args.change.state,
+        &fleet,
+        args.change.allow_unreachable,
+        &args.change.ledger,
+    )?;
     run_change(
         &w,
         "apply",
@@ -491,7 +545,12 @@ pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
     };
     let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
     let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, sources, None);
-    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
+    let w = wire(
+        &args.change.state,
+        &fleet,
+        args.change.allow_unreachable,
+        &args.change.ledger,
+    )?;
     let code = run_change(
         &w,
         "destroy",
@@ -534,7 +593,12 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // The current spec's sites: a rollback to a revision with other sites reaches these only.
-    let w = wire(&args.change.state, &fleet, args.change.allow_unreachable)?;
+    let w = wire(
+        &args.change.state,
+        &fleet,
+        args.change.allow_unreachable,
+        &args.change.ledger,
+    )?;
     let revisions = w.store.list_revisions(&fleet.name)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
     let target = rollback::rollback_target(&fleet.name, &revisions, to, args.force)?;
@@ -605,12 +669,14 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let copy = args.state.state_dir.join("local-demo.yaml");
     std::fs::write(&copy, LOCAL_DEMO).with_context(|| format!("writing {}", copy.display()))?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, None);
-    let w = wire(&args.state, &fleet, false)?;
+    let no_ledger = crate::ledger_link::LedgerArgs::default();
+    let w = wire(&args.state, &fleet, false, &no_ledger)?;
     let change = ChangeArgs {
         yes: true,
         parallelism: 16,
         output: args.output,
         allow_unreachable: false,
+        ledger: no_ledger,
         state: args.state.clone(),
     };
     let code = run_change(
@@ -781,17 +847,59 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     };
-    let ok =
+    let mut ok =
         verify.as_ref().is_none_or(|v| v.verified()) && !(args.verify && pending_import.is_some());
+    let ledger = history_ledger(&args, &*store, &fleet.name, &records)?;
+    if let Some((sync, problems)) = &ledger {
+        ok &= sync
+            .as_ref()
+            .is_none_or(crate::ledger_link::Report::complete);
+        ok &= problems.as_ref().is_none_or(Vec::is_empty);
+    }
     match args.output {
         ReportFormat::Json => {
-            let v = render::history_json(&fleet.name, &revisions, &records, verify.as_ref());
+            let mut v = render::history_json(&fleet.name, &revisions, &records, verify.as_ref());
+            if let Some((sync, problems)) = &ledger {
+                v["ledger"] = serde_json::json!({
+                    "urls": args.ledger.ledger,
+                    "sync": sync.as_ref().map(crate::ledger_link::Report::json),
+                    "verified": problems.as_ref().map(Vec::is_empty),
+                    "problems": problems.as_ref().map(|ps| ps.iter().map(|p| serde_json::json!({
+                        "seq": p.seq, "kind": p.kind, "message": p.message,
+                    })).collect::<Vec<_>>()),
+                });
+            }
             crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         }
         ReportFormat::Table => {
             crate::print_out(&render::history_table(&revisions, &records))?;
             if let Some(report) = &verify {
                 crate::print_out(&render::chain_report(report))?;
+            }
+            if let Some((sync, problems)) = &ledger {
+                let urls = args.ledger.ledger.join(",");
+                if let Some(sync) = sync {
+                    for line in sync.lines(&urls) {
+                        eprintln!("{line}");
+                    }
+                }
+                match problems {
+                    Some(ps) if ps.is_empty() => crate::print_out(&format!(
+                        "Ledger: all {} record(s) of the chain are on the ledger at {urls}, with the same hashes, in order.\n",
+                        records.len()
+                    ))?,
+                    Some(ps) => {
+                        let mut out = format!(
+                            "Ledger: {} problem(s) against the ledger at {urls}:\n",
+                            ps.len()
+                        );
+                        for p in ps {
+                            out.push_str(&format!("  {}: {}\n", p.kind, p.message));
+                        }
+                        crate::print_out(&out)?;
+                    }
+                    None => {}
+                }
             }
         }
     }
@@ -800,6 +908,46 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What `history --sync` sent, and what `history --verify --ledger` found (`None` without
+/// `--ledger`).
+type HistoryLedger = Option<(
+    Option<crate::ledger_link::Report>,
+    Option<Vec<crate::ledger_link::LedgerProblem>>,
+)>;
+
+fn history_ledger(
+    args: &HistoryArgs,
+    store: &dyn StateStore,
+    fleet: &str,
+    records: &[phoenix_audit::AuditRecord],
+) -> anyhow::Result<HistoryLedger> {
+    if args.ledger.ledger.is_empty() {
+        if args.sync {
+            bail!("--sync needs --ledger URL: the ledger to send the fleet's records to");
+        }
+        return Ok(None);
+    }
+    if !args.sync && !args.verify {
+        bail!(
+            "--ledger with history needs --verify (check the chain against the ledger) or --sync (send what the ledger lacks)"
+        );
+    }
+    let sync = if args.sync {
+        let link = crate::ledger_link::Link::open(&args.ledger)?
+            .context("--sync needs --ledger URL and --ledger-key FILE")?;
+        Some(crate::ledger_link::sync(link, store, fleet)?)
+    } else {
+        None
+    };
+    let problems = if args.verify {
+        let mut client = crate::ledger_link::Link::client_for(&args.ledger.ledger)?;
+        Some(crate::ledger_link::verify(&mut client, records, fleet)?)
+    } else {
+        None
+    };
+    Ok(Some((sync, problems)))
 }
 
 /// The fleet named by spec files (for commands that need only the name).

@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod deploy_cmd;
+mod ledger_link;
 mod monitoring_cmd;
 mod plan_cmd;
 mod serve;
