@@ -21,7 +21,9 @@
 //! - `governance_adds_a_fifth_validator_over_real_sockets` (`PHOENIX_HEAVY_TESTS=1`): a node outside
 //!   the genesis set (its home written by `join`) follows, is added by governance, and votes from
 //!   its epoch on; a proof from genesis fetched from it and from a genesis validator carries the
-//!   change and verifies against the genesis file.
+//!   change and verifies against the genesis file; a read replica started with the network
+//!   follows across the change (the new epoch's certificates checked against the set its own
+//!   state derived) and agrees on every block.
 
 use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
 use phoenix_ledger_node::cli::block_on;
@@ -961,6 +963,25 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
             .map(|h| spawn_node(&exe(), h).expect("spawn"))
             .collect(),
     );
+    // A read replica of the genesis validators follows across the change (issue 10).
+    let replica_port = base_port(8);
+    let replica_api = format!("http://127.0.0.1:{replica_port}");
+    let replica_log = std::fs::File::create(dir.join("replica.log")).expect("log");
+    let replica = Procs(vec![
+        std::process::Command::new(exe())
+            .args(["ledger", "replica", "--home"])
+            .arg(dir.join("replica"))
+            .arg("--from")
+            .arg(apis[..4].join(","))
+            .arg("--genesis")
+            .arg(homes[0].join("genesis.json"))
+            .args(["--api-port", &replica_port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(replica_log.try_clone().expect("log"))
+            .stderr(replica_log)
+            .spawn()
+            .expect("spawn replica"),
+    ]);
     block_on(async {
         wait_height(&apis[..4], 3, Duration::from_secs(90)).await?;
         let mut c = Conn::new(&apis[0]);
@@ -1007,6 +1028,24 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         for a in &apis[1..] {
             assert_eq!(hashes(a, upto).await?, reference, "{a} disagrees");
         }
+        // The replica checked epoch `effective`'s certificates against the five validators its
+        // own state derived, and agrees on every block.
+        wait_height(
+            std::slice::from_ref(&replica_api),
+            upto,
+            Duration::from_secs(60),
+        )
+        .await?;
+        assert_eq!(
+            hashes(&replica_api, upto).await?,
+            reference,
+            "the replica disagrees"
+        );
+        let st = Conn::new(&replica_api).get("/v1/status").await?.json()?;
+        assert_eq!(st["role"], "replica", "{st}");
+        assert_eq!(st["replica"]["rejected"], 0, "{st}");
+        assert_eq!(st["validators"].as_array().map(Vec::len), Some(5), "{st}");
+        assert!(st["epoch"].as_u64() >= Some(effective), "{st}");
         // A proof from genesis carries the change and verifies against the genesis file, from
         // a genesis validator and from the joiner alike (issue 10, light clients).
         let rec = audit_tx(&client, chain, 1);
@@ -1045,6 +1084,7 @@ fn governance_adds_a_fifth_validator_over_real_sockets() {
         anyhow::Ok(())
     })
     .expect("reconfiguration over real sockets");
+    drop(replica);
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }
