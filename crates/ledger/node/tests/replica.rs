@@ -6,7 +6,7 @@
 //!   fake upstream (an axum server in the test) serves a chain certified by test keys; a block
 //!   altered under its certificate, then a certificate with an altered signature, are refused
 //!   (logged, counted, named in `/v1/status`) and not applied; the honest chain is then
-//!   followed, a second replica follows the first, transactions are refused with 405, and the
+//!   followed (and streamed on `/v1/stream/blocks`), a second replica follows the first, transactions are refused with 405, and the
 //!   first replica survives `kill -9` (restarted with `--home` only, it replays its log).
 //! - `replica_follows_a_four_validator_testnet_and_survives_kill_9` (`PHOENIX_HEAVY_TESTS=1`):
 //!   a replica of a 4-validator testnet serves the same audit records, transactions, blocks and
@@ -217,9 +217,26 @@ fn replica_refuses_forged_blocks_and_certificates_from_a_fake_upstream() {
             "{text}"
         );
 
-        // The honest chain is followed to its tip.
+        // The honest chain is followed to its tip, and the block stream shows it.
+        let stream_api = api.clone();
+        let streamed = tokio::spawn(async move {
+            let mut heights = Vec::new();
+            let read =
+                phoenix_ledger_node::http::sse(&stream_api, "/v1/stream/blocks", |ev, data| {
+                    if ev == "block"
+                        && let Ok(v) = serde_json::from_str::<Value>(data)
+                    {
+                        heights.push(v["height"].as_u64().unwrap_or(0));
+                    }
+                    heights.last() != Some(&6)
+                });
+            let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+            heights
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
         *served.lock().expect("lock") = honest.clone();
         wait_status(&api, Duration::from_secs(30), |v| height_of(v) == 6).await;
+        assert_eq!(streamed.await?, vec![3, 4, 5, 6], "the block stream");
         let b = Conn::new(&api).get("/v1/blocks/3").await?.json()?;
         assert_eq!(b["hash"], serde_json::json!(honest[2].block.hash()), "{b}");
         assert_eq!(b["finality"]["certificate_format"], "phoenix-light", "{b}");
