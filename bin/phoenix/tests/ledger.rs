@@ -366,6 +366,82 @@ fn apply_with_ledger_records_every_step_and_lifecycle_and_catches_up_after_an_ou
     let (_, web2) = w.get(0, "/v1/state/provisioning/lfleet/web-2").unwrap();
     assert_eq!(web2["value"]["state"], "provisioned", "{web2}");
 
+    // An identity's key records, an independent verifier marks the instances verified; once
+    // the identity is revoked its key is refused before any change.
+    let keygen = |name: &str| -> String {
+        let o = Command::new(BIN)
+            .args(["ledger", "keygen", "--out"])
+            .arg(w.path(name))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let tx = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(["ledger", "tx", "--api", &w.url(0), "--key", key, "--wait"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let zero = "0".repeat(64);
+    let operator = keygen("operator-ledger.key");
+    tx(&[
+        "identity-register",
+        "--did",
+        "did:phx:op2",
+        "--key",
+        &operator,
+        "--doc-hash",
+        &zero,
+        "--roles",
+        "auditor,provisioner",
+    ]);
+    let verifier = keygen("verifier.key");
+    tx(&[
+        "identity-register",
+        "--did",
+        "did:phx:ver",
+        "--key",
+        &verifier,
+        "--doc-hash",
+        &zero,
+        "--roles",
+        "verifier",
+    ]);
+    let op2 = w.path("operator-ledger.key");
+    let ver = w.path("verifier.key");
+    let o = w.phoenix(&[
+        "apply",
+        "fleet.yaml",
+        "--yes",
+        "--ledger",
+        &w.urls(),
+        "--ledger-key",
+        op2.to_str().unwrap(),
+        "--ledger-verifier-key",
+        ver.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, web0) = w.get(2, "/v1/state/provisioning/lfleet/web-0").unwrap();
+    assert_eq!(web0["value"]["state"], "verified", "{web0}");
+    tx(&["identity-revoke", "--did", "did:phx:op2"]);
+    let chain_before_revoked = w.chain_len();
+    let o = w.with_ledger(
+        &["apply", "fleet.yaml", "--yes"],
+        &w.urls(),
+        op2.to_str().unwrap(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("revoked"), "{}", text(&o));
+    assert_eq!(
+        w.chain_len(),
+        chain_before_revoked,
+        "a refused apply wrote audit records"
+    );
+    let after = w.chain_len();
+
     // A paused audit module refuses the next apply before any change.
     let o = Command::new(BIN)
         .args([
