@@ -375,6 +375,24 @@ fn serve_reads_with_each_role_refuses_a_viewer_write_and_answers_bad_requests() 
         (ready.status, ready.json()["fleets"].as_u64()),
         (200, Some(1))
     );
+    // The OpenAPI document, generated from the routes, answers without a token.
+    let doc = server.get("/openapi.json", None).json();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{doc}"
+    );
+    for path in [
+        "/api/v1/fleets",
+        "/api/v1/fleets/{fleet}/diff",
+        "/api/v1/validate",
+        "/health/ready",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from {doc}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let refused = server.get("/api/v1/fleets", None);
     refused.assert_error(401);
     assert!(refused.header("www-authenticate").is_some());

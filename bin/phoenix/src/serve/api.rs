@@ -68,6 +68,50 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What is wrong, for people.
+    error: String,
+}
+
+/// The OpenAPI document, generated from the routes' annotations below.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
+    paths(
+        live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
+        fleet_plan, diff, audit, rollback, validate, plan_posted, monitoring_targets
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub(crate) struct ApiDoc;
+
+/// Declares the `bearer` security scheme the routes name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> Response {
+    use utoipa::OpenApi as _;
+    match ApiDoc::openapi().to_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => {
+            ApiError::internal(format!("the OpenAPI document does not encode: {e}")).into_response()
+        }
+    }
+}
+
 /// Every route of the server.
 pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -93,6 +137,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -115,11 +160,13 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route (the API is under /api/v1; see docs/serve.md)")
 }
 
+#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness", responses((status = 200, description = "The process runs", body = Object)))]
 async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// Ready when the state store answers.
+#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the state store answers", responses((status = 200, description = "Ready", body = Object), (status = 503, description = "The state store does not answer", body = Object)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match blocking(&state, |store| Ok(store.list_fleets()?.len())).await {
         Ok(fleets) => Json(json!({ "status": "ready", "fleets": fleets })).into_response(),
@@ -131,6 +178,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics of this server", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -139,6 +187,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "read", summary = "The token's name and role", security(("bearer" = [])), responses((status = 200, description = "The token's name and role", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({ "name": caller.name, "role": caller.role.as_str() }))
 }
@@ -285,6 +334,7 @@ fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError>
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |store| {
         let mut out = Vec::new();
@@ -296,6 +346,7 @@ async fn fleets(State(state): State<AppState>) -> ApiResult {
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         known_fleet(store, &fleet)?;
@@ -304,6 +355,7 @@ async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiR
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         known_fleet(store, &fleet)?;
@@ -318,6 +370,7 @@ async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> 
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -368,6 +421,7 @@ fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name"), ("revision" = String, Path, description = "3 or r3")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revision(
     State(state): State<AppState>,
     Path((fleet, number)): Path<(String, String)>,
@@ -399,6 +453,7 @@ fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Re
         .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -429,6 +484,7 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -451,6 +507,7 @@ struct DiffQuery {
 /// What changed between two revisions: instances added, removed and changed (by the
 /// fingerprint of everything that makes a unit run differently), and the spec files that
 /// differ, with both texts.
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name"), ("from" = String, Query, description = "Revision (3 or r3)"), ("to" = String, Query, description = "Revision (3 or r3)")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn diff(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -510,6 +567,7 @@ async fn diff(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain and its verification", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         check_fleet_name(&fleet)?;
@@ -548,6 +606,7 @@ async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiR
 /// Writes need a deployer token. The engine entry point that would run a rollback with the
 /// token's name as the audit actor is not available to the server yet (see docs/serve.md), so
 /// an authorised request is answered 501 and nothing changes.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 501, description = "Not wired to the engine in this build; nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -608,6 +667,7 @@ fn diagnostics_json(d: &phoenix_spec::Diagnostics) -> Vec<Value> {
         .collect()
 }
 
+#[utoipa::path(post, path = "/api/v1/validate", tag = "posted", summary = "Validate a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "Valid", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn validate(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,
@@ -638,6 +698,7 @@ async fn validate(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/plan", tag = "posted", summary = "Plan a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "The plan (phoenix plan -o json)", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn plan_posted(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,
@@ -669,6 +730,7 @@ async fn plan_posted(
 /// Prometheus HTTP service discovery (`http_sd_configs`): the same targets `phoenix
 /// monitoring` writes into prometheus.yml, for every fleet in the store, computed by the same
 /// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records.
+#[utoipa::path(get, path = "/api/v1/monitoring/targets", tag = "read", summary = "Prometheus HTTP service discovery of every fleet's metrics targets", security(("bearer" = [])), responses((status = 200, description = "Prometheus HTTP service discovery of every fleet's metrics targets", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn monitoring_targets(State(state): State<AppState>) -> Response {
     let groups = blocking(&state, |store| {
         let mut groups = Vec::new();
