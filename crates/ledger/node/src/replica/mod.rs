@@ -626,9 +626,59 @@ impl Follower {
     }
 }
 
+/// Longest time a failing (or lying) upstream is left alone before it is asked again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// When each upstream may be asked again: one that failed or sent blocks that do not verify is
+/// left alone for a delay that doubles with each failure (from twice [`POLL_INTERVAL`] to
+/// [`MAX_BACKOFF`]) and is reset by an answer that verifies.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    next: Vec<Instant>,
+    delay: Vec<Duration>,
+}
+
+impl Schedule {
+    /// Every one of `n` upstreams may be asked at `now`.
+    pub fn new(n: usize, now: Instant) -> Self {
+        Self {
+            next: vec![now; n],
+            delay: vec![Duration::ZERO; n],
+        }
+    }
+
+    /// The first upstream from `from` (in turn) that may be asked at `now`, or when the
+    /// earliest one may be.
+    pub fn pick(&self, from: usize, now: Instant) -> Result<usize, Instant> {
+        let n = self.next.len();
+        (0..n)
+            .map(|k| (from + k) % n.max(1))
+            .find(|&i| self.next[i] <= now)
+            .ok_or_else(|| self.next.iter().copied().min().unwrap_or(now))
+    }
+
+    /// Upstream `i` answered with blocks that verify (or nothing newer).
+    pub fn ok(&mut self, i: usize, now: Instant) {
+        if let (Some(n), Some(d)) = (self.next.get_mut(i), self.delay.get_mut(i)) {
+            *n = now;
+            *d = Duration::ZERO;
+        }
+    }
+
+    /// Upstream `i` failed or lied: leave it alone for a while. Returns the delay.
+    pub fn failed(&mut self, i: usize, now: Instant) -> Duration {
+        let (Some(n), Some(d)) = (self.next.get_mut(i), self.delay.get_mut(i)) else {
+            return Duration::ZERO;
+        };
+        *d = (*d * 2).clamp(POLL_INTERVAL * 2, MAX_BACKOFF);
+        *n = now + *d;
+        *d
+    }
+}
+
 /// Follows `ups` in turn for ever (until the node halts): the current upstream while it
-/// sends blocks; the next one when it has nothing newer than the tip, fails or sends blocks
-/// that do not verify.
+/// sends blocks; the next one when it has nothing newer than the tip; an upstream that fails or
+/// sends blocks that do not verify is left alone for a while ([`Schedule`]).
 ///
 /// # Errors
 /// [`StepError::Store`]: the block log cannot be written.
@@ -640,36 +690,57 @@ pub async fn follow_loop(
     if ups.is_empty() {
         return Ok(());
     }
+    let n = ups.len();
+    let mut schedule = Schedule::new(n, Instant::now());
     let mut i = 0usize;
+    // Per upstream: whether its last request failed (a failure is logged when it starts, and a
+    // recovery when it ends, not on every retry).
+    let mut failing = vec![false; n];
     loop {
-        let up = &ups[i % ups.len()];
-        match follower.step(up.as_ref()).await {
-            Ok(n) if n > 0 => {
-                status.contact(i % ups.len(), None);
+        i = match schedule.pick(i, Instant::now()) {
+            Ok(i) => i,
+            Err(at) => {
+                tokio::time::sleep_until(at.into()).await;
                 continue;
             }
-            Ok(_) => {
-                status.contact(i % ups.len(), None);
+        };
+        let up = &ups[i];
+        match follower.step(up.as_ref()).await {
+            Ok(applied) => {
+                schedule.ok(i, Instant::now());
+                status.contact(i, None);
+                if std::mem::take(&mut failing[i]) {
+                    info!(upstream = %up.name(), "upstream answers again");
+                }
+                if applied > 0 {
+                    continue;
+                }
                 // Caught up with this one; another may be ahead.
                 let ahead = crate::shared::get(&follower.shared.counters.network_finalized)
                     > follower.height();
-                i += 1;
-                if !ahead || i.is_multiple_of(ups.len()) {
+                i = (i + 1) % n;
+                if !ahead || i == 0 {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
             Err(StepError::Fetch { upstream, why }) => {
                 status.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                status.contact(i % ups.len(), Some(why.clone()));
-                warn!(%upstream, %why, "upstream unavailable; trying the next");
-                i += 1;
-                tokio::time::sleep(POLL_INTERVAL * 2).await;
+                status.contact(i, Some(why.clone()));
+                let wait = schedule.failed(i, Instant::now());
+                if !std::mem::replace(&mut failing[i], true) {
+                    warn!(%upstream, %why, "upstream unavailable; asking the others (retried with backoff)");
+                } else {
+                    tracing::debug!(%upstream, %why, ?wait, "upstream still unavailable");
+                }
+                i = (i + 1) % n;
             }
             Err(StepError::Rejected { upstream, source }) => {
                 let reason = error_chain(&source);
-                error!(%upstream, height = follower.height() + 1, %reason, "REJECTED blocks that do not verify; not applied");
+                let wait = schedule.failed(i, Instant::now());
+                failing[i] = true;
+                error!(%upstream, height = follower.height() + 1, %reason, ?wait, "REJECTED blocks that do not verify; not applied");
                 status.rejected.fetch_add(1, Ordering::Relaxed);
-                status.contact(i % ups.len(), Some(format!("rejected: {reason}")));
+                status.contact(i, Some(format!("rejected: {reason}")));
                 status.lock().last_rejection = Some(Rejection {
                     upstream,
                     height: follower.height() + 1,
@@ -679,8 +750,7 @@ pub async fn follow_loop(
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
                 });
-                i += 1;
-                tokio::time::sleep(POLL_INTERVAL * 5).await;
+                i = (i + 1) % n;
             }
             Err(e @ StepError::Store(_)) => return Err(e),
         }
@@ -1058,6 +1128,27 @@ mod tests {
         );
         assert_eq!(shared.lock().finalized_height(), 5);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A failing upstream is skipped for a doubling delay (bounded), the others are asked
+    /// meanwhile, and an answer resets it.
+    #[test]
+    fn failing_upstreams_back_off_and_the_others_are_asked() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(2, t0);
+        assert_eq!(s.pick(0, t0), Ok(0));
+        assert_eq!(s.failed(0, t0), POLL_INTERVAL * 2);
+        assert_eq!(s.pick(0, t0), Ok(1), "the other one is asked");
+        s.failed(1, t0);
+        assert_eq!(s.pick(0, t0), Err(t0 + POLL_INTERVAL * 2), "both wait");
+        let mut d = Duration::ZERO;
+        for _ in 0..20 {
+            d = s.failed(0, t0);
+        }
+        assert_eq!(d, MAX_BACKOFF);
+        s.ok(0, t0);
+        assert_eq!(s.pick(0, t0), Ok(0));
+        assert_eq!(s.failed(0, t0), POLL_INTERVAL * 2, "reset by an answer");
     }
 
     #[test]
