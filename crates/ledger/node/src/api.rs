@@ -12,6 +12,13 @@
 //! binary encoding with `?format=bin`), carrying the validator-set changes from `?since_epoch=E`
 //! (default: from genesis); 404 when there is nothing under that name, 503 when it is not yet in
 //! a block with a stored certificate. `GET /v1/genesis` is the node's genesis file.
+//!
+//! Replication (`crate::replica`, ADR 005): `GET /v1/sync/{height}?max=N` answers finalized
+//! blocks from `height` with their own finality certificates in the light client's form
+//! (binary, `crate::replica::Batch`); replicas follow validators and each other with it. A
+//! replica serves this same router with [`ApiState::replica`] set: reads as here, and
+//! `POST /v1/tx` / `POST /v1/txs` answer 405 `{"status": "rejected", "reason": "read replica:
+//! ...", "upstreams": [...]}`.
 
 use crate::block::LedgerBlock;
 use crate::shared::{Finalized, Shared, TxStatus, get, inc};
