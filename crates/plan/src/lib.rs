@@ -185,6 +185,7 @@ fn services(
                 placed: hosts.len() as u64,
                 placement,
                 depends_on: s.depends_on.clone(),
+                job: s.job.clone(),
             };
             (s.name.clone(), plan)
         })

@@ -149,6 +149,10 @@ pub struct ServicePlan {
     pub placement: BTreeMap<String, u64>,
     /// Services this one waits for.
     pub depends_on: Vec<String>,
+    /// For a one-shot job (`jobs:`): its timeout, retries, backoff and hook; absent for a
+    /// service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<phoenix_spec::Job>,
 }
 
 /// One tier.

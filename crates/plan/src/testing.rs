@@ -62,6 +62,7 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         backup: Vec::new(),
         container: None,
         metrics: None,
+        job: None,
         description: None,
         location: Location::default(),
     }

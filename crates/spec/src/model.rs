@@ -42,7 +42,8 @@ pub struct Fleet {
     pub sites: Vec<Site>,
     /// Projects in file order.
     pub projects: Vec<Project>,
-    /// Services in file order.
+    /// Services in file order, then jobs (`jobs:`, [`Service::job`]) in file order: the two
+    /// share one namespace and one dependency graph.
     pub services: Vec<Service>,
     /// The files the fleet was read from, in order, for diagnostics.
     #[serde(skip)]
@@ -446,6 +447,11 @@ pub struct Service {
     /// Where each instance serves Prometheus metrics (`metrics:`, an extension); `None`: it
     /// serves none that Phoenix knows of.
     pub metrics: Option<Metrics>,
+    /// `Some` for a one-shot job (written under `jobs:`, an extension): one instance that runs
+    /// its command to the end instead of staying up. Jobs share the services' namespace, their
+    /// dependencies, phases and waves, so they live in [`Fleet::services`] beside them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
     /// Free-text description.
     pub description: Option<String>,
     /// Where the service is declared.
@@ -453,10 +459,80 @@ pub struct Service {
     pub location: Location,
 }
 
+/// How a one-shot job runs (`jobs:`, an extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// Each attempt is stopped and counted as failed after this many milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts after the first one fails (default 0).
+    pub retries: u32,
+    /// Wait before the first retry, in milliseconds; it doubles with each further retry, up to
+    /// [`MAX_JOB_BACKOFF_MS`].
+    pub backoff_ms: u64,
+    /// `hook: {before: SERVICE}` or `{after: SERVICE}`: the job runs around that service's
+    /// rollout (and again whenever that service changes).
+    pub hook: Option<Hook>,
+}
+
+/// The default `timeout` of a job: 5 minutes, as Helm waits for a hook.
+pub const DEFAULT_JOB_TIMEOUT_MS: u64 = 300_000;
+/// The default `backoff` of a job: 1 s.
+pub const DEFAULT_JOB_BACKOFF_MS: u64 = 1_000;
+/// The most `retries` a job may have.
+pub const MAX_JOB_RETRIES: u32 = 100;
+/// The longest wait between two attempts of a job, however many retries: 10 minutes.
+pub const MAX_JOB_BACKOFF_MS: u64 = 600_000;
+
+impl Job {
+    /// The wait before attempt `attempt` (1-based; 0 and 1 have none): `backoff` doubled for
+    /// each retry after the first, at most [`MAX_JOB_BACKOFF_MS`].
+    pub fn delay_before(&self, attempt: u32) -> u64 {
+        if attempt <= 1 {
+            return 0;
+        }
+        let doublings = (attempt - 2).min(32);
+        self.backoff_ms
+            .saturating_mul(1u64 << doublings)
+            .min(MAX_JOB_BACKOFF_MS.max(self.backoff_ms))
+    }
+}
+
+/// When a hook job runs relative to its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookWhen {
+    /// Before the service's rollout (the service depends on the job).
+    Before,
+    /// After the service's rollout (the job depends on the service).
+    After,
+}
+
+/// A hook: a job bound to a service's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    /// Before or after.
+    pub when: HookWhen,
+    /// The service.
+    pub service: String,
+}
+
 impl Service {
+    /// Whether this is a one-shot job (`jobs:`) rather than a long-running service.
+    pub fn is_job(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// `job` or `service`, for messages.
+    pub fn kind(&self) -> &'static str {
+        if self.is_job() { "job" } else { "service" }
+    }
+
     /// The validator set of a validator service: its `validator_set`, else its own name.
     /// `None` for any other role.
     pub fn bft_set(&self) -> Option<&str> {
+        if self.job.is_some() {
+            return None;
+        }
         (self.role == Role::Validator).then(|| self.validator_set.as_deref().unwrap_or(&self.name))
     }
 }
@@ -470,8 +546,12 @@ impl Fleet {
     pub fn project(&self, name: &str) -> Option<&Project> {
         self.projects.iter().find(|p| p.name == name)
     }
-    /// The service with this name.
+    /// The service (or job) with this name.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+    /// The jobs (`jobs:`), in file order.
+    pub fn jobs(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().filter(|s| s.is_job())
     }
 }

@@ -40,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "sites",
     "projects",
     "services",
+    "jobs",
     "environments",
 ];
 const SITE_KEYS: &[&str] = &[
@@ -87,6 +88,28 @@ const SERVICE_KEYS: &[&str] = &[
     "metrics",
     "description",
 ];
+/// The keys of a job (`jobs:`): a service instance's placement, resources, command, env and
+/// data dir, and how it runs once.
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "project",
+    "phase",
+    "placement",
+    "resources",
+    "command",
+    "env",
+    "depends_on",
+    "enabled",
+    "timeout",
+    "retries",
+    "backoff",
+    "hook",
+    "stop_grace",
+    "image",
+    "build",
+    "description",
+];
+const HOOK_KEYS: &[&str] = &["before", "after"];
 const DOCKER_KEYS: &[&str] = &["endpoints"];
 const SSH_KEYS: &[&str] = &["hosts", "port", "identity"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "storage"];
@@ -106,7 +129,7 @@ const ROLLOUT_KEYS: &[&str] = &[
     "canary",
     "analysis",
 ];
-const ENV_KEYS: &[&str] = &["sites", "projects", "services"];
+const ENV_KEYS: &[&str] = &["sites", "projects", "services", "jobs"];
 const METRICS_KEYS: &[&str] = &["port", "path"];
 
 /// The mapping keys of a node, checked against the allowed ones.
@@ -556,6 +579,7 @@ pub(crate) struct Collected {
     sites: Vec<Node>,
     projects: Vec<Node>,
     services: Vec<Node>,
+    jobs: Vec<Node>,
     /// env name -> section ("sites") -> entries (item name node, overlay node)
     environments: BTreeMap<String, Vec<(String, Node, Node)>>,
 }
@@ -638,6 +662,7 @@ fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
         ("sites", &mut c.sites),
         ("projects", &mut c.projects),
         ("services", &mut c.services),
+        ("jobs", &mut c.jobs),
     ] {
         if let Some(v) = f.get(key)
             && let Some(items) = list(v, &format!("`{key}`"), d)
@@ -707,6 +732,7 @@ struct Items {
     sites: Vec<Node>,
     projects: Vec<Node>,
     services: Vec<Node>,
+    jobs: Vec<Node>,
 }
 
 fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
@@ -732,6 +758,7 @@ fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
         let items = match section.as_str() {
             "sites" => &mut it.sites,
             "projects" => &mut it.projects,
+            "jobs" => &mut it.jobs,
             _ => &mut it.services,
         };
         let Some(target) = key.scalar() else { continue };
@@ -803,6 +830,7 @@ pub(crate) fn build(
         sites: c.sites.clone(),
         projects: c.projects.clone(),
         services: c.services.clone(),
+        jobs: c.jobs.clone(),
     };
     if let Some(env) = env {
         apply_environment(c, env, &mut items, d);
@@ -829,10 +857,15 @@ pub(crate) fn build(
         .iter()
         .filter_map(|n| project(n, &mut map, d))
         .collect();
-    let services: Vec<Service> = items
+    let mut services: Vec<Service> = items
         .services
         .iter()
-        .filter_map(|n| service(n, &mut map, d))
+        .filter_map(|n| service(n, false, &mut map, d))
+        .collect();
+    let jobs: Vec<Service> = items
+        .jobs
+        .iter()
+        .filter_map(|n| service(n, true, &mut map, d))
         .collect();
 
     check_duplicates(
@@ -856,6 +889,9 @@ pub(crate) fn build(
             .map(|s| (s.name.as_str(), &s.location, None)),
         d,
     );
+    check_job_names(&services, &jobs, d);
+    services.extend(jobs);
+    resolve_hooks(&mut services, &mut map, d);
 
     // Without a usable name the fleet is still built (with an empty one) so that validation
     // reports every other problem too; the result is an error either way.
@@ -895,6 +931,196 @@ pub(crate) fn build(
         files: sources.iter().map(|s| s.0.clone()).collect(),
     };
     Some((fleet, map))
+}
+
+/// Jobs and services share one namespace: a job may not take a service's name, nor another
+/// job's.
+fn check_job_names(services: &[Service], jobs: &[Service], d: &mut D) {
+    let mut seen: HashMap<&str, (&Location, &str)> = services
+        .iter()
+        .map(|s| (s.name.as_str(), (&s.location, "service")))
+        .collect();
+    for j in jobs {
+        if let Some((first, kind)) = seen.insert(&j.name, (&j.location, "job")) {
+            d.push(
+                Diagnostic::error(
+                    "duplicate-name",
+                    format!("job `{}` has the name of a {kind} defined before", j.name),
+                    Some(j.location.clone()),
+                )
+                .with_hint(format!(
+                    "the {kind} is at line {}, column {}{}; jobs and services share one namespace",
+                    first.line,
+                    first.col,
+                    if first.file != j.location.file {
+                        " of another file"
+                    } else {
+                        ""
+                    }
+                )),
+            );
+        }
+    }
+}
+
+/// Turns every `hook:` into a dependency: `before: S` makes S depend on the job, `after: S`
+/// makes the job depend on S; a hook job without its own `phase` takes S's. The dependency is
+/// located at the hook, so that a cycle through it points there.
+fn resolve_hooks(services: &mut [Service], map: &mut SourceMap, d: &mut D) {
+    let index: HashMap<String, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    for j in 0..services.len() {
+        let Some(hook) = services[j].job.as_ref().and_then(|job| job.hook.clone()) else {
+            continue;
+        };
+        let job_name = services[j].name.clone();
+        let key = format!("service:{job_name}:hook");
+        let loc = map.at(&key);
+        // A hook may wrap a service or another job (a backup before a migration).
+        let target = match index.get(&hook.service) {
+            Some(&t) if t != j => t,
+            found => {
+                let known: Vec<&str> = services
+                    .iter()
+                    .filter(|s| s.name != job_name)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let mut diag = Diagnostic::error(
+                    if found.is_some() {
+                        "cycle"
+                    } else {
+                        "unknown-reference"
+                    },
+                    match found {
+                        Some(_) => format!("job `{job_name}` is a hook of itself"),
+                        None => format!(
+                            "the hook of job `{job_name}` refers to unknown service or job `{}`",
+                            hook.service
+                        ),
+                    },
+                    loc,
+                );
+                if found.is_none()
+                    && let Some(m) = did_you_mean(&hook.service, known.iter().copied())
+                {
+                    diag = diag.with_hint(format!("did you mean `{m}`?"));
+                }
+                d.push(diag);
+                continue;
+            }
+        };
+        let target_name = services[target].name.clone();
+        if !map.locs.contains_key(&format!("service:{job_name}:phase")) {
+            services[j].phase = services[target].phase;
+        }
+        let Some(loc) = map.at(&key) else { continue };
+        let (from, on) = match hook.when {
+            HookWhen::Before => (target, job_name),
+            HookWhen::After => (j, target_name),
+        };
+        let from_name = services[from].name.clone();
+        if !services[from].depends_on.contains(&on) {
+            let i = services[from].depends_on.len();
+            map.put(format!("service:{from_name}:depends_on:{i}"), &loc);
+            services[from].depends_on.push(on);
+        }
+    }
+}
+
+/// A job's `hook: {before: SERVICE}` or `{after: SERVICE}`.
+fn hook(n: &Node, what: &str, d: &mut D) -> Option<Hook> {
+    let f = Fields::new(n, format!("`hook` of {what}"), HOOK_KEYS, d)?;
+    match (f.get("before"), f.get("after")) {
+        (Some(b), None) => name(b, "a service", d).map(|service| Hook {
+            when: HookWhen::Before,
+            service,
+        }),
+        (None, Some(a)) => name(a, "a service", d).map(|service| Hook {
+            when: HookWhen::After,
+            service,
+        }),
+        (Some(_), Some(a)) => {
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!("the `hook` of {what} has both `before` and `after`"),
+                    Some(a.loc.clone()),
+                )
+                .with_hint(
+                    "a hook runs before or after one service; write a second job for the other",
+                ),
+            );
+            None
+        }
+        (None, None) => {
+            d.push(
+                Diagnostic::error(
+                    "missing-field",
+                    format!("the `hook` of {what} names no service"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint("write `hook: {before: SERVICE}` or `hook: {after: SERVICE}`"),
+            );
+            None
+        }
+    }
+}
+
+/// The `timeout`, `retries`, `backoff` and `hook` of a job.
+fn job_settings(f: &Fields<'_>, what: &str, map: &mut SourceMap, prefix: &str, d: &mut D) -> Job {
+    let timeout_ms = match f.get("timeout") {
+        Some(v) => match time_ms(v, "`timeout`", d) {
+            Some(0) => {
+                d.push(
+                    Diagnostic::error(
+                        "bad-value",
+                        format!("the `timeout` of {what} is zero"),
+                        Some(v.loc.clone()),
+                    )
+                    .with_hint("a zero timeout stops every attempt at once; e.g. `timeout: 5m`"),
+                );
+                DEFAULT_JOB_TIMEOUT_MS
+            }
+            Some(t) => t,
+            None => DEFAULT_JOB_TIMEOUT_MS,
+        },
+        None => DEFAULT_JOB_TIMEOUT_MS,
+    };
+    let retries = match f.get("retries") {
+        Some(v) => match uint(v, "`retries`", d) {
+            Some(r) if r > MAX_JOB_RETRIES => {
+                d.push(
+                    Diagnostic::error(
+                        "too-large",
+                        format!("`{r}` is too large: a job has at most {MAX_JOB_RETRIES} retries"),
+                        Some(v.loc.clone()),
+                    )
+                    .with_hint("a job that needs more attempts is waiting for something: make it a dependency"),
+                );
+                MAX_JOB_RETRIES
+            }
+            Some(r) => r,
+            None => 0,
+        },
+        None => 0,
+    };
+    let backoff_ms = f
+        .get("backoff")
+        .and_then(|v| time_ms(v, "`backoff`", d))
+        .unwrap_or(DEFAULT_JOB_BACKOFF_MS);
+    let hook = f.get("hook").and_then(|v| {
+        map.put(format!("{prefix}:hook"), &v.loc);
+        hook(v, what, d)
+    });
+    Job {
+        timeout_ms,
+        retries,
+        backoff_ms,
+        hook,
+    }
 }
 
 fn check_duplicates<'a>(
@@ -1264,14 +1490,39 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
     }
 }
 
-fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
+/// A service, or with `is_job` a job (`jobs:`): the same fields, less those that only make
+/// sense for something that stays up, plus [`Job`]'s.
+fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Service> {
+    let kind = if is_job { "job" } else { "service" };
     let what = match item_name(n) {
-        Some(s) => format!("service `{s}`"),
-        None => "a service".to_string(),
+        Some(s) => format!("{kind} `{s}`"),
+        None => format!("a {kind}"),
     };
-    let f = Fields::new(n, &what, SERVICE_KEYS, d)?;
-    let name_v = f.required("name", d).and_then(|v| name(v, "a service", d));
+    let keys = if is_job { JOB_KEYS } else { SERVICE_KEYS };
+    let f = Fields::new(n, &what, keys, d)?;
+    let name_v = f
+        .required("name", d)
+        .and_then(|v| name(v, &format!("a {kind}"), d));
+    // Jobs share the services' namespace, so their references are keyed alike.
     let prefix = format!("service:{}", name_v.as_deref().unwrap_or("?"));
+    if let Some(v) = f.get("phase") {
+        map.put(format!("{prefix}:phase"), &v.loc);
+    }
+    let job = if is_job {
+        if f.get("command").is_none() {
+            d.push(
+                Diagnostic::error(
+                    "missing-field",
+                    format!("{what} is missing required field `command`"),
+                    Some(n.loc.clone()),
+                )
+                .with_hint("a job runs its `command` to the end, e.g. `command: [\"sh\", \"-c\", \"./migrate\"]`"),
+            );
+        }
+        Some(job_settings(&f, &what, map, &prefix, d))
+    } else {
+        None
+    };
     let project = f.get("project").and_then(|v| {
         map.put(format!("{prefix}:project"), &v.loc);
         string(v, "`project`", d)
@@ -1413,9 +1664,14 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         .get("rollout")
         .and_then(|v| rollout(v, &what, d))
         .unwrap_or_default();
-    let restart = f
-        .get("restart")
-        .and_then(|v| choice(v, "restart policy", &["always", "on-failure", "never"], d))
+    let restart = if is_job {
+        // A job's process ends; whether it runs again is the engine's decision (retries).
+        Some("never")
+    } else {
+        f.get("restart")
+            .and_then(|v| choice(v, "restart policy", &["always", "on-failure", "never"], d))
+    };
+    let restart = restart
         .map(|r| match r {
             "always" => RestartPolicy::Always,
             "never" => RestartPolicy::Never,
@@ -1497,6 +1753,7 @@ fn service(n: &Node, map: &mut SourceMap, d: &mut D) -> Option<Service> {
         backup,
         container,
         metrics,
+        job,
         description,
         location: n.loc.clone(),
     })

@@ -128,6 +128,33 @@ pub fn json_schema() -> Value {
             "description": { "type": "string" }
         }
     });
+    let hook_target = json!({ "type": "string", "pattern": NAME });
+    let job = json!({
+        "type": "object", "additionalProperties": false, "required": ["name", "command"],
+        "description": "A one-shot job: one instance that runs its command to the end. Jobs share the services' namespace and dependency graph; a job runs again only when its inputs change or when asked (`phoenix run-job`).",
+        "properties": {
+            "name": name, "project": { "type": "string" },
+            "phase": { "type": "integer", "minimum": 1, "description": "Default 1, or the hooked service's phase." },
+            "placement": service["properties"]["placement"].clone(),
+            "resources": resources("Of the job's instance."),
+            "command": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+            "env": { "type": "object", "additionalProperties": { "type": "string" } },
+            "depends_on": names,
+            "enabled": { "type": "boolean", "default": true },
+            "timeout": { "type": "string", "pattern": TIME, "default": "5m", "description": "Each attempt is stopped and counted as failed after this." },
+            "retries": { "type": "integer", "minimum": 0, "maximum": 100, "default": 0 },
+            "backoff": { "type": "string", "pattern": TIME, "default": "1s", "description": "Wait before the first retry; doubles with each further one (at most 10m)." },
+            "hook": {
+                "type": "object", "additionalProperties": false, "minProperties": 1, "maxProperties": 1,
+                "description": "Runs the job around a service's rollout (and again whenever it changes).",
+                "properties": { "before": hook_target.clone(), "after": hook_target }
+            },
+            "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
+            "image": { "type": "string", "description": "on docker sites: the image to run" },
+            "build": { "type": "string", "description": "on docker sites: a folder with a Dockerfile, relative to the spec file" },
+            "description": { "type": "string" }
+        }
+    });
     let overlay = |of: &str| json!({ "type": "object", "description": format!("Changes to {of} by name."), "additionalProperties": { "type": "object" } });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -148,11 +175,12 @@ pub fn json_schema() -> Value {
             "sites": { "type": "array", "items": site },
             "projects": { "type": "array", "items": project },
             "services": { "type": "array", "items": service },
+            "jobs": { "type": "array", "items": job },
             "environments": {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object", "additionalProperties": false,
-                    "properties": { "sites": overlay("sites"), "projects": overlay("projects"), "services": overlay("services") }
+                    "properties": { "sites": overlay("sites"), "projects": overlay("projects"), "services": overlay("services"), "jobs": overlay("jobs") }
                 }
             }
         }

@@ -50,7 +50,7 @@ pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<F
 
     let mut expanded_sites: Vec<Option<Vec<String>>> = Vec::new();
     for s in &fleet.services {
-        let what = format!("service `{}`", s.name);
+        let what = format!("{} `{}`", s.kind(), s.name);
         if let Some(p) = &s.project
             && !project_names.contains(&p.as_str())
         {
@@ -70,7 +70,13 @@ pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<F
                         .with_hint("remove it from its own `depends_on`"),
                 );
             } else if !service_names.contains(&dep.as_str()) {
-                d.push(unknown("service", dep, &service_names, &what, loc));
+                // Core files (no jobs) keep the core wording.
+                let kind = if fleet.services.iter().any(Service::is_job) {
+                    "service or job"
+                } else {
+                    "service"
+                };
+                d.push(unknown(kind, dep, &service_names, &what, loc));
             }
         }
         // A site group name in `placement.sites` stands for all its sites.
@@ -427,8 +433,24 @@ fn check_phases(fleet: &Fleet, map: &SourceMap, d: &mut D) {
                 continue;
             };
             if t.phase > s.phase {
-                d.push(Diagnostic::error("phase-order", format!("service `{}` (phase {}) depends on `{}`, which is in the later phase {}", s.name, s.phase, t.name, t.phase), map.at(&format!("service:{}:depends_on:{i}", s.name)))
-                    .with_hint(format!("move `{}` to phase {} or later, or `{}` to phase {} or earlier", s.name, t.phase, t.name, s.phase)));
+                d.push(
+                    Diagnostic::error(
+                        "phase-order",
+                        format!(
+                            "{} `{}` (phase {}) depends on `{}`, which is in the later phase {}",
+                            s.kind(),
+                            s.name,
+                            s.phase,
+                            t.name,
+                            t.phase
+                        ),
+                        map.at(&format!("service:{}:depends_on:{i}", s.name)),
+                    )
+                    .with_hint(format!(
+                        "move `{}` to phase {} or later, or `{}` to phase {} or earlier",
+                        s.name, t.phase, t.name, s.phase
+                    )),
+                );
             }
         }
         let Some(p) = s.project.as_deref().and_then(|p| fleet.project(p)) else {

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 /// Renders the dependency graph: services as nodes clustered by phase (and by project within a
 /// phase), service dependencies as solid edges, project dependencies as dashed edges between
 /// project clusters. Validators, replicas and light clients are coloured; disabled services are
-/// dashed; services with unplaced instances have a red border.
+/// dashed; services with unplaced instances have a red border. Jobs (`jobs:`) are drawn as
+/// folders labelled `job`, with their retries and hook.
 pub fn dot(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", quote(&plan.fleet));
@@ -126,6 +127,25 @@ fn node(name: &str, s: &ServicePlan) -> String {
     } else {
         ""
     };
+    if let Some(job) = &s.job {
+        let mut label = format!("{name}\njob · wave {}", s.wave);
+        if job.retries > 0 {
+            let _ = write!(label, " · retries {}", job.retries);
+        }
+        if let Some(h) = &job.hook {
+            let when = match h.when {
+                phoenix_spec::HookWhen::Before => "before",
+                phoenix_spec::HookWhen::After => "after",
+            };
+            let _ = write!(label, "\nhook: {when} {}", h.service);
+        }
+        let style = if s.enabled { "filled" } else { "filled,dashed" };
+        return format!(
+            "{} [label={}, shape=folder, fillcolor=lightgrey, style=\"{style}\"{border}];",
+            quote(name),
+            quote(&label)
+        );
+    }
     let label = format!("{name}\nx{} · wave {}", s.replicas, s.wave);
     format!(
         "{} [label={}, fillcolor={fill}, style=\"{style}\"{border}];",

@@ -228,7 +228,13 @@ fn phases(plan: &Plan) -> String {
             count(p.sites_online, "site")
         );
         for (i, w) in p.waves.iter().enumerate() {
-            let quoted: Vec<String> = w.iter().map(|n| format!("`{n}`")).collect();
+            let quoted: Vec<String> = w
+                .iter()
+                .map(|n| match plan.services.get(n) {
+                    Some(s) if s.job.is_some() => format!("`{n}` (job)"),
+                    _ => format!("`{n}`"),
+                })
+                .collect();
             let _ = writeln!(out, "{}. {}", i + 1, names(&quoted));
         }
         out.push('\n');

@@ -95,6 +95,16 @@ impl Grid {
     }
 }
 
+/// The names of a wave, a job's marked `name (job)`.
+fn wave_names(plan: &Plan, wave: &[String]) -> Vec<String> {
+    wave.iter()
+        .map(|n| match plan.services.get(n) {
+            Some(s) if s.job.is_some() => format!("{n} (job)"),
+            _ => n.clone(),
+        })
+        .collect()
+}
+
 /// `a, b, c` or the first few and `and N more`.
 fn names(all: &[String]) -> String {
     if all.len() <= NAMES_SHOWN {

@@ -2,7 +2,7 @@
 
 use super::{
     Grid, critical_path_line, demand_cells, names, phase_demand, projects_grid, severity_counts,
-    sites_grid, tiers_grid, timeline_grid, totals_line, validators_grid,
+    sites_grid, tiers_grid, timeline_grid, totals_line, validators_grid, wave_names,
 };
 use crate::amount::Amount;
 use crate::output::Plan;
@@ -92,7 +92,7 @@ fn phases(plan: &Plan) -> String {
             count(p.sites_online, "site")
         );
         for (i, w) in p.waves.iter().enumerate() {
-            let _ = writeln!(out, "    wave {}: {}", i + 1, names(w));
+            let _ = writeln!(out, "    wave {}: {}", i + 1, names(&wave_names(plan, w)));
         }
     }
     out
