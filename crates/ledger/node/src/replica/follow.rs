@@ -204,10 +204,16 @@ pub fn check_segment(expect: &Expect, run: &[SyncRecord]) -> Result<(), FollowEr
             });
         }
         if h.parent_hash != hash {
+            // Block 1 on another parent: the upstream runs another chain (or another genesis).
+            let hint = if height == 0 {
+                " (the genesis block: the upstream serves a chain of another genesis)"
+            } else {
+                ""
+            };
             return Err(FollowError::Unlinked {
                 height: h.height,
                 why: format!(
-                    "its parent is {}, the verified block {height} is {hash}",
+                    "its parent is {}, the verified block {height} is {hash}{hint}",
                     h.parent_hash
                 ),
             });

@@ -554,20 +554,16 @@ impl Follower {
     /// # Errors
     /// The first record that does not verify or execute: the log belongs to another chain or
     /// was altered.
-    pub fn replay(&mut self, records: Vec<SyncRecord>) -> Result<(), FollowError> {
+    pub fn replay(&mut self, records: Vec<SyncRecord>) -> Result<(), StepError> {
         let (runs, tail) = split_runs(records);
         for run in runs {
-            match self.apply_run(run, true) {
-                Ok(()) => {}
-                Err(StepError::Rejected { source, .. }) => return Err(source),
-                Err(e) => {
-                    return Err(FollowError::Execution {
-                        height: self.height() + 1,
-                        hash: phoenix_ledger_types::crypto::Hash::ZERO,
-                        why: e.to_string(),
-                    });
-                }
-            }
+            self.apply_run(run, true).map_err(|e| match e {
+                StepError::Rejected { source, .. } => StepError::Rejected {
+                    upstream: "the block log".into(),
+                    source,
+                },
+                e => e,
+            })?;
         }
         if !tail.is_empty() {
             // Only a bug could store an uncertified run (runs are appended whole).
