@@ -580,3 +580,122 @@ fn list_ports(instances: &Value) -> Vec<u64> {
         .filter_map(|i| i["ports"]["port"].as_u64())
         .collect()
 }
+
+/// Runs `program args`; `None` (after saying why, on the process's stderr) when it is missing.
+fn tool(program: &str, args: &[&str]) -> Option<Output> {
+    match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => Some(out),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: the TLS check needs `{program}` ({e}); apt-get install openssl curl"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn tls_serves_https_with_the_given_certificate_and_names_a_missing_one() {
+    let d = Dir::new();
+    let (cert, key) = (d.path("cert.pem"), d.path("key.pem"));
+    let Some(made) = tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut child = d
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server { child, addr: None };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no address printed");
+    let addr = line
+        .strip_prefix("listening on https://")
+        .expect(&line)
+        .to_string();
+    let Some(out) = tool(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "--cacert",
+            cert.to_str().unwrap(),
+            &format!("https://{addr}/health/live"),
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["status"], "live");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = tool(
+        "curl",
+        &["-s", "-m", "5", &format!("http://{addr}/health/live")],
+    )
+    .unwrap();
+    assert!(!plain.status.success());
+    drop(server);
+
+    // A certificate that cannot be read is an error that names it.
+    let out = d.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "missing.pem",
+        "--tls-key",
+        "missing.key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
