@@ -123,6 +123,7 @@ macro_rules! conformance_tests {
             instance_endpoint_round_trips,
             api_tokens_are_created_found_listed_and_revoked,
             api_token_expiry_and_name_reuse,
+            job_runs_are_recorded_per_revision_and_fenced,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -803,6 +804,57 @@ pub fn stale_lease_cannot_write(h: &dyn Harness) {
         store.create_revision(&forged, new_revision("x")),
         Err(StateError::LockLost { .. })
     ));
+}
+
+/// Job runs: one record per instance and revision (a second record replaces the first), listed
+/// by instance then revision, the output cut to its tail, and fenced by the lease.
+pub fn job_runs_are_recorded_per_revision_and_fenced(h: &dyn Harness) {
+    let store = h.open();
+    let fleet = unique_fleet("jobs");
+    let lease = lock(&*store, &fleet);
+    let run = |revision: u64, outcome: crate::JobOutcome, output: String| crate::JobRun {
+        job: "migrate".into(),
+        instance: "migrate-0".into(),
+        revision: RevisionNumber(revision),
+        fingerprint: format!("fp{revision}"),
+        outcome,
+        exit_code: Some(if outcome == crate::JobOutcome::Succeeded {
+            0
+        } else {
+            3
+        }),
+        attempts: 2,
+        duration_ms: 1500,
+        detail: "exited with code 3".into(),
+        output,
+    };
+    store
+        .record_job_run(&lease, &run(2, crate::JobOutcome::Failed, "first".into()))
+        .unwrap();
+    store
+        .record_job_run(&lease, &run(1, crate::JobOutcome::Succeeded, "ok\n".into()))
+        .unwrap();
+    let long = format!("{}é{}", "x".repeat(crate::MAX_JOB_OUTPUT), "end");
+    let rec = store
+        .record_job_run(&lease, &run(2, crate::JobOutcome::TimedOut, long))
+        .unwrap();
+    assert!(rec.run.output.len() <= crate::MAX_JOB_OUTPUT);
+    assert!(rec.run.output.ends_with("éend"));
+    let runs = store.job_runs(&fleet).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        runs[0].run,
+        run(1, crate::JobOutcome::Succeeded, "ok\n".into())
+    );
+    assert_eq!(runs[1].run.outcome, crate::JobOutcome::TimedOut);
+    assert_eq!(runs[1].run.output, rec.run.output);
+    assert!(store.job_runs("no-such-fleet").unwrap().is_empty());
+    store.release_lock(&lease).unwrap();
+    assert!(matches!(
+        store.record_job_run(&lease, &run(3, crate::JobOutcome::Failed, String::new())),
+        Err(StateError::LockLost { .. })
+    ));
+    assert_eq!(store.job_runs(&fleet).unwrap().len(), 2);
 }
 
 /// A zero lease duration is refused.

@@ -218,6 +218,16 @@ pub enum StateError {
         /// The cause.
         source: DbError,
     },
+    /// Reading or writing the runs of one-shot jobs failed.
+    #[error("cannot {step} the job runs of fleet {fleet}")]
+    JobRuns {
+        /// What was being done, e.g. `record`.
+        step: &'static str,
+        /// The fleet.
+        fleet: String,
+        /// The cause.
+        source: DbError,
+    },
     /// A live (neither revoked nor expired) API token already has this name.
     #[error("an API token named {name} exists already: revoke it first, or choose another name")]
     ApiTokenExists {
@@ -295,6 +305,7 @@ impl StateError {
             | Self::ReadIntents { source, .. }
             | Self::Audit { source, .. }
             | Self::ApiTokens { source, .. }
+            | Self::JobRuns { source, .. }
             | Self::Migrate { source, .. } => source.is_transient(),
             _ => false,
         }

@@ -86,9 +86,10 @@ pub use sqlite::{DATABASE_FILE, SqliteStore};
 pub use store::StateStore;
 pub use types::{
     ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord,
-    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder,
-    LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision, ObservedState, Revision,
-    RevisionNumber, RevisionOutcome, UnitId, Write, Written, this_host,
+    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, JobOutcome, JobRun, JobRunRecord,
+    Lease, LockGrant, LockHolder, LockOwner, LockRequest, MAX_JOB_OUTPUT, NewApiToken, NewIntent,
+    NewRevision, ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+    this_host,
 };
 
 /// The newest schema version this build of Phoenix reads and writes.
@@ -275,6 +276,42 @@ mod tests {
             .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(versions, i64::from(schema_version()));
+    }
+
+    /// A store last migrated by a Phoenix without job runs (schema version 3) opens read-only
+    /// and read-write, keeps its rows, and gains the `job_runs` table.
+    #[test]
+    fn a_version_3_store_migrates_to_job_runs_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+            )
+            .unwrap();
+        for m in schema::MIGRATIONS.iter().filter(|m| m.version <= 3) {
+            connection
+                .execute_batch(&m.ddl_for(db::Dialect::Sqlite))
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO schema_version VALUES (?1, 0)",
+                    [i64::from(m.version)],
+                )
+                .unwrap();
+        }
+        connection
+            .execute("INSERT INTO fleets (name) VALUES ('old-fleet')", [])
+            .unwrap();
+        drop(connection);
+        let read = open_read_only(dir.path(), None).unwrap();
+        assert_eq!(read.list_fleets().unwrap(), ["old-fleet"]);
+        assert!(read.job_runs("old-fleet").unwrap().is_empty());
+        drop(read);
+        let store = open(dir.path(), None).unwrap();
+        assert_eq!(store.list_fleets().unwrap(), ["old-fleet"]);
+        assert!(store.job_runs("old-fleet").unwrap().is_empty());
+        assert!(schema_version() >= 4);
     }
 
     /// A store last migrated by a Phoenix without API tokens (schema version 2) opens, keeps

@@ -9,9 +9,9 @@ use crate::error::StateError;
 use crate::schema::{MIGRATIONS, latest_version};
 use crate::types::{
     ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, DesiredState, InstanceRecord,
-    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, Lease, LockGrant, LockHolder,
-    LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision, ObservedState, Revision,
-    RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+    InstanceState, Intent, IntentId, IntentOp, IntentOutcome, JobOutcome, JobRun, JobRunRecord,
+    Lease, LockGrant, LockHolder, LockOwner, LockRequest, NewApiToken, NewIntent, NewRevision,
+    ObservedState, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1148,6 +1148,129 @@ pub(crate) fn revoke_api_token<B: Backend>(backend: &B, name: &str) -> Result<bo
         .map_err(token_failure("revoke"))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Runs of one-shot jobs
+
+const JOB_RUN_COLUMNS: &str = "instance, revision, job, fingerprint, outcome, exit_code, attempts, \
+     duration_ms, detail, output, recorded_at_ms";
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+fn job_run_from_row(row: &Row, fleet: &str) -> Result<JobRunRecord, Fail> {
+    let table = "job_runs";
+    let instance = row.text(0)?;
+    let key = format!("{fleet}/{instance}");
+    let outcome_text = row.text(4)?;
+    let outcome = JobOutcome::parse(&outcome_text)
+        .ok_or_else(|| corrupt(table, &key, format!("unknown outcome `{outcome_text}`")))?;
+    Ok(JobRunRecord {
+        fleet: fleet.to_owned(),
+        run: JobRun {
+            revision: RevisionNumber(unsigned(row.int(1)?, table, &key)?),
+            job: row.text(2)?,
+            fingerprint: row.text(3)?,
+            outcome,
+            exit_code: row.opt_int(5)?,
+            attempts: u32::try_from(unsigned(row.int(6)?, table, &key)?).unwrap_or(u32::MAX),
+            duration_ms: unsigned(row.int(7)?, table, &key)?,
+            detail: row.text(8)?,
+            output: row.text(9)?,
+            instance,
+        },
+        recorded_at: time(row.int(10)?, table, &key)?,
+    })
+}
+
+pub(crate) fn record_job_run<B: Backend>(
+    backend: &B,
+    lease: &Lease,
+    run: &JobRun,
+) -> Result<JobRunRecord, StateError> {
+    let fleet = lease.fleet.as_str();
+    let output = tail(&run.output, crate::types::MAX_JOB_OUTPUT);
+    backend
+        .write(|tx| {
+            lock_fleet(tx, fleet)?;
+            check_fence(tx, lease)?;
+            let now = tx.now_ms()?;
+            tx.execute(
+                "DELETE FROM job_runs WHERE fleet = $1 AND instance = $2 AND revision = $3",
+                &[fleet.into(), run.instance.as_str().into(), int(run.revision.0)],
+            )?;
+            tx.execute(
+                "INSERT INTO job_runs (fleet, instance, revision, job, fingerprint, outcome, exit_code, \
+                 attempts, duration_ms, detail, output, recorded_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    fleet.into(),
+                    run.instance.as_str().into(),
+                    int(run.revision.0),
+                    run.job.as_str().into(),
+                    run.fingerprint.as_str().into(),
+                    run.outcome.as_str().into(),
+                    run.exit_code.map_or(Val::Null, Val::Int),
+                    int(u64::from(run.attempts)),
+                    int(run.duration_ms),
+                    run.detail.as_str().into(),
+                    output.into(),
+                    Val::Int(now),
+                ],
+            )?;
+            Ok(JobRunRecord {
+                fleet: fleet.to_owned(),
+                run: JobRun {
+                    output: output.to_owned(),
+                    ..run.clone()
+                },
+                recorded_at: time(now, "job_runs", &run.instance)?,
+            })
+        })
+        .map_err(|f| match f {
+            Fail::State(e) => e,
+            other => other.at(|source| StateError::JobRuns {
+                step: "record",
+                fleet: fleet.to_owned(),
+                source,
+            }),
+        })
+}
+
+pub(crate) fn job_runs<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<JobRunRecord>, StateError> {
+    backend
+        .read(|tx| {
+            tx.query(
+                &format!(
+                    "SELECT {JOB_RUN_COLUMNS} FROM job_runs WHERE fleet = $1 ORDER BY instance, revision"
+                ),
+                &[fleet.into()],
+            )?
+            .iter()
+            .map(|row| job_run_from_row(row, fleet))
+            .collect()
+        })
+        .map_err(|f| match f {
+            Fail::State(e) => e,
+            other => other.at(|source| StateError::JobRuns {
+                step: "read",
+                fleet: fleet.to_owned(),
+                source,
+            }),
+        })
+}
+
 /// Implements [`StateStore`](crate::StateStore) for a [`Backend`] by delegating to this module.
 macro_rules! impl_state_store {
     ($store:ty) => {
@@ -1289,6 +1412,19 @@ macro_rules! impl_state_store {
             }
             fn revoke_api_token(&self, name: &str) -> Result<bool, $crate::StateError> {
                 $crate::logic::revoke_api_token(self, name)
+            }
+            fn record_job_run(
+                &self,
+                lease: &$crate::Lease,
+                run: &$crate::JobRun,
+            ) -> Result<$crate::JobRunRecord, $crate::StateError> {
+                $crate::logic::record_job_run(self, lease, run)
+            }
+            fn job_runs(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::JobRunRecord>, $crate::StateError> {
+                $crate::logic::job_runs(self, fleet)
             }
         }
     };

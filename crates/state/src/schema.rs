@@ -168,4 +168,27 @@ CREATE TABLE api_tokens (
 CREATE UNIQUE INDEX api_tokens_by_secret ON api_tokens (secret_sha256);
 "#,
     },
+    Migration {
+        version: 4,
+        ddl: r#"
+-- Runs of one-shot jobs (`jobs:`), one row per job instance and revision: the fingerprint of
+-- what ran (the engine runs a job again only when it changes), how it ended, after how many
+-- attempts, and the tail of its output, kept after its unit is gone.
+CREATE TABLE job_runs (
+    fleet          TEXT NOT NULL,
+    instance       TEXT NOT NULL,
+    revision       BIGINT NOT NULL,
+    job            TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    exit_code      BIGINT,
+    attempts       BIGINT NOT NULL,
+    duration_ms    BIGINT NOT NULL,
+    detail         TEXT NOT NULL,
+    output         TEXT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (fleet, instance, revision)
+);
+"#,
+    },
 ];

@@ -5,8 +5,9 @@ use std::time::Duration;
 use crate::error::StateError;
 use crate::types::{
     ApiToken, AuditAnchor, AuditKey, AuditKeyChange, AuditRow, InstanceRecord, InstanceState,
-    Intent, IntentId, IntentOutcome, Lease, LockGrant, LockHolder, LockRequest, NewApiToken,
-    NewIntent, NewRevision, Revision, RevisionNumber, RevisionOutcome, UnitId, Write, Written,
+    Intent, IntentId, IntentOutcome, JobRun, JobRunRecord, Lease, LockGrant, LockHolder,
+    LockRequest, NewApiToken, NewIntent, NewRevision, Revision, RevisionNumber, RevisionOutcome,
+    UnitId, Write, Written,
 };
 
 /// Where the engine keeps what it has done and is about to do, per fleet: revisions, instance
@@ -225,6 +226,21 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// [`StateError::ApiTokens`].
     fn revoke_api_token(&self, name: &str) -> Result<bool, StateError>;
+
+    /// Records how a one-shot job's run at a revision ended (replacing an earlier record of the
+    /// same instance and revision), fenced by `lease` like every write. The output is cut to
+    /// its last [`MAX_JOB_OUTPUT`](crate::MAX_JOB_OUTPUT) bytes.
+    ///
+    /// # Errors
+    /// [`StateError::LockLost`] when `lease` is not the fleet's current lease;
+    /// [`StateError::JobRuns`] from the database.
+    fn record_job_run(&self, lease: &Lease, run: &JobRun) -> Result<JobRunRecord, StateError>;
+
+    /// Every recorded job run of `fleet`, by instance, then revision.
+    ///
+    /// # Errors
+    /// [`StateError::JobRuns`], or [`StateError::CorruptRecord`] for a row that does not read.
+    fn job_runs(&self, fleet: &str) -> Result<Vec<JobRunRecord>, StateError>;
 
     /// Creates the fleet's next revision (outcome `Pending`). A convenience over
     /// [`StateStore::write_atomically`].

@@ -535,6 +535,61 @@ pub enum AuditKeyChange {
     },
 }
 
+/// How a run of a one-shot job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobOutcome {
+    /// Its last attempt exited 0.
+    Succeeded,
+    /// Every attempt failed (a non-zero exit, a signal, a start that failed).
+    Failed,
+    /// Its last attempt ran past the job's timeout and was stopped.
+    TimedOut,
+}
+
+text_enum!(JobOutcome { Succeeded = "succeeded", Failed = "failed", TimedOut = "timed-out" });
+
+/// The most output of one job run the store keeps: its tail.
+pub const MAX_JOB_OUTPUT: usize = 16 * 1024;
+
+/// One run of a one-shot job at one revision: the input of
+/// [`StateStore::record_job_run`](crate::StateStore::record_job_run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// The job, e.g. `migrate`.
+    pub job: String,
+    /// Its instance, e.g. `migrate-0`.
+    pub instance: String,
+    /// The revision it ran for.
+    pub revision: RevisionNumber,
+    /// The fingerprint of what ran.
+    pub fingerprint: String,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// The exit code of the last attempt, when it exited.
+    pub exit_code: Option<i64>,
+    /// Attempts made (1 + retries used).
+    pub attempts: u32,
+    /// How long all attempts took, backoff included, in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed, or `exited with code 0`.
+    pub detail: String,
+    /// The tail of its output (stdout and stderr), at most [`MAX_JOB_OUTPUT`] bytes; the store
+    /// cuts a longer one at a character boundary, keeping the end.
+    pub output: String,
+}
+
+/// A job run as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRunRecord {
+    /// The fleet.
+    pub fleet: String,
+    /// The run.
+    pub run: JobRun,
+    /// When it was recorded (store clock).
+    pub recorded_at: Timestamp,
+}
+
 /// One change to a fleet's state; a batch of them is applied atomically by
 /// [`StateStore::write_atomically`](crate::StateStore::write_atomically).
 #[derive(Debug, Clone, PartialEq, Eq)]
