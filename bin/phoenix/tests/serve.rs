@@ -202,19 +202,30 @@ impl Answer {
 
 impl Server {
     fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        self.raw(method, path, &auth, "application/yaml", body)
+    }
+
+    /// One request with `extra` header lines (each ending in CRLF).
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        content_type: &str,
+        body: Option<&str>,
+    ) -> Answer {
         let addr = self.addr.as_deref().unwrap();
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}");
         let body = body.unwrap_or_default();
         if method == "POST" {
             req.push_str(&format!(
-                "Content-Type: application/yaml\r\nContent-Length: {}\r\n",
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                 body.len()
             ));
         }
@@ -698,4 +709,161 @@ fn tls_serves_https_with_the_given_certificate_and_names_a_missing_one() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
+
+/// The value of `name="csrf" value="..."` in a page.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
+    let mut d = Dir::new();
+    d.write_fleet("portaldemo", 1);
+    d.apply();
+    d.write_fleet("portaldemo", 2);
+    d.apply();
+    let viewer = d.token("alice", "viewer");
+    let deployer = d.token("bob", "deployer");
+    let server = d.serve();
+    let form = "application/x-www-form-urlencoded";
+
+    // Without a session: the sign-in page, nothing else.
+    let r = server.get("/portal", None);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/portal/sign-in"))
+    );
+    let r = server.get("/portal/fleets/portaldemo/audit", None);
+    assert_eq!(r.status, 303);
+    let r = server.get("/portal/sign-in", None);
+    assert!(
+        r.status == 200 && r.body.contains("name=\"token\""),
+        "{}",
+        r.body
+    );
+    let r = server.raw("POST", "/portal/sign-in", "", form, Some("token=phx_wrong"));
+    assert_eq!(r.status, 401);
+
+    let sign_in = |token: &str| {
+        let r = server.raw(
+            "POST",
+            "/portal/sign-in",
+            "",
+            form,
+            Some(&format!("token={token}")),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        let cookie = r.header("set-cookie").unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        assert!(
+            !cookie.contains(token),
+            "the cookie carries the token itself"
+        );
+        format!("Cookie: {}\r\n", cookie.split(';').next().unwrap())
+    };
+    let alice = sign_in(&viewer);
+    let overview = server.raw("GET", "/portal", &alice, form, None);
+    assert_eq!(overview.status, 200);
+    assert!(
+        overview.body.contains("portaldemo") && overview.body.contains("2/2 healthy"),
+        "{}",
+        overview.body
+    );
+    let page = server.raw("GET", "/portal/fleets/portaldemo", &alice, form, None);
+    assert!(
+        page.body.contains("web-1") && page.body.contains("diff with r1"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("Roll back to"),
+        "a viewer is offered a rollback"
+    );
+    let diff = server.raw(
+        "GET",
+        "/portal/fleets/portaldemo/diff?from=1&to=2",
+        &alice,
+        form,
+        None,
+    );
+    assert!(
+        diff.status == 200 && diff.body.contains("Added (1)"),
+        "{}",
+        diff.body
+    );
+    let audit = server.raw("GET", "/portal/fleets/portaldemo/audit", &alice, form, None);
+    assert!(
+        audit
+            .body
+            .contains("class=\"ok\" id=\"verification\">Verified"),
+        "{}",
+        audit.body
+    );
+    let missing = server.raw("GET", "/portal/fleets/nosuch", &alice, form, None);
+    assert_eq!(missing.status, 404);
+
+    // Writes need the session's CSRF token, then the deployer role.
+    let csrf = csrf_of(&overview.body);
+    assert!(!csrf.is_empty());
+    let r = server.raw(
+        "POST",
+        "/portal/fleets/portaldemo/rollback",
+        &alice,
+        form,
+        Some("to=1"),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("CSRF"));
+    let r = server.raw(
+        "POST",
+        "/portal/fleets/portaldemo/rollback",
+        &alice,
+        form,
+        Some(&format!("to=1&csrf={csrf}")),
+    );
+    assert!(r.status == 403 && r.body.contains("viewer"), "{}", r.body);
+    let bob = sign_in(&deployer);
+    let page = server.raw("GET", "/portal/fleets/portaldemo", &bob, form, None);
+    assert!(page.body.contains("Roll back to r1"));
+    let bob_csrf = csrf_of(&page.body);
+    assert_ne!(bob_csrf, csrf, "sessions share a CSRF token");
+    let r = server.raw(
+        "POST",
+        "/portal/fleets/portaldemo/rollback",
+        &bob,
+        form,
+        Some(&format!("to=1&csrf={csrf}")),
+    );
+    assert_eq!(r.status, 403, "another session's CSRF token was accepted");
+    let r = server.raw(
+        "POST",
+        "/portal/fleets/portaldemo/rollback",
+        &bob,
+        form,
+        Some(&format!("to=1&csrf={bob_csrf}")),
+    );
+    assert_eq!(r.status, 501, "{}", r.body);
+
+    // Revoking the token ends its sessions.
+    d.ok(&["serve", "token", "revoke", "alice"]);
+    let r = server.raw("GET", "/portal", &alice, form, None);
+    assert_eq!(r.status, 303);
+    // Signing out ends a session.
+    let r = server.raw(
+        "POST",
+        "/portal/sign-out",
+        &bob,
+        form,
+        Some(&format!("csrf={bob_csrf}")),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(server.raw("GET", "/portal", &bob, form, None).status, 303);
 }

@@ -39,6 +39,11 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
+    /// The status and the message.
+    pub(crate) fn parts(&self) -> (StatusCode, &str) {
+        (self.status, &self.message)
+    }
+
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
@@ -138,6 +143,20 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
+        .route("/", get(super::portal::root))
+        .route("/portal", get(super::portal::overview))
+        .route(
+            "/portal/sign-in",
+            get(super::portal::sign_in_form).post(super::portal::sign_in),
+        )
+        .route("/portal/sign-out", post(super::portal::sign_out))
+        .route("/portal/fleets/{fleet}", get(super::portal::fleet))
+        .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
+        .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
+        .route(
+            "/portal/fleets/{fleet}/rollback",
+            post(super::portal::rollback),
+        )
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -196,7 +215,7 @@ async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
 // Fleets
 
 /// Refuses names no fleet can have before asking the store.
-fn check_fleet_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_fleet_name(name: &str) -> Result<(), ApiError> {
     let ok = name.len() <= 128
         && name
             .chars()
@@ -215,7 +234,7 @@ fn check_fleet_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// The fleet's revisions, or 404 when the store does not know the fleet.
-fn known_fleet(store: &dyn StateStore, fleet: &str) -> Result<Vec<Revision>, ApiError> {
+pub(super) fn known_fleet(store: &dyn StateStore, fleet: &str) -> Result<Vec<Revision>, ApiError> {
     check_fleet_name(fleet)?;
     if !store.list_fleets()?.iter().any(|f| f == fleet) {
         return Err(ApiError::not_found(format!(
@@ -233,7 +252,10 @@ fn age_seconds(then: jiff::Timestamp, now: jiff::Timestamp) -> f64 {
 /// Instance records of a fleet as the API shows them, and a summary per site. Health is the
 /// engine's last observation as recorded in the store (`observed: running` means started and
 /// past its health gate), with when it was recorded and how long ago.
-fn instance_views(store: &dyn StateStore, fleet: &str) -> Result<(Vec<Value>, Value), ApiError> {
+pub(super) fn instance_views(
+    store: &dyn StateStore,
+    fleet: &str,
+) -> Result<(Vec<Value>, Value), ApiError> {
     let now = jiff::Timestamp::now();
     let records = store.list_instances(fleet)?;
     let mut sites: BTreeMap<String, (u64, u64, Option<jiff::Timestamp>)> = BTreeMap::new();
@@ -280,7 +302,7 @@ fn instance_views(store: &dyn StateStore, fleet: &str) -> Result<(Vec<Value>, Va
     Ok((out, Value::Object(sites)))
 }
 
-fn revision_summary(r: &Revision) -> Value {
+pub(super) fn revision_summary(r: &Revision) -> Value {
     let doc = RevisionDoc::parse(&r.spec_json);
     let (reason, rolled_back_to) = match &r.outcome {
         phoenix_state::RevisionOutcome::Failed { reason } => (Some(reason.clone()), None),
@@ -306,7 +328,7 @@ fn revision_summary(r: &Revision) -> Value {
     })
 }
 
-fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
     let revisions = store.list_revisions(fleet)?;
     let applied = revisions
         .iter()
@@ -519,88 +541,111 @@ async fn diff(
         ))
     })?;
     blocking(&state, move |store| {
-        let revisions = known_fleet(store, &fleet)?;
-        let (from, to) = (parse_revision(&q.from)?, parse_revision(&q.to)?);
-        let (a, b) = (
-            document(find_revision(&revisions, &fleet, from)?)?,
-            document(find_revision(&revisions, &fleet, to)?)?,
-        );
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        let mut unchanged = 0u64;
-        for (instance, spec) in &b.units {
-            match a.units.get(instance) {
-                None => added.push(json!({"instance": instance, "service": spec.service, "site": spec.site})),
-                Some(old) if fingerprint(old) != fingerprint(spec) => changed.push(json!({
-                    "instance": instance, "service": spec.service, "site": spec.site,
-                    "from_site": old.site,
-                })),
-                Some(_) => unchanged += 1,
-            }
-        }
-        for (instance, spec) in &a.units {
-            if !b.units.contains_key(instance) {
-                removed.push(json!({"instance": instance, "service": spec.service, "site": spec.site}));
-            }
-        }
-        let old_files: BTreeMap<&str, &str> =
-            a.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-        let new_files: BTreeMap<&str, &str> =
-            b.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-        let mut files = Vec::new();
-        for name in old_files.keys().chain(new_files.keys()).collect::<std::collections::BTreeSet<_>>() {
-            let (o, n) = (old_files.get(name), new_files.get(name));
-            if o != n {
-                files.push(json!({"name": name, "from": o, "to": n}));
-            }
-        }
-        Ok(Json(json!({
-            "fleet": fleet,
-            "from": from.0,
-            "to": to.0,
-            "instances": {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged},
-            "environment": {"from": a.environment, "to": b.environment},
-            "files": files,
-        })))
+        Ok(Json(diff_view(store, &fleet, &q.from, &q.to)?))
     })
     .await
 }
 
+/// What changed between revisions `from` and `to` of a fleet.
+pub(super) fn diff_view(
+    store: &dyn StateStore,
+    fleet: &str,
+    from: &str,
+    to: &str,
+) -> Result<Value, ApiError> {
+    let revisions = known_fleet(store, fleet)?;
+    let (from, to) = (parse_revision(from)?, parse_revision(to)?);
+    let (a, b) = (
+        document(find_revision(&revisions, fleet, from)?)?,
+        document(find_revision(&revisions, fleet, to)?)?,
+    );
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    let mut changed = Vec::new();
+    let mut unchanged = 0u64;
+    for (instance, spec) in &b.units {
+        match a.units.get(instance) {
+            None => added
+                .push(json!({"instance": instance, "service": spec.service, "site": spec.site})),
+            Some(old) if fingerprint(old) != fingerprint(spec) => changed.push(json!({
+                "instance": instance, "service": spec.service, "site": spec.site,
+                "from_site": old.site,
+            })),
+            Some(_) => unchanged += 1,
+        }
+    }
+    for (instance, spec) in &a.units {
+        if !b.units.contains_key(instance) {
+            removed.push(json!({"instance": instance, "service": spec.service, "site": spec.site}));
+        }
+    }
+    let old_files: BTreeMap<&str, &str> = a
+        .sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let new_files: BTreeMap<&str, &str> = b
+        .sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let mut files = Vec::new();
+    for name in old_files
+        .keys()
+        .chain(new_files.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (o, n) = (old_files.get(name), new_files.get(name));
+        if o != n {
+            files.push(json!({"name": name, "from": o, "to": n}));
+        }
+    }
+    Ok(json!({
+        "fleet": fleet,
+        "from": from.0,
+        "to": to.0,
+        "instances": {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged},
+        "environment": {"from": a.environment, "to": b.environment},
+        "files": files,
+    }))
+}
+
 #[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain and its verification", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        check_fleet_name(&fleet)?;
-        let rows = store.audit_records(&fleet)?;
-        if rows.is_empty() && !store.list_fleets()?.contains(&fleet) {
-            return Err(ApiError::not_found(format!(
-                "no fleet {fleet} in the state store"
-            )));
-        }
-        let keys = store.audit_keys(&fleet)?;
-        let anchor = store
-            .audit_anchor(&fleet)?
-            .map(|a| phoenix_audit::ChainHead {
-                seq: a.seq,
-                hash: a.head_hash,
-            });
-        let report = phoenix_audit::verify_chain(&fleet, &rows, &keys, anchor.as_ref());
-        // Each record as stored; one that does not parse is shown raw (verification names it).
-        let records: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                serde_json::from_str::<Value>(&r.record_json)
-                    .unwrap_or_else(|_| json!({"seq": r.seq, "unreadable": r.record_json}))
-            })
-            .collect();
-        Ok(Json(json!({
-            "fleet": fleet,
-            "verified": report.verified(),
-            "verification": report,
-            "records": records,
-        })))
-    })
-    .await
+    blocking(&state, move |store| Ok(Json(audit_view(store, &fleet)?))).await
+}
+
+/// The audit chain of a fleet with its verification report.
+pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+    check_fleet_name(fleet)?;
+    let rows = store.audit_records(fleet)?;
+    if rows.is_empty() && !store.list_fleets()?.iter().any(|f| f == fleet) {
+        return Err(ApiError::not_found(format!(
+            "no fleet {fleet} in the state store"
+        )));
+    }
+    let keys = store.audit_keys(fleet)?;
+    let anchor = store
+        .audit_anchor(fleet)?
+        .map(|a| phoenix_audit::ChainHead {
+            seq: a.seq,
+            hash: a.head_hash,
+        });
+    let report = phoenix_audit::verify_chain(fleet, &rows, &keys, anchor.as_ref());
+    // Each record as stored; one that does not parse is shown raw (verification names it).
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.record_json)
+                .unwrap_or_else(|_| json!({"seq": r.seq, "unreadable": r.record_json}))
+        })
+        .collect();
+    Ok(json!({
+        "fleet": fleet,
+        "verified": report.verified(),
+        "verification": report,
+        "records": records,
+    }))
 }
 
 /// Writes need a deployer token. The engine entry point that would run a rollback with the

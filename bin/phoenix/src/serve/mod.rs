@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod metrics;
+mod portal;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -190,6 +191,9 @@ pub(crate) struct AppState {
     store: Arc<dyn StateStore>,
     limiter: Arc<auth::FailureLimiter>,
     metrics: Arc<metrics::Metrics>,
+    sessions: Arc<portal::Sessions>,
+    /// Whether the server speaks TLS (session cookies are then `Secure`).
+    tls: bool,
 }
 
 /// Runs a store call on the blocking pool (the store's calls block: SQLite, the synchronous
@@ -235,6 +239,8 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         store,
         limiter: Arc::new(auth::FailureLimiter::default()),
         metrics: Arc::new(metrics::Metrics::new()),
+        sessions: Arc::new(portal::Sessions::default()),
+        tls: args.tls_cert.is_some(),
     };
     let app = api::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

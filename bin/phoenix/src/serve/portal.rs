@@ -1,0 +1,630 @@
+//! The portal: server-rendered HTML pages over the same views as the JSON API (ADR 007), with
+//! no script and no asset to build. Signing in with an API token gives an HttpOnly session
+//! cookie; every form that changes something carries the session's CSRF token.
+
+use super::api::{self, ApiError};
+use super::auth::{self, Role};
+use super::{AppState, blocking};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The session cookie's name.
+const COOKIE: &str = "phoenix_session";
+/// How long a session lasts (the token it was opened with is checked on every page too).
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; the oldest is dropped first.
+const MAX_SESSIONS: usize = 10_000;
+
+/// One signed-in browser.
+#[derive(Clone, Debug)]
+struct Session {
+    /// The SHA-256 of the token it was opened with.
+    token_hash: String,
+    name: String,
+    role: Role,
+    /// Sent back with every form that changes something.
+    csrf: String,
+    opened: Instant,
+}
+
+/// Open sessions, by the random id the cookie carries. Bounded by [`MAX_SESSIONS`].
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    table: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn open(&self, session: Session) -> anyhow::Result<String> {
+        let id = auth::new_secret()?;
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        table.retain(|_, s| now.duration_since(s.opened) < SESSION_TTL);
+        if table.len() >= MAX_SESSIONS
+            && let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, s)| s.opened)
+                .map(|(k, _)| k.clone())
+        {
+            table.remove(&oldest);
+        }
+        table.insert(id.clone(), session);
+        Ok(id)
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(id)
+            .filter(|s| s.opened.elapsed() < SESSION_TTL)
+            .cloned()
+    }
+
+    fn close(&self, id: &str) {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() <= 128)
+}
+
+/// The session of a request whose token is still live; `None` sends the browser to sign in.
+async fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(String, Session)>, ApiError> {
+    let Some(id) = cookie_id(headers) else {
+        return Ok(None);
+    };
+    let Some(s) = state.sessions.get(&id) else {
+        return Ok(None);
+    };
+    let hash = s.token_hash.clone();
+    let token = blocking(state, move |store| Ok(store.api_token_by_secret(&hash)?)).await?;
+    if token.is_some_and(|t| t.is_live(jiff::Timestamp::now())) {
+        Ok(Some((id, s)))
+    } else {
+        // Revoked or expired since: the session ends with it.
+        state.sessions.close(&id);
+        Ok(None)
+    }
+}
+
+/// HTML-escapes text.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON value as short text.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
+header{background:#222;color:#fff;padding:.6em 1em;display:flex;gap:1.5em;align-items:center}\
+header a{color:#fff}main{padding:1em}table{border-collapse:collapse;margin:.5em 0}\
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.ok{color:#070}.bad{color:#b00}\
+pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}";
+
+fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
+    let mut nav = String::from("<strong>Phoenix</strong><a href=\"/portal\">Fleets</a>");
+    if let Some(s) = signed_in {
+        let _ = write!(
+            nav,
+            "<span>{} ({})</span><form class=\"inline\" method=\"post\" action=\"/portal/sign-out\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Sign out</button></form>",
+            esc(&s.name),
+            s.role.as_str(),
+            esc(&s.csrf)
+        );
+    }
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} - Phoenix</title>\
+         <style>{STYLE}</style></head><body><header>{nav}</header><main><h1>{}</h1>{body}</main></body></html>",
+        esc(title),
+        esc(title)
+    );
+    let mut response = Html(html).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+fn error_page(e: ApiError, signed_in: Option<&Session>) -> Response {
+    let (status, message) = e.parts();
+    let mut r = page(
+        "Error",
+        signed_in,
+        &format!("<p class=\"bad\">{}</p>", esc(message)),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/portal/sign-in").into_response()
+}
+
+/// Runs `view` for a signed-in browser, or sends it to sign in.
+macro_rules! signed_in {
+    ($state:expr, $headers:expr) => {
+        match session(&$state, &$headers).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return to_sign_in(),
+            Err(e) => return error_page(e, None),
+        }
+    };
+}
+
+pub(crate) async fn root() -> Redirect {
+    Redirect::to("/portal")
+}
+
+pub(crate) async fn sign_in_form() -> Response {
+    page(
+        "Sign in",
+        None,
+        "<form method=\"post\" action=\"/portal/sign-in\"><p>API token (from \
+         <code>phoenix serve token create NAME --role viewer</code>):</p>\
+         <p><input type=\"password\" name=\"token\" size=\"72\" autocomplete=\"off\" autofocus></p>\
+         <p><button>Sign in</button></p></form>",
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignIn {
+    token: String,
+}
+
+pub(crate) async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    form: Result<Form<SignIn>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let ip = peer.ip();
+    if let Some(retry) = state.limiter.blocked(ip, Instant::now()) {
+        state.metrics.rate_limited();
+        return error_page(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed sign-in attempts; try again in {retry} s"),
+            ),
+            None,
+        );
+    }
+    let token = form
+        .map(|Form(f)| f.token.trim().to_string())
+        .unwrap_or_default();
+    let refuse = |why: &str| {
+        state.limiter.failed(ip, Instant::now());
+        state.metrics.auth_failed();
+        let mut r = page(
+            "Sign in",
+            None,
+            &format!(
+                "<p class=\"bad\">{}</p><p><a href=\"/portal/sign-in\">Try again</a></p>",
+                esc(why)
+            ),
+        );
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r
+    };
+    if token.len() > 128 || !token.starts_with(auth::TOKEN_PREFIX) {
+        return refuse("not a Phoenix token");
+    }
+    let hash = auth::secret_hash(&token);
+    let lookup = hash.clone();
+    let found = match blocking(&state, move |store| Ok(store.api_token_by_secret(&lookup)?)).await {
+        Ok(f) => f,
+        Err(e) => return error_page(e, None),
+    };
+    let Some(t) = found.filter(|t| t.is_live(jiff::Timestamp::now())) else {
+        return refuse("unknown, revoked or expired token");
+    };
+    let Some(role) = Role::parse(&t.role) else {
+        return refuse("a token of a role this Phoenix does not know");
+    };
+    let csrf = match auth::new_secret() {
+        Ok(c) => c,
+        Err(e) => return error_page(ApiError::internal(e.to_string()), None),
+    };
+    let id = match state.sessions.open(Session {
+        token_hash: hash,
+        name: t.name,
+        role,
+        csrf,
+        opened: Instant::now(),
+    }) {
+        Ok(id) => id,
+        Err(e) => return error_page(ApiError::internal(e.to_string()), None),
+    };
+    let secure = if state.tls { "; Secure" } else { "" };
+    let mut r = Redirect::to("/portal").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/portal; Max-Age={}{secure}",
+        SESSION_TTL.as_secs()
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn csrf_ok(
+    s: &Session,
+    form: &Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> bool {
+    form.as_ref()
+        .is_ok_and(|Form(f)| !f.csrf.is_empty() && f.csrf == s.csrf)
+}
+
+fn csrf_refused(s: &Session) -> Response {
+    error_page(
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this form's CSRF token is missing or not this session's: reload the page and try again",
+        ),
+        Some(s),
+    )
+}
+
+pub(crate) async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (id, s) = signed_in!(state, headers);
+    if !csrf_ok(&s, &form) {
+        return csrf_refused(&s);
+    }
+    state.sessions.close(&id);
+    let mut r = Redirect::to("/portal/sign-in").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "phoenix_session=; HttpOnly; SameSite=Strict; Path=/portal; Max-Age=0",
+        ),
+    );
+    r
+}
+
+fn health_cell(healthy: &Value, total: &Value) -> String {
+    let (h, t) = (healthy.as_u64().unwrap_or(0), total.as_u64().unwrap_or(0));
+    let class = if h == t { "ok" } else { "bad" };
+    format!("<span class=\"{class}\">{h}/{t} healthy</span>")
+}
+
+pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let fleets = blocking(&state, |store| {
+        let mut out = Vec::new();
+        for f in store.list_fleets()? {
+            out.push(api::fleet_summary(store, &f)?);
+        }
+        Ok(out)
+    })
+    .await;
+    let fleets = match fleets {
+        Ok(f) => f,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let mut body = String::from(
+        "<table><tr><th>Fleet</th><th>Health</th><th>Sites</th><th>Latest revision</th><th></th></tr>",
+    );
+    for f in &fleets {
+        let name = text(&f["name"]);
+        let mut sites = String::new();
+        if let Some(map) = f["sites"].as_object() {
+            for (site, v) in map {
+                let _ = write!(
+                    sites,
+                    "{}: {}<br>",
+                    esc(site),
+                    health_cell(&v["healthy"], &v["instances"])
+                );
+            }
+        }
+        let latest = &f["latest_revision"];
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/portal/fleets/{n}\">{n}</a></td><td>{}</td><td>{sites}</td>\
+             <td>r{} {}</td><td><a href=\"/portal/fleets/{n}/audit\">audit</a></td></tr>",
+            health_cell(&f["healthy"], &f["instances"]),
+            esc(&text(&latest["number"])),
+            esc(&text(&latest["outcome"])),
+            n = esc(&name),
+        );
+    }
+    body.push_str("</table>");
+    if fleets.is_empty() {
+        body.push_str("<p>No fleet in the state store yet: <code>phoenix apply FILE</code>.</p>");
+    }
+    page("Fleets", Some(&s), &body)
+}
+
+pub(crate) async fn fleet(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let name = fleet.clone();
+    let views = blocking(&state, move |store| {
+        let revisions = api::known_fleet(store, &name)?;
+        let (instances, _) = api::instance_views(store, &name)?;
+        Ok((
+            api::fleet_summary(store, &name)?,
+            instances,
+            revisions
+                .iter()
+                .map(api::revision_summary)
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .await;
+    let (summary, instances, revisions) = match views {
+        Ok(v) => v,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let f = esc(&fleet);
+    let mut body = format!(
+        "<p>{} &middot; <a href=\"/portal/fleets/{f}/audit\">audit log</a></p>\
+         <h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
+         <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
+        health_cell(&summary["healthy"], &summary["instances"])
+    );
+    for i in &instances {
+        let class = if i["healthy"] == true { "ok" } else { "bad" };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>r{}</td><td class=\"{class}\">{}</td><td>{:.0}</td></tr>",
+            esc(&text(&i["site"])),
+            esc(&text(&i["host"])),
+            esc(&text(&i["instance"])),
+            esc(&text(&i["revision"])),
+            esc(&text(&i["observed"])),
+            i["age_seconds"].as_f64().unwrap_or(0.0),
+        );
+    }
+    body.push_str("</table><h2>Revisions</h2><table><tr><th>Revision</th><th>Kind</th><th>Outcome</th><th>Actor</th><th>Created</th><th></th></tr>");
+    let mut prev: Option<String> = None;
+    for r in &revisions {
+        let n = text(&r["number"]);
+        let diff = prev.as_ref().map_or(String::new(), |p| {
+            format!(
+                "<a href=\"/portal/fleets/{f}/diff?from={}&amp;to={}\">diff with r{}</a> ",
+                esc(p),
+                esc(&n),
+                esc(p)
+            )
+        });
+        let rollback = if s.role >= Role::Deployer {
+            format!(
+                "<form class=\"inline\" method=\"post\" action=\"/portal/fleets/{f}/rollback\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"to\" value=\"{}\">\
+                 <button>Roll back to r{}</button></form>",
+                esc(&s.csrf),
+                esc(&n),
+                esc(&n)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            body,
+            "<tr><td>r{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{diff}{rollback}</td></tr>",
+            esc(&n),
+            esc(&text(&r["kind"])),
+            esc(&text(&r["outcome"])),
+            esc(&text(&r["actor"])),
+            esc(&text(&r["created_at"])),
+        );
+        prev = Some(n);
+    }
+    body.push_str("</table>");
+    page(&format!("Fleet {fleet}"), Some(&s), &body)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DiffQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+pub(crate) async fn diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+    query: Result<Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let Ok(Query(q)) = query else {
+        return error_page(
+            ApiError::new(StatusCode::BAD_REQUEST, "give ?from=1&to=2"),
+            Some(&s),
+        );
+    };
+    let name = fleet.clone();
+    let d = match blocking(&state, move |store| {
+        api::diff_view(store, &name, &q.from, &q.to)
+    })
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let mut body = String::new();
+    for (kind, title) in [
+        ("added", "Added"),
+        ("removed", "Removed"),
+        ("changed", "Changed"),
+    ] {
+        let list = d["instances"][kind].as_array().cloned().unwrap_or_default();
+        let _ = write!(body, "<h2>{title} ({})</h2><ul>", list.len());
+        for i in &list {
+            let _ = write!(
+                body,
+                "<li>{} ({} on {})</li>",
+                esc(&text(&i["instance"])),
+                esc(&text(&i["service"])),
+                esc(&text(&i["site"]))
+            );
+        }
+        body.push_str("</ul>");
+    }
+    let _ = write!(
+        body,
+        "<p>{} unchanged</p><h2>Spec files</h2>",
+        text(&d["instances"]["unchanged"])
+    );
+    for file in d["files"].as_array().cloned().unwrap_or_default() {
+        let _ = write!(
+            body,
+            "<h3>{}</h3><table><tr><th>r{}</th><th>r{}</th></tr><tr><td><pre>{}</pre></td><td><pre>{}</pre></td></tr></table>",
+            esc(&text(&file["name"])),
+            esc(&text(&d["from"])),
+            esc(&text(&d["to"])),
+            esc(&text(&file["from"])),
+            esc(&text(&file["to"])),
+        );
+    }
+    page(
+        &format!(
+            "Fleet {fleet}: r{} to r{}",
+            text(&d["from"]),
+            text(&d["to"])
+        ),
+        Some(&s),
+        &body,
+    )
+}
+
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let name = fleet.clone();
+    let a = match blocking(&state, move |store| api::audit_view(store, &name)).await {
+        Ok(a) => a,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let mut body = if a["verified"] == true {
+        format!(
+            "<p class=\"ok\" id=\"verification\">Verified: {} records, every hash, link and signature checks out up to the anchor.</p>",
+            text(&a["verification"]["records"])
+        )
+    } else {
+        let mut b = String::from("<p class=\"bad\" id=\"verification\">Does not verify:</p><ul>");
+        for p in a["verification"]["problems"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let _ = write!(
+                b,
+                "<li>record {}: {}</li>",
+                esc(&text(&p["seq"])),
+                esc(&text(&p["message"]))
+            );
+        }
+        b.push_str("</ul>");
+        b
+    };
+    body.push_str(
+        "<table><tr><th>Seq</th><th>At</th><th>Actor</th><th>Step</th><th>Outcome</th></tr>",
+    );
+    for r in a["records"].as_array().cloned().unwrap_or_default() {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&text(&r["seq"])),
+            esc(&text(&r["at"])),
+            esc(&text(&r["actor"])),
+            esc(&text(&r["step"])),
+            esc(&text(&r["outcome"])),
+        );
+    }
+    body.push_str("</table>");
+    page(&format!("Audit log of {fleet}"), Some(&s), &body)
+}
+
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    if !csrf_ok(&s, &form) {
+        return csrf_refused(&s);
+    }
+    if s.role < Role::Deployer {
+        return error_page(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} has the viewer role; a rollback needs a deployer token",
+                    s.name
+                ),
+            ),
+            Some(&s),
+        );
+    }
+    error_page(
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "rollback through the server is not available in this build: nothing was changed; \
+                 run `phoenix rollback` for fleet {fleet}"
+            ),
+        ),
+        Some(&s),
+    )
+}
