@@ -235,6 +235,9 @@ fn listen_address(args: &RunArgs) -> anyhow::Result<SocketAddr> {
 fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let addr = listen_address(&args)?;
     let store = args.store.open()?;
+    // The last reference to the store is dropped here, after the runtime: the synchronous
+    // PostgreSQL client blocks on its own runtime when dropped, which panics inside another.
+    let keep_store = store.clone();
     let state = AppState {
         store,
         limiter: Arc::new(auth::FailureLimiter::default()),
@@ -248,7 +251,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the server's runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
         tokio::spawn(async move {
@@ -288,7 +291,10 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         .with_context(|| format!("serving on {addr}"))?;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    drop(runtime);
+    drop(keep_store);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
