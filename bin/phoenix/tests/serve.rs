@@ -867,3 +867,67 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
     assert_eq!(r.status, 303);
     assert_eq!(server.raw("GET", "/portal", &bob, form, None).status, 303);
 }
+
+/// Regression: a server on PostgreSQL state panicked when stopped (the synchronous client was
+/// dropped inside the server's runtime). Runs when `PHOENIX_TEST_POSTGRES_URL` is set.
+#[test]
+fn a_server_on_postgres_state_is_ready_and_stops_cleanly_on_sigterm() {
+    let Ok(url) = std::env::var("PHOENIX_TEST_POSTGRES_URL") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: PHOENIX_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/postgres.sh)\")"
+        );
+        return;
+    };
+    let d = Dir::new();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-url", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .current_dir(d.path("."))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server { child, addr: None };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no address printed");
+    server.addr = Some(
+        line.strip_prefix("listening on http://")
+            .expect(&line)
+            .to_string(),
+    );
+    assert_eq!(server.get("/health/ready", None).json()["status"], "ready");
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.expect("phoenix serve did not stop within 10 s of SIGTERM");
+    let mut stderr = String::new();
+    if let Some(mut e) = server.child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.success() && !stderr.contains("panicked"),
+        "{status:?}\n{stderr}"
+    );
+}
