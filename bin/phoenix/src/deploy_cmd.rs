@@ -180,6 +180,19 @@ pub(crate) struct HistoryArgs {
     pub state: StateArgs,
 }
 
+/// `phoenix run-job`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct RunJobArgs {
+    /// Spec files (later files extend earlier ones), then the job to run: `FILE... JOB`.
+    #[arg(required = true, num_args = 2.., value_names = ["FILE", "JOB"])]
+    pub args: Vec<String>,
+    /// Environment overlay.
+    #[arg(long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
 /// `phoenix up`.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct UpArgs {
@@ -348,7 +361,13 @@ fn confirm(
         })),
         RunFormat::Table => {
             let (c, r, x) = decision.counts();
-            eprintln!("Fleet {fleet}: {c} to create, {r} to replace, {x} to remove");
+            let jobs = decision.jobs().count();
+            let jobs = if jobs > 0 {
+                format!(", {jobs} job(s) to run")
+            } else {
+                String::new()
+            };
+            eprintln!("Fleet {fleet}: {c} to create, {r} to replace, {x} to remove{jobs}");
             for l in &lines {
                 eprintln!("  {l}");
             }
@@ -406,6 +425,11 @@ fn reachable_part(w: &Wired, desired: &Desired, change: &ChangeArgs) -> anyhow::
             phoenix_provider_api::route::describe_unreachable(&down)
         );
         reachable.units.retain(|_, u| {
+            !down
+                .iter()
+                .any(|d| d.site == u.spec.site && d.host == u.spec.host)
+        });
+        reachable.jobs.retain(|_, u| {
             !down
                 .iter()
                 .any(|d| d.site == u.spec.site && d.host == u.spec.host)
@@ -534,6 +558,63 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         scope,
         &args.change,
         !args.no_rollback,
+        &|_| {},
+    )
+}
+
+/// `phoenix run-job FILE... --job JOB`: runs one job now, whatever its fingerprint says, as
+/// a revision of its own that touches nothing else; asks first, like `apply`.
+pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
+    let Some((job, files)) = args.args.split_last() else {
+        bail!("usage: phoenix run-job FILE... JOB");
+    };
+    let job = job.clone();
+    let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let (fleet, sources) = match load(&files, args.env.as_deref())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    match fleet.service(&job) {
+        Some(s) if s.is_job() && s.enabled => {}
+        Some(s) if s.is_job() => bail!("job `{}` is disabled (`enabled: false`)", job),
+        Some(_) => bail!(
+            "`{}` is a service, not a job: `phoenix apply` rolls services out",
+            job
+        ),
+        None => {
+            let jobs: Vec<&str> = fleet.jobs().map(|j| j.name.as_str()).collect();
+            if jobs.is_empty() {
+                bail!(
+                    "the spec defines no jobs (`jobs:`), so there is no `{}`",
+                    job
+                );
+            }
+            bail!(
+                "no job `{}` in the spec; its jobs: {}",
+                job,
+                jobs.join(", ")
+            );
+        }
+    }
+    let mut desired = desired_of(&fleet)?;
+    desired.force_jobs.insert(job.clone());
+    let scope = Scope::all().only([job.clone()]);
+    let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
+    doc.targets = vec![job.clone()];
+    let w = wire(
+        &args.change.state,
+        &fleet,
+        args.change.allow_unreachable,
+        &args.change.ledger,
+    )?;
+    run_change(
+        &w,
+        "run-job",
+        &desired,
+        &doc,
+        scope,
+        &args.change,
+        true,
         &|_| {},
     )
 }
@@ -795,6 +876,9 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
     });
     let mut report = status::status(&desired, &observed, latest.map(|r| r.number.0));
     status::mark_unobservable(&mut report, &engine.units_elsewhere(&fleet.name)?);
+    if !destroyed {
+        status::add_jobs(&mut report, &desired, &store.job_runs(&fleet.name)?);
+    }
     match args.output {
         ReportFormat::Json => {
             let mut v = serde_json::to_value(&report)?;
@@ -831,6 +915,7 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let store =
         phoenix_state::open_read_only(&args.state.state_dir, args.state.state_url.as_deref())?;
     let revisions = store.list_revisions(&fleet.name)?;
+    let job_runs = store.job_runs(&fleet.name)?;
     let records = phoenix_audit::read_chain(&*store, &fleet.name);
     let verify = if args.verify {
         Some(crate::audit_cmd::verify(&*store, &fleet.name)?)
@@ -859,6 +944,16 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         ReportFormat::Json => {
             let mut v = render::history_json(&fleet.name, &revisions, &records, verify.as_ref());
+            if let Some(revs) = v["revisions"].as_array_mut() {
+                for rev in revs {
+                    let n = rev["revision"].as_u64();
+                    rev["jobs"] = job_runs
+                        .iter()
+                        .filter(|r| Some(r.run.revision.0) == n)
+                        .map(render::job_run_json)
+                        .collect();
+                }
+            }
             if let Some((sync, problems)) = &ledger {
                 v["ledger"] = serde_json::json!({
                     "urls": args.ledger.ledger,
@@ -873,6 +968,7 @@ pub(crate) fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
         ReportFormat::Table => {
             crate::print_out(&render::history_table(&revisions, &records))?;
+            crate::print_out(&render::history_jobs_table(&job_runs))?;
             if let Some(report) = &verify {
                 crate::print_out(&render::chain_report(report))?;
             }
@@ -992,6 +1088,32 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let selector = args.service.clone();
     let initial = provider.log_paths(&fleet, &selector)?;
     if initial.is_empty() && !args.follow {
+        // A job's output is kept in the store with each run, also when its log files are gone
+        // or on another host.
+        let runs: Vec<_> = store
+            .job_runs(&fleet)?
+            .into_iter()
+            .filter(|r| phoenix_provider_api::logs::selector_matches(&selector, &r.run.instance))
+            .collect();
+        if !runs.is_empty() {
+            let mut text = String::new();
+            for r in &runs {
+                text.push_str(&format!(
+                    "--- {}@r{} {} ({}; {} attempt(s)) ---\n{}",
+                    r.run.instance,
+                    r.run.revision.0,
+                    r.run.outcome.as_str(),
+                    r.run.detail,
+                    r.run.attempts,
+                    r.run.output
+                ));
+                if !r.run.output.is_empty() && !r.run.output.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            crate::print_out(&text)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         eprintln!(
             "no logs of `{selector}` in fleet {fleet} under {}",
             state_dir.display()

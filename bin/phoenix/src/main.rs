@@ -57,6 +57,8 @@ enum Command {
     /// Make the fleet true: create, replace and remove instances wave by wave, with health
     /// gates and automatic rollback.
     Apply(deploy_cmd::ApplyArgs),
+    /// Run one job (`jobs:`) now, whether or not its inputs changed.
+    RunJob(deploy_cmd::RunJobArgs),
     /// Desired against observed: missing, extra, unhealthy, wrong revision.
     Status(deploy_cmd::StatusArgs),
     /// Apply an earlier revision's spec again (default: the applied revision before the
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
             strict,
         } => plan_cmd::run(&files, env.as_deref(), output, strict),
         Command::Apply(args) => deploy_cmd::apply(args),
+        Command::RunJob(args) => deploy_cmd::run_job(args),
         Command::Status(args) => deploy_cmd::status_cmd(args),
         Command::Rollback(args) => deploy_cmd::rollback(args),
         Command::Destroy(args) => deploy_cmd::destroy(args),

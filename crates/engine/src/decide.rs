@@ -119,13 +119,37 @@ pub struct ServiceActions {
     pub actions: Vec<InstanceAction>,
 }
 
-/// One wave: services that may roll out in parallel.
+/// A one-shot job's instance to run, in its wave beside the services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobAction {
+    /// The job.
+    pub job: String,
+    /// Its instance.
+    pub instance: String,
+    /// Why it runs: first run, inputs changed, last run failed, asked.
+    pub reason: String,
+    /// The fingerprint recorded with its run.
+    pub fingerprint: String,
+    /// Timeout, retries, backoff.
+    #[serde(skip)]
+    pub settings: phoenix_spec::Job,
+    /// Grace of the stop after a timeout.
+    pub stop_grace_ms: u64,
+    /// The unit to start (revision 0: set when executed).
+    #[serde(skip)]
+    pub spec: UnitSpec,
+}
+
+/// One wave: services that may roll out in parallel, and jobs that run beside them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaveActions {
     /// Wave number within the phase, from 1.
     pub wave: usize,
     /// Services with changes.
     pub services: Vec<ServiceActions>,
+    /// Jobs to run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobAction>,
 }
 
 /// One phase: its waves run in order, and the next phase starts only when this one is healthy.
@@ -182,6 +206,14 @@ impl Decision {
             .flat_map(|s| &s.actions)
     }
 
+    /// Every job run, in execution order.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobAction> {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.waves)
+            .flat_map(|w| &w.jobs)
+    }
+
     /// `(creates, replaces, removes)`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let creates = self
@@ -200,6 +232,18 @@ impl Decision {
         }
         for p in &self.phases {
             for w in &p.waves {
+                for j in &w.jobs {
+                    out.push(DiffLine {
+                        sign: '>',
+                        service: j.job.clone(),
+                        instance: j.instance.clone(),
+                        unit: None,
+                        detail: format!(
+                            "run job (phase {}, wave {}): {}",
+                            p.phase, w.wave, j.reason
+                        ),
+                    });
+                }
                 for s in &w.services {
                     for a in &s.actions {
                         out.push(match &a.change {
@@ -243,7 +287,7 @@ impl Decision {
 /// One line of the diff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiffLine {
-    /// `+`, `~` or `-`.
+    /// `+`, `~`, `-`, or `>` for a job to run.
     pub sign: char,
     /// Service.
     pub service: String,
@@ -449,6 +493,7 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                 None => "service not in the spec".to_string(),
                 Some(info) if !info.enabled => "service disabled".to_string(),
                 Some(_) if desired.units.contains_key(instance) => continue,
+                Some(info) if info.job.is_some() => "job unit left over".to_string(),
                 Some(_) => "instance not desired (replicas)".to_string(),
             };
             decision.removals.push(Removal {
@@ -487,10 +532,43 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                     })
                 })
                 .collect();
-            if !services.is_empty() {
+            let jobs: Vec<JobAction> = wave
+                .iter()
+                .filter(|s| scope.contains(s))
+                .filter_map(|s| Some((s, desired.services.get(s.as_str())?)))
+                .filter_map(|(s, info)| Some((s, info, info.job.as_ref()?)))
+                .flat_map(|(s, info, job)| {
+                    desired
+                        .jobs
+                        .values()
+                        .filter(move |u| u.service == *s)
+                        .filter_map(move |u| {
+                            let reason = job_reason(desired, u)?;
+                            Some(JobAction {
+                                job: s.clone(),
+                                instance: u.instance.clone(),
+                                reason,
+                                fingerprint: u.fingerprint.clone(),
+                                settings: job.clone(),
+                                stop_grace_ms: info.stop_grace_ms,
+                                spec: u.spec.clone(),
+                            })
+                        })
+                })
+                .collect();
+            for (instance, u) in &desired.jobs {
+                if wave.contains(&u.service)
+                    && scope.contains(&u.service)
+                    && !jobs.iter().any(|j| j.instance == *instance)
+                {
+                    decision.unchanged.push(instance.clone());
+                }
+            }
+            if !services.is_empty() || !jobs.is_empty() {
                 wave_actions.push(WaveActions {
                     wave: i + 1,
                     services,
+                    jobs,
                 });
             }
         }
@@ -503,6 +581,30 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
     }
     debug_assert!(actions.is_empty(), "every enabled service is in a wave");
     decision
+}
+
+/// Why a job instance runs now, or `None` when its last run succeeded with the same
+/// fingerprint (and it was not asked for).
+pub fn job_reason(desired: &Desired, unit: &crate::desired::DesiredUnit) -> Option<String> {
+    if desired.force_jobs.contains(&unit.service) {
+        return Some("asked for (phoenix run-job)".into());
+    }
+    match desired.job_runs.get(&unit.instance) {
+        None => Some("never run".into()),
+        Some(last) if last.fingerprint != unit.fingerprint => Some(format!(
+            "inputs changed since its run in r{}",
+            last.revision
+        )),
+        Some(last) if !last.succeeded => Some(format!(
+            "its run in r{} {}",
+            last.revision,
+            match last.outcome.as_str() {
+                "timed-out" => "timed out",
+                _ => "failed",
+            }
+        )),
+        Some(_) => None,
+    }
 }
 
 fn service_order(desired: &Desired) -> BTreeMap<&str, (u32, usize)> {

@@ -39,6 +39,21 @@ pub struct ServiceInfo {
     pub enabled: bool,
     /// Direct dependencies.
     pub depends_on: Vec<String>,
+    /// For a one-shot job: how it runs (timeout, retries, backoff, hook).
+    pub job: Option<phoenix_spec::Job>,
+}
+
+/// What the store says of a job instance's latest run, which decides whether it runs again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLast {
+    /// The revision it ran for.
+    pub revision: u64,
+    /// The fingerprint of what ran.
+    pub fingerprint: String,
+    /// Whether it succeeded.
+    pub succeeded: bool,
+    /// How it ended, for people (`succeeded`, `failed`, `timed-out`).
+    pub outcome: String,
 }
 
 /// Everything the decision core needs to know about what should run.
@@ -51,8 +66,17 @@ pub struct Desired {
     pub phases: Vec<(u32, Vec<Vec<String>>)>,
     /// Every service of the spec, enabled or not.
     pub services: BTreeMap<String, ServiceInfo>,
-    /// Desired units by instance id (enabled services only).
+    /// Desired units by instance id (enabled services only, jobs apart).
     pub units: BTreeMap<String, DesiredUnit>,
+    /// The unit of every enabled job's instance, by instance id. Its fingerprint covers, for a
+    /// hook, the fingerprints of the hooked service's (or job's) units, so that the hook runs
+    /// again whenever that rolls out.
+    pub jobs: BTreeMap<String, DesiredUnit>,
+    /// The latest recorded run of each job instance (filled from the state store by the
+    /// engine before it decides; see [`Desired::with_job_runs`]).
+    pub job_runs: BTreeMap<String, JobLast>,
+    /// Jobs to run whatever their fingerprint says (`phoenix run-job`).
+    pub force_jobs: BTreeSet<String>,
     /// Whether the fleet is being destroyed (nothing should run).
     pub destroy: bool,
 }
@@ -127,6 +151,18 @@ impl Desired {
             }
             unit.fingerprint = fingerprint(&unit.spec);
         }
+        for unit in self.jobs.values_mut() {
+            if unit.spec.container.is_none() {
+                continue;
+            }
+            let id = resolve(&unit.spec)?;
+            // A job's fingerprint may fold in a hook's target: extend it rather than recompute.
+            let text = format!("{} image={}", unit.fingerprint, id.as_deref().unwrap_or(""));
+            if let Some(c) = unit.spec.container.as_mut() {
+                c.image_id = id;
+            }
+            unit.fingerprint = sha256_hex(text.as_bytes())[..16].to_string();
+        }
         Ok(())
     }
 
@@ -150,6 +186,7 @@ impl Desired {
                     stop_grace_ms: s.stop_grace_ms,
                     enabled: s.enabled,
                     depends_on: s.depends_on.clone(),
+                    job: s.job.clone(),
                 },
             );
             // On docker sites the image's own command may run; elsewhere a command is needed.
@@ -166,6 +203,7 @@ impl Desired {
             }
         }
         let mut units = BTreeMap::new();
+        let mut jobs = BTreeMap::new();
         for inst in &plan.instances {
             let Some(service) = fleet.service(&inst.service) else {
                 continue;
@@ -200,16 +238,19 @@ impl Desired {
             {
                 problems.push(e.to_string());
             }
-            units.insert(
-                inst.id.clone(),
-                DesiredUnit {
-                    service: service.name.clone(),
-                    instance: inst.id.clone(),
-                    fingerprint: fingerprint(&spec),
-                    spec,
-                },
-            );
+            let unit = DesiredUnit {
+                service: service.name.clone(),
+                instance: inst.id.clone(),
+                fingerprint: fingerprint(&spec),
+                spec,
+            };
+            if service.is_job() {
+                jobs.insert(inst.id.clone(), unit);
+            } else {
+                units.insert(inst.id.clone(), unit);
+            }
         }
+        hook_fingerprints(fleet, &units, &mut jobs);
         if !problems.is_empty() {
             return Err(EngineError::InvalidDesired { problems });
         }
@@ -237,6 +278,9 @@ impl Desired {
             phases,
             services,
             units,
+            jobs,
+            job_runs: BTreeMap::new(),
+            force_jobs: BTreeSet::new(),
             destroy: false,
         })
     }
@@ -265,6 +309,7 @@ impl Desired {
                     stop_grace_ms: s.stop_grace_ms,
                     enabled: false,
                     depends_on: s.depends_on.clone(),
+                    job: s.job.clone(),
                 },
             );
         }
@@ -277,9 +322,82 @@ impl Desired {
                 .collect(),
             services,
             units: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            job_runs: BTreeMap::new(),
+            force_jobs: BTreeSet::new(),
             destroy: true,
         }
     }
+
+    /// This desired state with the latest recorded run of each job instance (`runs` as the
+    /// store lists them: by instance, then revision), which [`crate::decide`] compares with
+    /// each job's fingerprint.
+    pub fn with_job_runs(mut self, runs: &[phoenix_state::JobRunRecord]) -> Self {
+        self.job_runs = latest_job_runs(runs);
+        self
+    }
+}
+
+/// The latest run of each job instance among `runs`: the highest revision.
+pub fn latest_job_runs(runs: &[phoenix_state::JobRunRecord]) -> BTreeMap<String, JobLast> {
+    let mut out: BTreeMap<String, JobLast> = BTreeMap::new();
+    for r in runs {
+        let run = &r.run;
+        if out
+            .get(&run.instance)
+            .is_some_and(|l| l.revision > run.revision.0)
+        {
+            continue;
+        }
+        out.insert(
+            run.instance.clone(),
+            JobLast {
+                revision: run.revision.0,
+                fingerprint: run.fingerprint.clone(),
+                succeeded: run.outcome == phoenix_state::JobOutcome::Succeeded,
+                outcome: run.outcome.as_str().to_string(),
+            },
+        );
+    }
+    out
+}
+
+/// Folds into each hook job's fingerprint the fingerprints of the units of what it hooks, so
+/// that `hook: {before: db}` runs again whenever `db` changes. Hooks of hooks are not chained:
+/// a hook sees its target's own inputs.
+fn hook_fingerprints(
+    fleet: &Fleet,
+    units: &BTreeMap<String, DesiredUnit>,
+    jobs: &mut BTreeMap<String, DesiredUnit>,
+) {
+    let own: BTreeMap<String, String> = jobs
+        .iter()
+        .map(|(k, u)| (k.clone(), u.fingerprint.clone()))
+        .collect();
+    for unit in jobs.values_mut() {
+        let Some(hook) = fleet
+            .service(&unit.service)
+            .and_then(|s| s.job.as_ref())
+            .and_then(|j| j.hook.as_ref())
+        else {
+            continue;
+        };
+        let mut text = unit.fingerprint.clone();
+        for (instance, u) in units.iter().filter(|(_, u)| u.service == hook.service) {
+            text.push_str(&format!(" {instance}={}", u.fingerprint));
+        }
+        for (instance, fp) in &own {
+            if jobs_service(instance) == hook.service {
+                text.push_str(&format!(" {instance}={fp}"));
+            }
+        }
+        unit.fingerprint = sha256_hex(text.as_bytes())[..16].to_string();
+    }
+}
+
+/// The service of an instance id: `migrate-0` -> `migrate`.
+fn jobs_service(instance: &str) -> &str {
+    instance.rsplit_once('-').map_or(instance, |(s, _)| s)
 }
 
 /// Which services an apply may touch (`--target`, `--exclude`).
@@ -337,6 +455,14 @@ impl Scope {
         Ok(Scope {
             services: Some(set),
         })
+    }
+
+    /// Exactly these services (or jobs), without their dependencies: what `phoenix run-job`
+    /// touches.
+    pub fn only(self, services: impl IntoIterator<Item = String>) -> Self {
+        Scope {
+            services: Some(services.into_iter().collect()),
+        }
     }
 
     /// Whether the service may be touched.

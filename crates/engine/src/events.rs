@@ -132,6 +132,49 @@ pub enum Event {
         /// What was done.
         detail: String,
     },
+    /// An attempt of a one-shot job started.
+    JobStarted {
+        /// The job.
+        job: String,
+        /// Its instance.
+        instance: String,
+        /// Its unit.
+        unit: String,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// Attempts it may make in all (1 + retries).
+        of: u32,
+    },
+    /// An attempt of a one-shot job ended without success; another follows if `retry_in_ms`.
+    JobAttemptFailed {
+        /// The job.
+        job: String,
+        /// Its instance.
+        instance: String,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// Wait before the next attempt, if there is one.
+        retry_in_ms: Option<u64>,
+    },
+    /// A one-shot job ended: `succeeded`, `failed` or `timed-out`.
+    JobFinished {
+        /// The job.
+        job: String,
+        /// Its instance.
+        instance: String,
+        /// How it ended.
+        outcome: String,
+        /// Exit code of the last attempt, when it exited.
+        exit_code: Option<i64>,
+        /// Attempts made.
+        attempts: u32,
+        /// How long it took in all, in milliseconds.
+        ms: u64,
+        /// Why, for people.
+        detail: String,
+    },
     /// A non-fatal problem (an audit record that could not be written, a stop that failed).
     Warning {
         /// What.

@@ -3,19 +3,22 @@
 //! rollback of the changed instances when a gate fails.
 
 use crate::decide::{
-    Decision, InstanceAction, ObservedUnit, OldUnit, Removal, Resolution, ServiceActions, decide,
-    resolve_intent,
+    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, Removal, Resolution,
+    ServiceActions, decide, resolve_intent,
 };
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
 use crate::error::EngineError;
 use crate::events::{Event, EventSink};
 use crate::lock::LockGuard;
 use phoenix_audit::{AuditEntry, AuditOutcome, Recorder};
-use phoenix_provider_api::{Health, ProbeOutcome, Provider, ProviderError, UnitSpec, UnitStatus};
+use phoenix_provider_api::{
+    Health, ProbeOutcome, Provider, ProviderError, UnitSpec, UnitState, UnitStatus,
+};
 use phoenix_spec::Rollout;
 use phoenix_state::{
-    DesiredState, InstanceState, IntentId, IntentOp, IntentOutcome, NewIntent, NewRevision,
-    ObservedState, RevisionNumber, RevisionOutcome, StateError, StateStore, UnitId, Write, Written,
+    DesiredState, InstanceState, IntentId, IntentOp, IntentOutcome, JobOutcome, JobRun,
+    MAX_JOB_OUTPUT, NewIntent, NewRevision, ObservedState, RevisionNumber, RevisionOutcome,
+    StateError, StateStore, UnitId, Write, Written,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -556,6 +559,13 @@ impl Engine {
             });
         }
         let recovered = self.recover(&fleet, &lock, events)?;
+        let with_runs;
+        let desired = if desired.jobs.is_empty() {
+            desired
+        } else {
+            with_runs = self.with_job_runs(desired)?;
+            &with_runs
+        };
         let observed = self.observe(&fleet, Some(desired), 3, opts.parallelism)?;
         let decision = decide(desired, &observed, &opts.scope);
         let mut report = ApplyReport {
@@ -739,6 +749,43 @@ impl Engine {
         });
         lock.release();
         Ok(report)
+    }
+}
+
+impl Engine {
+    /// `desired` with the latest recorded run of each of its jobs, so that [`decide`] runs a
+    /// job only when its fingerprint changed, its last run failed, or it is asked for.
+    ///
+    /// # Errors
+    /// The store's, reading the job runs.
+    pub fn with_job_runs(&self, desired: &Desired) -> Result<Desired, EngineError> {
+        let runs = self.store.job_runs(&desired.fleet)?;
+        Ok(desired.clone().with_job_runs(&runs))
+    }
+}
+
+/// How one attempt of a job ended.
+struct Attempt {
+    outcome: JobOutcome,
+    exit_code: Option<i64>,
+    detail: String,
+    output: String,
+}
+
+/// A step of a wave: a service's rollout or a job's run.
+enum Step<'d> {
+    Service(&'d ServiceActions),
+    Job(&'d JobAction),
+}
+
+/// `1500 ms`, `2s`, `5m` for messages.
+fn human_ms(ms: u64) -> String {
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1_000) && ms > 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
     }
 }
 
@@ -1504,6 +1551,226 @@ impl Run<'_> {
         true
     }
 
+    /// Sleeps `d` in short slices; false (early) when the run is stopping.
+    fn pause(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Runs a one-shot job to its end: each attempt starts its unit, waits for it to exit (at
+    /// most the timeout; then it is stopped and the attempt failed), keeps the output's tail,
+    /// and stops the unit; failed attempts are retried after the backoff. The outcome is
+    /// recorded in the store for this revision. False when it failed: the wave fails, as with
+    /// a failed gate.
+    fn run_job(&self, ja: &JobAction) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        let _permit = self.sem.acquire();
+        if self.stopping() {
+            return false;
+        }
+        let mut spec = ja.spec.clone();
+        spec.revision = self.revision;
+        let unit = spec.unit_id();
+        let total = ja.settings.retries.saturating_add(1);
+        let started = Instant::now();
+        let mut attempts = 0;
+        let mut last = Attempt {
+            outcome: JobOutcome::Failed,
+            exit_code: None,
+            detail: "not run: the apply is stopping".into(),
+            output: String::new(),
+        };
+        for attempt in 1..=total {
+            if attempt > 1 && !self.pause(Duration::from_millis(ja.settings.delay_before(attempt)))
+            {
+                break;
+            }
+            attempts = attempt;
+            self.emit(Event::JobStarted {
+                job: ja.job.clone(),
+                instance: ja.instance.clone(),
+                unit: unit.clone(),
+                attempt,
+                of: total,
+            });
+            last = self.job_attempt(ja, &spec);
+            if last.outcome == JobOutcome::Succeeded {
+                break;
+            }
+            let retry_in_ms = (attempt < total && !self.stopping())
+                .then(|| ja.settings.delay_before(attempt + 1));
+            self.emit(Event::JobAttemptFailed {
+                job: ja.job.clone(),
+                instance: ja.instance.clone(),
+                attempt,
+                reason: last.detail.clone(),
+                retry_in_ms,
+            });
+            if retry_in_ms.is_none() {
+                break;
+            }
+        }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let run = JobRun {
+            job: ja.job.clone(),
+            instance: ja.instance.clone(),
+            revision: RevisionNumber(self.revision),
+            fingerprint: ja.fingerprint.clone(),
+            outcome: last.outcome,
+            exit_code: last.exit_code,
+            attempts,
+            duration_ms: ms,
+            detail: last.detail.clone(),
+            output: std::mem::take(&mut last.output),
+        };
+        if attempts > 0 {
+            match self.engine.store.record_job_run(&self.lock.lease(), &run) {
+                Ok(_) => {}
+                Err(e @ StateError::LockLost { .. }) => self.lock.mark_lost(e.to_string()),
+                Err(e) => self.emit(Event::Warning {
+                    message: format!(
+                        "the run of job {} was not recorded: {}",
+                        ja.instance,
+                        crate::error::chain_text(&e)
+                    ),
+                }),
+            }
+        }
+        self.emit(Event::JobFinished {
+            job: ja.job.clone(),
+            instance: ja.instance.clone(),
+            outcome: run.outcome.as_str().into(),
+            exit_code: run.exit_code,
+            attempts,
+            ms,
+            detail: run.detail.clone(),
+        });
+        let detail = json!({
+            "attempts": attempts, "exit_code": run.exit_code, "fingerprint": run.fingerprint,
+            "ms": ms, "reason": ja.reason,
+        });
+        if run.outcome == JobOutcome::Succeeded {
+            self.audit(format!("job {unit}"), AuditOutcome::Ok, detail);
+            return true;
+        }
+        let reason = if attempts > 1 {
+            format!("job failed after {attempts} attempts: {}", run.detail)
+        } else {
+            format!("job failed: {}", run.detail)
+        };
+        self.audit(
+            format!("job {unit}"),
+            AuditOutcome::Failed {
+                reason: reason.clone(),
+            },
+            detail,
+        );
+        self.emit(Event::GateFailed {
+            instance: ja.instance.clone(),
+            unit: unit.clone(),
+            reason: reason.clone(),
+        });
+        self.fail(&ja.instance, &unit, reason);
+        false
+    }
+
+    /// One attempt of a job: start, wait for the exit or the timeout, keep the output, stop.
+    fn job_attempt(&self, ja: &JobAction, spec: &UnitSpec) -> Attempt {
+        let failed = |detail: String| Attempt {
+            outcome: JobOutcome::Failed,
+            exit_code: None,
+            detail,
+            output: String::new(),
+        };
+        let status = match self.start_unit(spec) {
+            Ok(s) => s,
+            Err(e) => return failed(e),
+        };
+        let timeout = ja.settings.timeout_ms;
+        let deadline = Instant::now() + Duration::from_millis(timeout);
+        let mut poll = Duration::from_millis(20);
+        let mut last_error = None;
+        let (outcome, exit_code, detail, seen) = loop {
+            match self.engine.provider.list(&self.fleet) {
+                Ok(list) => match list.into_iter().find(|u| u.unit_id == status.unit_id) {
+                    Some(u) => match u.state {
+                        UnitState::Running => {}
+                        UnitState::Exited(0) => {
+                            break (
+                                JobOutcome::Succeeded,
+                                Some(0),
+                                "exited with code 0".into(),
+                                u,
+                            );
+                        }
+                        UnitState::Exited(c) => {
+                            break (
+                                JobOutcome::Failed,
+                                Some(i64::from(c)),
+                                format!("exited with code {c}"),
+                                u,
+                            );
+                        }
+                        UnitState::Failed | UnitState::Stopped => {
+                            let d = u.detail.clone().unwrap_or_else(|| u.state.to_string());
+                            break (JobOutcome::Failed, None, d, u);
+                        }
+                    },
+                    None => {
+                        break (
+                            JobOutcome::Failed,
+                            None,
+                            "its unit vanished".into(),
+                            status.clone(),
+                        );
+                    }
+                },
+                // Keep waiting through a provider that does not answer, up to the timeout.
+                Err(e) => last_error = Some(e.to_string()),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut d = format!("timed out after {}", human_ms(timeout));
+                if let Some(e) = &last_error {
+                    d.push_str(&format!(" (last error: {e})"));
+                }
+                break (JobOutcome::TimedOut, None, d, status.clone());
+            }
+            std::thread::sleep(poll.min(deadline - now));
+            poll = (poll * 2).min(Duration::from_millis(250));
+        };
+        let output = self
+            .engine
+            .provider
+            .output_tail(&seen, MAX_JOB_OUTPUT)
+            .unwrap_or_default();
+        // Done or overdue: stop the unit, which also removes its record.
+        let why = match outcome {
+            JobOutcome::TimedOut => "job timed out",
+            _ => "job ended",
+        };
+        if let Err(e) = self.stop_unit(&ja.instance, &status.unit_id, ja.stop_grace_ms, why) {
+            self.emit(Event::Warning { message: e });
+        }
+        Attempt {
+            outcome,
+            exit_code,
+            detail,
+            output,
+        }
+    }
+
     fn execute(&self, decision: &Decision) {
         if !self.remove_all(&decision.cleanup) {
             return;
@@ -1516,10 +1783,25 @@ impl Run<'_> {
                 self.emit(Event::WaveStarted {
                     phase: phase.phase,
                     wave: wave.wave,
-                    services: wave.services.iter().map(|s| s.service.clone()).collect(),
-                    instances: wave.services.iter().map(|s| s.actions.len()).sum(),
+                    services: wave
+                        .services
+                        .iter()
+                        .map(|s| s.service.clone())
+                        .chain(wave.jobs.iter().map(|j| j.job.clone()))
+                        .collect(),
+                    instances: wave.services.iter().map(|s| s.actions.len()).sum::<usize>()
+                        + wave.jobs.len(),
                 });
-                let ok = parallel(&wave.services, |sa| self.run_service(sa));
+                let steps: Vec<Step<'_>> = wave
+                    .services
+                    .iter()
+                    .map(Step::Service)
+                    .chain(wave.jobs.iter().map(Step::Job))
+                    .collect();
+                let ok = parallel(&steps, |step| match step {
+                    Step::Service(sa) => self.run_service(sa),
+                    Step::Job(ja) => self.run_job(ja),
+                });
                 if !ok || self.stopping() {
                     return;
                 }
@@ -1530,7 +1812,10 @@ impl Run<'_> {
                 self.audit(
                     format!("wave {}.{}", phase.phase, wave.wave),
                     AuditOutcome::Ok,
-                    json!({"services": wave.services.iter().map(|s| &s.service).collect::<Vec<_>>()}),
+                    json!({
+                        "services": wave.services.iter().map(|s| &s.service).collect::<Vec<_>>(),
+                        "jobs": wave.jobs.iter().map(|j| &j.instance).collect::<Vec<_>>(),
+                    }),
                 );
             }
         }
@@ -1628,6 +1913,13 @@ pub fn preview(
     scope: &Scope,
     parallelism: usize,
 ) -> Result<Decision, EngineError> {
+    let with_runs;
+    let desired = if desired.jobs.is_empty() {
+        desired
+    } else {
+        with_runs = engine.with_job_runs(desired)?;
+        &with_runs
+    };
     let observed = engine.observe(&desired.fleet, Some(desired), 1, parallelism)?;
     Ok(decide(desired, &observed, scope))
 }

@@ -59,10 +59,11 @@ pub mod status;
 
 pub use decide::{Decision, DiffLine, ObservedUnit};
 pub use desired::{
-    Desired, DesiredUnit, RevisionDoc, RevisionKind, Scope, ServiceInfo, fingerprint, sha256_hex,
+    Desired, DesiredUnit, JobLast, RevisionDoc, RevisionKind, Scope, ServiceInfo, fingerprint,
+    latest_job_runs, sha256_hex,
 };
 pub use error::EngineError;
 pub use events::{Event, EventSink};
 pub use exec::{ApplyOptions, ApplyOutcome, ApplyReport, Engine, Failure, preview};
 pub use lock::LockGuard;
-pub use status::{ExtraUnit, InstanceStatus, StatusReport};
+pub use status::{ExtraUnit, InstanceStatus, JobStatus, StatusReport};

@@ -65,8 +65,11 @@ pub struct StatusReport {
     pub instances: Vec<InstanceStatus>,
     /// Units that run but are not desired.
     pub extra: Vec<ExtraUnit>,
-    /// Whether observed equals desired (no drift, nothing extra).
+    /// Whether observed equals desired (no drift, nothing extra, every job's last run
+    /// succeeded with its current inputs).
     pub in_sync: bool,
+    /// Every job of the spec (enabled), with its latest run ([`add_jobs`]).
+    pub jobs: Vec<JobStatus>,
 }
 
 /// The state word of a unit state: `running`, `stopped` or `failed`.
@@ -212,6 +215,7 @@ pub fn status(desired: &Desired, observed: &[ObservedUnit], revision: Option<u64
             let reason = match desired.services.get(&u.status.service) {
                 None => "service not in the spec",
                 Some(s) if !s.enabled => "service disabled",
+                Some(s) if s.job.is_some() => "job unit (a run in progress, or left over)",
                 Some(_) => "instance not desired",
             };
             extra.push(ExtraUnit {
@@ -231,5 +235,86 @@ pub fn status(desired: &Desired, observed: &[ObservedUnit], revision: Option<u64
         instances,
         extra,
         in_sync,
+        jobs: Vec::new(),
+    }
+}
+
+/// A one-shot job's latest run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job: String,
+    /// Its instance.
+    pub instance: String,
+    /// `succeeded`, `failed`, `timed-out`, or `never-run`.
+    pub state: String,
+    /// The revision of its latest run.
+    pub revision: Option<u64>,
+    /// Exit code of that run's last attempt.
+    pub exit_code: Option<i64>,
+    /// Attempts that run made.
+    pub attempts: u32,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// How it ended, for people.
+    pub detail: Option<String>,
+    /// When it was recorded (RFC 3339).
+    pub finished_at: Option<String>,
+    /// Whether its latest run ran the job's current inputs (its fingerprint).
+    pub current: bool,
+    /// Why the next apply runs it, if it does.
+    pub next_apply: Option<String>,
+    /// The tail of that run's output.
+    pub output: String,
+}
+
+/// Adds every enabled job of `desired` with its latest run among `runs` (the store's job runs
+/// of the fleet) to `report`; a job that the next apply would run is drift.
+pub fn add_jobs(
+    report: &mut StatusReport,
+    desired: &Desired,
+    runs: &[phoenix_state::JobRunRecord],
+) {
+    let desired = desired.clone().with_job_runs(runs);
+    for (instance, unit) in &desired.jobs {
+        let latest = runs
+            .iter()
+            .filter(|r| r.run.instance == *instance)
+            .max_by_key(|r| r.run.revision.0);
+        let next_apply = crate::decide::job_reason(&desired, unit);
+        let st = match latest {
+            Some(r) => JobStatus {
+                job: unit.service.clone(),
+                instance: instance.clone(),
+                state: r.run.outcome.as_str().into(),
+                revision: Some(r.run.revision.0),
+                exit_code: r.run.exit_code,
+                attempts: r.run.attempts,
+                duration_ms: r.run.duration_ms,
+                detail: Some(r.run.detail.clone()),
+                finished_at: Some(r.recorded_at.to_string()),
+                current: r.run.fingerprint == unit.fingerprint,
+                next_apply,
+                output: r.run.output.clone(),
+            },
+            None => JobStatus {
+                job: unit.service.clone(),
+                instance: instance.clone(),
+                state: "never-run".into(),
+                revision: None,
+                exit_code: None,
+                attempts: 0,
+                duration_ms: 0,
+                detail: None,
+                finished_at: None,
+                current: false,
+                next_apply,
+                output: String::new(),
+            },
+        };
+        if st.next_apply.is_some() {
+            report.in_sync = false;
+        }
+        report.jobs.push(st);
     }
 }

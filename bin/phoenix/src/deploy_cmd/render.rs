@@ -168,6 +168,65 @@ impl Progress {
             Event::InstanceRestored { instance, detail } => {
                 self.line(format!("  restored {instance}: {detail}"));
             }
+            Event::JobStarted {
+                unit, attempt, of, ..
+            } => {
+                let text = if *of > 1 {
+                    format!("  job {unit}: attempt {attempt} of {of}")
+                } else {
+                    format!("  job {unit}: running")
+                };
+                match &self.mode {
+                    Mode::Bars { bar, .. } => {
+                        if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
+                            b.set_message(text.trim().to_string());
+                        }
+                    }
+                    _ => self.line(text),
+                }
+            }
+            Event::JobAttemptFailed {
+                instance,
+                attempt,
+                reason,
+                retry_in_ms,
+                ..
+            } => {
+                if let Some(ms) = retry_in_ms {
+                    self.line(format!(
+                        "  job {instance}: attempt {attempt} failed ({reason}); retrying in {ms} ms"
+                    ));
+                }
+            }
+            Event::JobFinished {
+                instance,
+                outcome,
+                attempts,
+                ms,
+                detail,
+                ..
+            } => {
+                let tries = if *attempts > 1 {
+                    format!(", {attempts} attempts")
+                } else {
+                    String::new()
+                };
+                if outcome == "succeeded" {
+                    match &self.mode {
+                        Mode::Bars { bar, .. } => {
+                            if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
+                                b.inc(1);
+                                b.set_message(format!("job {instance} succeeded"));
+                            }
+                        }
+                        _ => self.line(format!(
+                            "  ok job {instance} succeeded after {ms} ms{tries}"
+                        )),
+                    }
+                } else {
+                    self.line(format!("  job {instance} {outcome}: {detail}{tries}"));
+                }
+            }
             Event::Warning { message } => self.line(format!("warning: {message}")),
             Event::Finished { .. } => {}
         }
@@ -412,6 +471,7 @@ pub(super) fn status_table(r: &StatusReport, destroyed: bool) -> String {
             &rows,
         ));
     }
+    out.push_str(&jobs_table(r));
     if !r.extra.is_empty() {
         out.push_str("\nextra units (not desired):\n");
         let rows: Vec<Vec<String>> = r
@@ -509,6 +569,97 @@ pub(super) fn history_table(revisions: &[Revision], records: &[AuditRecord]) -> 
         out.push_str(&table(&["SEQ", "AT", "REV", "STEP", "OUTCOME"], &rows));
     }
     out
+}
+
+/// The runs of one-shot jobs, by revision, for `history`.
+pub(super) fn history_jobs_table(runs: &[phoenix_state::JobRunRecord]) -> String {
+    if runs.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<&phoenix_state::JobRunRecord> = runs.iter().collect();
+    sorted.sort_by_key(|r| (r.run.revision.0, r.run.instance.clone()));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|r| {
+            vec![
+                format!("r{}", r.run.revision.0),
+                r.run.instance.clone(),
+                r.run.outcome.as_str().to_string(),
+                r.run
+                    .exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.run.attempts.to_string(),
+                format!("{} ms", r.run.duration_ms),
+                r.run.detail.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "
+jobs:
+{}",
+        table(
+            &[
+                "REV", "JOB", "OUTCOME", "EXIT", "ATTEMPTS", "TOOK", "DETAIL"
+            ],
+            &rows
+        )
+    )
+}
+
+/// One job run as JSON (`history -o json`, per revision).
+pub(super) fn job_run_json(r: &phoenix_state::JobRunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "job": r.run.job, "instance": r.run.instance, "revision": r.run.revision.0,
+        "outcome": r.run.outcome.as_str(), "exit_code": r.run.exit_code,
+        "attempts": r.run.attempts, "duration_ms": r.run.duration_ms, "detail": r.run.detail,
+        "fingerprint": r.run.fingerprint, "finished_at": r.recorded_at.to_string(),
+        "output": r.run.output,
+    })
+}
+
+/// The jobs part of the status table.
+fn jobs_table(r: &StatusReport) -> String {
+    if r.jobs.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = r
+        .jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job.clone(),
+                j.instance.clone(),
+                j.state.clone(),
+                j.revision
+                    .map(|n| format!("r{n}"))
+                    .unwrap_or_else(|| "-".into()),
+                j.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                j.attempts.to_string(),
+                j.next_apply.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    format!(
+        "
+jobs:
+{}",
+        table(
+            &[
+                "JOB",
+                "INSTANCE",
+                "LAST RUN",
+                "REVISION",
+                "EXIT",
+                "ATTEMPTS",
+                "NEXT APPLY RUNS IT"
+            ],
+            &rows
+        )
+    )
 }
 
 /// What `history --verify` proved, for people.

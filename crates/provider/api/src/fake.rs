@@ -44,6 +44,10 @@ struct State {
     snapshots: BTreeMap<(String, String, String), Vec<String>>,
     calls: Vec<Call>,
     unreachable: bool,
+    /// Per instance: how its next starts end (`Some(code)`: exited at once; `None`: runs on).
+    exits: BTreeMap<String, std::collections::VecDeque<Option<i32>>>,
+    /// Per instance: what [`Provider::output_tail`] reports.
+    outputs: BTreeMap<String, String>,
 }
 
 /// An in-memory provider. Units are healthy unless [`FakeProvider::set_healthy`] says
@@ -140,6 +144,22 @@ impl FakeProvider {
             .remove(&(fleet.to_string(), unit_id.to_string()));
     }
 
+    /// Scripts how the next starts of `instance`'s units end, one entry per start: `Some(code)`
+    /// makes the unit exit with `code` at once (a one-shot job's run), `None` keeps it
+    /// running. Once the script is used up, units run on.
+    pub fn script_exits(&self, instance: &str, exits: impl IntoIterator<Item = Option<i32>>) {
+        self.lock()
+            .exits
+            .insert(instance.to_string(), exits.into_iter().collect());
+    }
+
+    /// Sets what [`Provider::output_tail`] reports for the units of `instance`.
+    pub fn set_output(&self, instance: &str, output: &str) {
+        self.lock()
+            .outputs
+            .insert(instance.to_string(), output.to_string());
+    }
+
     /// The calls made so far.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -173,12 +193,21 @@ impl Provider for FakeProvider {
             });
         }
         let pid = s.next_pid;
+        let scripted = s
+            .exits
+            .get_mut(&spec.instance)
+            .and_then(std::collections::VecDeque::pop_front)
+            .flatten();
+        let (state, pid) = match scripted {
+            Some(code) => (UnitState::Exited(code), None),
+            None => (UnitState::Running, Some(pid)),
+        };
         if let Some(u) = s.units.get_mut(&key) {
             if u.state.is_running() {
                 return Ok(u.clone());
             }
-            u.state = UnitState::Running;
-            u.pid = Some(pid);
+            u.state = state;
+            u.pid = pid;
             let u = u.clone();
             s.next_pid += 1;
             s.calls.push(Call::Start(id));
@@ -197,8 +226,8 @@ impl Provider for FakeProvider {
             instance: spec.instance.clone(),
             revision: spec.revision,
             site: spec.site.clone(),
-            state: UnitState::Running,
-            pid: Some(pid),
+            state,
+            pid,
             handle: None,
             ports,
             data_dir: PathBuf::from(format!("/fake/{}/{}/data", spec.fleet, spec.instance)),
@@ -289,6 +318,16 @@ impl Provider for FakeProvider {
 
     fn log_paths(&self, _fleet: &str, _selector: &str) -> Result<Vec<PathBuf>> {
         Ok(Vec::new())
+    }
+
+    fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+        let s = self.lock();
+        let text = s.outputs.get(&unit.instance).cloned().unwrap_or_default();
+        let mut start = text.len().saturating_sub(max_bytes);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        Ok(text[start..].to_string())
     }
 }
 

@@ -598,6 +598,19 @@ pub trait Provider: Send + Sync {
     /// # Errors
     /// [`ProviderError::Io`] when the log directory cannot be read.
     fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>>;
+
+    /// The last `max_bytes` of what the unit wrote (stdout, then stderr, as its log files hold
+    /// them), for a one-shot job's record once it has exited. Lossy UTF-8.
+    ///
+    /// The default reads the tails of the files the unit's status names (`UnitStatus::logs`)
+    /// on this host, which is where the local provider keeps them; a provider whose log files
+    /// live elsewhere overrides it (or reports nothing).
+    ///
+    /// # Errors
+    /// [`ProviderError::Io`] when a named log file cannot be read.
+    fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+        logs::tail_of_files(&unit.logs, max_bytes)
+    }
 }
 
 /// Implements [`Provider`] for a pointer type by forwarding every method, defaults included,
@@ -649,6 +662,9 @@ macro_rules! forward_provider {
             }
             fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
                 (**self).log_paths(fleet, selector)
+            }
+            fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+                (**self).output_tail(unit, max_bytes)
             }
         }
     )*};

@@ -19,6 +19,38 @@ pub fn selector_matches(selector: &str, instance: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The last `max_bytes` of the files at `paths`, one after another (lossy UTF-8, cut at a
+/// character boundary). Only each file's tail is read, so a huge log costs `max_bytes`.
+///
+/// # Errors
+/// [`crate::ProviderError::Io`] for a file that cannot be opened or read.
+pub fn tail_of_files(paths: &[PathBuf], max_bytes: usize) -> crate::Result<String> {
+    let mut out: Vec<u8> = Vec::new();
+    for path in paths {
+        let io = |cause| crate::ProviderError::Io {
+            step: "read log",
+            path: path.clone(),
+            cause,
+        };
+        let mut f = File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let want = u64::try_from(max_bytes).unwrap_or(u64::MAX).min(len);
+        f.seek(SeekFrom::Start(len - want)).map_err(io)?;
+        let mut buf = Vec::new();
+        f.take(want).read_to_end(&mut buf).map_err(io)?;
+        out.extend_from_slice(&buf);
+        if out.len() > max_bytes {
+            out.drain(..out.len() - max_bytes);
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let mut start = text.len().saturating_sub(max_bytes);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    Ok(text[start..].to_string())
+}
+
 /// Writes the content of every file `paths()` returns to `out`, each line prefixed with the
 /// file's stem (the unit id for the local provider). With `follow`, keeps polling for new lines
 /// and new files (a new revision's unit) every `poll` until `stop()` returns true; a file that

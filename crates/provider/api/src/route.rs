@@ -333,6 +333,13 @@ impl Provider for Router {
         self.first_ok(instance, |p| p.restore(fleet, instance, tag))
     }
 
+    fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+        match self.candidates(&unit.unit_id).first() {
+            Some(index) => self.providers[*index].output_tail(unit, max_bytes),
+            None => Ok(String::new()),
+        }
+    }
+
     fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
         let mut all = Vec::new();
         for p in &self.providers {

@@ -1,0 +1,277 @@
+//! One-shot jobs (`jobs:`) end to end: the real binary, the local provider and real processes.
+//! A job that succeeds before the service that depends on it, one that fails (the wave fails,
+//! the previous revision keeps running), one that times out, one that succeeds on retry, a job
+//! not run again while its inputs are unchanged and run again when its command changes, and
+//! `phoenix run-job` with and without `--yes`. Every test destroys what it started (also when
+//! it fails, through [`Fleet`]'s `Drop`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+
+/// A fleet spec in a temp dir with its own state dir and operator key; destroyed on drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+/// An HTTP service `web` that serves only when `MARKER` (in the test's dir) exists, i.e. after
+/// the job that writes it ran.
+fn web(dir: &Path, version: &str) -> String {
+    format!(
+        "  - name: web\n    command: [sh, -c, 'test -f {m} && exec python3 -m http.server \"$0\" --bind 127.0.0.1', '${{port}}']\n    env: {{ VERSION: '{version}' }}\n    ports: [port]\n    depends_on: [migrate]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 10s, interval: 50ms }}\n    stop_grace: 2s\n",
+        m = dir.join("MARKER").display()
+    )
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Fleet {
+            dir: tempfile::Builder::new().prefix("pxjob").tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `fleet.yaml` with `services` and the jobs `jobs`.
+    fn write(&self, services: &str, jobs: &str) {
+        let yaml = format!(
+            "phoenix: 1\nname: jobs\nsites:\n  - name: local\n    tier: core\n    capacity: {{ cpu: 64, memory: 64Gi, storage: 100G }}\nservices:\n{services}jobs:\n{jobs}"
+        );
+        std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
+    }
+
+    /// A job `migrate` that appends a line to `RUNS` and writes `MARKER`, then runs `then`.
+    fn migrate(&self, then: &str, extra: &str) -> String {
+        format!(
+            "  - name: migrate\n    command: [sh, -c, 'echo \"migrating $PHX_V\"; echo run >> {runs}; touch {marker}; {then}']\n    env: {{ PHX_V: v1 }}\n{extra}",
+            runs = self.path("RUNS").display(),
+            marker = self.path("MARKER").display()
+        )
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.path("RUNS"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.path("s"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_remove("PHOENIX_STATE_URL")
+            .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"))
+            .output()
+            .unwrap()
+    }
+
+    fn expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "phoenix {args:?}:\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn status(&self) -> Value {
+        let out = self.expect(&["status", "fleet.yaml", "-o", "json"], 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn job(&self) -> Value {
+        let st = self.status();
+        let jobs = st["jobs"].as_array().expect("a jobs array").clone();
+        assert_eq!(jobs.len(), 1, "{st:#}");
+        jobs[0].clone()
+    }
+
+    /// `(instance, state, healthy, revision)` of every desired instance.
+    fn instances(&self) -> Vec<(String, String, bool, u64)> {
+        self.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["instance"].as_str().unwrap().to_string(),
+                    i["state"].as_str().unwrap().to_string(),
+                    i["healthy"].as_bool().unwrap(),
+                    i["revision"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.run(&["destroy", "fleet.yaml", "--yes"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_job_runs_before_its_service_once_per_change_and_on_request() {
+    let f = Fleet::new();
+    f.write(&web(f.dir.path(), "1"), &f.migrate("true", ""));
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    assert_eq!(f.runs(), 1);
+    assert_eq!(
+        f.instances(),
+        [("web-0".into(), "running".into(), true, 1)],
+        "web started after the job wrote its marker"
+    );
+    let job = f.job();
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["exit_code"], 0);
+    assert_eq!(job["revision"], 1);
+    assert_eq!(job["current"], true);
+    assert!(job["next_apply"].is_null());
+    assert!(
+        job["output"].as_str().unwrap().contains("migrating v1"),
+        "{job:#}"
+    );
+
+    // Unchanged: nothing to do, and the job does not run again.
+    let again = f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    assert!(
+        text(&again).contains("everything runs as desired"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(f.runs(), 1);
+    f.expect(&["status", "fleet.yaml", "--detailed-exitcode"], 0);
+
+    // A changed command runs it again (and only it: web is unchanged).
+    f.write(&web(f.dir.path(), "1"), &f.migrate("echo v2", ""));
+    f.expect(&["status", "fleet.yaml", "--detailed-exitcode"], 2);
+    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    assert!(
+        text(&out).contains("run job"),
+        "the diff names the job: {}",
+        text(&out)
+    );
+    assert_eq!(f.runs(), 2);
+    assert_eq!(f.instances()[0].3, 1, "web still runs revision 1");
+    assert_eq!(f.job()["revision"], 2);
+
+    // run-job asks first: without a terminal and without --yes it refuses with exit 2.
+    let refused = f.expect(&["run-job", "fleet.yaml", "migrate"], 2);
+    assert!(text(&refused).contains("--yes"), "{}", text(&refused));
+    assert_eq!(f.runs(), 2);
+    f.expect(&["run-job", "fleet.yaml", "migrate", "--yes"], 0);
+    assert_eq!(f.runs(), 3, "run-job runs it although nothing changed");
+    assert_eq!(f.job()["revision"], 3);
+    let not_a_job = f.expect(&["run-job", "fleet.yaml", "web", "--yes"], 1);
+    assert!(
+        text(&not_a_job).contains("is a service, not a job"),
+        "{}",
+        text(&not_a_job)
+    );
+
+    // History and logs show the runs and their output.
+    let history = f.expect(&["history", "fleet.yaml"], 0);
+    assert!(text(&history).contains("migrate-0"), "{}", text(&history));
+    let hj: Value =
+        serde_json::from_slice(&f.expect(&["history", "fleet.yaml", "-o", "json"], 0).stdout)
+            .unwrap();
+    let revs = hj["revisions"].as_array().unwrap();
+    assert_eq!(revs[0]["jobs"][0]["outcome"], "succeeded", "{hj:#}");
+    let logs = f.expect(&["logs", "migrate"], 0);
+    assert!(text(&logs).contains("migrating v1"), "{}", text(&logs));
+}
+
+#[test]
+fn a_failed_job_fails_the_wave_and_the_previous_revision_keeps_running() {
+    let f = Fleet::new();
+    f.write(&web(f.dir.path(), "1"), &f.migrate("true", ""));
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    // Revision 2 changes both; its migration fails, so web's new revision never starts.
+    f.write(
+        &web(f.dir.path(), "2"),
+        &f.migrate("echo relation exists >&2; exit 3", ""),
+    );
+    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
+    assert!(text(&out).contains("exited with code 3"), "{}", text(&out));
+    assert_eq!(f.instances(), [("web-0".into(), "running".into(), true, 1)]);
+    let job = f.job();
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["exit_code"], 3);
+    assert!(
+        job["output"].as_str().unwrap().contains("relation exists"),
+        "{job:#}"
+    );
+    assert!(
+        job["next_apply"].as_str().unwrap().contains("failed"),
+        "{job:#}"
+    );
+}
+
+#[test]
+fn a_job_past_its_timeout_is_stopped_and_fails() {
+    let f = Fleet::new();
+    f.write(
+        &web(f.dir.path(), "1"),
+        &f.migrate(
+            "exec sleep 60",
+            "    timeout: 700ms\n    stop_grace: 200ms\n",
+        ),
+    );
+    let started = Instant::now();
+    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        text(&out).contains("timed out after 700ms"),
+        "{}",
+        text(&out)
+    );
+    let job = f.job();
+    assert_eq!(job["state"], "timed-out", "{job:#}");
+    assert_eq!(
+        f.status()["extra"].as_array().unwrap().len(),
+        0,
+        "the job's unit is gone"
+    );
+}
+
+#[test]
+fn a_job_that_fails_once_succeeds_on_retry() {
+    let f = Fleet::new();
+    let flag = f.path("FIRST_DONE");
+    let then = format!(
+        "if [ -f {0} ]; then exit 0; else touch {0}; exit 1; fi",
+        flag.display()
+    );
+    f.write(
+        &web(f.dir.path(), "1"),
+        &f.migrate(&then, "    retries: 2\n    backoff: 100ms\n"),
+    );
+    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    assert!(text(&out).contains("retrying in 100 ms"), "{}", text(&out));
+    assert_eq!(f.runs(), 2);
+    let job = f.job();
+    assert_eq!(
+        (job["state"].as_str(), job["attempts"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+    assert_eq!(f.instances()[0].1, "running");
+}
