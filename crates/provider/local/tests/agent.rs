@@ -416,3 +416,28 @@ fn a_provider_that_does_not_start_agents_lists_from_the_table() {
     assert!(observer.request(&Request::Ping).is_err());
     assert_eq!(fx.agent_pid(), None, "an agent was started");
 }
+
+/// What a one-shot job needs of the provider: a unit under `restart: never` that exits is
+/// listed as `exited(code)` (not restarted), its output tail can be read after the exit, and a
+/// stop removes it.
+#[test]
+fn an_exited_unit_under_never_reports_its_code_and_output_until_stopped() {
+    let fx = LocalFixture::new();
+    let p = fx.local();
+    let spec = shell("f", "job-0", 1, "echo line one; echo oops >&2; exit 3")
+        .with_restart(RestartPolicy::Never);
+    let st = p.start(&spec).unwrap();
+    let done = wait_for("the exit reported", WAIT, || {
+        find(&p, "f", &st.unit_id).filter(|u| !u.state.is_running())
+    });
+    assert_eq!(done.state, UnitState::Exited(3));
+    std::thread::sleep(Duration::from_millis(300));
+    let still = find(&p, "f", &st.unit_id).unwrap();
+    assert_eq!((still.state, still.restarts), (UnitState::Exited(3), 0));
+    let out = p.output_tail(&still, 64 * 1024).unwrap();
+    assert!(out.contains("line one") && out.contains("oops"), "{out:?}");
+    let tail = p.output_tail(&still, 8).unwrap();
+    assert!(tail.len() <= 8, "{tail:?}");
+    p.stop("f", &st.unit_id, Duration::from_secs(1)).unwrap();
+    assert!(find(&p, "f", &st.unit_id).is_none());
+}
