@@ -82,6 +82,7 @@ fn table_and_dot_show_jobs() {
     let p = plan();
     let table = phoenix_plan::render::table(&p);
     assert!(table.contains("wave 2: migrate (job)"), "{table}");
+    assert!(table.contains("phase 1: 2 services and 3 jobs"), "{table}");
     let dot = phoenix_plan::render::dot(&p);
     assert!(
         dot.contains("\"backup\" [label=\"backup\\njob · wave 1 · retries 2\\nhook: before migrate\", shape=folder"),

@@ -218,12 +218,11 @@ fn validators(plan: &Plan) -> String {
 fn phases(plan: &Plan) -> String {
     let mut out = String::new();
     for p in &plan.phases {
-        let services: usize = p.waves.iter().map(Vec::len).sum();
         let _ = writeln!(
             out,
             "### Phase {}\n\n{}, {}; {} online.\n",
             p.phase,
-            count(services, "service"),
+            super::phase_members(plan, &p.waves),
             phase_demand(&p.demand),
             count(p.sites_online, "site")
         );

@@ -95,6 +95,21 @@ impl Grid {
     }
 }
 
+/// `3 services` or `2 services and 1 job`: what the waves of a phase hold.
+fn phase_members(plan: &Plan, waves: &[Vec<String>]) -> String {
+    let all = waves.iter().flatten();
+    let jobs = all
+        .clone()
+        .filter(|n| plan.services.get(*n).is_some_and(|s| s.job.is_some()))
+        .count();
+    let services = all.count() - jobs;
+    if jobs == 0 {
+        count(services, "service")
+    } else {
+        format!("{} and {}", count(services, "service"), count(jobs, "job"))
+    }
+}
+
 /// The names of a wave, a job's marked `name (job)`.
 fn wave_names(plan: &Plan, wave: &[String]) -> Vec<String> {
     wave.iter()

@@ -82,12 +82,11 @@ fn totals(plan: &Plan) -> String {
 fn phases(plan: &Plan) -> String {
     let mut out = String::new();
     for p in &plan.phases {
-        let services: usize = p.waves.iter().map(Vec::len).sum();
         let _ = writeln!(
             out,
             "  phase {}: {}, {}; {} online",
             p.phase,
-            count(services, "service"),
+            super::phase_members(plan, &p.waves),
             phase_demand(&p.demand),
             count(p.sites_online, "site")
         );
