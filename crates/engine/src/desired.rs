@@ -558,6 +558,39 @@ impl RevisionDoc {
 mod tests {
     use super::*;
 
+    fn fleet(db: &str, backup: &str) -> Fleet {
+        let yaml = format!(
+            "phoenix: 1\nname: f\nsites: [{{name: l, tier: core, capacity: {{cpu: 8, memory: 8Gi, storage: 8G}}}}]\nservices:\n  - {{name: db, command: [{db}]}}\n  - {{name: web, command: [web]}}\njobs:\n  - {{name: backup, command: [{backup}], hook: {{before: db}}}}\n  - {{name: seed, command: [seed], depends_on: [db]}}\n"
+        );
+        phoenix_spec::parse_sources(&[("f.yaml".into(), yaml)], None).unwrap()
+    }
+
+    fn fps(f: &Fleet) -> (String, String) {
+        let d = Desired::new(f, &phoenix_plan::plan(f)).unwrap();
+        assert!(
+            !d.units.contains_key("backup-0"),
+            "jobs are apart from units"
+        );
+        (
+            d.jobs["backup-0"].fingerprint.clone(),
+            d.jobs["seed-0"].fingerprint.clone(),
+        )
+    }
+
+    #[test]
+    fn a_hook_fingerprint_follows_its_target_and_a_plain_job_only_itself() {
+        let (backup, seed) = fps(&fleet("db", "dump"));
+        assert_eq!(fps(&fleet("db", "dump")), (backup.clone(), seed.clone()));
+        let (backup2, seed2) = fps(&fleet("db, '--v2'", "dump"));
+        assert_ne!(backup2, backup, "db changed: the hook runs again");
+        assert_eq!(
+            seed2, seed,
+            "a dependency is not a hook: seed's inputs did not change"
+        );
+        let (backup3, _) = fps(&fleet("db", "dump, '-Fc'"));
+        assert_ne!(backup3, backup);
+    }
+
     #[test]
     fn fingerprint_ignores_revision_only() {
         let a = UnitSpec::new("f", "web", "web-0", 1).with_command(["x"]);
