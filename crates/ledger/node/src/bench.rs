@@ -150,7 +150,7 @@ pub async fn hashes(api: &str, to: u64) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -201,21 +201,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
                 s.spawn(move || {
                     chunk
                         .iter()
-                        .map(|k| {
-                            let mut p = Presigned {
-                                bytes: Vec::with_capacity(per_account * 300),
-                                txs: Vec::with_capacity(per_account),
-                            };
-                            for n in 0..per_account as u64 {
-                                let tx = sign_audit(k, n);
-                                let b = tx.encode();
-                                let start = p.bytes.len();
-                                p.bytes.extend_from_slice(&(b.len() as u32).to_be_bytes());
-                                p.bytes.extend_from_slice(&b);
-                                p.txs.push((start, p.bytes.len(), tx.hash()));
-                            }
-                            p
-                        })
+                        .map(|k| Presigned::sign(k, per_account, sign_audit))
                         .collect::<Vec<_>>()
                 })
             })
@@ -265,7 +251,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
 
 /// A process's peak resident set (`VmHWM` in `/proc/PID/status`), in MiB; `None` where there is
 /// no procfs.
-fn peak_rss_mb(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_mb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
@@ -278,7 +264,7 @@ fn peak_rss_mb(pid: u32) -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
+pub(crate) fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
     TxBody {
         chain_id: "phoenix-bench".into(),
         signer: k.public(),
@@ -301,9 +287,44 @@ fn sign_audit(k: &Keypair, nonce: u64) -> Transaction {
 
 /// One account's pre-signed transactions: length-prefixed bytes, and each one's byte range and
 /// hash.
-struct Presigned {
+pub(crate) struct Presigned {
     bytes: Vec<u8>,
     txs: Vec<(usize, usize, Hash)>,
+}
+
+impl Presigned {
+    /// Signs `count` transactions `make(k, 0..count)`, encoded and hashed.
+    pub(crate) fn sign(k: &Keypair, count: usize, make: fn(&Keypair, u64) -> Transaction) -> Self {
+        let mut p = Presigned {
+            bytes: Vec::with_capacity(count * 300),
+            txs: Vec::with_capacity(count),
+        };
+        for n in 0..count as u64 {
+            let tx = make(k, n);
+            let b = tx.encode();
+            let start = p.bytes.len();
+            p.bytes.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            p.bytes.extend_from_slice(&b);
+            p.txs.push((start, p.bytes.len(), tx.hash()));
+        }
+        p
+    }
+
+    /// Transaction `i`, length-prefixed as `POST /v1/txs` takes it.
+    pub(crate) fn tx(&self, i: usize) -> &[u8] {
+        let (s, e, _) = self.txs[i];
+        &self.bytes[s..e]
+    }
+
+    /// Transaction `i`'s hash.
+    pub(crate) fn hash(&self, i: usize) -> Hash {
+        self.txs[i].2
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        self.txs.len()
+    }
 }
 
 async fn drive(

@@ -149,6 +149,11 @@ pub enum LedgerCommand {
     },
     /// Start N validators as separate processes on loopback, drive signed transactions, report.
     Bench(crate::bench::BenchArgs),
+    /// Start N validators and a read replica following them as separate processes on
+    /// loopback, fill the state with audit records, then measure replica queries
+    /// (`/v1/state`, `/v1/tx`) from concurrent clients while the validators commit a fixed
+    /// rate; report.
+    BenchReplica(crate::bench_replica::BenchReplicaArgs),
     /// Fetch a proof from a node and write it to a file (it is checked by `verify-proof`).
     Prove {
         /// What to prove.
@@ -714,6 +719,7 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             block_on(submit_tx(api, key, nonce, chain_id, wait, dry_run, op))
         }
         LedgerCommand::Bench(args) => crate::bench::run_bench(args),
+        LedgerCommand::BenchReplica(args) => crate::bench_replica::run_bench_replica(args),
         LedgerCommand::Prove { what } => block_on(prove(what)),
         LedgerCommand::VerifyProof {
             file,

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bench_replica;
 pub mod block;
 pub mod cli;
 pub mod config;
