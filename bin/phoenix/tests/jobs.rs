@@ -275,3 +275,46 @@ fn a_job_that_fails_once_succeeds_on_retry() {
     );
     assert_eq!(f.instances()[0].1, "running");
 }
+
+#[test]
+fn a_backup_hook_runs_before_the_migration_and_again_when_it_changes() {
+    let f = Fleet::new();
+    let order = f.path("ORDER");
+    let backup = format!(
+        "  - name: backup\n    command: [sh, -c, 'echo backup >> {}']\n    hook: {{ before: migrate }}\n",
+        order.display()
+    );
+    let migrate = |v: &str| {
+        format!(
+            "{}    depends_on: []\n",
+            f.migrate(&format!("echo migrate-{v} >> {}", order.display()), "")
+        )
+    };
+    f.write(
+        &web(f.dir.path(), "1"),
+        &format!("{}{backup}", migrate("1")),
+    );
+    let plan = Command::new(BIN)
+        .args(["plan", "fleet.yaml"])
+        .current_dir(f.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&plan).contains("wave 1: backup (job)"),
+        "{}",
+        text(&plan)
+    );
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    f.write(
+        &web(f.dir.path(), "1"),
+        &format!("{}{backup}", migrate("2")),
+    );
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    let lines: Vec<String> = std::fs::read_to_string(&order)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines, ["backup", "migrate-1", "backup", "migrate-2"]);
+}
