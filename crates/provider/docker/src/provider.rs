@@ -1050,6 +1050,12 @@ impl Provider for DockerProvider {
     fn log_paths(&self, fleet: &str, selector: &str) -> Result<Vec<PathBuf>> {
         self.copy_logs(fleet, selector)
     }
+
+    fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+        // The output lives in Docker: bring the copy on this host up to date first.
+        self.copy_logs(&unit.fleet, &unit.instance)?;
+        phoenix_provider_api::logs::tail_of_files(&unit.logs, max_bytes)
+    }
 }
 
 #[cfg(test)]
