@@ -318,3 +318,97 @@ fn a_backup_hook_runs_before_the_migration_and_again_when_it_changes() {
         .collect();
     assert_eq!(lines, ["backup", "migrate-1", "backup", "migrate-2"]);
 }
+
+/// Whether a Docker Engine answers and `/bin/busybox` (Debian busybox-static) is there to build
+/// a test image from; otherwise the test skips with the reason, unless
+/// `PHOENIX_REQUIRE_DOCKER=1` (CI sets it).
+fn docker_available() -> bool {
+    let up = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let busybox = Path::new("/bin/busybox").exists();
+    if !(up && busybox) {
+        let why = if up {
+            "no /bin/busybox (Debian busybox-static)"
+        } else {
+            "no Docker Engine answers"
+        };
+        assert!(
+            std::env::var("PHOENIX_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "PHOENIX_REQUIRE_DOCKER=1 but {why}"
+        );
+        eprintln!("skipped: {why}");
+    }
+    up && busybox
+}
+
+#[test]
+fn a_job_on_a_docker_site_runs_as_a_container_and_keeps_its_output() {
+    if !docker_available() {
+        return;
+    }
+    let f = Fleet::new();
+    let img = f.path("img");
+    std::fs::create_dir(&img).unwrap();
+    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
+    std::fs::write(
+        img.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let name = format!("jobsd-{}", std::process::id());
+    let spec = |code: u32| {
+        format!(
+            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices: []\njobs:\n  - name: seed\n    build: ./img\n    command: [sh, -c, 'echo seeding in a container; exit {code}']\n    stop_grace: 1s\n"
+        )
+    };
+    std::fs::write(f.path("fleet.yaml"), spec(0)).unwrap();
+    let cleanup = |f: &Fleet| {
+        let _ = f.run(&["destroy", "fleet.yaml", "--yes", "--purge"]);
+        let images = Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--filter",
+                &format!("reference=phoenix-build/{name}-*"),
+            ])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&images.stdout).lines() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+        let job = f.job();
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert!(
+            job["output"]
+                .as_str()
+                .unwrap()
+                .contains("seeding in a container"),
+            "{job:#}"
+        );
+        let left = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=phoenix.fleet={name}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "the job's container is removed");
+        std::fs::write(f.path("fleet.yaml"), spec(4)).unwrap();
+        let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
+        assert!(text(&out).contains("exited with code 4"), "{}", text(&out));
+        assert_eq!(f.job()["exit_code"], 4);
+    }));
+    cleanup(&f);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
