@@ -707,7 +707,11 @@ impl Engine {
             .set_revision_outcome(&lock.lease(), revision.number, stored)?;
         let message = match (&outcome, &report.failure) {
             (ApplyOutcome::Applied, _) => format!(
-                "revision r{rev} applied: {creates} created, {replaces} replaced, {removes} removed"
+                "revision r{rev} applied: {creates} created, {replaces} replaced, {removes} removed{}",
+                match report.decision.jobs().count() {
+                    0 => String::new(),
+                    n => format!(", {n} job(s) run"),
+                }
             ),
             (ApplyOutcome::Cancelled, None) => {
                 format!("revision r{rev} cancelled; the next apply converges from here")
