@@ -268,8 +268,12 @@ pub(super) fn report(r: &ApplyReport, format: RunFormat, what: &str) {
         ApplyOutcome::Declined => eprintln!("{what} cancelled; nothing was changed"),
         ApplyOutcome::Applied => {
             let _ = crate::print_out(&format!(
-                "{what} of fleet {}: revision {rev} applied ({c} created, {x} replaced, {d} removed)\n",
-                r.fleet
+                "{what} of fleet {}: revision {rev} applied ({c} created, {x} replaced, {d} removed{})\n",
+                r.fleet,
+                match r.decision.jobs().count() {
+                    0 => String::new(),
+                    n => format!(", {n} job(s) run"),
+                }
             ));
         }
         ApplyOutcome::Cancelled => eprintln!(
