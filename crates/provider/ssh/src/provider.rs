@@ -755,6 +755,22 @@ impl Provider for SshProvider {
         }
         self.fetch_logs(fleet, selector)
     }
+
+    fn output_tail(&self, unit: &UnitStatus, max_bytes: usize) -> Result<String> {
+        // The unit's log files are on the remote host: bring their copies here first, then
+        // read the tails of this unit's own (`<unit>.log`, ...).
+        let prefix = format!("{}.", unit.unit_id);
+        let paths: Vec<PathBuf> = self
+            .log_paths(&unit.fleet, &unit.instance)?
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .collect();
+        phoenix_provider_api::logs::tail_of_files(&paths, max_bytes)
+    }
 }
 
 #[cfg(test)]
