@@ -402,6 +402,14 @@ fn a_job_on_a_docker_site_runs_as_a_container_and_keeps_its_output() {
             .output()
             .unwrap();
         assert!(left.stdout.is_empty(), "the job's container is removed");
+        // Reading resolves no image, and still sees the job's inputs unchanged.
+        f.expect(&["status", "fleet.yaml", "--detailed-exitcode"], 0);
+        let again = f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+        assert!(
+            text(&again).contains("everything runs as desired"),
+            "{}",
+            text(&again)
+        );
         std::fs::write(f.path("fleet.yaml"), spec(4)).unwrap();
         let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
         assert!(text(&out).contains("exited with code 4"), "{}", text(&out));

@@ -591,10 +591,12 @@ pub fn job_reason(desired: &Desired, unit: &crate::desired::DesiredUnit) -> Opti
     }
     match desired.job_runs.get(&unit.instance) {
         None => Some("never run".into()),
-        Some(last) if last.fingerprint != unit.fingerprint => Some(format!(
-            "inputs changed since its run in r{}",
-            last.revision
-        )),
+        Some(last) if !crate::desired::same_job_inputs(&last.fingerprint, &unit.fingerprint) => {
+            Some(format!(
+                "inputs changed since its run in r{}",
+                last.revision
+            ))
+        }
         Some(last) if !last.succeeded => Some(format!(
             "its run in r{} {}",
             last.revision,

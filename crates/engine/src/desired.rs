@@ -155,13 +155,21 @@ impl Desired {
             if unit.spec.container.is_none() {
                 continue;
             }
-            let id = resolve(&unit.spec)?;
-            // A job's fingerprint may fold in a hook's target: extend it rather than recompute.
-            let text = format!("{} image={}", unit.fingerprint, id.as_deref().unwrap_or(""));
+            let Some(id) = resolve(&unit.spec)? else {
+                continue;
+            };
+            // A job's fingerprint may fold in a hook's target: extend it rather than recompute,
+            // as `<inputs>~<image>`, so that a reading command, which resolves no image, can
+            // still compare the inputs (see `same_job_inputs`).
+            let base = unit
+                .fingerprint
+                .split_once('~')
+                .map_or(unit.fingerprint.as_str(), |(b, _)| b)
+                .to_string();
+            unit.fingerprint = format!("{base}~{}", &sha256_hex(id.as_bytes())[..8]);
             if let Some(c) = unit.spec.container.as_mut() {
-                c.image_id = id;
+                c.image_id = Some(id);
             }
-            unit.fingerprint = sha256_hex(text.as_bytes())[..16].to_string();
         }
         Ok(())
     }
@@ -336,6 +344,14 @@ impl Desired {
         self.job_runs = latest_job_runs(runs);
         self
     }
+}
+
+/// Whether a job run recorded with fingerprint `recorded` ran the inputs `desired` has: the
+/// same fingerprint, or, when `desired` carries no pinned image (a reading command resolves
+/// none), the same inputs apart from the image.
+pub fn same_job_inputs(recorded: &str, desired: &str) -> bool {
+    recorded == desired
+        || (!desired.contains('~') && recorded.split_once('~').is_some_and(|(b, _)| b == desired))
 }
 
 /// The latest run of each job instance among `runs`: the highest revision.
@@ -589,6 +605,22 @@ mod tests {
         );
         let (backup3, _) = fps(&fleet("db", "dump, '-Fc'"));
         assert_ne!(backup3, backup);
+    }
+
+    #[test]
+    fn job_inputs_compare_without_the_image_only_when_none_is_pinned() {
+        assert!(same_job_inputs("abc", "abc"));
+        assert!(same_job_inputs("abc~1234", "abc~1234"));
+        assert!(
+            same_job_inputs("abc~1234", "abc"),
+            "a reading command pins no image"
+        );
+        assert!(
+            !same_job_inputs("abc~1234", "abc~9999"),
+            "a moved tag is a change"
+        );
+        assert!(!same_job_inputs("abd~1234", "abc"));
+        assert!(!same_job_inputs("abc", "abc~1234"));
     }
 
     #[test]

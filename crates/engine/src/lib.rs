@@ -60,7 +60,7 @@ pub mod status;
 pub use decide::{Decision, DiffLine, ObservedUnit};
 pub use desired::{
     Desired, DesiredUnit, JobLast, RevisionDoc, RevisionKind, Scope, ServiceInfo, fingerprint,
-    latest_job_runs, sha256_hex,
+    latest_job_runs, same_job_inputs, sha256_hex,
 };
 pub use error::EngineError;
 pub use events::{Event, EventSink};

@@ -293,7 +293,7 @@ pub fn add_jobs(
                 duration_ms: r.run.duration_ms,
                 detail: Some(r.run.detail.clone()),
                 finished_at: Some(r.recorded_at.to_string()),
-                current: r.run.fingerprint == unit.fingerprint,
+                current: crate::desired::same_job_inputs(&r.run.fingerprint, &unit.fingerprint),
                 next_apply,
                 output: r.run.output.clone(),
             },
