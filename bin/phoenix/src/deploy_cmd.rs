@@ -268,6 +268,19 @@ fn wire(
     allow_unreachable: bool,
     ledger: &crate::ledger_link::LedgerArgs,
 ) -> anyhow::Result<Wired> {
+    let actor = phoenix_state::LockOwner::this_process("apply").who;
+    wire_as(state, fleet, allow_unreachable, ledger, actor)
+}
+
+/// [`wire`] for `actor`, who is named in the lock and in every audit record (`phoenix serve`
+/// passes the token's name).
+fn wire_as(
+    state: &StateArgs,
+    fleet: &phoenix_spec::Fleet,
+    allow_unreachable: bool,
+    ledger: &crate::ledger_link::LedgerArgs,
+    actor: String,
+) -> anyhow::Result<Wired> {
     let store: Arc<dyn StateStore> = Arc::from(
         phoenix_state::open(&state.state_dir, state.state_url.as_deref())
             .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?,
@@ -280,7 +293,6 @@ fn wire(
         allow_unreachable,
         false,
     )?);
-    let actor = phoenix_state::LockOwner::this_process("apply").who;
     let chain = crate::audit_cmd::open_chain(
         store.clone(),
         &state.state_dir,
@@ -680,9 +692,40 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         args.change.allow_unreachable,
         &args.change.ledger,
     )?;
-    let revisions = w.store.list_revisions(&fleet.name)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
-    let target = rollback::rollback_target(&fleet.name, &revisions, to, args.force)?;
+    let step = rollback_step(&w, &fleet, to, args.force)?;
+    if args.change.output == RunFormat::Table {
+        eprintln!("Rolling fleet {} back to revision {}", fleet.name, step.to);
+    }
+    run_change(
+        &w,
+        "rollback",
+        &step.desired,
+        &step.doc,
+        step.scope,
+        &args.change,
+        true,
+        &|_| {},
+    )
+}
+
+/// What a rollback applies: the target revision's desired state, its revision document and
+/// its scope.
+struct RollbackStep {
+    to: phoenix_state::RevisionNumber,
+    desired: Desired,
+    doc: RevisionDoc,
+    scope: Scope,
+}
+
+fn rollback_step(
+    w: &Wired,
+    fleet: &phoenix_spec::Fleet,
+    to: Option<u64>,
+    force: bool,
+) -> anyhow::Result<RollbackStep> {
+    let revisions = w.store.list_revisions(&fleet.name)?;
+    let target = rollback::rollback_target(&fleet.name, &revisions, to, force)?;
     let old = RevisionDoc::parse(&target.spec_json).with_context(|| {
         format!(
             "revision {} has no spec this phoenix can read",
@@ -721,22 +764,82 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     doc.rollback_of = Some(target.number.0);
     doc.targets = old.targets.clone();
     doc.excludes = old.excludes.clone();
-    if args.change.output == RunFormat::Table {
-        eprintln!(
-            "Rolling fleet {} back to revision {}",
-            fleet.name, target.number
-        );
-    }
-    run_change(
-        &w,
-        "rollback",
-        &desired,
-        &doc,
+    Ok(RollbackStep {
+        to: target.number,
+        desired,
+        doc,
         scope,
-        &args.change,
-        true,
-        &|_| {},
-    )
+    })
+}
+
+/// A rollback run for someone else than this process's user: `phoenix serve` for a deployer
+/// token. The fleet is named (its current spec is the latest revision's), `actor` is named in
+/// the lock and in every audit record, nothing is asked or printed, unreachable sites are
+/// refused, and Ctrl-C is not watched (the server stops between requests).
+///
+/// # Errors
+/// What the CLI's `rollback` refuses (no earlier revision, a target never applied without
+/// `force`, an unreachable site, a held lock, a key the chain does not allow), or the engine's
+/// error.
+pub(crate) fn rollback_for(
+    state: &StateArgs,
+    fleet_name: &str,
+    to: Option<u64>,
+    force: bool,
+    actor: &str,
+) -> anyhow::Result<ApplyReport> {
+    let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
+        .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
+    let latest = store
+        .list_revisions(fleet_name)?
+        .into_iter()
+        .max_by_key(|r| r.number.0)
+        .with_context(|| format!("fleet {fleet_name} has no revisions"))?;
+    drop(store);
+    let doc = RevisionDoc::parse(&latest.spec_json).with_context(|| {
+        format!(
+            "revision {} has no spec this phoenix can read",
+            latest.number
+        )
+    })?;
+    let fleet =
+        phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).map_err(|d| {
+            anyhow::anyhow!(
+                "the spec of revision {} no longer parses:\n{}",
+                latest.number,
+                d.render()
+            )
+        })?;
+    let no_ledger = crate::ledger_link::LedgerArgs::default();
+    let w = wire_as(state, &fleet, false, &no_ledger, actor.to_owned())?;
+    let step = rollback_step(&w, &fleet, to, force)?;
+    let change = ChangeArgs {
+        yes: true,
+        parallelism: 16,
+        output: RunFormat::Json,
+        allow_unreachable: false,
+        ledger: no_ledger,
+        state: state.clone(),
+    };
+    let reachable = reachable_part(&w, &step.desired, &change)?;
+    let desired = &reachable.desired;
+    let mut doc = step.doc.clone();
+    for (instance, unit) in &desired.units {
+        doc.units.insert(instance.clone(), unit.spec.clone());
+    }
+    let opts = ApplyOptions {
+        parallelism: change.parallelism as usize,
+        rollback: true,
+        scope: step.scope,
+        cancel: Arc::new(AtomicBool::new(false)),
+        lock_ttl: Duration::from_secs(15),
+        operation: "rollback".into(),
+        unreachable: reachable.endpoints,
+    };
+    crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
+    let report = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {})?;
+    crate::audit_cmd::anchor(&*w.store, &desired.fleet);
+    Ok(report)
 }
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {

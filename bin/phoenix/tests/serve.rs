@@ -547,10 +547,38 @@ fn serve_reads_with_each_role_refuses_a_viewer_write_and_answers_bad_requests() 
         Some(&deployer),
         Some(""),
     );
-    // Not wired to the engine in this build (docs/serve.md): refused, nothing changed.
-    w.assert_error(501);
+    // A bad revision is refused before anything changes.
+    server
+        .request(
+            "POST",
+            "/api/v1/fleets/servedemo/rollback?to=latest",
+            Some(&deployer),
+            Some(""),
+        )
+        .assert_error(400);
+    // A deployer's rollback runs through the engine, recorded with the token's name as actor.
+    assert_eq!(w.status, 200, "{}", w.body);
+    let done = w.json();
+    assert_eq!(done["outcome"]["outcome"], "applied", "{done}");
     let revs = server.get("/api/v1/fleets/servedemo/revisions", t).json();
-    assert_eq!(revs["revisions"].as_array().unwrap().len(), 2);
+    let revs = revs["revisions"].as_array().unwrap().clone();
+    assert_eq!(revs.len(), 3, "{revs:?}");
+    let newest = revs
+        .iter()
+        .max_by_key(|r| r["number"].as_u64().or(r["revision"].as_u64()))
+        .unwrap();
+    assert_eq!(newest["actor"], "deploy", "{newest}");
+    assert_eq!(newest["kind"], "rollback", "{newest}");
+    let audit = server.get("/api/v1/fleets/servedemo/audit", t).json();
+    assert_eq!(audit["verified"], true, "{audit}");
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["actor"] == "deploy"),
+        "no audit record names the token: {audit}"
+    );
 
     // The server's own metrics count what it answered, by route pattern.
     let m = server.get("/metrics", None);
@@ -850,7 +878,12 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
         form,
         Some(&format!("to=1&csrf={bob_csrf}")),
     );
-    assert_eq!(r.status, 501, "{}", r.body);
+    // The rollback ran (through the engine) and the fleet's page is shown again.
+    assert_eq!(r.status, 303, "{}", r.body);
+    let revs = server
+        .raw("GET", "/portal/fleets/portaldemo", &bob, form, None)
+        .body;
+    assert!(revs.contains("rollback"), "{revs}");
 
     // Revoking the token ends its sessions.
     d.ok(&["serve", "token", "revoke", "alice"]);

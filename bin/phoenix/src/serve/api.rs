@@ -648,27 +648,47 @@ pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, A
     }))
 }
 
-/// Writes need a deployer token. The engine entry point that would run a rollback with the
-/// token's name as the audit actor is not available to the server yet (see docs/serve.md), so
-/// an authorised request is answered 501 and nothing changes.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 501, description = "Not wired to the engine in this build; nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[derive(Deserialize)]
+struct RollbackQuery {
+    /// The revision to return to (`3` or `r3`); default: the applied revision before the
+    /// current one.
+    to: Option<String>,
+    /// Roll back to `to` even if it was never applied.
+    force: Option<bool>,
+}
+
+/// `?to=` as a revision number.
+pub(super) fn revision_arg(to: Option<&str>) -> Result<Option<u64>, ApiError> {
+    to.map(|t| {
+        t.trim_start_matches(['r', 'R'])
+            .parse::<u64>()
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{t}` is not a revision number (e.g. 3 or r3)"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// Rolls the fleet back through the same engine as `phoenix rollback`, with the token's name as
+/// the actor of the lock and of every audit record. Needs a deployer token.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(fleet): Path<String>,
+    query: Result<Query<RollbackQuery>, QueryRejection>,
 ) -> ApiResult {
     caller.require(Role::Deployer)?;
-    blocking(&state, move |store| {
-        known_fleet(store, &fleet)?;
-        Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "rollback through the server is not available in this build: nothing was \
-                 changed; run `phoenix rollback` for fleet {fleet}"
-            ),
-        ))
-    })
-    .await
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let to = revision_arg(q.to.as_deref())?;
+    let name = fleet.clone();
+    blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
+    super::run_rollback(&state, fleet, to, q.force.unwrap_or(false), caller.name)
+        .await
+        .map(Json)
 }
 
 // ---------------------------------------------------------------------------------------------

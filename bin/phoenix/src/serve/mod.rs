@@ -194,6 +194,39 @@ pub(crate) struct AppState {
     sessions: Arc<portal::Sessions>,
     /// Whether the server speaks TLS (session cookies are then `Secure`).
     tls: bool,
+    /// Where the state is, for writes run through the engine as the CLI runs it.
+    state_args: crate::deploy_cmd::StateArgs,
+}
+
+/// Rolls `fleet` back through the engine for `actor` (a deployer token's name), on a thread
+/// of its own: the engine and its providers block, and some run runtimes of their own.
+pub(crate) async fn run_rollback(
+    state: &AppState,
+    fleet: String,
+    to: Option<u64>,
+    force: bool,
+    actor: String,
+) -> Result<serde_json::Value, api::ApiError> {
+    let args = state.state_args.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("serve-rollback".into())
+        .spawn(move || {
+            let result = crate::deploy_cmd::rollback_for(&args, &fleet, to, force, &actor);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| api::ApiError::internal(format!("starting the rollback: {e}")))?;
+    let report = rx
+        .await
+        .map_err(|_| api::ApiError::internal("the rollback stopped unexpectedly"))?
+        .map_err(|e| api::ApiError::new(axum::http::StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(serde_json::json!({
+        "fleet": report.fleet,
+        "revision": report.revision,
+        "outcome": report.outcome,
+        "failure": report.failure,
+        "restored": report.restored,
+    }))
 }
 
 /// Runs a store call on the blocking pool (the store's calls block: SQLite, the synchronous
@@ -244,6 +277,11 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics: Arc::new(metrics::Metrics::new()),
         sessions: Arc::new(portal::Sessions::default()),
         tls: args.tls_cert.is_some(),
+        state_args: crate::deploy_cmd::StateArgs {
+            state_dir: args.store.state_dir.clone(),
+            state_url: args.store.state_url.clone(),
+            operator_key: std::env::var_os("PHOENIX_OPERATOR_KEY").map(PathBuf::from),
+        },
     };
     let app = api::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -291,6 +291,9 @@ pub(crate) async fn sign_in(
 pub(crate) struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    /// The revision a rollback form returns to.
+    #[serde(default)]
+    to: Option<String>,
 }
 
 fn csrf_ok(
@@ -617,14 +620,27 @@ pub(crate) async fn rollback(
             Some(&s),
         );
     }
-    error_page(
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "rollback through the server is not available in this build: nothing was changed; \
-                 run `phoenix rollback` for fleet {fleet}"
-            ),
-        ),
-        Some(&s),
-    )
+    let to = form.as_ref().ok().and_then(|f| f.0.to.clone());
+    let to = match super::api::revision_arg(to.as_deref()) {
+        Ok(to) => to,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    // Through the same engine as `phoenix rollback`, with the token's name as the actor.
+    match super::run_rollback(&state, fleet.clone(), to, false, s.name.clone()).await {
+        Ok(_) => Redirect::to(&format!("/portal/fleets/{}", percent_path(&fleet))).into_response(),
+        Err(e) => error_page(e, Some(&s)),
+    }
+}
+
+/// `s` as one URL path segment.
+fn percent_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
