@@ -272,6 +272,16 @@ fn wire(
     wire_as(state, fleet, allow_unreachable, ledger, actor)
 }
 
+/// [`wire`] with a changing command's options.
+fn wire_change(change: &ChangeArgs, fleet: &phoenix_spec::Fleet) -> anyhow::Result<Wired> {
+    wire(
+        &change.state,
+        fleet,
+        change.allow_unreachable,
+        &change.ledger,
+    )
+}
+
 /// [`wire`] for `actor`, who is named in the lock and in every audit record (`phoenix serve`
 /// passes the token's name).
 fn wire_as(
@@ -556,12 +566,7 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
-    let w = wire(
-        &args.change.state,
-        &fleet,
-        args.change.allow_unreachable,
-        &args.change.ledger,
-    )?;
+    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "apply",
@@ -613,12 +618,7 @@ pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
     let scope = Scope::all().only([job.clone()]);
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = vec![job.clone()];
-    let w = wire(
-        &args.change.state,
-        &fleet,
-        args.change.allow_unreachable,
-        &args.change.ledger,
-    )?;
+    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "run-job",
@@ -638,12 +638,7 @@ pub(crate) fn destroy(args: DestroyArgs) -> anyhow::Result<ExitCode> {
     };
     let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
     let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, sources, None);
-    let w = wire(
-        &args.change.state,
-        &fleet,
-        args.change.allow_unreachable,
-        &args.change.ledger,
-    )?;
+    let w = wire_change(&args.change, &fleet)?;
     let code = run_change(
         &w,
         "destroy",
@@ -686,12 +681,7 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // The current spec's sites: a rollback to a revision with other sites reaches these only.
-    let w = wire(
-        &args.change.state,
-        &fleet,
-        args.change.allow_unreachable,
-        &args.change.ledger,
-    )?;
+    let w = wire_change(&args.change, &fleet)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
     let step = rollback_step(&w, &fleet, to, args.force)?;
     if args.change.output == RunFormat::Table {
