@@ -176,8 +176,15 @@ fn validate(
             } else {
                 format!("; environments checked: {}", fleet.environments.join(", "))
             };
+            // Jobs live among the services (`Service::job`) but are counted apart.
+            let job_count = fleet.services.iter().filter(|s| s.job.is_some()).count();
+            let jobs = if job_count == 0 {
+                String::new()
+            } else {
+                format!(", {}", count(job_count, "job"))
+            };
             println!(
-                "{}: valid (fleet {}{env}: {}, {}, {}{overlays})",
+                "{}: valid (fleet {}{env}: {}, {}, {}{jobs}{overlays})",
                 files
                     .iter()
                     .map(|f| f.display().to_string())
@@ -186,7 +193,7 @@ fn validate(
                 fleet.name,
                 count(fleet.sites.len(), "site"),
                 count(fleet.projects.len(), "project"),
-                count(fleet.services.len(), "service")
+                count(fleet.services.len() - job_count, "service")
             );
             Ok(ExitCode::SUCCESS)
         }
