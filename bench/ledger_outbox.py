@@ -32,29 +32,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from apply_vs_ansible import fleet_yaml as ansible_fleet_yaml  # noqa: E402
+
 API_BASE = 28500
 P2P_BASE = 28600
 
 
 def fleet_yaml(name: str, count: int) -> str:
-    lines = [
-        "phoenix: 1",
-        f"name: {name}",
-        "sites:",
-        "  - name: local",
-        "    tier: core",
-        "    capacity: { cpu: 64, memory: 64Gi, storage: 100G }",
-        "services:",
-    ]
-    for i in range(count):
-        lines += [
-            f"  - name: svc-{i:02d}",
-            "    command: [python3, -m, http.server, '${port}', --bind, 127.0.0.1, --directory, '${data_dir}']",
-            "    ports: [port]",
-            "    health: { http: 'http://127.0.0.1:${port}/', timeout: 60s, interval: 50ms }",
-            "    stop_grace: 2s",
-        ]
-    return "\n".join(lines) + "\n"
+    """The 50-service fleet of apply_vs_ansible.py, under another name."""
+    return ansible_fleet_yaml(count).replace(f"name: bench-{count}\n", f"name: {name}\n", 1)
 
 
 def run(cmd, env, **kw):
