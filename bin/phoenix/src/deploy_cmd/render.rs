@@ -95,7 +95,10 @@ impl Progress {
                         b.enable_steady_tick(std::time::Duration::from_millis(120));
                         *bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
                     }
-                    _ => self.line(format!("{title} ({instances} instances)")),
+                    _ => self.line(format!(
+                        "{title} ({instances} instance{})",
+                        if *instances == 1 { "" } else { "s" }
+                    )),
                 }
             }
             Event::UnitStarting { .. } => {}
