@@ -1131,7 +1131,7 @@ fn history_ledger(
         None
     };
     let problems = if args.verify {
-        let mut client = crate::ledger_link::Link::client_for(&args.ledger.ledger)?;
+        let mut client = crate::ledger_link::Client::new(&args.ledger.ledger)?;
         Some(crate::ledger_link::verify(&mut client, records, fleet)?)
     } else {
         None
