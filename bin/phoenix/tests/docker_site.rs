@@ -4,39 +4,17 @@
 //! no engine answers, unless `PHOENIX_REQUIRE_DOCKER=1` (CI sets it).
 
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
+
+use common::BIN;
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
         .output()
         .expect("docker runs")
-}
-
-fn engine_available() -> bool {
-    let up = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(up && busybox) {
-        let why = if up {
-            "no /bin/busybox (Debian busybox-static)"
-        } else {
-            "no Docker Engine answers"
-        };
-        assert!(
-            std::env::var("PHOENIX_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "PHOENIX_REQUIRE_DOCKER=1 but {why}"
-        );
-        eprintln!("skipped: {why}");
-    }
-    up && busybox
 }
 
 /// Containers carrying the fleet's label, running or not.
@@ -108,7 +86,7 @@ impl Drop for Fleet {
 
 #[test]
 fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
-    if !engine_available() {
+    if !common::docker_available() {
         return;
     }
     let dir = tempfile::Builder::new().prefix("pxd").tempdir().unwrap();

@@ -6,30 +6,13 @@
 //! has) fails the apply and says why.
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
 
-/// A base port with `n` free ports after it (bounded tries).
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60000 {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports on 127.0.0.1");
-}
+use common::{BIN, assert_ok, free_ports, stderr};
 
 /// A testnet's homes and a state dir; the fleet's processes are destroyed when dropped.
 struct World {
@@ -82,31 +65,12 @@ impl World {
     }
 
     fn phoenix(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.path("s"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL")
-            .env_remove("PHOENIX_LEDGER_URL")
-            .env_remove("PHOENIX_LEDGER_KEY")
-            .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"))
-            .output()
-            .unwrap()
+        common::phoenix(self.dir.path(), args).output().unwrap()
     }
 
     #[track_caller]
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.phoenix(args);
-        assert!(
-            out.status.success(),
-            "phoenix {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        assert_ok(self.phoenix(args), &format!("phoenix {args:?}"))
     }
 
     fn status(&self) -> Value {
@@ -160,10 +124,6 @@ impl Drop for World {
         // Every process of the fleet, whatever state the test left it in.
         let _ = self.phoenix(&["destroy", "fleet.yaml", "--yes"]);
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn kill_9(pid: u64) {

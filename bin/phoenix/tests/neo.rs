@@ -6,9 +6,11 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
+
+use common::{BIN, assert_ok};
 const DISABLED: [&str; 5] = [
     "oracle",
     "storage",
@@ -33,32 +35,16 @@ impl Neo {
         self.dir.path().join("neo.yaml")
     }
 
+    /// `phoenix ARGS neo.yaml --env local`.
     fn phoenix(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .arg(self.file())
-            .args(["--env", "local", "--state-dir"])
-            .arg(self.dir.path().join("s"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL")
-            .env_remove("PHOENIX_LEDGER_URL")
-            .env("PHOENIX_OPERATOR_KEY", self.dir.path().join("operator.key"))
-            .output()
-            .unwrap()
+        let mut c = common::phoenix(self.dir.path(), args);
+        c.arg(self.file()).args(["--env", "local"]);
+        c.output().unwrap()
     }
 
     #[track_caller]
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.phoenix(args);
-        assert!(
-            out.status.success(),
-            "phoenix {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        assert_ok(self.phoenix(args), &format!("phoenix {args:?}"))
     }
 
     fn status(&self) -> Value {
