@@ -1176,8 +1176,7 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    // Log files are read directly; no agent is needed or started.
-    let provider = LocalProvider::new(state_dir).without_starting_agent();
+    let provider = log_reader(&*store, &fleet, state_dir);
     let selector = args.service.clone();
     let initial = provider.log_paths(&fleet, &selector)?;
     if initial.is_empty() && !args.follow {
@@ -1227,6 +1226,31 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
         Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// What reads `fleet`'s logs: the providers of every site of its newest revision, so that the
+/// logs of Docker containers and SSH hosts are copied here and read like local ones; this host's
+/// log files alone when no revision says where the fleet runs. Reading starts and installs
+/// nothing (no local agent, no remote binary), and a site that cannot be reached is skipped.
+fn log_reader(
+    store: &dyn phoenix_state::StateStore,
+    fleet: &str,
+    state_dir: &std::path::Path,
+) -> Arc<dyn phoenix_provider_api::Provider> {
+    let local = Arc::new(LocalProvider::new(state_dir).without_starting_agent());
+    let spec = store
+        .list_revisions(fleet)
+        .ok()
+        .into_iter()
+        .flatten()
+        .rev()
+        .filter_map(|r| RevisionDoc::parse(&r.spec_json))
+        .find(|doc| !doc.sources.is_empty())
+        .and_then(|doc| phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).ok());
+    match spec.map(|f| crate::sites::router_for(&f, state_dir, &local, true, true)) {
+        Some(Ok(router)) => Arc::new(router),
+        _ => local,
     }
 }
 

@@ -102,7 +102,7 @@ fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
     std::fs::write(
         dir.path().join("fleet.yaml"),
         format!(
-            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: 2\n    build: ./img\n    resources: {{ cpu: 100m, memory: 32Mi }}\n    command: [httpd, -f, -p, '${{port}}', -h, '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
+            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: 2\n    build: ./img\n    resources: {{ cpu: 100m, memory: 32Mi }}\n    command: [sh, -c, 'echo hello from ${{instance}}; exec httpd -f -p ${{port}} -h ${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
         ),
     )
     .unwrap();
@@ -121,6 +121,12 @@ fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
             .all(|i| i["state"] == "running" && i["healthy"] == true),
         "{st}"
     );
+
+    // `phoenix logs` reads the containers' output through the Engine API.
+    let logs = f.ok(&["logs", "web-1"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("hello from web-1"), "{text}");
+    assert!(!text.contains("hello from web-0"), "only web-1's: {text}");
 
     // Idempotent: a second apply changes nothing.
     let out = f.ok(&["apply", "fleet.yaml", "--yes"]);

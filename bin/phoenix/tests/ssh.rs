@@ -243,6 +243,15 @@ fn the_phoenix_binary_serves_the_provider_and_apply_spans_three_ssh_hosts_throug
 
     eprintln!("applied at {:?}", t0.elapsed());
 
+    // `phoenix logs` brings each host's log files here and reads them: every host's instance
+    // answered its health probes.
+    let logs = f.ok(&["logs", "web"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    for i in 0..hosts.len() {
+        assert!(text.contains(&format!("web-{i}")), "web-{i}'s log: {text}");
+    }
+    assert!(text.contains("\"GET / HTTP/1.1\" 200"), "{text}");
+
     // A host's link is cut: status names it and nothing is lost; apply refuses, naming it.
     hosts[1].cut();
     let st = f.status();
