@@ -68,6 +68,7 @@ pub(crate) fn run(args: BenchSeedArgs) -> anyhow::Result<ExitCode> {
         &fleet.name,
         "bench-seed",
         Duration::from_secs(120),
+        &*crate::deploy_cmd::this_host_liveness().0,
     )?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     let placement = serde_json::to_string(

@@ -496,6 +496,7 @@ fn run_change(
         lock_ttl: Duration::from_secs(15),
         operation: what.into(),
         unreachable: reachable.endpoints,
+        holder_liveness: this_host_liveness(),
     };
     let refused = AtomicBool::new(false);
     let progress = render::Progress::new(change.output);
@@ -825,6 +826,7 @@ pub(crate) fn rollback_for(
         lock_ttl: Duration::from_secs(15),
         operation: "rollback".into(),
         unreachable: reachable.endpoints,
+        holder_liveness: this_host_liveness(),
     };
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
     let report = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {})?;
@@ -1227,6 +1229,11 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         Err(e) => Err(e.into()),
         Ok(()) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Lease holders of this host are alive when `/proc` says so (the local provider's check).
+pub(crate) fn this_host_liveness() -> phoenix_engine::Liveness {
+    phoenix_engine::Liveness(Arc::new(phoenix_provider_local::process_alive))
 }
 
 /// What reads `fleet`'s logs: the providers of every site of its newest revision, so that the

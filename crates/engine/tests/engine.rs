@@ -687,7 +687,12 @@ fn recovery_resolves_open_intents_of_a_dead_apply_and_converges() {
         .record_intent(&lease, intent(IntentOp::Stop, "web-2@r1"))
         .unwrap();
 
-    let r = w.apply(&f);
+    // The test says which holder is dead: the engine reads no process table itself.
+    let opts = ApplyOptions {
+        holder_liveness: phoenix_engine::Liveness(Arc::new(move |pid: u32| pid != dead)),
+        ..ApplyOptions::default()
+    };
+    let r = w.apply_with(&f, &opts);
     assert!(r.took_over);
     assert_eq!(r.recovered.len(), 4, "{:?}", r.recovered);
     assert!(r.recovered[0].contains("adopt"), "{:?}", r.recovered);
