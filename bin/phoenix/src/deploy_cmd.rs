@@ -499,7 +499,13 @@ fn run_change(
         holder_liveness: this_host_liveness(),
     };
     let refused = AtomicBool::new(false);
-    let progress = render::Progress::new(change.output);
+    let progress = render::Progress::new(change.output).with_sites(
+        desired
+            .units
+            .values()
+            .chain(desired.jobs.values())
+            .map(|u| (u.instance.clone(), u.spec.site.clone())),
+    );
     let confirm_fn = |d: &Decision| {
         let ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
         if ok {
