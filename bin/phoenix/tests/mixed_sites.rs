@@ -174,6 +174,55 @@ fn one_apply_spans_a_local_a_docker_and_an_ssh_site() {
     );
     assert!(text.contains("everything runs as desired"), "{text}");
 
+    // A new revision on every site, then a rollback to the first: both across the three,
+    // and the history holds each.
+    let spec = std::fs::read_to_string(f.dir.path().join("fleet.yaml")).unwrap();
+    let v2 = spec.replace(
+        "    ports: [port]\n",
+        "    ports: [port]\n    env: { REV: \"2\" }\n",
+    );
+    assert_ne!(v2, spec);
+    std::fs::write(f.dir.path().join("fleet.yaml"), &v2).unwrap();
+    f.ok(&["apply", "fleet.yaml", "--yes"]);
+    let revisions = |st: &Value| -> Vec<u64> {
+        let mut r: Vec<u64> = st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["revision"].as_u64().unwrap())
+            .collect();
+        r.dedup();
+        r
+    };
+    let st: Value =
+        serde_json::from_slice(&f.ok(&["status", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(revisions(&st), [2], "{st:#}");
+    f.ok(&["rollback", "fleet.yaml", "--yes"]);
+    let st: Value =
+        serde_json::from_slice(&f.ok(&["status", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(revisions(&st), [3], "the rollback is revision 3: {st:#}");
+    assert!(
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["healthy"] == true),
+        "{st:#}"
+    );
+    assert_eq!(f.containers(), 2, "no container left from revision 2");
+    assert_eq!(
+        host.unit_processes(None).len(),
+        1,
+        "one process on the ssh host"
+    );
+    let history: Value =
+        serde_json::from_slice(&f.ok(&["history", "fleet.yaml", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        history["revisions"].as_array().map(Vec::len),
+        Some(3),
+        "{history:#}"
+    );
+
     // Destroy leaves nothing on any site.
     f.ok(&["destroy", "fleet.yaml", "--yes"]);
     assert_eq!(f.containers(), 0, "containers left");
