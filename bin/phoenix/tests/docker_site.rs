@@ -91,13 +91,7 @@ fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
     }
     let dir = tempfile::Builder::new().prefix("pxd").tempdir().unwrap();
     let img = dir.path().join("img");
-    std::fs::create_dir(&img).unwrap();
-    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
-    std::fs::write(
-        img.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-    )
-    .unwrap();
+    common::busybox_image(&img);
     let name = format!("dock-{}", std::process::id());
     std::fs::write(
         dir.path().join("fleet.yaml"),

@@ -328,13 +328,7 @@ fn a_job_on_a_docker_site_runs_as_a_container_and_keeps_its_output() {
     }
     let f = Fleet::new();
     let img = f.path("img");
-    std::fs::create_dir(&img).unwrap();
-    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
-    std::fs::write(
-        img.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-    )
-    .unwrap();
+    common::busybox_image(&img);
     let name = format!("jobsd-{}", std::process::id());
     let spec = |code: u32| {
         format!(

@@ -25,20 +25,7 @@ impl World {
             .prefix("pxledger")
             .tempdir()
             .unwrap();
-        let api = free_ports(4);
-        let p2p = free_ports(4);
-        let out = Command::new(BIN)
-            .args(["ledger", "testnet", "--validators", "4", "--dir"])
-            .arg(dir.path().join("net"))
-            .args(["--api-base-port", &api.to_string()])
-            .args(["--p2p-base-port", &p2p.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let api = common::testnet(&dir.path().join("net"), None);
         let mut w = World {
             dir,
             api,

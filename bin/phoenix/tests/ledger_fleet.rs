@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, assert_ok, free_ports, stderr};
+use common::{BIN, assert_ok, stderr};
 
 /// A testnet's homes and a state dir; the fleet's processes are destroyed when dropped.
 struct World {
@@ -26,22 +26,8 @@ impl World {
             .prefix("pxlfleet")
             .tempdir()
             .unwrap();
-        let api = free_ports(4);
-        let p2p = free_ports(4);
-        let out = Command::new(BIN)
-            .args(["ledger", "testnet", "--validators", "4", "--dir"])
-            .arg(dir.path().join("net"))
-            .args(["--api-base-port", &api.to_string()])
-            .args(["--p2p-base-port", &p2p.to_string()])
-            // Idle blocks every 250 ms, so a probe sees the height move within its window.
-            .args(["--empty-block-ms", "250"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Idle blocks every 250 ms, so a probe sees the height move within its window.
+        let api = common::testnet(&dir.path().join("net"), Some(250));
         World { dir, api }
     }
 

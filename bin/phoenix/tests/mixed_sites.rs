@@ -22,13 +22,7 @@ impl Mixed {
     fn new(host: &TestHost) -> Self {
         let dir = tempfile::Builder::new().prefix("pxmix").tempdir().unwrap();
         let img = dir.path().join("img");
-        std::fs::create_dir(&img).unwrap();
-        std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
-        std::fs::write(
-            img.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .unwrap();
+        common::busybox_image(&img);
         let config = format!(
             "Host *\n  IdentitiesOnly yes\n  GlobalKnownHostsFile /dev/null\n  IdentityFile {}\n  UserKnownHostsFile {}\n",
             host.identity().display(),

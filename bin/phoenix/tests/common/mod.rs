@@ -133,3 +133,32 @@ pub(crate) fn docker_available() -> bool {
     }
     up && busybox
 }
+
+/// Writes `ledger testnet` homes of 4 validators into `dir` (idle blocks every
+/// `empty_block_ms`, if given) and returns the base API port: node `i` serves on base + i.
+pub(crate) fn testnet(dir: &Path, empty_block_ms: Option<u64>) -> u16 {
+    let api = free_ports(4);
+    let p2p = free_ports(4);
+    let mut c = Command::new(BIN);
+    c.args(["ledger", "testnet", "--validators", "4", "--dir"])
+        .arg(dir)
+        .args(["--api-base-port", &api.to_string()])
+        .args(["--p2p-base-port", &p2p.to_string()]);
+    if let Some(ms) = empty_block_ms {
+        c.args(["--empty-block-ms", &ms.to_string()]);
+    }
+    assert_ok(c.output().unwrap(), "phoenix ledger testnet");
+    api
+}
+
+/// Writes a Docker build context in `dir` for an image of Debian's busybox-static alone
+/// (nothing can be pulled: `FROM scratch`).
+pub(crate) fn busybox_image(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+}
