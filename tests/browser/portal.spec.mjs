@@ -1,0 +1,225 @@
+// End-to-end scenarios of the `phoenix serve` portal in headless Chromium, driven by
+// playwright-core's library API (no test runner: bin/phoenix/tests/browser.rs prepares the
+// state, starts the server and runs one scenario per call, in the order the story needs).
+//
+//   node portal.spec.mjs SCENARIO
+//
+// Environment: PHOENIX_URL (http://127.0.0.1:PORT), PHOENIX_VIEWER_TOKEN,
+// PHOENIX_DEPLOYER_TOKEN, PHOENIX_FLEET, PHOENIX_CHROMIUM (the browser binary, default
+// /usr/bin/chromium), PHOENIX_SCREENSHOTS (a directory: when set, the main pages are saved
+// there as PNG), and per scenario what it names below. Each check prints `ok: ...`; a failed
+// check prints `FAILED: ...` and exits 1. Every wait has a timeout.
+
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const env = (name, fallback) => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined) throw new Error(`${name} is not set`);
+  return v;
+};
+
+const BASE = env('PHOENIX_URL');
+const FLEET = env('PHOENIX_FLEET', '');
+const SHOTS = process.env.PHOENIX_SCREENSHOTS || '';
+// Long enough for a loaded 2-core machine, short enough that a hung page fails the test.
+const TIMEOUT_MS = 30_000;
+
+function check(cond, what) {
+  if (!cond) throw new Error(what);
+  console.log(`ok: ${what}`);
+}
+
+async function shot(page, name, fullPage = true) {
+  if (SHOTS) {
+    await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
+    console.log(`screenshot: ${name}.png`);
+  }
+}
+
+/** A fresh browser context signed in with `token`. */
+async function signedIn(browser, token) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  context.setDefaultTimeout(TIMEOUT_MS);
+  const page = await context.newPage();
+  await page.goto(`${BASE}/portal/sign-in`);
+  await page.fill('input[name=token]', token);
+  await Promise.all([page.waitForURL(`${BASE}/portal`), page.click('button:has-text("Sign in")')]);
+  return { context, page };
+}
+
+const scenarios = {
+  /** The demo fleet healthy in the overview. */
+  async overview(browser) {
+    const { page } = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    const row = page.locator(`tr:has(a[href="/portal/fleets/${FLEET}"])`).first();
+    await row.waitFor();
+    const health = await row.locator('td').nth(1).innerText();
+    check(/^(\d+)\/\1 healthy$/.test(health.trim()), `overview shows ${FLEET} as ${health.trim()}`);
+    check(
+      (await row.locator('td:nth-child(2) .ok').count()) === 1,
+      'the fleet health is drawn as healthy (class ok)',
+    );
+    await shot(page, 'overview');
+  },
+
+  /** The diff between two revisions, reached from the fleet page. */
+  async diff(browser) {
+    const { page } = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    await shot(page, 'fleet');
+    await Promise.all([page.waitForURL(/\/diff\?from=1&to=2$/), page.click('a:has-text("diff with r1")')]);
+    const title = await page.locator('h1').innerText();
+    check(title.includes('r1 to r2'), `the diff page is titled "${title}"`);
+    check(
+      (await page.locator('h2:has-text("Added (1)")').count()) === 1,
+      'one instance added between r1 and r2',
+    );
+    const cells = await page.locator('pre').allInnerTexts();
+    check(
+      cells.some((t) => t.includes('replicas: 1')) && cells.some((t) => t.includes('replicas: 2')),
+      'both texts of the changed spec file are shown side by side',
+    );
+    await shot(page, 'diff');
+  },
+
+  /** A rollback refused to a viewer session, then done from a deployer session. */
+  async rollback(browser) {
+    const viewer = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    let page = viewer.page;
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    check(
+      (await page.locator('button:has-text("Roll back")').count()) === 0,
+      'a viewer session is offered no rollback button',
+    );
+    // A viewer forging the form anyway (with its own session's CSRF token, taken from the
+    // sign-out form) is refused by the server, not only by the missing button. The page's CSP
+    // allows no script fetches, so the forged form is put into the page and submitted.
+    const csrf = await page.locator('form[action="/portal/sign-out"] input[name=csrf]').inputValue();
+    const [answer] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith(`/portal/fleets/${FLEET}/rollback`)),
+      page.evaluate(
+        ({ fleet, csrf }) => {
+          const form = document.createElement('form');
+          form.method = 'post';
+          form.action = `/portal/fleets/${fleet}/rollback`;
+          for (const [name, value] of Object.entries({ csrf, to: '1' })) {
+            const input = document.createElement('input');
+            input.type = 'hidden';
+            input.name = name;
+            input.value = value;
+            form.appendChild(input);
+          }
+          document.body.appendChild(form);
+          form.submit();
+        },
+        { fleet: FLEET, csrf },
+      ),
+    ]);
+    await page.waitForLoadState('load');
+    const refused = { status: answer.status(), text: await page.locator('main').innerText() };
+    check(refused.status === 403, `a viewer's rollback is answered ${refused.status}`);
+    check(refused.text.includes('viewer role'), 'the refusal says the viewer role cannot roll back');
+    await viewer.context.close();
+
+    const deployer = await signedIn(browser, env('PHOENIX_DEPLOYER_TOKEN'));
+    page = deployer.page;
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    const before = await page.locator('h2:has-text("Revisions") + table tr').count();
+    // The form posts, the server rolls back through the engine (health gates included), then
+    // redirects to the fleet page: wait for that page's load after the redirect.
+    await Promise.all([
+      page.waitForResponse(
+        (r) => r.url() === `${BASE}/portal/fleets/${FLEET}` && r.request().method() === 'GET',
+        { timeout: 120_000 },
+      ),
+      page.click('button:has-text("Roll back to r1")'),
+    ]);
+    await page.waitForLoadState('load');
+    const rows = page.locator('h2:has-text("Revisions") + table tr');
+    check((await rows.count()) === before + 1, 'the rollback added a revision');
+    const last = (await rows.last().innerText()).replace(/\s+/g, ' ');
+    check(/rollback applied deploy/.test(last), `the new revision reads "${last}"`);
+    const health = await page.locator('main p').first().innerText();
+    check(/^(\d+)\/\1 healthy/.test(health.trim()), `after the rollback the fleet is ${health.trim()}`);
+  },
+
+  /** The audit log shown as verified (PHOENIX_EXPECT=verified) or broken (=broken). */
+  async audit(browser) {
+    const expect = env('PHOENIX_EXPECT');
+    const { page } = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    await page.goto(`${BASE}/portal/fleets/${FLEET}/audit`);
+    const v = page.locator('#verification');
+    const cls = await v.getAttribute('class');
+    const text = await v.innerText();
+    if (expect === 'verified') {
+      check(cls === 'ok' && text.startsWith('Verified'), `the audit page says "${text}"`);
+      await shot(page, 'audit');
+    } else {
+      const seq = env('PHOENIX_TAMPERED_SEQ');
+      check(cls === 'bad' && text.startsWith('Does not verify'), `the audit page says "${text}"`);
+      const problems = await page.locator('#verification + ul li').allInnerTexts();
+      check(
+        problems.some((p) => p.startsWith(`record ${seq}:`)),
+        `the problems name the edited record ${seq}: ${JSON.stringify(problems)}`,
+      );
+      await shot(page, 'audit-broken');
+    }
+  },
+
+  /**
+   * The overview of a big fleet, loaded and rendered: PHOENIX_RUNS loads after one warm-up,
+   * each timed from navigation start to the load event (the page has no script: rendered
+   * then), and the first contentful paint. Prints `measure: ...` lines.
+   */
+  async measure(browser) {
+    const runs = Number(env('PHOENIX_RUNS', '5'));
+    const { page } = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    const load = [];
+    const paint = [];
+    for (let i = 0; i <= runs; i++) {
+      await page.goto(`${BASE}/portal`, { waitUntil: 'load' });
+      const t = await page.evaluate(() => {
+        const nav = performance.getEntriesByType('navigation')[0];
+        const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+        return { load: nav.loadEventEnd - nav.startTime, fcp: fcp ? fcp.startTime : NaN };
+      });
+      if (i > 0) {
+        load.push(t.load);
+        paint.push(t.fcp);
+      }
+    }
+    const sites = await page.locator(`tr:has(a[href="/portal/fleets/${FLEET}"]) td:nth-child(3) span`).count();
+    check(sites >= Number(env('PHOENIX_MIN_SITES', '1')), `the overview lists ${sites} sites of ${FLEET}`);
+    // Chromium reports no paint entry for some reloads of an identical page; those are left out.
+    const median = (xs) => {
+      const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+      return v.length ? v[Math.floor(v.length / 2)] : NaN;
+    };
+    const fmt = (xs) => xs.map((x) => x.toFixed(0)).join(', ');
+    console.log(`measure: sites=${sites} runs=${runs} load_median_ms=${median(load).toFixed(0)} load_max_ms=${Math.max(...load).toFixed(0)} fcp_median_ms=${median(paint).toFixed(0)}`);
+    console.log(`measure: load_ms=[${fmt(load)}] fcp_ms=[${fmt(paint)}]`);
+    await shot(page, 'overview-340-sites', false);
+  },
+};
+
+const name = process.argv[2];
+const scenario = scenarios[name];
+if (!scenario) {
+  console.error(`FAILED: no scenario ${name}; one of: ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: env('PHOENIX_CHROMIUM', '/usr/bin/chromium'),
+  // Root in a container has no user namespaces for Chromium's sandbox; the pages are our own.
+  args: ['--no-sandbox'],
+  timeout: TIMEOUT_MS,
+});
+try {
+  await scenario(browser);
+} catch (e) {
+  console.error(`FAILED: ${name}: ${e.message}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
