@@ -144,6 +144,56 @@ const scenarios = {
     check(/^(\d+)\/\1 healthy/.test(health.trim()), `after the rollback the fleet is ${health.trim()}`);
   },
 
+  /**
+   * A failing rollout seen live: the fleet page is opened, its event stream connects, then
+   * the scenario prints `ready` and the test starts `phoenix apply` of a spec whose health
+   * gate fails. Without reloading, the page must show the gate failing, the rollback and each
+   * instance it restored, and the operation's end, in that order, as they happen.
+   */
+  async live(browser) {
+    const { page } = await signedIn(browser, env('PHOENIX_VIEWER_TOKEN'));
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    await page.waitForSelector('#live[data-connected=true]');
+    // Let the replay of the previous operation arrive, then note what is there already.
+    await page.waitForSelector('#live[data-state^=finished]');
+    const already = await page.locator('#live ol li').count();
+    // Marks this document: a reload would lose it. Arrival times of each kind, in page time.
+    await page.evaluate((already) => {
+      window.__sameDocument = true;
+      window.__arrived = [];
+      const list = document.querySelector('#live ol');
+      new MutationObserver((records) => {
+        for (const r of records) {
+          for (const n of r.addedNodes) {
+            window.__arrived.push({ cls: n.className, t: performance.now(), text: n.textContent });
+          }
+        }
+      }).observe(list, { childList: true });
+      window.__already = already;
+    }, already);
+    console.log('ready');
+    await page.waitForSelector('#live ol li.ev-operation-started', { state: 'attached' });
+    await page.waitForSelector('#live[data-state=running], #live[data-state=failing], #live[data-state=rolling-back], #live[data-state^=finished]');
+    await page.waitForSelector('#live li.ev-gate-failed', { timeout: 60_000 });
+    await page.waitForSelector('#live li.ev-rollback-started', { timeout: 60_000 });
+    await shot(page, 'fleet-rollout-live');
+    await page.waitForSelector('#live[data-state=finished-failed]', { timeout: 90_000 });
+    const arrived = await page.evaluate(() => window.__arrived);
+    const first = (cls) => arrived.findIndex((a) => a.cls.split(' ').includes(cls));
+    const [start, gate, rollback, restored, end] = [
+      'ev-operation-started', 'ev-gate-failed', 'ev-rollback-started', 'ev-instance-restored',
+      'ev-operation-finished',
+    ].map(first);
+    check(start >= 0 && gate > start && rollback > gate && restored > rollback && end > restored,
+      `events arrived in order: start ${start}, gate failed ${gate}, rollback ${rollback}, restored ${restored}, end ${end}`);
+    check(arrived[end].t - arrived[gate].t > 100,
+      `the failed gate was shown ${(arrived[end].t - arrived[gate].t).toFixed(0)} ms before the operation ended (live, not at the end)`);
+    check(await page.evaluate(() => window.__sameDocument === true), 'the page was never reloaded');
+    const status = await page.locator('#live .status').innerText();
+    check(/finished/.test(status), `the live status reads "${status}"`);
+    for (const a of arrived) console.log(`  event: ${a.text}`);
+  },
+
   /** The audit log shown as verified (PHOENIX_EXPECT=verified) or broken (=broken). */
   async audit(browser) {
     const expect = env('PHOENIX_EXPECT');

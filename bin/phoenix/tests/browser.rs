@@ -128,6 +128,16 @@ impl Dir {
         std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
     }
 
+    /// Writes `fleet.yaml` as [`Dir::write_fleet`] with `replicas`, but `web` now runs a
+    /// process that never listens: its health gate fails after 3 s and the apply rolls back.
+    fn write_failing_fleet(&self, name: &str, replicas: u32) {
+        let yaml = format!(
+            "phoenix: 1\nname: {name}\nsites:\n  - name: local\n    tier: core\n    region: eu\n    capacity: {{ cpu: 64, memory: 64Gi, storage: 100G }}\nservices:\n\
+             \x20 - name: web\n    replicas: {replicas}\n    command: [python3, -c, 'import time; time.sleep(120)']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 3s, interval: 50ms }}\n    stop_grace: 2s\n"
+        );
+        std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
+    }
+
     fn apply(&mut self) {
         self.applied = true;
         self.ok(&["apply", "fleet.yaml", "--yes"]);
@@ -205,6 +215,19 @@ fn scenario(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> String {
+    scenario_with(chromium, server, name, env, limit, |_| {})
+}
+
+/// [`scenario`], calling `on_line` with each line the scenario prints as it prints it (so the
+/// test can act when the browser says it is ready).
+fn scenario_with(
+    chromium: &Path,
+    server: &Server,
+    name: &str,
+    env: &[(&str, &str)],
+    limit: Duration,
+    mut on_line: impl FnMut(&str),
+) -> String {
     let mut cmd = Command::new("node");
     cmd.arg("portal.spec.mjs")
         .arg(name)
@@ -227,14 +250,15 @@ fn scenario(
     // Its own process group, so that a timeout can stop node and the Chromium it started.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = Guard(cmd.spawn().expect("starting node"));
-    let (mut out, mut err) = (
+    let (out, mut err) = (
         child.0.stdout.take().unwrap(),
         child.0.stderr.take().unwrap(),
     );
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -242,23 +266,37 @@ fn scenario(
         s
     });
     let start = Instant::now();
+    let mut stdout = String::new();
+    println!("[{name}]");
+    let mut take = |line: String, stdout: &mut String| {
+        println!("{line}");
+        on_line(&line);
+        stdout.push_str(&line);
+        stdout.push('\n');
+    };
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break Some(status);
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => take(line, &mut stdout),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Stdout closed: node is exiting.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    break Some(status);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         if start.elapsed() > limit {
             break None;
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     if status.is_none() {
         child.kill_group();
     }
-    let (stdout, stderr) = (
-        out_reader.join().unwrap_or_default(),
-        err_reader.join().unwrap_or_default(),
-    );
-    print!("[{name}]\n{stdout}");
+    while let Ok(line) = rx.try_recv() {
+        take(line, &mut stdout);
+    }
+    let stderr = err_reader.join().unwrap_or_default();
     match status {
         Some(s) if s.success() => stdout,
         Some(s) => panic!("browser scenario {name} failed ({s}):\n{stdout}\n{stderr}"),
@@ -339,6 +377,36 @@ fn portal_overview_diff_rollback_and_audit_in_headless_chromium() {
     run("overview", &[]);
     run("diff", &[]);
     run("audit", &[("PHOENIX_EXPECT", "verified")]);
+
+    // A failing rollout started from the CLI while the browser watches the fleet page: the
+    // scenario prints `ready` once its event stream is open, then the apply runs.
+    d.write_failing_fleet("browserdemo", 2);
+    let mut failed_apply = None;
+    {
+        let owned = env(&[]);
+        let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        scenario_with(
+            &chromium,
+            &server,
+            "live",
+            &pairs,
+            Duration::from_secs(180),
+            |line| {
+                if line == "ready" && failed_apply.is_none() {
+                    failed_apply = Some(d.run(&["apply", "fleet.yaml", "--yes"]));
+                }
+            },
+        );
+    }
+    let out = failed_apply.expect("the live scenario never said ready");
+    assert!(
+        !out.status.success(),
+        "the failing apply succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The spec on disk is the last applied one again, for the destroy at the end.
+    d.write_fleet("browserdemo", 2);
+
     run("rollback", &[]);
     tamper(&d.state(), "browserdemo", 2);
     run(

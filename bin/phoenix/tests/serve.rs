@@ -964,3 +964,95 @@ fn a_server_on_postgres_state_is_ready_and_stops_cleanly_on_sigterm() {
         "{status:?}\n{stderr}"
     );
 }
+
+/// Reads a server-sent event stream from `path` until `until` appears or 20 s pass; returns
+/// the status line and what arrived.
+fn read_stream(server: &Server, path: &str, token: &str, extra: &str, until: &str) -> String {
+    let addr = server.addr.as_deref().unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 8192];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the stream: {e}"),
+        }
+        if String::from_utf8_lossy(&got).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn events_stream_the_latest_operation_from_the_audit_chain_and_resume_after_an_id() {
+    let mut d = Dir::new();
+    d.write_fleet("eventsdemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    let path = "/api/v1/fleets/eventsdemo/events";
+
+    server.get(path, None).assert_error(401);
+    server
+        .get("/api/v1/fleets/nosuch/events", Some(&viewer))
+        .assert_error(404);
+    server
+        .get(&format!("{path}?after=soon"), Some(&viewer))
+        .assert_error(400);
+    let doc = server.get("/openapi.json", None).json();
+    assert!(doc["paths"][path.replace("eventsdemo", "{fleet}")].is_object());
+
+    // From the latest operation's start: the apply, step by step, to its end.
+    let text = read_stream(&server, path, &viewer, "", "event: operation-finished");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("text/event-stream"), "{text}");
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"operation-started"), "{text}");
+    for k in ["unit-started", "gate-passed", "wave-finished"] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"operation-finished"), "{text}");
+    let last_id: u64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .and_then(|v| v.trim().parse().ok())
+        .expect("events carry ids");
+
+    // A reconnect with Last-Event-ID gets only what came after: here the next apply.
+    d.write_fleet("eventsdemo", 2);
+    d.apply();
+    let text = read_stream(
+        &server,
+        path,
+        &viewer,
+        &format!("Last-Event-ID: {last_id}\r\n"),
+        "event: operation-finished",
+    );
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert_eq!(ids.first(), Some(&(last_id + 1)), "{text}");
+    assert!(text.contains("\"step\":\"unit.start web-1@r2\""), "{text}");
+}

@@ -86,7 +86,7 @@ pub(crate) struct ErrorBody {
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
         live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
-        fleet_plan, diff, audit, rollback, validate, plan_posted, monitoring_targets
+        fleet_plan, diff, audit, events, rollback, validate, plan_posted, monitoring_targets
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -129,6 +129,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets/{fleet}/plan", get(fleet_plan))
         .route("/fleets/{fleet}/diff", get(diff))
         .route("/fleets/{fleet}/audit", get(audit))
+        .route("/fleets/{fleet}/events", get(events))
         .route("/fleets/{fleet}/rollback", post(rollback))
         .route("/validate", post(validate))
         .route("/plan", post(plan_posted))
@@ -153,6 +154,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/fleets/{fleet}", get(super::portal::fleet))
         .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
+        .route("/portal/fleets/{fleet}/events", get(super::portal::events))
+        .route("/portal/static/live.js", get(super::portal::live_js))
         .route(
             "/portal/fleets/{fleet}/rollback",
             post(super::portal::rollback),
@@ -646,6 +649,40 @@ pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, A
         "verification": report,
         "records": records,
     }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    /// Start after this event id (an audit record's seq); `Last-Event-ID` wins.
+    after: Option<String>,
+}
+
+impl EventsQuery {
+    pub(super) fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+}
+
+/// Live events of the fleet's operations as server-sent events, tailed from its audit chain
+/// (see `serve/events.rs` for why that is the source): each event's id is the record's seq,
+/// its type the kind of step (`operation-started`, `unit-started`, `gate-passed`,
+/// `gate-failed`, `wave-finished`, `rollback-started`, `instance-restored`,
+/// `operation-finished`, ...), its data the record as JSON. Without `?after=` or
+/// `Last-Event-ID` the stream starts at the latest operation's start; it never ends by itself.
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/events", tag = "read", summary = "Live events of the fleet's operations (server-sent events)", params(("fleet" = String, Path, description = "The fleet's name"), ("after" = Option<String>, Query, description = "Start after this event id (an audit record's seq); the Last-Event-ID header wins"), ("Last-Event-ID" = Option<String>, Header, description = "The last event id received, when reconnecting")), security(("bearer" = [])), responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String), (status = 400, description = "Not a fleet name, or a bad event id", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody), (status = 503, description = "Too many streams open, or the store does not answer", body = ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request("the only query parameter is ?after=SEQ").into_response();
+    };
+    match super::events::after_of(&headers, q.after()) {
+        Ok(after) => super::events::stream(state, fleet, after).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod events;
 mod metrics;
 mod portal;
 
@@ -192,6 +193,8 @@ pub(crate) struct AppState {
     limiter: Arc<auth::FailureLimiter>,
     metrics: Arc<metrics::Metrics>,
     sessions: Arc<portal::Sessions>,
+    /// Open event streams, bounded.
+    streams: Arc<events::Streams>,
     /// Whether the server speaks TLS (session cookies are then `Secure`).
     tls: bool,
     /// Where the state is, for writes run through the engine as the CLI runs it.
@@ -276,6 +279,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         limiter: Arc::new(auth::FailureLimiter::default()),
         metrics: Arc::new(metrics::Metrics::new()),
         sessions: Arc::new(portal::Sessions::default()),
+        streams: Arc::new(events::Streams::default()),
         tls: args.tls_cert.is_some(),
         state_args: crate::deploy_cmd::StateArgs {
             state_dir: args.store.state_dir.clone(),

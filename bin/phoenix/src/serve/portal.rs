@@ -1,6 +1,7 @@
 //! The portal: server-rendered HTML pages over the same views as the JSON API (ADR 007), with
-//! no script and no asset to build. Signing in with an API token gives an HttpOnly session
-//! cookie; every form that changes something carries the session's CSRF token.
+//! no asset to build: one small vendored script (`live.js`, embedded) follows a fleet's
+//! operations live over server-sent events. Signing in with an API token gives an HttpOnly
+//! session cookie; every form that changes something carries the session's CSRF token.
 
 use super::api::{self, ApiError};
 use super::auth::{self, Role};
@@ -138,7 +139,24 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
 header{background:#222;color:#fff;padding:.6em 1em;display:flex;gap:1.5em;align-items:center}\
 header a{color:#fff}main{padding:1em}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.ok{color:#070}.bad{color:#b00}\
-pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}";
+pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}\
+#live{border:1px solid #ccc;padding:.5em 1em;margin:.5em 0;max-width:60em}#live ol{max-height:24em;overflow:auto;font-family:monospace;font-size:.9em}\
+#live .status{font-weight:bold}.wave{display:inline-block;margin-right:.5em;padding:0 .4em;border:1px solid #070}";
+
+/// The portal's one script, vendored (no build step) and embedded.
+const LIVE_JS: &str = include_str!("live.js");
+
+/// `GET /portal/static/live.js`: answers without a session, as static files do.
+pub(crate) async fn live_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        LIVE_JS,
+    )
+        .into_response()
+}
 
 fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
     let mut nav = String::from("<strong>Phoenix</strong><a href=\"/portal\">Fleets</a>");
@@ -162,7 +180,7 @@ fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
@@ -415,9 +433,13 @@ pub(crate) async fn fleet(
     let f = esc(&fleet);
     let mut body = format!(
         "<p>{} &middot; <a href=\"/portal/fleets/{f}/audit\">audit log</a></p>\
+         <section id=\"live\" data-state=\"idle\" data-events=\"/portal/fleets/{p}/events\">\
+         <h2>Latest operation, live</h2><p class=\"status\">waiting for events (needs JavaScript)</p>\
+         <p class=\"waves\"></p><ol></ol></section><script src=\"/portal/static/live.js\" defer></script>\
          <h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
          <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
-        health_cell(&summary["healthy"], &summary["instances"])
+        health_cell(&summary["healthy"], &summary["instances"]),
+        p = esc(&percent_path(&fleet)),
     );
     for i in &instances {
         let class = if i["healthy"] == true { "ok" } else { "bad" };
@@ -596,6 +618,32 @@ pub(crate) async fn audit(
     }
     body.push_str("</table>");
     page(&format!("Audit log of {fleet}"), Some(&s), &body)
+}
+
+/// `GET /portal/fleets/{fleet}/events`: the fleet's live events for a signed-in browser (the
+/// same stream as `/api/v1/fleets/{fleet}/events`; `EventSource` cannot send a bearer token,
+/// so the session cookie stands in for it).
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+    query: Result<Query<api::EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
+            .into_response();
+    }
+    let Ok(Query(q)) = query else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the only query parameter is ?after=SEQ",
+        )
+        .into_response();
+    };
+    match super::events::after_of(&headers, q.after()) {
+        Ok(after) => super::events::stream(state, fleet, after).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 pub(crate) async fn rollback(
