@@ -194,6 +194,76 @@ const scenarios = {
     for (const a of arrived) console.log(`  event: ${a.text}`);
   },
 
+  /**
+   * The ledger explorer of `phoenix serve --ledger URLS` over a real 4-validator testnet:
+   * every validator signing, blocks advancing live without a reload; the explorer's API with a
+   * viewer token; and the audit page of a fleet applied with --ledger, every record confirmed.
+   */
+  async ledger(browser) {
+    const token = env('PHOENIX_VIEWER_TOKEN');
+    const api = async (p) => {
+      const r = await fetch(`${BASE}${p}`, { headers: { Authorization: `Bearer ${token}` } });
+      return { status: r.status, body: await r.json() };
+    };
+    const { page } = await signedIn(browser, token);
+    await page.goto(`${BASE}/portal/ledger`);
+    await page.waitForSelector('#ledger-live[data-connected=true]');
+    const rows = await page.locator('#validators tr td:last-child').allInnerTexts();
+    check(rows.length === 4, `the explorer lists ${rows.length} validators`);
+    check((await page.locator('#quorum').getAttribute('class')) === 'ok',
+      `a quorum signs: "${await page.locator('#quorum').innerText()}"`);
+    const h0 = Number(await page.locator('#finalized-height').innerText());
+    await page.evaluate(() => { window.__sameDocument = true; });
+    // Blocks keep coming on an idle testnet (empty blocks); two new ones within 60 s.
+    await page.waitForFunction(
+      (h0) => Number(document.getElementById('ledger-live').dataset.latest || 0) >= h0 + 2,
+      h0,
+      { timeout: 60_000 },
+    );
+    const h1 = Number(await page.locator('#finalized-height').innerText());
+    check(h1 >= h0 + 2, `the finalized height advanced live from ${h0} to ${h1}`);
+    check((await page.locator(`#blocks tr[data-height="${h1}"]`).count()) === 1,
+      `block ${h1} arrived as a new row on top`);
+    check(await page.evaluate(() => window.__sameDocument === true), 'the page was never reloaded');
+    await shot(page, 'ledger');
+
+    const v = await api('/api/v1/ledger/validators');
+    check(v.status === 200 && v.body.validators.length === 4 && v.body.quorum_signing === true,
+      `GET /api/v1/ledger/validators: ${v.body.signing} of ${v.body.validators.length} signing`);
+    const b = await api('/api/v1/ledger/blocks?limit=3');
+    check(b.status === 200 && b.body.blocks.length === 3, 'GET /api/v1/ledger/blocks?limit=3 gives 3 blocks');
+    const one = await api(`/api/v1/ledger/blocks/${b.body.blocks[0].height}`);
+    check(one.status === 200 && one.body.hash === b.body.blocks[0].hash, 'GET /api/v1/ledger/blocks/{height}');
+    const proof = await api(`/api/v1/ledger/proof/audit/${FLEET}/1`);
+    check(proof.status === 200, `GET /api/v1/ledger/proof/audit/${FLEET}/1 answers ${proof.status}`);
+    const state = await api(`/api/v1/ledger/state/audit/${FLEET}/1`);
+    check(state.status === 200 && state.body.value && state.body.value.record,
+      `GET /api/v1/ledger/state/audit/${FLEET}/1 holds the fleet's first record`);
+    const missing = await api(`/api/v1/ledger/state/audit/${FLEET}/999999`);
+    check(missing.status === 404, `a state entry the ledger lacks is ${missing.status}`);
+    const bad = await api('/api/v1/ledger/tx/not-a-hash');
+    check(bad.status === 400 && bad.body.error, `a bad transaction hash is ${bad.status}: ${bad.body.error}`);
+    const none = await api(`/api/v1/ledger/tx/${'0'.repeat(64)}`);
+    check([200, 404].includes(none.status), `an unknown transaction answers ${none.status}`);
+
+    // The records are sent as the apply runs; reload until all are finalized (bounded).
+    let summary = '';
+    for (let i = 0; i < 30; i++) {
+      await page.goto(`${BASE}/portal/fleets/${FLEET}/audit`);
+      summary = await page.locator('#ledger-confirmation').innerText();
+      if ((await page.locator('#ledger-confirmation').getAttribute('class')) === 'ok') break;
+      await page.waitForTimeout(1000);
+    }
+    check(/(\d+) of \1 records confirmed/.test(summary), `the audit page says "${summary}"`);
+    const cells = await page.locator('#records td.ledger-confirmed').count();
+    const all = await page.locator('#records tr').count();
+    check(cells === all - 1, `every record row is marked confirmed (${cells} of ${all - 1})`);
+    const a = await api(`/api/v1/fleets/${FLEET}/audit`);
+    check(a.body.ledger && a.body.ledger.confirmed === a.body.records.length,
+      `GET /api/v1/fleets/${FLEET}/audit has ledger.confirmed = ${a.body.ledger && a.body.ledger.confirmed}`);
+    await shot(page, 'audit-ledger');
+  },
+
   /** The audit log shown as verified (PHOENIX_EXPECT=verified) or broken (=broken). */
   async audit(browser) {
     const expect = env('PHOENIX_EXPECT');

@@ -777,6 +777,7 @@ pub(crate) fn rollback_for(
     to: Option<u64>,
     force: bool,
     actor: &str,
+    ledger: &crate::ledger_link::LedgerArgs,
 ) -> anyhow::Result<ApplyReport> {
     let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
         .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
@@ -800,15 +801,14 @@ pub(crate) fn rollback_for(
                 d.render()
             )
         })?;
-    let no_ledger = crate::ledger_link::LedgerArgs::default();
-    let w = wire_as(state, &fleet, false, &no_ledger, actor.to_owned())?;
+    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
     let step = rollback_step(&w, &fleet, to, force)?;
     let change = ChangeArgs {
         yes: true,
         parallelism: 16,
         output: RunFormat::Json,
         allow_unreachable: false,
-        ledger: no_ledger,
+        ledger: ledger.clone(),
         state: state.clone(),
     };
     let reachable = reachable_part(&w, &step.desired, &change)?;

@@ -13,6 +13,7 @@
 //! (the guards' `Drop`), and every wait is bounded.
 
 use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -152,8 +153,15 @@ impl Dir {
 
     /// Starts `phoenix serve` on a free loopback port; stopped when the guard drops.
     fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// [`Dir::serve`] with more arguments.
+    fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -519,4 +527,186 @@ fn overview_of_a_340_site_fleet_loads_and_renders_in_the_browser() {
     // The target is 1 s; the bound here is looser so that a loaded shared machine does not fail
     // the build, while a page that became unusable still does.
     assert!(median < 5_000.0, "the overview took {median} ms to load");
+}
+
+/// A base port with `n` free ports after it (bounded tries).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 60000 {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
+/// A real 4-validator testnet of this binary (`phoenix ledger testnet`, then `ledger run` per
+/// node), its nodes killed by pid on drop.
+struct Testnet {
+    api: u16,
+    nodes: Vec<Guard>,
+}
+
+impl Testnet {
+    fn start(dir: &Dir) -> Self {
+        let api = free_ports(4);
+        let p2p = free_ports(4);
+        let out = Command::new(BIN)
+            .args(["ledger", "testnet", "--validators", "4", "--dir"])
+            .arg(dir.path("net"))
+            .args(["--api-base-port", &api.to_string()])
+            .args(["--p2p-base-port", &p2p.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut nodes = Vec::new();
+        for i in 0..4 {
+            let log = std::fs::File::create(dir.path(&format!("node-{i}.log"))).unwrap();
+            let child = Command::new(BIN)
+                .args(["ledger", "run", "--home"])
+                .arg(dir.path(&format!("net/node-{i}")))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            nodes.push(Guard(child));
+        }
+        let net = Testnet { api, nodes };
+        net.wait_for_height(2, Duration::from_secs(90));
+        net
+    }
+
+    fn urls(&self) -> String {
+        (0..4)
+            .map(|i| format!("http://127.0.0.1:{}", self.api + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn finalized_height(&self) -> Option<u64> {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.api)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let body = raw.split_once("\r\n\r\n")?.1;
+        serde_json::from_str::<serde_json::Value>(body).ok()?["finalized_height"].as_u64()
+    }
+
+    fn wait_for_height(&self, h: u64, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.finalized_height().unwrap_or(0) < h {
+            assert!(
+                Instant::now() < end,
+                "the testnet finalized no block {h} within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.0.kill();
+            let _ = n.0.wait();
+        }
+    }
+}
+
+#[test]
+fn ledger_explorer_advances_live_and_the_audit_page_shows_ledger_confirmation() {
+    let Some(chromium) = browser() else { return };
+    let mut d = Dir::new();
+    let net = Testnet::start(&d);
+    let urls = net.urls();
+    let key = d.path("net/client.key");
+    let key = key.to_str().unwrap().to_string();
+    d.write_fleet("ledgerdemo", 1);
+    d.applied = true;
+    d.ok(&[
+        "apply",
+        "fleet.yaml",
+        "--yes",
+        "--ledger",
+        &urls,
+        "--ledger-key",
+        &key,
+    ]);
+    d.write_fleet("ledgerdemo", 2);
+    d.ok(&[
+        "apply",
+        "fleet.yaml",
+        "--yes",
+        "--ledger",
+        &urls,
+        "--ledger-key",
+        &key,
+    ]);
+    let viewer = d.token("view", "viewer");
+    let deployer = d.token("deploy", "deployer");
+    let server = d.serve_with(&["--ledger", &urls, "--ledger-key", &key]);
+    scenario(
+        &chromium,
+        &server,
+        "ledger",
+        &[
+            ("PHOENIX_FLEET", "ledgerdemo"),
+            ("PHOENIX_VIEWER_TOKEN", &viewer),
+        ],
+        Duration::from_secs(240),
+    );
+    // A write through the server with --ledger-key is recorded on the ledger as the CLI's are:
+    // a rollback by the deployer token, then the whole chain verified against the ledger.
+    let answer = post(&server, "/api/v1/fleets/ledgerdemo/rollback", &deployer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"outcome\""), "{answer}");
+    d.write_fleet("ledgerdemo", 1);
+    let verified = d.run(&["history", "fleet.yaml", "--verify", "--ledger", &urls]);
+    assert!(
+        verified.status.success(),
+        "history --verify --ledger after the server's rollback:\n{}\n{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let history = String::from_utf8_lossy(&verified.stdout);
+    assert!(history.contains("deploy"), "the rollback's actor is the token's name:\n{history}");
+    // The nodes stop before their homes in the temp dir go; the fleet's Drop destroys it
+    // without --ledger.
+    drop(server);
+    drop(net);
+    drop(d);
+}
+
+/// `POST path` with a bearer token and an empty body; the whole answer as text.
+fn post(server: &Server, path: &str, token: &str) -> String {
+    use std::io::Write as _;
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
 }

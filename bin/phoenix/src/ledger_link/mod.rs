@@ -15,7 +15,7 @@
 //! status alone, so a transaction that lost its nonce to another one carrying the same record
 //! counts as delivered, and one refused for a nonce is simply signed again in the next round.
 
-mod client;
+pub(crate) mod client;
 mod ops;
 
 use anyhow::{Context as _, bail};
@@ -878,7 +878,12 @@ pub(crate) fn verify(
     }
 }
 
-fn verify_once(
+/// One pass of [`verify`], without waiting for records on their way (the audit page of
+/// `phoenix serve` shows those as missing, i.e. pending, and is reloaded).
+///
+/// # Errors
+/// The ledger cannot be reached.
+pub(crate) fn verify_once(
     client: &mut Client,
     chain: &[AuditRecord],
     fleet: &str,

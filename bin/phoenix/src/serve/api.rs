@@ -86,7 +86,10 @@ pub(crate) struct ErrorBody {
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
         live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
-        fleet_plan, diff, audit, events, rollback, validate, plan_posted, monitoring_targets
+        fleet_plan, diff, audit, events, rollback, validate, plan_posted, monitoring_targets,
+        super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
+        super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
+        super::ledger::ledger_proof, super::ledger::ledger_events
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -135,6 +138,20 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/plan", post(plan_posted))
         .route("/monitoring/targets", get(monitoring_targets))
         .route("/whoami", get(whoami))
+        .route("/ledger", get(super::ledger::ledger_status))
+        .route("/ledger/blocks", get(super::ledger::ledger_blocks))
+        .route("/ledger/blocks/{height}", get(super::ledger::ledger_block))
+        .route("/ledger/tx/{hash}", get(super::ledger::ledger_tx))
+        .route("/ledger/validators", get(super::ledger::ledger_validators))
+        .route(
+            "/ledger/state/{module}/{*key}",
+            get(super::ledger::ledger_state),
+        )
+        .route(
+            "/ledger/proof/audit/{fleet}/{seq}",
+            get(super::ledger::ledger_proof),
+        )
+        .route("/ledger/events", get(super::ledger::ledger_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -156,6 +173,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
         .route("/portal/fleets/{fleet}/events", get(super::portal::events))
         .route("/portal/static/live.js", get(super::portal::live_js))
+        .route("/portal/ledger", get(super::portal::ledger))
+        .route("/portal/ledger/events", get(super::portal::ledger_events))
         .route(
             "/portal/fleets/{fleet}/rollback",
             post(super::portal::rollback),
@@ -613,9 +632,17 @@ pub(super) fn diff_view(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain and its verification", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| Ok(Json(audit_view(store, &fleet)?))).await
+    let name = fleet.clone();
+    let mut view = blocking(&state, move |store| audit_view(store, &name)).await?;
+    if let (Some(ledger), Some(obj)) = (
+        super::ledger::audit_confirmation(&state, &fleet).await,
+        view.as_object_mut(),
+    ) {
+        obj.insert("ledger".into(), ledger);
+    }
+    Ok(Json(view))
 }
 
 /// The audit chain of a fleet with its verification report.

@@ -58,6 +58,11 @@ impl Streams {
     }
 }
 
+/// A stream slot of the server's bound, for streams of other modules (the ledger's blocks).
+pub(crate) fn take_slot(state: &AppState) -> Option<impl Send + 'static> {
+    state.streams.take()
+}
+
 /// What kind of event an audit record of the engine is, from its step and outcome.
 pub(crate) fn kind(step: &str, failed: bool, detail: &Value) -> &'static str {
     let head = step.split_whitespace().next().unwrap_or_default();

@@ -93,3 +93,38 @@
     source.addEventListener(kind, (m) => onEvent(kind, m));
   }
 })();
+
+// The ledger explorer: each finalized block as it comes, newest on top.
+(function () {
+  'use strict';
+  const live = document.getElementById('ledger-live');
+  if (!live || !window.EventSource) return;
+  const body = live.querySelector('#blocks tbody');
+  const height = document.getElementById('finalized-height');
+  const MAX_ROWS = 20;
+  const short = (s) => String(s == null ? '-' : s).slice(0, 16);
+  const source = new EventSource(live.dataset.events);
+  source.onopen = () => { live.dataset.connected = 'true'; };
+  source.onerror = () => { live.dataset.connected = 'false'; };
+  source.addEventListener('block', (m) => {
+    let b;
+    try {
+      b = JSON.parse(m.data);
+    } catch (_) {
+      return;
+    }
+    if (body.querySelector(`tr[data-height="${Number(b.height)}"]`)) return;
+    const tr = document.createElement('tr');
+    tr.dataset.height = String(Number(b.height));
+    tr.className = 'arrived';
+    for (const v of [b.height, short(b.hash), short(b.proposer), b.view, b.tx_count, b.finalized_by]) {
+      const td = document.createElement('td');
+      td.textContent = v == null ? '-' : String(v);
+      tr.appendChild(td);
+    }
+    body.insertBefore(tr, body.firstChild);
+    while (body.children.length > MAX_ROWS) body.removeChild(body.lastChild);
+    if (height) height.textContent = String(b.height);
+    live.dataset.latest = String(b.height);
+  });
+})();

@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod events;
+mod ledger;
 mod metrics;
 mod portal;
 
@@ -73,6 +74,11 @@ struct RunArgs {
     insecure: bool,
     #[command(flatten)]
     store: StoreArgs,
+    /// The ledger (`--ledger URL[,URL...]`): the explorer and each audit record's confirmation
+    /// read it; with `--ledger-key FILE`, writes made through the server are also recorded on
+    /// it, as `phoenix rollback --ledger` records them.
+    #[command(flatten)]
+    ledger: crate::ledger_link::LedgerArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +205,8 @@ pub(crate) struct AppState {
     tls: bool,
     /// Where the state is, for writes run through the engine as the CLI runs it.
     state_args: crate::deploy_cmd::StateArgs,
+    /// The ledger, if any (`--ledger`, `--ledger-key`).
+    ledger: crate::ledger_link::LedgerArgs,
 }
 
 /// Rolls `fleet` back through the engine for `actor` (a deployer token's name), on a thread
@@ -211,11 +219,18 @@ pub(crate) async fn run_rollback(
     actor: String,
 ) -> Result<serde_json::Value, api::ApiError> {
     let args = state.state_args.clone();
+    // Recorded on the ledger only with a key to sign with; a ledger given for reading alone
+    // does not make writes need one.
+    let ledger = if state.ledger.ledger_key.is_some() {
+        state.ledger.clone()
+    } else {
+        crate::ledger_link::LedgerArgs::default()
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("serve-rollback".into())
         .spawn(move || {
-            let result = crate::deploy_cmd::rollback_for(&args, &fleet, to, force, &actor);
+            let result = crate::deploy_cmd::rollback_for(&args, &fleet, to, force, &actor, &ledger);
             let _ = tx.send(result);
         })
         .map_err(|e| api::ApiError::internal(format!("starting the rollback: {e}")))?;
@@ -270,6 +285,14 @@ fn listen_address(args: &RunArgs) -> anyhow::Result<SocketAddr> {
 
 fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let addr = listen_address(&args)?;
+    if !args.ledger.ledger.is_empty() {
+        // The URLs are checked now (a typo is an error at start, not on every page).
+        crate::ledger_link::Link::client_for(&args.ledger.ledger)?;
+    } else if args.ledger.ledger_key.is_some() {
+        anyhow::bail!(
+            "--ledger-key needs --ledger URL: the ledger to record the server's writes on"
+        );
+    }
     let store = args.store.open()?;
     // The last reference to the store is dropped here, after the runtime: the synchronous
     // PostgreSQL client blocks on its own runtime when dropped, which panics inside another.
@@ -286,6 +309,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             state_url: args.store.state_url.clone(),
             operator_key: std::env::var_os("PHOENIX_OPERATOR_KEY").map(PathBuf::from),
         },
+        ledger: args.ledger.clone(),
     };
     let app = api::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -159,7 +159,9 @@ pub(crate) async fn live_js() -> Response {
 }
 
 fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
-    let mut nav = String::from("<strong>Phoenix</strong><a href=\"/portal\">Fleets</a>");
+    let mut nav = String::from(
+        "<strong>Phoenix</strong><a href=\"/portal\">Fleets</a><a href=\"/portal/ledger\">Ledger</a>",
+    );
     if let Some(s) = signed_in {
         let _ = write!(
             nav,
@@ -580,6 +582,7 @@ pub(crate) async fn audit(
         Ok(a) => a,
         Err(e) => return error_page(e, Some(&s)),
     };
+    let ledger = super::ledger::audit_confirmation(&state, &fleet).await;
     let mut body = if a["verified"] == true {
         format!(
             "<p class=\"ok\" id=\"verification\">Verified: {} records, every hash, link and signature checks out up to the anchor.</p>",
@@ -602,13 +605,61 @@ pub(crate) async fn audit(
         b.push_str("</ul>");
         b
     };
-    body.push_str(
-        "<table><tr><th>Seq</th><th>At</th><th>Actor</th><th>Step</th><th>Outcome</th></tr>",
+    // Per record: its confirmation on the ledger, when one is configured.
+    let mut on_ledger: HashMap<u64, (String, String)> = HashMap::new();
+    if let Some(l) = &ledger {
+        if let Some(err) = l["error"].as_str() {
+            let _ = write!(
+                body,
+                "<p class=\"bad\" id=\"ledger-confirmation\">Ledger: cannot be checked: {}</p>",
+                esc(err)
+            );
+        } else {
+            let total = l["records"].as_array().map_or(0, Vec::len);
+            let confirmed = l["confirmed"].as_u64().unwrap_or(0);
+            let class = if confirmed as usize == total
+                && l["problems"].as_array().is_some_and(Vec::is_empty)
+            {
+                "ok"
+            } else {
+                "bad"
+            };
+            let _ = write!(
+                body,
+                "<p class=\"{class}\" id=\"ledger-confirmation\">Ledger ({}): {confirmed} of {total} records confirmed with the same hash, in order.</p>",
+                esc(&text(&l["url"]))
+            );
+            for r in l["records"].as_array().cloned().unwrap_or_default() {
+                if let Some(seq) = r["seq"].as_u64() {
+                    on_ledger.insert(seq, (text(&r["status"]), text(&r["message"])));
+                }
+            }
+        }
+    }
+    let ledger_th = if ledger.is_some() {
+        "<th>Ledger</th>"
+    } else {
+        ""
+    };
+    let _ = write!(
+        body,
+        "<table id=\"records\"><tr><th>Seq</th><th>At</th><th>Actor</th><th>Step</th><th>Outcome</th>{ledger_th}</tr>"
     );
     for r in a["records"].as_array().cloned().unwrap_or_default() {
+        let ledger_td = match (&ledger, r["seq"].as_u64().and_then(|q| on_ledger.get(&q))) {
+            (None, _) => String::new(),
+            (Some(_), Some((status, message))) => format!(
+                "<td class=\"{} ledger-{}\" title=\"{}\">{}</td>",
+                if status == "confirmed" { "ok" } else { "bad" },
+                esc(status),
+                esc(message),
+                esc(status)
+            ),
+            (Some(_), None) => "<td>-</td>".to_string(),
+        };
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{ledger_td}</tr>",
             esc(&text(&r["seq"])),
             esc(&text(&r["at"])),
             esc(&text(&r["actor"])),
@@ -618,6 +669,113 @@ pub(crate) async fn audit(
     }
     body.push_str("</table>");
     page(&format!("Audit log of {fleet}"), Some(&s), &body)
+}
+
+/// `GET /portal/ledger`: the ledger explorer (status, validators' signing liveness, the
+/// latest blocks, advancing live through `live.js`).
+pub(crate) async fn ledger(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let urls = state.ledger.ledger.clone();
+    if urls.is_empty() {
+        return page(
+            "Ledger",
+            Some(&s),
+            "<p>No ledger is configured: start <code>phoenix serve --ledger URL[,URL...]</code>.</p>",
+        );
+    }
+    let views = super::ledger::with_client(&urls, |c| {
+        Ok((
+            super::ledger::status(c)?,
+            super::ledger::validators(c)?,
+            super::ledger::blocks(c, 10)?,
+        ))
+    })
+    .await;
+    let (status, validators, blocks) = match views {
+        Ok(v) => v,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let st = &status["status"];
+    let mut body = format!(
+        "<p>Chain <code>{}</code> at {} &middot; finalized height <strong id=\"finalized-height\">{}</strong> \
+         &middot; view {} &middot; epoch {} &middot; {} peers &middot; mempool {}</p>",
+        esc(&text(&st["chain_id"])),
+        esc(&text(&status["url"])),
+        esc(&text(&st["finalized_height"])),
+        esc(&text(&st["view"])),
+        esc(&text(&st["epoch"])),
+        esc(&text(&st["peers"])),
+        esc(&text(&st["mempool"])),
+    );
+    let quorum = validators["quorum_signing"] == true;
+    let _ = write!(
+        body,
+        "<h2>Validators</h2><p class=\"{}\" id=\"quorum\">{} of {} signing (quorum {}), as the node at {} saw their votes</p>\
+         <table id=\"validators\"><tr><th>Key</th><th>Address</th><th>Notarize</th><th>Finalize</th><th>Nullify</th><th>Last view</th><th>Signing</th></tr>",
+        if quorum { "ok" } else { "bad" },
+        esc(&text(&validators["signing"])),
+        validators["validators"].as_array().map_or(0, Vec::len),
+        esc(&text(&validators["quorum"])),
+        esc(&text(&validators["url"])),
+    );
+    for v in validators["validators"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let key = text(&v["key"]);
+        let signing = v["signing"] == true;
+        let _ = write!(
+            body,
+            "<tr><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&key),
+            esc(key.get(..16).unwrap_or(&key)),
+            esc(&text(&v["address"])),
+            esc(&text(&v["notarizes"])),
+            esc(&text(&v["finalizes"])),
+            esc(&text(&v["nullifies"])),
+            esc(&text(&v["last_view"])),
+            if signing { "ok" } else { "bad" },
+            if signing { "signing" } else { "not signing" },
+        );
+    }
+    body.push_str(
+        "</table><section id=\"ledger-live\" data-events=\"/portal/ledger/events\"><h2>Blocks, live</h2>\
+         <table id=\"blocks\"><thead><tr><th>Height</th><th>Hash</th><th>Proposer</th><th>View</th><th>Transactions</th><th>Finalized by</th></tr></thead><tbody>",
+    );
+    for b in blocks["blocks"].as_array().cloned().unwrap_or_default() {
+        body.push_str(&block_row(&b));
+    }
+    body.push_str(
+        "</tbody></table></section><script src=\"/portal/static/live.js\" defer></script>",
+    );
+    page("Ledger", Some(&s), &body)
+}
+
+/// One row of the blocks table (`live.js` builds the same for blocks that arrive later).
+fn block_row(b: &Value) -> String {
+    let hash = text(&b["hash"]);
+    let proposer = text(&b["proposer"]);
+    format!(
+        "<tr data-height=\"{}\"><td>{}</td><td><code title=\"{}\">{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        esc(&text(&b["height"])),
+        esc(&text(&b["height"])),
+        esc(&hash),
+        esc(hash.get(..16).unwrap_or(&hash)),
+        esc(proposer.get(..16).unwrap_or(&proposer)),
+        esc(&text(&b["view"])),
+        esc(&text(&b["tx_count"])),
+        esc(&text(&b["finalized_by"])),
+    )
+}
+
+/// `GET /portal/ledger/events`: finalized blocks as they come, for a signed-in browser.
+pub(crate) async fn ledger_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
+            .into_response();
+    }
+    super::ledger::block_events(state).await
 }
 
 /// `GET /portal/fleets/{fleet}/events`: the fleet's live events for a signed-in browser (the
