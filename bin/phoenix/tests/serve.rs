@@ -1056,3 +1056,95 @@ fn events_stream_the_latest_operation_from_the_audit_chain_and_resume_after_an_i
     assert_eq!(ids.first(), Some(&(last_id + 1)), "{text}");
     assert!(text.contains("\"step\":\"unit.start web-1@r2\""), "{text}");
 }
+
+#[test]
+fn apply_and_destroy_through_the_api_need_a_deployer_and_run_as_the_cli_does() {
+    let mut d = Dir::new();
+    let viewer = d.token("view", "viewer");
+    let deployer = d.token("ship", "deployer");
+    let server = d.serve();
+    d.write_fleet("apidemo", 1);
+    // The Drop guard destroys the fleet through the CLI if the test stops half-way.
+    d.applied = true;
+    let spec = std::fs::read_to_string(d.path("fleet.yaml")).unwrap();
+    let apply = "/api/v1/fleets/apidemo/apply";
+
+    server
+        .request("POST", apply, Some(&viewer), Some(&spec))
+        .assert_error(403);
+    assert!(
+        server
+            .request(
+                "POST",
+                "/api/v1/fleets/other/apply",
+                Some(&deployer),
+                Some(&spec)
+            )
+            .assert_error(400)
+            .contains("not `other`")
+    );
+    let bad = server.request(
+        "POST",
+        apply,
+        Some(&deployer),
+        Some("phoenix: 1\nname: apidemo\nservices:\n  - name: web\n    replicas: many\n"),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.json()["diagnostics"].is_array());
+    server
+        .request("POST", apply, Some(&deployer), Some(""))
+        .assert_error(400);
+    // Nothing was changed by the refusals.
+    server
+        .get("/api/v1/fleets/apidemo", Some(&viewer))
+        .assert_error(404);
+
+    let done = server.request("POST", apply, Some(&deployer), Some(&spec));
+    assert_eq!(done.status, 200, "{}", done.body);
+    let v = done.json();
+    assert_eq!(
+        (v["operation"].as_str(), v["revision"].as_u64()),
+        (Some("apply"), Some(1)),
+        "{v}"
+    );
+    let fleet = server.get("/api/v1/fleets/apidemo", Some(&viewer)).json();
+    assert_eq!(
+        (fleet["instances"].as_u64(), fleet["healthy"].as_u64()),
+        (Some(1), Some(1)),
+        "{fleet}"
+    );
+    let revisions = server
+        .get("/api/v1/fleets/apidemo/revisions", Some(&viewer))
+        .json();
+    assert_eq!(revisions["revisions"][0]["actor"], "ship", "{revisions}");
+    let audit = server
+        .get("/api/v1/fleets/apidemo/audit", Some(&viewer))
+        .json();
+    assert_eq!(audit["verified"], true, "{audit}");
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["actor"] == "ship")
+    );
+
+    let destroy = "/api/v1/fleets/apidemo/destroy";
+    server
+        .request("POST", destroy, Some(&viewer), None)
+        .assert_error(403);
+    server
+        .request(
+            "POST",
+            "/api/v1/fleets/nosuch/destroy",
+            Some(&deployer),
+            None,
+        )
+        .assert_error(404);
+    let gone = server.request("POST", destroy, Some(&deployer), None);
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert_eq!(gone.json()["operation"], "destroy");
+    let fleet = server.get("/api/v1/fleets/apidemo", Some(&viewer)).json();
+    assert_eq!(fleet["instances"].as_u64(), Some(0), "{fleet}");
+    d.applied = false;
+}

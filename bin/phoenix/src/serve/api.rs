@@ -86,7 +86,7 @@ pub(crate) struct ErrorBody {
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
         live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
-        fleet_plan, diff, audit, events, rollback, validate, plan_posted, monitoring_targets,
+        fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
         super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
         super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
         super::ledger::ledger_proof, super::ledger::ledger_events
@@ -134,6 +134,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets/{fleet}/audit", get(audit))
         .route("/fleets/{fleet}/events", get(events))
         .route("/fleets/{fleet}/rollback", post(rollback))
+        .route("/fleets/{fleet}/apply", post(apply))
+        .route("/fleets/{fleet}/destroy", post(destroy))
         .route("/validate", post(validate))
         .route("/plan", post(plan_posted))
         .route("/monitoring/targets", get(monitoring_targets))
@@ -750,9 +752,92 @@ async fn rollback(
     let to = revision_arg(q.to.as_deref())?;
     let name = fleet.clone();
     blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
-    super::run_rollback(&state, fleet, to, q.force.unwrap_or(false), caller.name)
+    super::run_write(
+        &state,
+        fleet,
+        super::Write::Rollback {
+            to,
+            force: q.force.unwrap_or(false),
+        },
+        caller.name,
+    )
+    .await
+    .map(Json)
+}
+
+/// Applies a posted spec to the fleet through the same engine as `phoenix apply` (the whole
+/// fleet, rolled back on a failed gate), with the token's name as the actor of the lock and of
+/// every audit record. Needs a deployer token; the spec must validate and name this fleet.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = Object), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn apply(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+    query: Result<Query<EnvQuery>, QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Response {
+    if let Err(e) = caller.require(Role::Deployer) {
+        return e.into_response();
+    }
+    if let Err(e) = check_fleet_name(&fleet) {
+        return e.into_response();
+    }
+    let (sources, env) = match posted(body, query) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    // Validated here, so that a bad spec is a 422 with its diagnostics, never a change.
+    let parsed = match phoenix_spec::parse_sources(&sources, env.as_deref()) {
+        Ok(f) => f,
+        Err(d) => return invalid(&d),
+    };
+    if parsed.name != fleet {
+        return ApiError::bad_request(format!(
+            "the posted spec is fleet `{}`, not `{fleet}`: post it to /api/v1/fleets/{}/apply",
+            parsed.name, parsed.name
+        ))
+        .into_response();
+    }
+    match super::run_write(
+        &state,
+        fleet,
+        super::Write::Apply { sources, env },
+        caller.name,
+    )
+    .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Destroys the fleet (every unit stopped and removed, with its latest spec) through the same
+/// engine as `phoenix destroy`, with the token's name as the actor. Needs a deployer token.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn destroy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Deployer)?;
+    let name = fleet.clone();
+    blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
+    super::run_write(&state, fleet, super::Write::Destroy, caller.name)
         .await
         .map(Json)
+}
+
+/// A posted spec that does not validate: 422 with the diagnostics.
+fn invalid(d: &phoenix_spec::Diagnostics) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({
+            "error": format!("the spec is not valid: {} problem(s)", d.items.len()),
+            "diagnostics": diagnostics_json(d),
+            "rendered": d.render(),
+        })),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

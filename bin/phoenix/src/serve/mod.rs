@@ -209,13 +209,36 @@ pub(crate) struct AppState {
     ledger: crate::ledger_link::LedgerArgs,
 }
 
-/// Rolls `fleet` back through the engine for `actor` (a deployer token's name), on a thread
-/// of its own: the engine and its providers block, and some run runtimes of their own.
-pub(crate) async fn run_rollback(
+/// A write the server runs through the engine as the CLI does (`deploy_cmd::*_for`).
+pub(crate) enum Write {
+    /// `phoenix rollback [--to N] [--force]`.
+    Rollback { to: Option<u64>, force: bool },
+    /// `phoenix apply` of a posted spec (already validated, of this fleet).
+    Apply {
+        sources: Vec<(String, String)>,
+        env: Option<String>,
+    },
+    /// `phoenix destroy` with the fleet's latest spec.
+    Destroy,
+}
+
+impl Write {
+    fn name(&self) -> &'static str {
+        match self {
+            Write::Rollback { .. } => "rollback",
+            Write::Apply { .. } => "apply",
+            Write::Destroy => "destroy",
+        }
+    }
+}
+
+/// Runs `write` on `fleet` through the engine for `actor` (a deployer token's name), on a
+/// thread of its own: the engine and its providers block, and some run runtimes of their own.
+/// A refusal (a held lock, an unreachable site, nothing to roll back to) is `409`.
+pub(crate) async fn run_write(
     state: &AppState,
     fleet: String,
-    to: Option<u64>,
-    force: bool,
+    write: Write,
     actor: String,
 ) -> Result<serde_json::Value, api::ApiError> {
     let args = state.state_args.clone();
@@ -226,20 +249,29 @@ pub(crate) async fn run_rollback(
     } else {
         crate::ledger_link::LedgerArgs::default()
     };
+    let what = write.name();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("serve-rollback".into())
+        .name(format!("serve-{what}"))
         .spawn(move || {
-            let result = crate::deploy_cmd::rollback_for(&args, &fleet, to, force, &actor, &ledger);
+            use crate::deploy_cmd::{apply_for, destroy_for, rollback_for};
+            let result = match write {
+                Write::Rollback { to, force } => {
+                    rollback_for(&args, &fleet, to, force, &actor, &ledger)
+                }
+                Write::Apply { sources, env } => apply_for(&args, sources, env, &actor, &ledger),
+                Write::Destroy => destroy_for(&args, &fleet, &actor, &ledger),
+            };
             let _ = tx.send(result);
         })
-        .map_err(|e| api::ApiError::internal(format!("starting the rollback: {e}")))?;
+        .map_err(|e| api::ApiError::internal(format!("starting the {what}: {e}")))?;
     let report = rx
         .await
-        .map_err(|_| api::ApiError::internal("the rollback stopped unexpectedly"))?
+        .map_err(|_| api::ApiError::internal(format!("the {what} stopped unexpectedly")))?
         .map_err(|e| api::ApiError::new(axum::http::StatusCode::CONFLICT, format!("{e:#}")))?;
     Ok(serde_json::json!({
         "fleet": report.fleet,
+        "operation": what,
         "revision": report.revision,
         "outcome": report.outcome,
         "failure": report.failure,

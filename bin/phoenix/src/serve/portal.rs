@@ -832,7 +832,14 @@ pub(crate) async fn rollback(
         Err(e) => return error_page(e, Some(&s)),
     };
     // Through the same engine as `phoenix rollback`, with the token's name as the actor.
-    match super::run_rollback(&state, fleet.clone(), to, false, s.name.clone()).await {
+    match super::run_write(
+        &state,
+        fleet.clone(),
+        super::Write::Rollback { to, force: false },
+        s.name.clone(),
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/portal/fleets/{}", percent_path(&fleet))).into_response(),
         Err(e) => error_page(e, Some(&s)),
     }
