@@ -60,6 +60,8 @@ const scenarios = {
       (await row.locator('td:nth-child(2) .ok').count()) === 1,
       'the fleet health is drawn as healthy (class ok)',
     );
+    const group = (await row.locator('details.group summary').first().innerText()).trim();
+    check(/^core · eu: 1 sites, (\d+)\/\1 healthy$/.test(group), `its sites by tier and region: "${group}"`);
     await shot(page, 'overview');
   },
 
@@ -222,6 +224,9 @@ const scenarios = {
     );
     const h1 = Number(await page.locator('#finalized-height').innerText());
     check(h1 >= h0 + 2, `the finalized height advanced live from ${h0} to ${h1}`);
+    // The tip's certificate may still be on its way; older blocks carry theirs.
+    const signers = await page.locator('#blocks tbody tr td:last-child').allInnerTexts();
+    check(signers.some((n) => Number(n) >= 3), `blocks show who finalized them: ${signers.join(' ')}`);
     check((await page.locator(`#blocks tr[data-height="${h1}"]`).count()) === 1,
       `block ${h1} arrived as a new row on top`);
     check(await page.evaluate(() => window.__sameDocument === true), 'the page was never reloaded');
@@ -309,8 +314,11 @@ const scenarios = {
         paint.push(t.fcp);
       }
     }
-    const sites = await page.locator(`tr:has(a[href="/portal/fleets/${FLEET}"]) td:nth-child(3) span`).count();
+    const row = `tr:has(a[href="/portal/fleets/${FLEET}"])`;
+    const sites = await page.locator(`${row} .site`).count();
     check(sites >= Number(env('PHOENIX_MIN_SITES', '1')), `the overview lists ${sites} sites of ${FLEET}`);
+    const groups = await page.locator(`${row} details.group summary`).allInnerTexts();
+    check(groups.length > 1, `grouped by tier and region: ${groups.slice(0, 3).join('; ')}; ...`);
     // Chromium reports no paint entry for some reloads of an identical page; those are left out.
     const median = (xs) => {
       const v = xs.filter(Number.isFinite).sort((a, b) => a - b);

@@ -380,6 +380,69 @@ pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value
     }))
 }
 
+/// The fleet's sites grouped by tier and region (as its current spec declares them, in tier
+/// order core, regional, edge), each site with its instances desired running and healthy from
+/// `summary["sites"]`. Sites without instances are listed too; a spec that no longer parses
+/// gives every recorded site under an unknown tier.
+pub(super) fn sites_by_tier_and_region(
+    store: &dyn StateStore,
+    fleet: &str,
+    summary: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let revisions = store.list_revisions(fleet)?;
+    let declared: Vec<(String, String, String)> = current_revision(&revisions, fleet)
+        .ok()
+        .and_then(|r| fleet_of(r).ok())
+        .map(|f| {
+            f.sites
+                .iter()
+                .map(|s| {
+                    (
+                        s.tier.as_str().to_string(),
+                        s.region.clone().unwrap_or_else(|| "-".into()),
+                        s.name.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            summary["sites"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .map(|k| ("unknown".into(), "-".into(), k.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+    let order = |t: &str| match t {
+        "core" => 0,
+        "regional" => 1,
+        "edge" => 2,
+        _ => 3,
+    };
+    let mut groups: BTreeMap<(u8, String, String), Vec<Value>> = BTreeMap::new();
+    for (tier, region, site) in declared {
+        let health = &summary["sites"][&site];
+        groups
+            .entry((order(&tier), tier, region))
+            .or_default()
+            .push(json!({
+                "site": site,
+                "instances": health["instances"].as_u64().unwrap_or(0),
+                "healthy": health["healthy"].as_u64().unwrap_or(0),
+            }));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((_, tier, region), sites)| {
+            let instances: u64 = sites.iter().filter_map(|s| s["instances"].as_u64()).sum();
+            let healthy: u64 = sites.iter().filter_map(|s| s["healthy"].as_u64()).sum();
+            json!({"tier": tier, "region": region, "instances": instances, "healthy": healthy, "sites": sites})
+        })
+        .collect())
+}
+
 #[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |store| {

@@ -65,14 +65,26 @@ fn block_summary(b: &Value) -> Value {
         "timestamp_ms": b["timestamp_ms"],
         "tx_count": b["tx_count"],
         "transactions": b["transactions"],
-        "finalized_by": b["finality"]["signers"].as_array().map(Vec::len),
+        // The number of validator signatures in its finality certificate, when it has one.
+        "finalized_by": b["finality"]["signers"].as_u64(),
     })
 }
 
 /// One block (`None` if the ledger has no such block), with its transactions in full or
-/// their hashes only.
+/// their hashes only. Always read with its transactions: only that answer of the node carries
+/// the block's finality certificate (who signed it).
 pub(crate) fn block(c: &mut Client, height: u64, full: bool) -> anyhow::Result<Option<Value>> {
-    Ok(get(c, &format!("/v1/blocks/{height}?txs={full}"))?.map(|b| block_summary(&b)))
+    Ok(get(c, &format!("/v1/blocks/{height}?txs=true"))?.map(|b| {
+        let mut v = block_summary(&b);
+        if !full && let Some(txs) = v["transactions"].as_array() {
+            let hashes: Vec<Value> = txs
+                .iter()
+                .map(|t| t.get("hash").cloned().unwrap_or_else(|| t.clone()))
+                .collect();
+            v["transactions"] = Value::Array(hashes);
+        }
+        v
+    }))
 }
 
 /// The latest `limit` finalized blocks, newest first.

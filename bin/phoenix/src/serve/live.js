@@ -117,9 +117,18 @@
     const tr = document.createElement('tr');
     tr.dataset.height = String(Number(b.height));
     tr.className = 'arrived';
-    for (const v of [b.height, short(b.hash), short(b.proposer), b.view, b.tx_count, b.finalized_by]) {
+    const cells = [[b.height], [short(b.hash), true], [short(b.proposer), true], [b.view],
+      [b.tx_count], [b.finalized_by]];
+    for (const [v, code] of cells) {
       const td = document.createElement('td');
-      td.textContent = v == null ? '-' : String(v);
+      const text = v == null ? '-' : String(v);
+      if (code) {
+        const c = document.createElement('code');
+        c.textContent = text;
+        td.appendChild(c);
+      } else {
+        td.textContent = text;
+      }
       tr.appendChild(td);
     }
     body.insertBefore(tr, body.firstChild);

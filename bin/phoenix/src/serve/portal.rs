@@ -365,7 +365,9 @@ pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
     let fleets = blocking(&state, |store| {
         let mut out = Vec::new();
         for f in store.list_fleets()? {
-            out.push(api::fleet_summary(store, &f)?);
+            let summary = api::fleet_summary(store, &f)?;
+            let groups = api::sites_by_tier_and_region(store, &f, &summary)?;
+            out.push((summary, groups));
         }
         Ok(out)
     })
@@ -375,20 +377,32 @@ pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
         Err(e) => return error_page(e, Some(&s)),
     };
     let mut body = String::from(
-        "<table><tr><th>Fleet</th><th>Health</th><th>Sites</th><th>Latest revision</th><th></th></tr>",
+        "<table id=\"fleets\"><tr><th>Fleet</th><th>Health</th><th>Sites by tier and region</th><th>Latest revision</th><th></th></tr>",
     );
-    for f in &fleets {
+    for (f, groups) in &fleets {
         let name = text(&f["name"]);
+        // One line per tier and region at a glance; its sites, each with its healthy
+        // instances, one click away.
         let mut sites = String::new();
-        if let Some(map) = f["sites"].as_object() {
-            for (site, v) in map {
+        for g in groups {
+            let list = g["sites"].as_array().cloned().unwrap_or_default();
+            let _ = write!(
+                sites,
+                "<details class=\"group\"><summary>{} &middot; {}: {} sites, {}</summary>",
+                esc(&text(&g["tier"])),
+                esc(&text(&g["region"])),
+                list.len(),
+                health_cell(&g["healthy"], &g["instances"])
+            );
+            for site in &list {
                 let _ = write!(
                     sites,
-                    "{}: {}<br>",
-                    esc(site),
-                    health_cell(&v["healthy"], &v["instances"])
+                    "<span class=\"site\">{}: {}</span><br>",
+                    esc(&text(&site["site"])),
+                    health_cell(&site["healthy"], &site["instances"])
                 );
             }
+            sites.push_str("</details>");
         }
         let latest = &f["latest_revision"];
         let _ = write!(
