@@ -687,7 +687,10 @@ fn ledger_explorer_advances_live_and_the_audit_page_shows_ledger_confirmation() 
         String::from_utf8_lossy(&verified.stderr)
     );
     let history = String::from_utf8_lossy(&verified.stdout);
-    assert!(history.contains("deploy"), "the rollback's actor is the token's name:\n{history}");
+    assert!(
+        history.contains("deploy"),
+        "the rollback's actor is the token's name:\n{history}"
+    );
     // The nodes stop before their homes in the temp dir go; the fleet's Drop destroys it
     // without --ledger.
     drop(server);
