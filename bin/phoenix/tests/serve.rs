@@ -1148,3 +1148,38 @@ fn apply_and_destroy_through_the_api_need_a_deployer_and_run_as_the_cli_does() {
     assert_eq!(fleet["instances"].as_u64(), Some(0), "{fleet}");
     d.applied = false;
 }
+
+#[test]
+fn ledger_routes_without_a_ledger_are_404_and_bad_ledger_options_are_refused_at_start() {
+    let d = Dir::new();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    for path in [
+        "/api/v1/ledger",
+        "/api/v1/ledger/blocks",
+        "/api/v1/ledger/validators",
+        "/api/v1/ledger/events",
+    ] {
+        assert!(
+            server
+                .get(path, Some(&viewer))
+                .assert_error(404)
+                .contains("--ledger"),
+            "{path}"
+        );
+    }
+    server.get("/api/v1/ledger", None).assert_error(401);
+    // Bad input is refused before the ledger is asked.
+    server
+        .get("/api/v1/ledger/blocks/tip", Some(&viewer))
+        .assert_error(400);
+    server
+        .get("/api/v1/ledger/tx/xyz", Some(&viewer))
+        .assert_error(400);
+    let out = d.run(&["serve", "--ledger-key", "k.key", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ledger-key needs --ledger"));
+    let out = d.run(&["serve", "--ledger", "ftp://x", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+}

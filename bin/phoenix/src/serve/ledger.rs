@@ -16,6 +16,9 @@ pub(crate) const MAX_BLOCKS: u64 = 50;
 /// node's view (a few views pass without a vote from anyone while blocks are empty).
 pub(crate) const SIGNING_WINDOW_VIEWS: u64 = 20;
 
+/// The answer of every ledger route of a server without `--ledger`.
+const NO_LEDGER: &str = "no ledger is configured: start phoenix serve with --ledger URL[,URL...]";
+
 /// Runs `f` with a client of the ledger at `urls` on a thread of its own: the client blocks on a
 /// runtime of its own, which must not run on the server's.
 pub(crate) async fn with_client<T: Send + 'static>(
@@ -23,10 +26,7 @@ pub(crate) async fn with_client<T: Send + 'static>(
     f: impl FnOnce(&mut Client) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     if urls.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no ledger is configured: start phoenix serve with --ledger URL[,URL...]",
-        ));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, NO_LEDGER));
     }
     let urls = urls.to_vec();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -399,7 +399,7 @@ pub(crate) async fn block_events(state: AppState) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let urls = urls(&state);
     if urls.is_empty() {
-        return ApiError::new(StatusCode::NOT_FOUND, "no ledger is configured").into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, NO_LEDGER).into_response();
     }
     let Some(slot) = super::events::take_slot(&state) else {
         return ApiError::new(
