@@ -1876,6 +1876,15 @@ impl Run<'_> {
                             // The old unit is gated by its own check, not the new revision's.
                             let outcome = self.gate(&status, spec.health.as_ref());
                             if outcome.healthy {
+                                // Recorded as running again, as a passed gate is in a rollout:
+                                // readers of the store (`phoenix serve`) take health from it.
+                                let _ = self.write(vec![Write::UpsertInstance(instance_state(
+                                    &status,
+                                    Some(&json!(spec.host.to_string())),
+                                    self.engine.provider.endpoint_of(&spec.site, spec.host),
+                                    DesiredState::Running,
+                                    ObservedState::Running,
+                                ))]);
                                 parts.push(format!("restarted {} (healthy)", old.unit_id));
                             } else {
                                 parts.push(format!(

@@ -15,7 +15,7 @@
 //! status alone, so a transaction that lost its nonce to another one carrying the same record
 //! counts as delivered, and one refused for a nonce is simply signed again in the next round.
 
-mod client;
+pub(crate) mod client;
 mod ops;
 
 use anyhow::{Context as _, bail};
@@ -861,7 +861,29 @@ pub(crate) fn verify(
     chain: &[AuditRecord],
     fleet: &str,
 ) -> anyhow::Result<Vec<LedgerProblem>> {
-    let deadline = Instant::now() + VERIFY_WAIT;
+    verify_within(client, chain, fleet, VERIFY_WAIT)
+}
+
+/// One pass of [`verify`], without waiting for records on their way (the audit page of
+/// `phoenix serve` shows those as missing, i.e. pending, and is reloaded).
+///
+/// # Errors
+/// The ledger cannot be reached.
+pub(crate) fn verify_once(
+    client: &mut Client,
+    chain: &[AuditRecord],
+    fleet: &str,
+) -> anyhow::Result<Vec<LedgerProblem>> {
+    verify_within(client, chain, fleet, Duration::ZERO)
+}
+
+fn verify_within(
+    client: &mut Client,
+    chain: &[AuditRecord],
+    fleet: &str,
+    wait: Duration,
+) -> anyhow::Result<Vec<LedgerProblem>> {
+    let deadline = Instant::now() + wait;
     let mut seen = chain
         .iter()
         .map(|r| on_ledger(client, fleet, r))

@@ -86,7 +86,10 @@ pub(crate) struct ErrorBody {
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
         live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
-        fleet_plan, diff, audit, rollback, validate, plan_posted, monitoring_targets
+        fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
+        super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
+        super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
+        super::ledger::ledger_proof, super::ledger::ledger_events
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -129,11 +132,28 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets/{fleet}/plan", get(fleet_plan))
         .route("/fleets/{fleet}/diff", get(diff))
         .route("/fleets/{fleet}/audit", get(audit))
+        .route("/fleets/{fleet}/events", get(events))
         .route("/fleets/{fleet}/rollback", post(rollback))
+        .route("/fleets/{fleet}/apply", post(apply))
+        .route("/fleets/{fleet}/destroy", post(destroy))
         .route("/validate", post(validate))
         .route("/plan", post(plan_posted))
         .route("/monitoring/targets", get(monitoring_targets))
         .route("/whoami", get(whoami))
+        .route("/ledger", get(super::ledger::ledger_status))
+        .route("/ledger/blocks", get(super::ledger::ledger_blocks))
+        .route("/ledger/blocks/{height}", get(super::ledger::ledger_block))
+        .route("/ledger/tx/{hash}", get(super::ledger::ledger_tx))
+        .route("/ledger/validators", get(super::ledger::ledger_validators))
+        .route(
+            "/ledger/state/{module}/{*key}",
+            get(super::ledger::ledger_state),
+        )
+        .route(
+            "/ledger/proof/audit/{fleet}/{seq}",
+            get(super::ledger::ledger_proof),
+        )
+        .route("/ledger/events", get(super::ledger::ledger_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -153,6 +173,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/fleets/{fleet}", get(super::portal::fleet))
         .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
+        .route("/portal/fleets/{fleet}/events", get(super::portal::events))
+        .route("/portal/static/live.js", get(super::portal::live_js))
+        .route("/portal/ledger", get(super::portal::ledger))
+        .route("/portal/ledger/events", get(super::portal::ledger_events))
         .route(
             "/portal/fleets/{fleet}/rollback",
             post(super::portal::rollback),
@@ -356,6 +380,69 @@ pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value
     }))
 }
 
+/// The fleet's sites grouped by tier and region (as its current spec declares them, in tier
+/// order core, regional, edge), each site with its instances desired running and healthy from
+/// `summary["sites"]`. Sites without instances are listed too; a spec that no longer parses
+/// gives every recorded site under an unknown tier.
+pub(super) fn sites_by_tier_and_region(
+    store: &dyn StateStore,
+    fleet: &str,
+    summary: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let revisions = store.list_revisions(fleet)?;
+    let declared: Vec<(String, String, String)> = current_revision(&revisions, fleet)
+        .ok()
+        .and_then(|r| fleet_of(r).ok())
+        .map(|f| {
+            f.sites
+                .iter()
+                .map(|s| {
+                    (
+                        s.tier.as_str().to_string(),
+                        s.region.clone().unwrap_or_else(|| "-".into()),
+                        s.name.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            summary["sites"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .map(|k| ("unknown".into(), "-".into(), k.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+    let order = |t: &str| match t {
+        "core" => 0,
+        "regional" => 1,
+        "edge" => 2,
+        _ => 3,
+    };
+    let mut groups: BTreeMap<(u8, String, String), Vec<Value>> = BTreeMap::new();
+    for (tier, region, site) in declared {
+        let health = &summary["sites"][&site];
+        groups
+            .entry((order(&tier), tier, region))
+            .or_default()
+            .push(json!({
+                "site": site,
+                "instances": health["instances"].as_u64().unwrap_or(0),
+                "healthy": health["healthy"].as_u64().unwrap_or(0),
+            }));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((_, tier, region), sites)| {
+            let instances: u64 = sites.iter().filter_map(|s| s["instances"].as_u64()).sum();
+            let healthy: u64 = sites.iter().filter_map(|s| s["healthy"].as_u64()).sum();
+            json!({"tier": tier, "region": region, "instances": instances, "healthy": healthy, "sites": sites})
+        })
+        .collect())
+}
+
 #[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |store| {
@@ -368,7 +455,7 @@ async fn fleets(State(state): State<AppState>) -> ApiResult {
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         known_fleet(store, &fleet)?;
@@ -377,7 +464,7 @@ async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiR
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         known_fleet(store, &fleet)?;
@@ -392,7 +479,7 @@ async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> 
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -443,7 +530,7 @@ fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name"), ("revision" = String, Path, description = "3 or r3")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revision(
     State(state): State<AppState>,
     Path((fleet, number)): Path<(String, String)>,
@@ -475,7 +562,7 @@ fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Re
         .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -506,7 +593,7 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -529,7 +616,7 @@ struct DiffQuery {
 /// What changed between two revisions: instances added, removed and changed (by the
 /// fingerprint of everything that makes a unit run differently), and the spec files that
 /// differ, with both texts.
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name"), ("from" = String, Query, description = "Revision (3 or r3)"), ("to" = String, Query, description = "Revision (3 or r3)")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn diff(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -610,9 +697,17 @@ pub(super) fn diff_view(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain and its verification", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| Ok(Json(audit_view(store, &fleet)?))).await
+    let name = fleet.clone();
+    let mut view = blocking(&state, move |store| audit_view(store, &name)).await?;
+    if let (Some(ledger), Some(obj)) = (
+        super::ledger::audit_confirmation(&state, &fleet).await,
+        view.as_object_mut(),
+    ) {
+        obj.insert("ledger".into(), ledger);
+    }
+    Ok(Json(view))
 }
 
 /// The audit chain of a fleet with its verification report.
@@ -649,6 +744,40 @@ pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, A
 }
 
 #[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    /// Start after this event id (an audit record's seq); `Last-Event-ID` wins.
+    after: Option<String>,
+}
+
+impl EventsQuery {
+    pub(super) fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+}
+
+/// Live events of the fleet's operations as server-sent events, tailed from its audit chain
+/// (see `serve/events.rs` for why that is the source): each event's id is the record's seq,
+/// its type the kind of step (`operation-started`, `unit-started`, `gate-passed`,
+/// `gate-failed`, `wave-finished`, `rollback-started`, `instance-restored`,
+/// `operation-finished`, ...), its data the record as JSON. Without `?after=` or
+/// `Last-Event-ID` the stream starts at the latest operation's start; it never ends by itself.
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/events", tag = "read", summary = "Live events of the fleet's operations (server-sent events)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("after" = Option<String>, Query, description = "Start after this event id (an audit record's seq); the Last-Event-ID header wins"), ("Last-Event-ID" = Option<String>, Header, description = "The last event id received, when reconnecting")), security(("bearer" = [])), responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String), (status = 400, description = "Not a fleet name, or a bad event id", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody), (status = 503, description = "Too many streams open, or the store does not answer", body = ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request("the only query parameter is ?after=SEQ").into_response();
+    };
+    match super::events::after_of(&headers, q.after()) {
+        Ok(after) => super::events::stream(state, fleet, after).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
 struct RollbackQuery {
     /// The revision to return to (`3` or `r3`); default: the applied revision before the
     /// current one.
@@ -674,7 +803,7 @@ pub(super) fn revision_arg(to: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 /// Rolls the fleet back through the same engine as `phoenix rollback`, with the token's name as
 /// the actor of the lock and of every audit record. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -686,9 +815,92 @@ async fn rollback(
     let to = revision_arg(q.to.as_deref())?;
     let name = fleet.clone();
     blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
-    super::run_rollback(&state, fleet, to, q.force.unwrap_or(false), caller.name)
+    super::run_write(
+        &state,
+        fleet,
+        super::Write::Rollback {
+            to,
+            force: q.force.unwrap_or(false),
+        },
+        caller.name,
+    )
+    .await
+    .map(Json)
+}
+
+/// Applies a posted spec to the fleet through the same engine as `phoenix apply` (the whole
+/// fleet, rolled back on a failed gate), with the token's name as the actor of the lock and of
+/// every audit record. Needs a deployer token; the spec must validate and name this fleet.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = Object), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn apply(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+    query: Result<Query<EnvQuery>, QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Response {
+    if let Err(e) = caller.require(Role::Deployer) {
+        return e.into_response();
+    }
+    if let Err(e) = check_fleet_name(&fleet) {
+        return e.into_response();
+    }
+    let (sources, env) = match posted(body, query) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    // Validated here, so that a bad spec is a 422 with its diagnostics, never a change.
+    let parsed = match phoenix_spec::parse_sources(&sources, env.as_deref()) {
+        Ok(f) => f,
+        Err(d) => return invalid(&d),
+    };
+    if parsed.name != fleet {
+        return ApiError::bad_request(format!(
+            "the posted spec is fleet `{}`, not `{fleet}`: post it to /api/v1/fleets/{}/apply",
+            parsed.name, parsed.name
+        ))
+        .into_response();
+    }
+    match super::run_write(
+        &state,
+        fleet,
+        super::Write::Apply { sources, env },
+        caller.name,
+    )
+    .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Destroys the fleet (every unit stopped and removed, with its latest spec) through the same
+/// engine as `phoenix destroy`, with the token's name as the actor. Needs a deployer token.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn destroy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Deployer)?;
+    let name = fleet.clone();
+    blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
+    super::run_write(&state, fleet, super::Write::Destroy, caller.name)
         .await
         .map(Json)
+}
+
+/// A posted spec that does not validate: 422 with the diagnostics.
+fn invalid(d: &phoenix_spec::Diagnostics) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({
+            "error": format!("the spec is not valid: {} problem(s)", d.items.len()),
+            "diagnostics": diagnostics_json(d),
+            "rendered": d.render(),
+        })),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
