@@ -438,6 +438,47 @@ fn serve_reads_with_each_role_refuses_a_viewer_write_and_answers_bad_requests() 
             list.iter()
                 .all(|i| i["age_seconds"].as_f64().is_some_and(|a| a >= 0.0))
         );
+        assert_eq!(inst["total"], 2, "{inst}");
+        assert!(inst["next_after"].is_null(), "one page: {inst}");
+        // A page at a time, and one instance by name.
+        let first = server
+            .get("/api/v1/fleets/servedemo/instances?limit=1", t)
+            .json();
+        assert_eq!(
+            first["instances"].as_array().map(Vec::len),
+            Some(1),
+            "{first}"
+        );
+        let after = first["next_after"]
+            .as_str()
+            .expect("a next page")
+            .to_string();
+        let second = server
+            .get(
+                &format!("/api/v1/fleets/servedemo/instances?limit=1&after={after}"),
+                t,
+            )
+            .json();
+        assert_eq!(
+            second["instances"].as_array().map(Vec::len),
+            Some(1),
+            "{second}"
+        );
+        assert_ne!(second["instances"][0]["instance"], after, "{second}");
+        assert!(second["next_after"].is_null(), "{second}");
+        let one = server
+            .get(&format!("/api/v1/fleets/servedemo/instances/{after}"), t)
+            .json();
+        assert_eq!(one["instance"], after.as_str(), "{one}");
+        assert_eq!(one["healthy"], true, "{one}");
+        for (path, status) in [
+            ("/api/v1/fleets/servedemo/instances/nope-0", 404),
+            ("/api/v1/fleets/servedemo/instances?limit=0", 400),
+            ("/api/v1/fleets/servedemo/instances?limit=x", 400),
+            ("/api/v1/fleets/servedemo/instances?after=nope-0", 400),
+        ] {
+            assert_eq!(server.get(path, t).status, status, "{path}");
+        }
 
         let revs = server.get("/api/v1/fleets/servedemo/revisions", t).json();
         let numbers: Vec<u64> = revs["revisions"]

@@ -16,6 +16,7 @@ use phoenix_state::{ObservedState, Revision, RevisionNumber, StateError, StateSt
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The largest request body read (a posted spec); larger ones get 413.
 const MAX_BODY: usize = 1024 * 1024;
@@ -85,7 +86,7 @@ pub(crate) struct ErrorBody {
 #[openapi(
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
-        live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
+        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, revisions, revision, spec,
         fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
         super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
         super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
@@ -126,6 +127,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets", get(fleets))
         .route("/fleets/{fleet}", get(fleet))
         .route("/fleets/{fleet}/instances", get(instances))
+        .route("/fleets/{fleet}/instances/{instance}", get(instance))
         .route("/fleets/{fleet}/revisions", get(revisions))
         .route("/fleets/{fleet}/revisions/{revision}", get(revision))
         .route("/fleets/{fleet}/spec", get(spec))
@@ -352,13 +354,18 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
     })
 }
 
-pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+/// The fleet's summary (revisions, health per site) from its instance views, without the lock.
+pub(super) fn summary_of(
+    store: &dyn StateStore,
+    fleet: &str,
+    instances: &[Value],
+    sites: Value,
+) -> Result<Value, ApiError> {
     let revisions = store.list_revisions(fleet)?;
     let applied = revisions
         .iter()
         .rev()
         .find(|r| r.outcome == phoenix_state::RevisionOutcome::Applied);
-    let (instances, sites) = instance_views(store, fleet)?;
     let running: Vec<&Value> = instances
         .iter()
         .filter(|i| i["desired"] == "running")
@@ -372,12 +379,36 @@ pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value
         "healthy": healthy,
         "all_healthy": healthy == running.len(),
         "sites": sites,
-        "lock": store.lock_holder(fleet)?.map(|h| json!({
-            "who": h.owner.who,
-            "operation": h.owner.operation,
-            "expires_at": h.expires_at.to_string(),
-        })),
     }))
+}
+
+/// The fleet's summary as the API answers it: its view's summary, the deploy lock read now,
+/// and how old the view is.
+pub(super) fn fleet_summary_of(
+    store: &dyn StateStore,
+    fleet: &str,
+    view: &super::views::View,
+) -> Result<Value, ApiError> {
+    let mut summary = view.summary.clone();
+    summary["lock"] = json!(store.lock_holder(fleet)?.map(|h| json!({
+        "who": h.owner.who,
+        "operation": h.owner.operation,
+        "expires_at": h.expires_at.to_string(),
+    })));
+    summary["view_age_seconds"] = json!(view.age_seconds());
+    Ok(summary)
+}
+
+/// 404 unless the store knows `fleet` (without reading its revisions).
+pub(super) fn fleet_exists(store: &dyn StateStore, fleet: &str) -> Result<(), ApiError> {
+    check_fleet_name(fleet)?;
+    if store.list_fleets()?.iter().any(|f| f == fleet) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no fleet {fleet} in the state store"
+        )))
+    }
 }
 
 /// The fleet's sites grouped by tier and region (as its current spec declares them, in tier
@@ -445,10 +476,11 @@ pub(super) fn sites_by_tier_and_region(
 
 #[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
-    blocking(&state, |store| {
+    with_views(&state, |store, views| {
         let mut out = Vec::new();
         for f in store.list_fleets()? {
-            out.push(fleet_summary(store, &f)?);
+            let view = views.get(store, &f)?;
+            out.push(fleet_summary_of(&**store, &f, &view)?);
         }
         Ok(Json(json!({ "fleets": out })))
     })
@@ -457,26 +489,108 @@ async fn fleets(State(state): State<AppState>) -> ApiResult {
 
 #[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        known_fleet(store, &fleet)?;
-        Ok(Json(fleet_summary(store, &fleet)?))
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        Ok(Json(fleet_summary_of(&**store, &fleet, &view)?))
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
-async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        known_fleet(store, &fleet)?;
-        let (instances, sites) = instance_views(store, &fleet)?;
+/// The most instances one page of `/instances` holds.
+const MAX_PAGE: usize = 10_000;
+
+/// A page of a fleet's instances: `limit` of them after the instance `after` (in the store's
+/// order, by unit).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct PageQuery {
+    /// How many instances (default and at most 10000).
+    limit: Option<usize>,
+    /// The instance the page starts after (the last one of the page before).
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn instances(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(page) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}: give ?limit=N (1 to {MAX_PAGE}) and ?after=INSTANCE (e.g. ?limit=100&after=web-99)"
+        ))
+    })?;
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        let limit = page.limit.unwrap_or(MAX_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be 1 to {MAX_PAGE}"
+            )));
+        }
+        let start = match &page.after {
+            None => 0,
+            Some(after) => match view.by_instance.get(after) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "`after`: no instance {after} in fleet {fleet}"
+                    )));
+                }
+            },
+        };
+        let items = &view.instances[start.min(view.instances.len())..];
+        let items = &items[..limit.min(items.len())];
+        let next = (start + items.len() < view.instances.len())
+            .then(|| items.last().and_then(|i| i["instance"].as_str()))
+            .flatten();
         Ok(Json(json!({
             "fleet": fleet,
             "source": "the state store's last observation (run `phoenix status` for a live probe)",
-            "sites": sites,
-            "instances": instances,
+            "view_age_seconds": view.age_seconds(),
+            "sites": view.summary["sites"],
+            "total": view.instances.len(),
+            "instances": items,
+            "next_after": next,
         })))
     })
     .await
+}
+
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn instance(
+    State(state): State<AppState>,
+    Path((fleet, instance)): Path<(String, String)>,
+) -> ApiResult {
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        match view.by_instance.get(&instance) {
+            Some(&i) => {
+                let mut v = view.instances[i].clone();
+                v["fleet"] = json!(fleet);
+                v["view_age_seconds"] = json!(view.age_seconds());
+                Ok(Json(v))
+            }
+            None => Err(ApiError::not_found(format!(
+                "no instance {instance} in fleet {fleet}"
+            ))),
+        }
+    })
+    .await
+}
+
+/// Runs `f` on the blocking pool with the store and the fleets' views.
+pub(super) async fn with_views<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Arc<dyn StateStore>, &super::views::Views) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (store, views) = (state.store.clone(), state.views.clone());
+    tokio::task::spawn_blocking(move || f(&store, &views))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("a store call failed: {e}"))))
 }
 
 #[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]

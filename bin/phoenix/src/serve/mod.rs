@@ -12,6 +12,7 @@ mod events;
 mod ledger;
 mod metrics;
 mod portal;
+mod views;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -201,6 +202,8 @@ pub(crate) struct AppState {
     sessions: Arc<portal::Sessions>,
     /// Open event streams, bounded.
     streams: Arc<events::Streams>,
+    /// Each fleet's read-side view, rebuilt in the background when it is expensive.
+    views: Arc<views::Views>,
     /// Whether the server speaks TLS (session cookies are then `Secure`).
     tls: bool,
     /// Where the state is, for writes run through the engine as the CLI runs it.
@@ -335,6 +338,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics: Arc::new(metrics::Metrics::new()),
         sessions: Arc::new(portal::Sessions::default()),
         streams: Arc::new(events::Streams::default()),
+        views: Arc::new(views::Views::default()),
         tls: args.tls_cert.is_some(),
         state_args: crate::deploy_cmd::StateArgs {
             state_dir: args.store.state_dir.clone(),

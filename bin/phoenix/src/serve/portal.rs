@@ -362,12 +362,14 @@ fn health_cell(healthy: &Value, total: &Value) -> String {
 
 pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (_, s) = signed_in!(state, headers);
-    let fleets = blocking(&state, |store| {
+    let fleets = api::with_views(&state, |store, views| {
         let mut out = Vec::new();
         for f in store.list_fleets()? {
-            let summary = api::fleet_summary(store, &f)?;
-            let groups = api::sites_by_tier_and_region(store, &f, &summary)?;
-            out.push((summary, groups));
+            let view = views.get(store, &f)?;
+            out.push((
+                api::fleet_summary_of(&**store, &f, &view)?,
+                view.tiers.clone(),
+            ));
         }
         Ok(out)
     })
@@ -429,12 +431,12 @@ pub(crate) async fn fleet(
 ) -> Response {
     let (_, s) = signed_in!(state, headers);
     let name = fleet.clone();
-    let views = blocking(&state, move |store| {
-        let revisions = api::known_fleet(store, &name)?;
-        let (instances, _) = api::instance_views(store, &name)?;
+    let views = api::with_views(&state, move |store, views| {
+        let revisions = api::known_fleet(&**store, &name)?;
+        let view = views.get(store, &name)?;
         Ok((
-            api::fleet_summary(store, &name)?,
-            instances,
+            api::fleet_summary_of(&**store, &name, &view)?,
+            view.instances.clone(),
             revisions
                 .iter()
                 .map(api::revision_summary)
