@@ -332,13 +332,20 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The last reference to the store is dropped here, after the runtime: the synchronous
     // PostgreSQL client blocks on its own runtime when dropped, which panics inside another.
     let keep_store = store.clone();
+    // A second, read-only connection for the views' background rebuilds (without one they
+    // share the server's); kept here too, for the same reason as the store.
+    let reader: Option<Arc<dyn StateStore>> =
+        phoenix_state::open_read_only(&args.store.state_dir, args.store.state_url.as_deref())
+            .ok()
+            .map(Arc::from);
+    let keep_reader = reader.clone();
     let state = AppState {
         store,
         limiter: Arc::new(auth::FailureLimiter::default()),
         metrics: Arc::new(metrics::Metrics::new()),
         sessions: Arc::new(portal::Sessions::default()),
         streams: Arc::new(events::Streams::default()),
-        views: Arc::new(views::Views::default()),
+        views: Arc::new(views::Views::with_reader(reader)),
         tls: args.tls_cert.is_some(),
         state_args: crate::deploy_cmd::StateArgs {
             state_dir: args.store.state_dir.clone(),
@@ -396,6 +403,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     drop(runtime);
     drop(keep_store);
+    drop(keep_reader);
     served?;
     Ok(ExitCode::SUCCESS)
 }

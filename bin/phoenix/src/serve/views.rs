@@ -83,9 +83,22 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct Views {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// A connection of its own for background rebuilds, so that a rebuild reading 100,000 rows
+    /// never holds up the requests' reads on the server's connection (SQLite serializes the
+    /// calls of one connection; WAL lets two read at once).
+    reader: Option<Arc<dyn StateStore>>,
 }
 
 impl Views {
+    /// Views whose background rebuilds read through `reader` (else through the store each
+    /// request passes).
+    pub(crate) fn with_reader(reader: Option<Arc<dyn StateStore>>) -> Self {
+        Views {
+            slots: Mutex::new(HashMap::new()),
+            reader,
+        }
+    }
+
     /// `fleet`'s view: rebuilt now if it is cheap or there is none; else the one there, with a
     /// rebuild started in the background when it is stale.
     ///
@@ -105,7 +118,8 @@ impl Views {
         match current {
             Some(v) if v.cost > FRESH_BUDGET => {
                 if v.stale() && !slot.rebuilding.swap(true, Ordering::AcqRel) {
-                    let (store, fleet, task) = (store.clone(), fleet.to_owned(), slot.clone());
+                    let store = self.reader.clone().unwrap_or_else(|| store.clone());
+                    let (fleet, task) = (fleet.to_owned(), slot.clone());
                     let spawned = std::thread::Builder::new()
                         .name("phoenix-view".into())
                         .spawn(move || {
