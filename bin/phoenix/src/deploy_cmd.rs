@@ -78,6 +78,8 @@ pub(crate) struct ChangeArgs {
     #[command(flatten)]
     pub ledger: crate::ledger_link::LedgerArgs,
     #[command(flatten)]
+    pub secrets: crate::secret_cmd::KeyArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -260,6 +262,24 @@ struct Wired {
     ledger: std::sync::Mutex<Option<crate::ledger_link::Session>>,
     /// The `--ledger` URLs, for messages.
     ledger_urls: String,
+    /// The fleet's secrets as this change needs them (see [`with_secrets`]).
+    secrets: crate::secret_cmd::Prepared,
+}
+
+/// Resolves the secrets a change of `fleet` needs (a missing or wrong key is refused here,
+/// before anything changes) and pins their versions into `desired`'s fingerprints.
+fn with_secrets(
+    w: &mut Wired,
+    fleet: &phoenix_spec::Fleet,
+    desired: &mut Desired,
+    change: &ChangeArgs,
+    rotate: Option<&str>,
+) -> anyhow::Result<()> {
+    let key = crate::secret_cmd::load_key(&change.secrets, &change.state.state_dir)?;
+    let prepared = crate::secret_cmd::prepare(&*w.store, fleet, key.as_ref(), rotate)?;
+    desired.pin_secrets(fleet, &prepared.versions);
+    w.secrets = prepared;
+    Ok(())
 }
 
 fn wire(
@@ -337,6 +357,7 @@ fn wire_as(
         chain,
         ledger: std::sync::Mutex::new(session),
         ledger_urls: ledger.ledger.join(","),
+        secrets: Default::default(),
     })
 }
 
@@ -499,19 +520,53 @@ fn run_change(
     };
     let refused = AtomicBool::new(false);
     let progress = render::Progress::new(change.output);
+    // New secret values are stored once the change is confirmed, before anything starts: a
+    // declined change stores nothing.
+    let secrets_failed = std::sync::Mutex::new(None);
     let confirm_fn = |d: &Decision| {
-        let ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
+        if change.output == RunFormat::Table {
+            for note in &w.secrets.notes {
+                eprintln!("  {note}");
+            }
+        }
+        let mut ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
+        if ok && let Err(e) = w.secrets.commit(&*w.store, &desired.fleet) {
+            *secrets_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+            ok = false;
+        }
         if ok {
             EXECUTING.store(true, Ordering::SeqCst);
         }
         ok
     };
+    // Units get their secrets' values from the provider wrapper, never through the engine,
+    // which persists unit specs and writes events and audit records.
+    let engine = if w.secrets.values.is_empty() {
+        w.engine.clone()
+    } else {
+        Engine {
+            provider: Arc::new(phoenix_provider_api::secret::WithSecrets::new(
+                w.engine.provider.clone(),
+                w.secrets.values.clone(),
+            )),
+            ..w.engine.clone()
+        }
+    };
     let sink = |e: &Event| progress.event(e);
     // An operator whose key may not sign the fleet's history is refused before any change.
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
-    let result = w.engine.apply(desired, doc, &opts, &confirm_fn, &sink);
+    let result = engine.apply(desired, doc, &opts, &confirm_fn, &sink);
     EXECUTING.store(false, Ordering::SeqCst);
     progress.finish();
+    if let Some(e) = secrets_failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        finish_ledger(w, change.output);
+        return Err(e.context("storing the new secret values; nothing was changed"));
+    }
     finish_ledger(w, change.output);
     let report = match result {
         Ok(r) => r,
@@ -561,12 +616,13 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let desired = desired_of(&fleet)?;
+    let mut desired = desired_of(&fleet)?;
     let scope = Scope::new(&desired, &args.target, &args.exclude)?;
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, &args.change, None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
-    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "apply",
@@ -616,9 +672,10 @@ pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
     let mut desired = desired_of(&fleet)?;
     desired.force_jobs.insert(job.clone());
     let scope = Scope::all().only([job.clone()]);
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, &args.change, None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = vec![job.clone()];
-    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "run-job",
@@ -681,9 +738,11 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // The current spec's sites: a rollback to a revision with other sites reaches these only.
-    let w = wire_change(&args.change, &fleet)?;
+    let mut w = wire_change(&args.change, &fleet)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
-    let step = rollback_step(&w, &fleet, to, args.force)?;
+    let mut step = rollback_step(&w, &fleet, to, args.force)?;
+    // The current values (secrets are not kept per revision), pinned into the old units.
+    with_secrets(&mut w, &step.fleet, &mut step.desired, &args.change, None)?;
     if args.change.output == RunFormat::Table {
         eprintln!("Rolling fleet {} back to revision {}", fleet.name, step.to);
     }
@@ -702,6 +761,8 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
 /// What a rollback applies: the target revision's desired state, its revision document and
 /// its scope.
 struct RollbackStep {
+    /// The fleet of the target revision (the current one for a destroyed revision).
+    fleet: phoenix_spec::Fleet,
     to: phoenix_state::RevisionNumber,
     desired: Desired,
     doc: RevisionDoc,
@@ -722,6 +783,7 @@ fn rollback_step(
             target.number
         )
     })?;
+    let mut target_fleet = fleet.clone();
     let desired = if old.kind == RevisionKind::Destroy {
         Desired::empty(&fleet.name)
     } else {
@@ -741,7 +803,9 @@ fn rollback_step(
                 fleet.name
             );
         }
-        desired_of(&old_fleet)?
+        let d = desired_of(&old_fleet)?;
+        target_fleet = old_fleet;
+        d
     };
     // Never widened to the whole fleet: targets that no longer resolve are refused, named.
     let scope = rollback::rollback_scope(&desired, &old, target.number.0)?;
@@ -755,6 +819,7 @@ fn rollback_step(
     doc.targets = old.targets.clone();
     doc.excludes = old.excludes.clone();
     Ok(RollbackStep {
+        fleet: target_fleet,
         to: target.number,
         desired,
         doc,
@@ -800,6 +865,11 @@ pub(crate) fn rollback_for(
                 d.render()
             )
         })?;
+    if !fleet.secrets.is_empty() {
+        bail!(
+            "fleet {fleet_name} has secrets, whose key this server does not hold: roll it back with `phoenix rollback` and the secrets key"
+        );
+    }
     let no_ledger = crate::ledger_link::LedgerArgs::default();
     let w = wire_as(state, &fleet, false, &no_ledger, actor.to_owned())?;
     let step = rollback_step(&w, &fleet, to, force)?;
@@ -809,6 +879,7 @@ pub(crate) fn rollback_for(
         output: RunFormat::Json,
         allow_unreachable: false,
         ledger: no_ledger,
+        secrets: Default::default(),
         state: state.clone(),
     };
     let reachable = reachable_part(&w, &step.desired, &change)?;
@@ -851,6 +922,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         output: args.output,
         allow_unreachable: false,
         ledger: no_ledger,
+        secrets: Default::default(),
         state: args.state.clone(),
     };
     let code = run_change(
@@ -953,7 +1025,13 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let desired = if destroyed {
         Desired::empty(&fleet.name)
     } else {
-        desired_of(&fleet)?
+        let mut d = desired_of(&fleet)?;
+        // Versions only: reading needs no secrets key.
+        d.pin_secrets(
+            &fleet,
+            &crate::secret_cmd::stored_versions(&*store, &fleet.name)?,
+        );
+        d
     };
     let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
     // Reading builds and pulls nothing: a container unit is compared with the image id its
@@ -1232,4 +1310,66 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn agent(args: Vec<OsString>) -> ExitCode {
     phoenix_provider_local::agent_main(args)
+}
+
+/// `phoenix secret rotate FILE... NAME`: a new value for one secret, and the units and jobs
+/// that use it replaced through the engine (by their rollout strategies, with health gates and
+/// rollback), as a revision that touches nothing else; asks first, like `apply`.
+pub(crate) fn rotate_secret(args: crate::secret_cmd::RotateArgs) -> anyhow::Result<ExitCode> {
+    let Some((name, files)) = args.args.split_last() else {
+        bail!("usage: phoenix secret rotate FILE... NAME");
+    };
+    let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let (fleet, sources) = match load(&files, args.env.as_deref())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    if fleet.secret(name).is_none() {
+        let known: Vec<&str> = fleet.secrets.iter().map(|s| s.name.as_str()).collect();
+        if known.is_empty() {
+            bail!("the spec declares no secrets (`secrets:`), so there is no `{name}`");
+        }
+        bail!(
+            "no secret `{name}` in the spec; its secrets: {}",
+            known.join(", ")
+        );
+    }
+    let mut desired = desired_of(&fleet)?;
+    let users: std::collections::BTreeSet<String> = desired
+        .units
+        .values()
+        .chain(desired.jobs.values())
+        .filter(|u| u.spec.secrets.contains_key(name))
+        .map(|u| u.service.clone())
+        .collect();
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, &args.change, Some(name))?;
+    if users.is_empty() {
+        // Nothing to restart: the engine has no change to confirm, so the rule is kept here.
+        for note in &w.secrets.notes {
+            eprintln!("  {note}");
+        }
+        if !args.change.yes {
+            eprintln!(
+                "refusing to rotate without --yes (no unit uses `{name}`, so only the stored value changes)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        w.secrets.commit(&*w.store, &fleet.name)?;
+        eprintln!("secret `{name}` rotated; no unit uses it");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
+    doc.targets = users.iter().cloned().collect();
+    let scope = Scope::all().only(users);
+    run_change(
+        &w,
+        "rotate",
+        &desired,
+        &doc,
+        scope,
+        &args.change,
+        true,
+        &|_| {},
+    )
 }

@@ -174,6 +174,22 @@ impl Desired {
         Ok(())
     }
 
+    /// Pins the version of every secret value the units use (`versions` by secret name, as
+    /// the state store keeps them; a secret without one is version 0, i.e. not stored yet) and
+    /// recomputes fingerprints, so that a new value restarts the units that use it while the
+    /// fingerprint reveals nothing of the value. Call it before [`Desired::pin_images`].
+    pub fn pin_secrets(&mut self, fleet: &Fleet, versions: &BTreeMap<String, u64>) {
+        let pin = |unit: &mut DesiredUnit| {
+            for (name, v) in unit.spec.secrets.iter_mut() {
+                *v = versions.get(name).copied().unwrap_or(0);
+            }
+            unit.fingerprint = fingerprint(&unit.spec);
+        };
+        self.units.values_mut().for_each(pin);
+        self.jobs.values_mut().for_each(pin);
+        hook_fingerprints(fleet, &self.units, &mut self.jobs);
+    }
+
     /// The desired state of `fleet` as placed by `plan`: `replicas.min` instances of every
     /// enabled service, each on the site and host the planner chose.
     ///

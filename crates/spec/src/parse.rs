@@ -9,6 +9,8 @@ use crate::subst;
 use crate::yaml::{self, Node, NodeKind};
 use std::collections::{BTreeMap, HashMap};
 
+mod secrets;
+
 /// Where references were written, for `validate` to point at: `"service:web:depends_on:0"`.
 #[derive(Debug, Default)]
 pub(crate) struct SourceMap {
@@ -42,6 +44,7 @@ const TOP_KEYS: &[&str] = &[
     "services",
     "jobs",
     "environments",
+    "secrets",
 ];
 const SITE_KEYS: &[&str] = &[
     "name",
@@ -580,6 +583,8 @@ pub(crate) struct Collected {
     projects: Vec<Node>,
     services: Vec<Node>,
     jobs: Vec<Node>,
+    /// `secrets:` of every file, in order (parsed at once: overlays do not change them).
+    secrets: Vec<crate::secrets::Secret>,
     /// env name -> section ("sites") -> entries (item name node, overlay node)
     environments: BTreeMap<String, Vec<(String, Node, Node)>>,
 }
@@ -672,6 +677,9 @@ fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
     }
     if let Some(v) = f.get("environments") {
         collect_environments(v, c, d);
+    }
+    if let Some(v) = f.get("secrets") {
+        c.secrets.extend(secrets::secrets(v, d));
     }
 }
 
@@ -890,6 +898,13 @@ pub(crate) fn build(
         d,
     );
     check_job_names(&services, &jobs, d);
+    check_duplicates(
+        "secret",
+        c.secrets
+            .iter()
+            .map(|s| (s.name.as_str(), &s.location, None)),
+        d,
+    );
     services.extend(jobs);
     resolve_hooks(&mut services, &mut map, d);
 
@@ -928,6 +943,7 @@ pub(crate) fn build(
         sites,
         projects,
         services,
+        secrets: c.secrets.clone(),
         files: sources.iter().map(|s| s.0.clone()).collect(),
     };
     Some((fleet, map))
@@ -1447,6 +1463,15 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
             continue;
         }
         if subst::BUILTINS.contains(&r.name.as_str()) || ports.contains(&r.name) {
+            continue;
+        }
+        // Secrets: the name is checked against `secrets:` by `validate`; a value only in `env`
+        // (an argv or a probe's URL is readable by every user of the host, and is logged).
+        if let Some((usage, _)) = crate::secrets::reference(&r.name) {
+            if usage == crate::secrets::SecretUse::Value && !what.starts_with("`env.") {
+                d.push(Diagnostic::error("secret-outside-env", format!("`${{{}}}` in {what}: a secret's value may only be put in `env`", r.name), Some(n.loc.clone()))
+                    .with_hint(format!("pass it in `env`, or use `${{secret_file:{}}}`, the path of a file holding it", &r.name[crate::secrets::VALUE_PREFIX.len()..])));
+            }
             continue;
         }
         let known: Vec<String> = ports
