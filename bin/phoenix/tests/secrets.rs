@@ -22,14 +22,30 @@ const TLS_VALUE: &str = "tls-key-Hc4mWn9sBv2jXe7Q";
 /// on drop.
 struct Fleet {
     dir: tempfile::TempDir,
+    /// The fleet's name (unique per test run: a PostgreSQL store is shared).
+    name: String,
+    /// `--state-url` when the store is PostgreSQL; SQLite in the state dir otherwise.
+    state_url: Option<String>,
     /// Everything every command printed, to search for values.
     seen: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Fleet {
-    fn new() -> Self {
+    fn new(state_url: Option<String>) -> Self {
+        let dir = tempfile::Builder::new().prefix("pxsec").tempdir().unwrap();
+        let suffix: String = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
         let f = Fleet {
-            dir: tempfile::Builder::new().prefix("pxsec").tempdir().unwrap(),
+            name: format!("sec-{suffix}"),
+            dir,
+            state_url,
             seen: Default::default(),
         };
         std::fs::write(f.path("tls.txt"), format!("{TLS_VALUE}\n")).unwrap();
@@ -44,7 +60,7 @@ impl Fleet {
     fn write(&self, version: &str) {
         let yaml = format!(
             r#"phoenix: 1
-name: sec
+name: {name}
 sites:
   - name: local
     tier: core
@@ -67,7 +83,8 @@ services:
     depends_on: [check]
     health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 10s, interval: 50ms }}
     stop_grace: 2s
-"#
+"#,
+            name = self.name
         );
         std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
     }
@@ -84,6 +101,9 @@ services:
             .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"));
         if let Some(k) = key {
             cmd.env("PHOENIX_SECRETS_KEY", k);
+        }
+        if let Some(url) = &self.state_url {
+            cmd.env("PHOENIX_STATE_URL", url);
         }
         let out = cmd.output().unwrap();
         let mut seen = self.seen.borrow_mut();
@@ -124,7 +144,10 @@ services:
     }
 
     fn data_dir(&self, instance: &str) -> PathBuf {
-        self.path("s/units/sec").join(instance).join("data")
+        self.path("s/units")
+            .join(&self.name)
+            .join(instance)
+            .join("data")
     }
 }
 
@@ -190,8 +213,42 @@ fn files_outside_secret_dirs(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
+/// Every row of every table of the state store, as text.
+fn all_rows(f: &Fleet) -> String {
+    match &f.state_url {
+        None => sqlite_rows(&f.path("s/state.db")),
+        Some(url) => postgres_rows(url),
+    }
+}
+
+/// Every row of every table of the PostgreSQL store (all fleets'), through `psql`.
+fn postgres_rows(url: &str) -> String {
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql (Debian's postgresql-client) runs");
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tables = psql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    );
+    let tables: Vec<&str> = tables.lines().filter(|l| !l.is_empty()).collect();
+    assert!(tables.contains(&"secrets"), "{tables:?}");
+    let mut text = String::new();
+    for t in tables {
+        text.push_str(&psql(&format!("SELECT '{t}', * FROM \"{t}\"")));
+    }
+    text
+}
+
 /// Every row of every table of the SQLite state, as text.
-fn all_rows(db: &Path) -> String {
+fn sqlite_rows(db: &Path) -> String {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap();
     let tables: Vec<String> = c
@@ -227,11 +284,13 @@ fn assert_nowhere(f: &Fleet, values: &[&str], pid: u32) {
     let seen = f.seen.borrow();
     let mut files = Vec::new();
     files_outside_secret_dirs(&f.path("s"), &mut files);
-    assert!(
-        files.iter().any(|(p, _)| p.ends_with("state.db")),
-        "the state dir has its database"
-    );
-    let rows = all_rows(&f.path("s/state.db"));
+    if f.state_url.is_none() {
+        assert!(
+            files.iter().any(|(p, _)| p.ends_with("state.db")),
+            "the state dir has its database"
+        );
+    }
+    let rows = all_rows(f);
     assert!(
         rows.contains("audit_records"),
         "the audit chain is among the rows"
@@ -255,8 +314,22 @@ fn assert_nowhere(f: &Fleet, values: &[&str], pid: u32) {
 }
 
 #[test]
-fn secret_values_reach_the_unit_and_nothing_else() {
-    let f = Fleet::new();
+fn secret_values_reach_the_unit_and_nothing_else_sqlite() {
+    scenario(&Fleet::new(None));
+}
+
+#[test]
+fn secret_values_reach_the_unit_and_nothing_else_postgres() {
+    let Ok(url) = std::env::var("PHOENIX_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: PHOENIX_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/postgres.sh)\"; CI does)"
+        );
+        return;
+    };
+    scenario(&Fleet::new(Some(url)));
+}
+
+fn scenario(f: &Fleet) {
     // A key: made by phoenix, outside the state dir, mode 0600.
     f.expect(&["secret", "keygen", "key"], 0);
     assert_eq!(
@@ -396,7 +469,7 @@ fn secret_values_reach_the_unit_and_nothing_else() {
     );
 
     // A wrong key: refused, naming the secret, before anything changes.
-    let other = phoenix_key(&f, "other");
+    let other = phoenix_key(f, "other");
     let out = f.expect(
         &["apply", "fleet.yaml", "--yes", "--secrets-key", &other],
         1,
@@ -413,7 +486,7 @@ fn secret_values_reach_the_unit_and_nothing_else() {
     );
     assert_eq!(f.web().0, pid);
 
-    assert_nowhere(&f, &[&db, API_TOKEN, TLS_VALUE], pid);
+    assert_nowhere(f, &[&db, API_TOKEN, TLS_VALUE], pid);
 
     // Rotation: exit 2 without --yes (and nothing changes), then a new value reaches a new unit.
     f.expect(
@@ -454,7 +527,7 @@ fn secret_values_reach_the_unit_and_nothing_else() {
     );
 
     // A new key: re-encrypted, the old key no longer opens the values, nothing restarts.
-    let new_key = phoenix_key(&f, "new");
+    let new_key = phoenix_key(f, "new");
     f.expect(
         &[
             &["secret", "rekey", "fleet.yaml", "--new-key", &new_key][..],
@@ -480,9 +553,26 @@ fn secret_values_reach_the_unit_and_nothing_else() {
             == Some(1)
     );
 
+    // A file-sourced secret whose file changed: a new version on the next apply, the unit
+    // replaced, its file rewritten.
+    const TLS_NEW: &str = "tls-key-second-Rk2pVq8zLm5w";
+    std::fs::write(f.path("tls.txt"), TLS_NEW).unwrap();
+    f.expect(
+        &["apply", "fleet.yaml", "--yes", "--secrets-key", &new_key],
+        0,
+    );
+    let (tls_pid, _) = f.web();
+    assert_ne!(tls_pid, new_pid, "the unit was restarted");
+    assert_eq!(
+        std::fs::read_to_string(var(&environ(tls_pid), "TLS_FILE")).unwrap(),
+        TLS_NEW
+    );
+    assert_eq!(var(&environ(tls_pid), "DB_PASSWORD"), rotated);
+
     f.expect(&["history", "fleet.yaml", "-o", "json"], 0);
     f.expect(&["logs", "web"], 0);
-    assert_nowhere(&f, &[&db, &rotated, API_TOKEN, TLS_VALUE], new_pid);
+    f.expect(&["status", "fleet.yaml", "-o", "json"], 0);
+    assert_nowhere(f, &[&db, &rotated, API_TOKEN, TLS_VALUE, TLS_NEW], tls_pid);
 }
 
 /// A new key file `name` in the test dir.
