@@ -266,17 +266,30 @@ struct Wired {
     secrets: crate::secret_cmd::Prepared,
 }
 
-/// Resolves the secrets a change of `fleet` needs (a missing or wrong key is refused here,
-/// before anything changes) and pins their versions into `desired`'s fingerprints.
+/// The secrets key of a change of `fleet`, read before anything is opened or wired: a key file
+/// in the state dir, a key too short, or no key for a fleet that declares secrets is refused
+/// here, before the state store is even created.
+fn secrets_key(
+    change: &ChangeArgs,
+    fleet: &phoenix_spec::Fleet,
+) -> anyhow::Result<Option<phoenix_state::secrets::SecretsKey>> {
+    let key = crate::secret_cmd::load_key(&change.secrets, &change.state.state_dir)?;
+    if key.is_none() {
+        crate::secret_cmd::require_no_secrets(fleet)?;
+    }
+    Ok(key)
+}
+
+/// Resolves the secrets a change of `fleet` needs (a wrong key is refused here, before
+/// anything changes) and pins their versions into `desired`'s fingerprints.
 fn with_secrets(
     w: &mut Wired,
     fleet: &phoenix_spec::Fleet,
     desired: &mut Desired,
-    change: &ChangeArgs,
+    key: Option<&phoenix_state::secrets::SecretsKey>,
     rotate: Option<&str>,
 ) -> anyhow::Result<()> {
-    let key = crate::secret_cmd::load_key(&change.secrets, &change.state.state_dir)?;
-    let prepared = crate::secret_cmd::prepare(&*w.store, fleet, key.as_ref(), rotate)?;
+    let prepared = crate::secret_cmd::prepare(&*w.store, fleet, key, rotate)?;
     desired.pin_secrets(fleet, &prepared.versions);
     w.secrets = prepared;
     Ok(())
@@ -618,8 +631,9 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     };
     let mut desired = desired_of(&fleet)?;
     let scope = Scope::new(&desired, &args.target, &args.exclude)?;
+    let key = secrets_key(&args.change, &fleet)?;
     let mut w = wire_change(&args.change, &fleet)?;
-    with_secrets(&mut w, &fleet, &mut desired, &args.change, None)?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
@@ -672,8 +686,9 @@ pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
     let mut desired = desired_of(&fleet)?;
     desired.force_jobs.insert(job.clone());
     let scope = Scope::all().only([job.clone()]);
+    let key = secrets_key(&args.change, &fleet)?;
     let mut w = wire_change(&args.change, &fleet)?;
-    with_secrets(&mut w, &fleet, &mut desired, &args.change, None)?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = vec![job.clone()];
     run_change(
@@ -738,11 +753,12 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // The current spec's sites: a rollback to a revision with other sites reaches these only.
+    let key = secrets_key(&args.change, &fleet)?;
     let mut w = wire_change(&args.change, &fleet)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
     let mut step = rollback_step(&w, &fleet, to, args.force)?;
     // The current values (secrets are not kept per revision), pinned into the old units.
-    with_secrets(&mut w, &step.fleet, &mut step.desired, &args.change, None)?;
+    with_secrets(&mut w, &step.fleet, &mut step.desired, key.as_ref(), None)?;
     if args.change.output == RunFormat::Table {
         eprintln!("Rolling fleet {} back to revision {}", fleet.name, step.to);
     }
@@ -1342,8 +1358,9 @@ pub(crate) fn rotate_secret(args: crate::secret_cmd::RotateArgs) -> anyhow::Resu
         .filter(|u| u.spec.secrets.contains_key(name))
         .map(|u| u.service.clone())
         .collect();
+    let key = secrets_key(&args.change, &fleet)?;
     let mut w = wire_change(&args.change, &fleet)?;
-    with_secrets(&mut w, &fleet, &mut desired, &args.change, Some(name))?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), Some(name))?;
     if users.is_empty() {
         // Nothing to restart: the engine has no change to confirm, so the rule is kept here.
         for note in &w.secrets.notes {

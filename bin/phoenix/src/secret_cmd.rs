@@ -106,6 +106,26 @@ impl Prepared {
     }
 }
 
+/// Refuses a fleet that declares secrets, for a command that was given no key.
+///
+/// # Errors
+/// When `fleet` declares secrets, naming them and where the key goes.
+pub(crate) fn require_no_secrets(fleet: &phoenix_spec::Fleet) -> anyhow::Result<()> {
+    if fleet.secrets.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "fleet {} declares secrets ({}) but no secrets key was given: set {KEY_ENV} or pass --secrets-key FILE (docs/secrets.md); nothing was changed",
+        fleet.name,
+        fleet
+            .secrets
+            .iter()
+            .map(|s| format!("`{}`", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 /// The versions stored for `fleet` (no key needed: a version reveals nothing), for reading
 /// commands that compare fingerprints.
 ///
@@ -142,20 +162,9 @@ pub(crate) fn prepare(
         return Ok(out);
     }
     let Some(key) = key else {
-        if fleet.secrets.is_empty() {
-            // Stored secrets no spec uses any more need no key.
-            return Ok(out);
-        }
-        bail!(
-            "fleet {} declares secrets ({}) but no secrets key was given: set {KEY_ENV} or pass --secrets-key FILE (docs/secrets.md); nothing was changed",
-            fleet.name,
-            fleet
-                .secrets
-                .iter()
-                .map(|s| format!("`{}`", s.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        // Stored secrets no spec uses any more need no key.
+        require_no_secrets(fleet)?;
+        return Ok(out);
     };
     let mut current = BTreeMap::new();
     for r in &rows {
