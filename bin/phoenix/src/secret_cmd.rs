@@ -48,7 +48,7 @@ pub(crate) fn load_key(args: &KeyArgs, state_dir: &Path) -> anyhow::Result<Optio
                     state_dir.display()
                 );
             }
-            warn_if_readable_by_others(&abs);
+            refuse_if_readable_by_others(file, &abs)?;
             std::fs::read_to_string(&abs)
                 .with_context(|| format!("cannot read the secrets key file {}", file.display()))?
         }
@@ -64,17 +64,21 @@ pub(crate) fn load_key(args: &KeyArgs, state_dir: &Path) -> anyhow::Result<Optio
     Ok(Some(key))
 }
 
-fn warn_if_readable_by_others(path: &Path) {
+/// As for the operator key (and as `ssh` does for its keys): a key others can read is no key.
+fn refuse_if_readable_by_others(given: &Path, path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(m) = std::fs::metadata(path)
-        && m.permissions().mode() & 0o077 != 0
-    {
-        eprintln!(
-            "warning: the secrets key file {} can be read by other users (mode {:o}); `chmod 600` it",
-            path.display(),
-            m.permissions().mode() & 0o777
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the secrets key file {}", given.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "refusing the secrets key file {}: other users can read it (mode {:o}); `chmod 600` it",
+            given.display(),
+            mode & 0o777
         );
     }
+    Ok(())
 }
 
 /// What a change needs of the fleet's secrets: the values, their versions, and what to store

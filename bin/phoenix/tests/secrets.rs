@@ -365,6 +365,16 @@ fn scenario(f: &Fleet) {
         stderr(&out)
     );
     std::fs::remove_file(f.path("s/key")).unwrap();
+    // A key file other users can read: refused.
+    std::fs::copy(f.path("key"), f.path("open.key")).unwrap();
+    std::fs::set_permissions(f.path("open.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = f.path("open.key").display().to_string();
+    let out = f.expect(&["apply", "fleet.yaml", "--yes", "--secrets-key", &open], 1);
+    assert!(
+        stderr(&out).contains("other users can read it"),
+        "{}",
+        stderr(&out)
+    );
     // Refused before the state store was even created.
     assert!(
         !f.path("s/state.db").exists(),
@@ -462,6 +472,35 @@ fn scenario(f: &Fleet) {
         db,
         "the value is kept across applies"
     );
+
+    // The unit killed: its supervisor starts it again with the same value, read from the
+    // unit's file (the agent was not sent it again, and its unit table holds none).
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut restarted = None;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let st = f.status();
+        let web = st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["instance"] == "web-0")
+            .cloned();
+        if let Some(p) = web
+            .filter(|i| i["state"] == "running")
+            .and_then(|i| i["pid"].as_u64())
+            .filter(|p| *p != u64::from(pid))
+        {
+            restarted = Some(u32::try_from(p).unwrap());
+            break;
+        }
+    }
+    let pid = restarted.expect("the supervisor restarts a killed unit within 10 s");
+    assert_eq!(var(&environ(pid), "DB_PASSWORD"), db);
 
     // A wrong key: refused, naming the secret, before anything changes.
     let other = phoenix_key(f, "other");
