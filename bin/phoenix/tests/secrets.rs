@@ -26,6 +26,9 @@ struct Fleet {
     name: String,
     /// `--state-url` when the store is PostgreSQL; SQLite in the state dir otherwise.
     state_url: Option<String>,
+    /// A passphrase given as `PHOENIX_SECRETS_KEY` to every command once set (instead of a
+    /// key file); a `--secrets-key` flag still wins.
+    env_key: std::cell::RefCell<Option<String>>,
     /// Everything every command printed, to search for values.
     seen: std::cell::RefCell<Vec<u8>>,
 }
@@ -47,6 +50,7 @@ impl Fleet {
             dir,
             state_url,
             seen: Default::default(),
+            env_key: Default::default(),
         };
         std::fs::write(f.path("tls.txt"), format!("{TLS_VALUE}\n")).unwrap();
         f.write("v1");
@@ -113,7 +117,8 @@ services:
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.run_with(args, None)
+        let key = self.env_key.borrow().clone();
+        self.run_with(args, key.as_deref())
     }
 
     fn expect(&self, args: &[&str], code: i32) -> Output {
@@ -326,7 +331,16 @@ fn secret_values_reach_the_unit_and_nothing_else_postgres() {
         );
         return;
     };
-    scenario(&Fleet::new(Some(url)));
+    // This one takes its key as a passphrase in the environment (Argon2id).
+    scenario(&Fleet::new(Some(url)).with_passphrase());
+}
+
+impl Fleet {
+    fn with_passphrase(self) -> Self {
+        self.env_key
+            .replace(Some("a passphrase long enough for the test".into()));
+        self
+    }
 }
 
 fn scenario(f: &Fleet) {
@@ -341,10 +355,17 @@ fn scenario(f: &Fleet) {
         0o600
     );
     let key = f.path("key").display().to_string();
-    let with_key = ["--secrets-key", key.as_str()];
+    let key_file = ["--secrets-key", key.as_str()];
+    // With a passphrase in the environment, no flag.
+    let with_key: &[&str] = if f.env_key.borrow().is_some() {
+        &[]
+    } else {
+        &key_file
+    };
 
     // No key: refused before anything changes.
-    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
+    let out = f.run_with(&["apply", "fleet.yaml", "--yes"], None);
+    check(&["apply"], &out, 1);
     assert!(stderr(&out).contains("no secrets key"), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("PHOENIX_SECRETS_KEY"),
@@ -382,7 +403,7 @@ fn scenario(f: &Fleet) {
     );
 
     // Without --yes and no terminal: exit 2, and no value is stored.
-    f.expect(&[&["apply", "fleet.yaml"][..], &with_key].concat(), 2);
+    f.expect(&[&["apply", "fleet.yaml"][..], with_key].concat(), 2);
     let out = f.expect(&["secret", "list", "fleet.yaml", "-o", "json"], 0);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -400,7 +421,7 @@ fn scenario(f: &Fleet) {
     f.expect(
         &[
             &["apply", "fleet.yaml", "--yes", "-o", "json"][..],
-            &with_key,
+            with_key,
         ]
         .concat(),
         0,
@@ -447,21 +468,21 @@ fn scenario(f: &Fleet) {
     f.expect(&["secret", "list", "fleet.yaml"], 0);
     // Applying again changes nothing (the fingerprint is stable) and prints a diff.
     let out = f.expect(
-        &[&["apply", "fleet.yaml", "--yes"][..], &with_key].concat(),
+        &[&["apply", "fleet.yaml", "--yes"][..], with_key].concat(),
         0,
     );
     assert_eq!(f.web(), (pid, rev), "{}", stderr(&out));
     // A change that shows a diff with the units that use secrets.
     f.write("v2");
     f.expect(
-        &[&["apply", "fleet.yaml", "--yes"][..], &with_key].concat(),
+        &[&["apply", "fleet.yaml", "--yes"][..], with_key].concat(),
         0,
     );
     f.write("v1");
     f.expect(
         &[
             &["apply", "fleet.yaml", "--yes", "-o", "json"][..],
-            &with_key,
+            with_key,
         ]
         .concat(),
         0,
@@ -524,7 +545,7 @@ fn scenario(f: &Fleet) {
 
     // Rotation: exit 2 without --yes (and nothing changes), then a new value reaches a new unit.
     f.expect(
-        &[&["secret", "rotate", "fleet.yaml", "db"][..], &with_key].concat(),
+        &[&["secret", "rotate", "fleet.yaml", "db"][..], with_key].concat(),
         2,
     );
     assert_eq!(std::fs::read_to_string(&db_file).unwrap(), db);
@@ -532,7 +553,7 @@ fn scenario(f: &Fleet) {
     f.expect(
         &[
             &["secret", "rotate", "fleet.yaml", "db", "--yes"][..],
-            &with_key,
+            with_key,
         ]
         .concat(),
         0,
@@ -549,7 +570,7 @@ fn scenario(f: &Fleet) {
     let out = f.expect(
         &[
             &["secret", "rotate", "fleet.yaml", "tls", "--yes"][..],
-            &with_key,
+            with_key,
         ]
         .concat(),
         1,
@@ -565,13 +586,13 @@ fn scenario(f: &Fleet) {
     f.expect(
         &[
             &["secret", "rekey", "fleet.yaml", "--new-key", &new_key][..],
-            &with_key,
+            with_key,
         ]
         .concat(),
         0,
     );
     f.expect(
-        &[&["apply", "fleet.yaml", "--yes"][..], &with_key].concat(),
+        &[&["apply", "fleet.yaml", "--yes"][..], with_key].concat(),
         1,
     );
     f.expect(
@@ -579,7 +600,7 @@ fn scenario(f: &Fleet) {
         0,
     );
     assert_eq!(f.web(), (new_pid, new_rev));
-    // A passphrase in the environment works as a key too (for a fleet of its own values).
+    // A passphrase too short to be a key is refused.
     assert!(
         f.run_with(&["apply", "fleet.yaml", "--yes"], Some("too short"))
             .status
