@@ -1465,13 +1465,7 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
         if subst::BUILTINS.contains(&r.name.as_str()) || ports.contains(&r.name) {
             continue;
         }
-        // Secrets: the name is checked against `secrets:` by `validate`; a value only in `env`
-        // (an argv or a probe's URL is readable by every user of the host, and is logged).
-        if let Some((usage, _)) = crate::secrets::reference(&r.name) {
-            if usage == crate::secrets::SecretUse::Value && !what.starts_with("`env.") {
-                d.push(Diagnostic::error("secret-outside-env", format!("`${{{}}}` in {what}: a secret's value may only be put in `env`", r.name), Some(n.loc.clone()))
-                    .with_hint(format!("pass it in `env`, or use `${{secret_file:{}}}`, the path of a file holding it", &r.name[crate::secrets::VALUE_PREFIX.len()..])));
-            }
+        if secrets::check_use(n, &r.name, what, d) {
             continue;
         }
         let known: Vec<String> = ports

@@ -280,10 +280,9 @@ impl UnitSpec {
                 problems.push(format!("port `{p}` named twice"));
             }
         }
+        secret::check_uses(self, &mut problems);
         let mut templates: Vec<&str> = self.command.iter().map(String::as_str).collect();
-        let env_from = templates.len();
         templates.extend(self.env.values().map(String::as_str));
-        let env_to = templates.len();
         if let Some(h) = &self.health {
             if h.checks.is_empty() {
                 problems.push("health has no checks".into());
@@ -298,17 +297,10 @@ impl UnitSpec {
                 }
             }
         }
-        for (i, t) in templates.into_iter().enumerate() {
+        for t in templates {
             for r in phoenix_spec::subst::references(t) {
-                if let Some((usage, name)) = phoenix_spec::secrets::reference(&r.name) {
-                    if !self.secrets.contains_key(name) {
-                        problems.push(format!("secret `{name}` is not among the unit's secrets"));
-                    } else if usage == phoenix_spec::secrets::SecretUse::Value
-                        && !(env_from..env_to).contains(&i)
-                    {
-                        problems.push(format!("`${{{}}}` outside `env`", r.name));
-                    }
-                    continue;
+                if phoenix_spec::secrets::reference(&r.name).is_some() {
+                    continue; // `secret::check_uses`
                 }
                 let known = phoenix_spec::subst::BUILTINS.contains(&r.name.as_str())
                     || self.ports.contains(&r.name);
@@ -450,17 +442,7 @@ impl Vars {
             "site" => Some(self.site.clone()),
             "data_dir" => Some(self.data_dir.display().to_string()),
             var if phoenix_spec::secrets::reference(var).is_some() => {
-                let (usage, name) = phoenix_spec::secrets::reference(var)?;
-                match usage {
-                    phoenix_spec::secrets::SecretUse::File => Some(
-                        secret::secret_file(&self.data_dir, name)
-                            .display()
-                            .to_string(),
-                    ),
-                    phoenix_spec::secrets::SecretUse::Value => {
-                        secret::read_file(&self.data_dir, name)
-                    }
-                }
+                secret::lookup(&self.data_dir, var)
             }
             port => self.ports.get(port).map(u16::to_string),
         }
@@ -472,14 +454,8 @@ impl Vars {
     /// [`ProviderError::InvalidSpec`] naming the first unknown variable.
     pub fn apply(&self, template: &str) -> Result<String> {
         phoenix_spec::subst::substitute(template, |n| self.lookup(n)).map_err(|name| {
-            // The template, never a value: a secret's is read only where it is used.
-            let problem = match phoenix_spec::secrets::reference(&name) {
-                Some((_, s)) => format!(
-                    "secret `{s}` has no file in the data dir ({}): the unit was not started with its secrets",
-                    secret::secret_file(&self.data_dir, s).display()
-                ),
-                None => format!("unknown substitution `${{{name}}}` in `{template}`"),
-            };
+            let problem = secret::missing(&self.data_dir, &name)
+                .unwrap_or_else(|| format!("unknown substitution `${{{name}}}` in `{template}`"));
             ProviderError::InvalidSpec {
                 unit: self.instance.clone(),
                 problem,

@@ -21,6 +21,7 @@
 //! ```
 
 use crate::{Provider, Result, UnitSpec, UnitStatus};
+use phoenix_spec::secrets::SecretUse;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -228,6 +229,55 @@ pub fn read_file(data_dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(secret_file(data_dir, name)).ok()
 }
 
+/// The value of substitution variable `var` (`secret:NAME`: the value, read from the unit's
+/// file; `secret_file:NAME`: the file's path) for a unit whose data dir is `data_dir`.
+pub(crate) fn lookup(data_dir: &Path, var: &str) -> Option<String> {
+    match phoenix_spec::secrets::reference(var)? {
+        (SecretUse::File, name) => Some(secret_file(data_dir, name).display().to_string()),
+        (SecretUse::Value, name) => read_file(data_dir, name),
+    }
+}
+
+/// Why `var` could not be substituted, when it names a secret: its file is missing. Names the
+/// file, never a value.
+pub(crate) fn missing(data_dir: &Path, var: &str) -> Option<String> {
+    let (_, name) = phoenix_spec::secrets::reference(var)?;
+    Some(format!(
+        "secret `{name}` has no file in the data dir ({}): the unit was not started with its secrets",
+        secret_file(data_dir, name).display()
+    ))
+}
+
+/// Adds to `problems` every use of a secret in `spec` that is not among its
+/// [`UnitSpec::secrets`], and every `${secret:NAME}` outside `env`.
+pub(crate) fn check_uses(spec: &UnitSpec, problems: &mut Vec<String>) {
+    let env: Vec<&str> = spec.env.values().map(String::as_str).collect();
+    let mut others: Vec<&str> = spec.command.iter().map(String::as_str).collect();
+    for c in spec.health.iter().flat_map(|h| &h.checks) {
+        match c {
+            crate::HealthCheck::Http { url, .. } => others.push(url),
+            crate::HealthCheck::Tcp { address } => others.push(address),
+            crate::HealthCheck::Command { argv } => others.extend(argv.iter().map(String::as_str)),
+        }
+    }
+    for (in_env, t) in env
+        .iter()
+        .map(|t| (true, *t))
+        .chain(others.iter().map(|t| (false, *t)))
+    {
+        for r in phoenix_spec::subst::references(t) {
+            let Some((usage, name)) = phoenix_spec::secrets::reference(&r.name) else {
+                continue;
+            };
+            if !spec.secrets.contains_key(name) {
+                problems.push(format!("secret `{name}` is not among the unit's secrets"));
+            } else if usage == SecretUse::Value && !in_env {
+                problems.push(format!("`${{{}}}` outside `env`", r.name));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +295,22 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&secret_file(dir.path(), "db")), 0o600);
         assert_eq!(mode(&dir.path().join(SECRETS_DIR)), 0o700);
+    }
+
+    #[test]
+    fn a_value_only_in_env_and_only_when_listed() {
+        let mut spec = UnitSpec::new("f", "web", "web-0", 1)
+            .with_command(["x", "${secret:a}", "${secret_file:a}"])
+            .with_env("K", "${secret:b}");
+        spec.secrets.insert("a".into(), 1);
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("`${secret:a}` outside `env`"), "{err}");
+        assert!(err.contains("secret `b` is not among"), "{err}");
+        assert!(!err.contains("secret_file:a"), "{err}");
+        let v = crate::Vars::for_spec(&spec, Path::new("/d"), &BTreeMap::new());
+        assert_eq!(v.apply("${secret_file:a}").unwrap(), "/d/.secrets/a");
+        let err = v.apply("x${secret:a}").unwrap_err().to_string();
+        assert!(err.contains("has no file in the data dir"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,30 @@ use crate::yaml::Node;
 const SECRET_KEYS: &[&str] = &["name", "description", "generate", "from_file", "from_env"];
 const SOURCES: [&str; 3] = ["generate", "from_file", "from_env"];
 
+/// Whether substitution variable `var` (written in `what`, at `n`) names a secret, reporting
+/// a value (`${secret:NAME}`) anywhere but `env`: an argv or a probe's URL is readable by every
+/// user of the host, and is logged. The name itself is checked against `secrets:` by
+/// `validate`.
+pub(super) fn check_use(n: &Node, var: &str, what: &str, d: &mut D) -> bool {
+    let Some((usage, name)) = crate::secrets::reference(var) else {
+        return false;
+    };
+    // `check_subst` names env entries `` `env.KEY` of ... ``.
+    if usage == crate::secrets::SecretUse::Value && !what.starts_with("`env.") {
+        d.push(
+            Diagnostic::error(
+                "secret-outside-env",
+                format!("`${{{var}}}` in {what}: a secret's value may only be put in `env`"),
+                Some(n.loc.clone()),
+            )
+            .with_hint(format!(
+                "pass it in `env`, or use `${{secret_file:{name}}}`, the path of a file holding it"
+            )),
+        );
+    }
+    true
+}
+
 /// The secrets of one `secrets:` list, every problem reported.
 pub(super) fn secrets(v: &Node, d: &mut D) -> Vec<Secret> {
     let Some(items) = list(v, "`secrets`", d) else {
