@@ -624,6 +624,34 @@ fn scenario(f: &Fleet) {
     );
     assert_eq!(var(&environ(tls_pid), "DB_PASSWORD"), rotated);
 
+    // A rollback to the revision with VERSION v2: the old spec's units, with today's values.
+    f.write("v1");
+    let history = f.expect(&["history", "fleet.yaml", "-o", "json"], 0);
+    let history: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let v2 = history["revisions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history:#}"))
+        .iter()
+        .find(|r| r["revision"].as_u64() == Some(2))
+        .unwrap_or_else(|| panic!("revision 2 (VERSION v2) in {history:#}"));
+    assert_eq!(v2["outcome"], "applied", "{history:#}");
+    f.expect(
+        &[
+            "rollback",
+            "fleet.yaml",
+            "--to",
+            "2",
+            "--yes",
+            "--secrets-key",
+            &new_key,
+        ],
+        0,
+    );
+    let (tls_pid, _) = f.web();
+    let env = environ(tls_pid);
+    assert_eq!(var(&env, "VERSION"), "v2");
+    assert_eq!(var(&env, "DB_PASSWORD"), rotated);
+
     f.expect(&["history", "fleet.yaml", "-o", "json"], 0);
     f.expect(&["logs", "web"], 0);
     f.expect(&["status", "fleet.yaml", "-o", "json"], 0);
