@@ -238,6 +238,29 @@ pub(crate) fn lookup(data_dir: &Path, var: &str) -> Option<String> {
     }
 }
 
+/// [`crate::Vars::apply`], with `${secret:NAME}` taken from `values` rather than from the
+/// unit's file: for providers whose data dir is not on this host (a container's volume).
+///
+/// # Errors
+/// [`crate::ProviderError::InvalidSpec`] naming the first unknown variable (never a value).
+pub fn apply_with_values(
+    vars: &crate::Vars,
+    values: &SecretValues,
+    template: &str,
+) -> Result<String> {
+    phoenix_spec::subst::substitute(template, |n| match phoenix_spec::secrets::reference(n) {
+        Some((SecretUse::Value, name)) => values.get(name).map(|v| v.expose().to_string()),
+        _ => vars.lookup(n),
+    })
+    .map_err(|name| crate::ProviderError::InvalidSpec {
+        unit: vars.instance.clone(),
+        problem: match phoenix_spec::secrets::reference(&name) {
+            Some((_, s)) => format!("secret `{s}` was not handed to the provider"),
+            None => format!("unknown substitution `${{{name}}}` in `{template}`"),
+        },
+    })
+}
+
 /// Why `var` could not be substituted, when it names a secret: its file is missing. Names the
 /// file, never a value.
 pub(crate) fn missing(data_dir: &Path, var: &str) -> Option<String> {
