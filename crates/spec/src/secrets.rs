@@ -147,7 +147,7 @@ pub fn used_by(service: &crate::Service) -> Vec<String> {
     templates.extend(service.env.values().map(String::as_str));
     if let Some(h) = &service.health {
         for c in &h.checks {
-            templates.extend(check_templates(c));
+            templates.extend(c.templates());
         }
     }
     referenced(templates)
@@ -175,15 +175,6 @@ pub(crate) fn schema() -> serde_json::Value {
             "from_env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "An environment variable of phoenix, read on every apply." }
         }
     })
-}
-
-/// The templates of one health check.
-fn check_templates(check: &crate::HealthCheck) -> Vec<&str> {
-    match check {
-        crate::HealthCheck::Http { url, .. } => vec![url.as_str()],
-        crate::HealthCheck::Tcp { address } => vec![address.as_str()],
-        crate::HealthCheck::Command { argv } => argv.iter().map(String::as_str).collect(),
-    }
 }
 
 #[cfg(test)]

@@ -277,11 +277,7 @@ pub(crate) fn check_uses(spec: &UnitSpec, problems: &mut Vec<String>) {
     let env: Vec<&str> = spec.env.values().map(String::as_str).collect();
     let mut others: Vec<&str> = spec.command.iter().map(String::as_str).collect();
     for c in spec.health.iter().flat_map(|h| &h.checks) {
-        match c {
-            crate::HealthCheck::Http { url, .. } => others.push(url),
-            crate::HealthCheck::Tcp { address } => others.push(address),
-            crate::HealthCheck::Command { argv } => others.extend(argv.iter().map(String::as_str)),
-        }
+        others.extend(c.templates());
     }
     for (in_env, t) in env
         .iter()
