@@ -78,6 +78,8 @@ pub(crate) struct ChangeArgs {
     #[command(flatten)]
     pub ledger: crate::ledger_link::LedgerArgs,
     #[command(flatten)]
+    pub secrets: crate::secret_cmd::KeyArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -260,6 +262,37 @@ struct Wired {
     ledger: std::sync::Mutex<Option<crate::ledger_link::Session>>,
     /// The `--ledger` URLs, for messages.
     ledger_urls: String,
+    /// The fleet's secrets as this change needs them (see [`with_secrets`]).
+    secrets: crate::secret_cmd::Prepared,
+}
+
+/// The secrets key of a change of `fleet`, read before anything is opened or wired: a key file
+/// in the state dir, a key too short, or no key for a fleet that declares secrets is refused
+/// here, before the state store is even created.
+fn secrets_key(
+    change: &ChangeArgs,
+    fleet: &phoenix_spec::Fleet,
+) -> anyhow::Result<Option<phoenix_state::secrets::SecretsKey>> {
+    let key = crate::secret_cmd::load_key(&change.secrets, &change.state.state_dir)?;
+    if key.is_none() {
+        crate::secret_cmd::require_no_secrets(fleet)?;
+    }
+    Ok(key)
+}
+
+/// Resolves the secrets a change of `fleet` needs (a wrong key is refused here, before
+/// anything changes) and pins their versions into `desired`'s fingerprints.
+fn with_secrets(
+    w: &mut Wired,
+    fleet: &phoenix_spec::Fleet,
+    desired: &mut Desired,
+    key: Option<&phoenix_state::secrets::SecretsKey>,
+    rotate: Option<&str>,
+) -> anyhow::Result<()> {
+    let prepared = crate::secret_cmd::prepare(&*w.store, fleet, key, rotate)?;
+    desired.pin_secrets(fleet, &prepared.versions);
+    w.secrets = prepared;
+    Ok(())
 }
 
 fn wire(
@@ -337,6 +370,7 @@ fn wire_as(
         chain,
         ledger: std::sync::Mutex::new(session),
         ledger_urls: ledger.ledger.join(","),
+        secrets: Default::default(),
     })
 }
 
@@ -506,19 +540,53 @@ fn run_change(
             .chain(desired.jobs.values())
             .map(|u| (u.instance.clone(), u.spec.site.clone())),
     );
+    // New secret values are stored once the change is confirmed, before anything starts: a
+    // declined change stores nothing.
+    let secrets_failed = std::sync::Mutex::new(None);
     let confirm_fn = |d: &Decision| {
-        let ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
+        if change.output == RunFormat::Table {
+            for note in &w.secrets.notes {
+                eprintln!("  {note}");
+            }
+        }
+        let mut ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
+        if ok && let Err(e) = w.secrets.commit(&*w.store, &desired.fleet) {
+            *secrets_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+            ok = false;
+        }
         if ok {
             EXECUTING.store(true, Ordering::SeqCst);
         }
         ok
     };
+    // Units get their secrets' values from the provider wrapper, never through the engine,
+    // which persists unit specs and writes events and audit records.
+    let engine = if w.secrets.values.is_empty() {
+        w.engine.clone()
+    } else {
+        Engine {
+            provider: Arc::new(phoenix_provider_api::secret::WithSecrets::new(
+                w.engine.provider.clone(),
+                w.secrets.values.clone(),
+            )),
+            ..w.engine.clone()
+        }
+    };
     let sink = |e: &Event| progress.event(e);
     // An operator whose key may not sign the fleet's history is refused before any change.
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
-    let result = w.engine.apply(desired, doc, &opts, &confirm_fn, &sink);
+    let result = engine.apply(desired, doc, &opts, &confirm_fn, &sink);
     EXECUTING.store(false, Ordering::SeqCst);
     progress.finish();
+    if let Some(e) = secrets_failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        finish_ledger(w, change.output);
+        return Err(e.context("storing the new secret values; nothing was changed"));
+    }
     finish_ledger(w, change.output);
     let report = match result {
         Ok(r) => r,
@@ -568,12 +636,14 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let desired = desired_of(&fleet)?;
+    let mut desired = desired_of(&fleet)?;
     let scope = Scope::new(&desired, &args.target, &args.exclude)?;
+    let key = secrets_key(&args.change, &fleet)?;
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = args.target.clone();
     doc.excludes = args.exclude.clone();
-    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "apply",
@@ -623,9 +693,11 @@ pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
     let mut desired = desired_of(&fleet)?;
     desired.force_jobs.insert(job.clone());
     let scope = Scope::all().only([job.clone()]);
+    let key = secrets_key(&args.change, &fleet)?;
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), None)?;
     let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     doc.targets = vec![job.clone()];
-    let w = wire_change(&args.change, &fleet)?;
     run_change(
         &w,
         "run-job",
@@ -688,9 +760,12 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // The current spec's sites: a rollback to a revision with other sites reaches these only.
-    let w = wire_change(&args.change, &fleet)?;
+    let key = secrets_key(&args.change, &fleet)?;
+    let mut w = wire_change(&args.change, &fleet)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
-    let step = rollback_step(&w, &fleet, to, args.force)?;
+    let mut step = rollback_step(&w, &fleet, to, args.force)?;
+    // The current values (secrets are not kept per revision), pinned into the old units.
+    with_secrets(&mut w, &step.fleet, &mut step.desired, key.as_ref(), None)?;
     if args.change.output == RunFormat::Table {
         eprintln!("Rolling fleet {} back to revision {}", fleet.name, step.to);
     }
@@ -709,6 +784,8 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
 /// What a rollback applies: the target revision's desired state, its revision document and
 /// its scope.
 struct RollbackStep {
+    /// The fleet of the target revision (the current one for a destroyed revision).
+    fleet: phoenix_spec::Fleet,
     to: phoenix_state::RevisionNumber,
     desired: Desired,
     doc: RevisionDoc,
@@ -729,6 +806,7 @@ fn rollback_step(
             target.number
         )
     })?;
+    let mut target_fleet = fleet.clone();
     let desired = if old.kind == RevisionKind::Destroy {
         Desired::empty(&fleet.name)
     } else {
@@ -748,7 +826,9 @@ fn rollback_step(
                 fleet.name
             );
         }
-        desired_of(&old_fleet)?
+        let d = desired_of(&old_fleet)?;
+        target_fleet = old_fleet;
+        d
     };
     // Never widened to the whole fleet: targets that no longer resolve are refused, named.
     let scope = rollback::rollback_scope(&desired, &old, target.number.0)?;
@@ -762,6 +842,7 @@ fn rollback_step(
     doc.targets = old.targets.clone();
     doc.excludes = old.excludes.clone();
     Ok(RollbackStep {
+        fleet: target_fleet,
         to: target.number,
         desired,
         doc,
@@ -808,6 +889,7 @@ pub(crate) fn rollback_for(
                 d.render()
             )
         })?;
+    refuse_secrets_on_the_server(&fleet)?;
     let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
     let step = rollback_step(&w, &fleet, to, force)?;
     run_for(
@@ -819,6 +901,18 @@ pub(crate) fn rollback_for(
         true,
         state,
         ledger,
+    )
+}
+
+/// `phoenix serve` holds no secrets key (ADR 010): a change that would start units of a fleet
+/// with secrets is refused there before anything happens, naming the commands that can.
+fn refuse_secrets_on_the_server(fleet: &phoenix_spec::Fleet) -> anyhow::Result<()> {
+    if fleet.secrets.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "fleet {} has secrets, whose key this server does not hold: apply or roll it back with `phoenix apply` or `phoenix rollback` and the secrets key (docs/secrets.md)",
+        fleet.name
     )
 }
 
@@ -838,6 +932,7 @@ pub(crate) fn apply_for(
 ) -> anyhow::Result<ApplyReport> {
     let fleet = phoenix_spec::parse_sources(&sources, env.as_deref())
         .map_err(|d| anyhow::anyhow!("the spec is not valid:\n{}", d.render()))?;
+    refuse_secrets_on_the_server(&fleet)?;
     let desired = desired_of(&fleet)?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, env);
     let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
@@ -924,6 +1019,7 @@ fn run_for(
         output: RunFormat::Json,
         allow_unreachable: false,
         ledger: ledger.clone(),
+        secrets: Default::default(),
         state: state.clone(),
     };
     let reachable = reachable_part(w, desired, &change)?;
@@ -977,6 +1073,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         output: args.output,
         allow_unreachable: false,
         ledger: no_ledger,
+        secrets: Default::default(),
         state: args.state.clone(),
     };
     let code = run_change(
@@ -1079,7 +1176,13 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let desired = if destroyed {
         Desired::empty(&fleet.name)
     } else {
-        desired_of(&fleet)?
+        let mut d = desired_of(&fleet)?;
+        // Versions only: reading needs no secrets key.
+        d.pin_secrets(
+            &fleet,
+            &crate::secret_cmd::stored_versions(&*store, &fleet.name)?,
+        );
+        d
     };
     let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
     // Reading builds and pulls nothing: a container unit is compared with the image id its
@@ -1387,4 +1490,67 @@ fn log_reader(
 
 pub(crate) fn agent(args: Vec<OsString>) -> ExitCode {
     phoenix_provider_local::agent_main(args)
+}
+
+/// `phoenix secret rotate FILE... NAME`: a new value for one secret, and the units and jobs
+/// that use it replaced through the engine (by their rollout strategies, with health gates and
+/// rollback), as a revision that touches nothing else; asks first, like `apply`.
+pub(crate) fn rotate_secret(args: crate::secret_cmd::RotateArgs) -> anyhow::Result<ExitCode> {
+    let Some((name, files)) = args.args.split_last() else {
+        bail!("usage: phoenix secret rotate FILE... NAME");
+    };
+    let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let (fleet, sources) = match load(&files, args.env.as_deref())? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    if fleet.secret(name).is_none() {
+        let known: Vec<&str> = fleet.secrets.iter().map(|s| s.name.as_str()).collect();
+        if known.is_empty() {
+            bail!("the spec declares no secrets (`secrets:`), so there is no `{name}`");
+        }
+        bail!(
+            "no secret `{name}` in the spec; its secrets: {}",
+            known.join(", ")
+        );
+    }
+    let mut desired = desired_of(&fleet)?;
+    let users: std::collections::BTreeSet<String> = desired
+        .units
+        .values()
+        .chain(desired.jobs.values())
+        .filter(|u| u.spec.secrets.contains_key(name))
+        .map(|u| u.service.clone())
+        .collect();
+    let key = secrets_key(&args.change, &fleet)?;
+    let mut w = wire_change(&args.change, &fleet)?;
+    with_secrets(&mut w, &fleet, &mut desired, key.as_ref(), Some(name))?;
+    if users.is_empty() {
+        // Nothing to restart: the engine has no change to confirm, so the rule is kept here.
+        for note in &w.secrets.notes {
+            eprintln!("  {note}");
+        }
+        if !args.change.yes {
+            eprintln!(
+                "refusing to rotate without --yes (no unit uses `{name}`, so only the stored value changes)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        w.secrets.commit(&*w.store, &fleet.name)?;
+        eprintln!("secret `{name}` rotated; no unit uses it");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
+    doc.targets = users.iter().cloned().collect();
+    let scope = Scope::all().only(users);
+    run_change(
+        &w,
+        "rotate",
+        &desired,
+        &doc,
+        scope,
+        &args.change,
+        true,
+        &|_| {},
+    )
 }

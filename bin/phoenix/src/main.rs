@@ -7,6 +7,7 @@ mod deploy_cmd;
 mod ledger_link;
 mod monitoring_cmd;
 mod plan_cmd;
+mod secret_cmd;
 mod serve;
 mod sites;
 
@@ -83,6 +84,10 @@ enum Command {
     /// old audit.jsonl.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Secrets (`secrets:`): rotate one (restarting the units that use it), list them, make a
+    /// key, re-encrypt them with a new key.
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
     /// The BFT ledger: a local testnet, a validator node, signed transactions, the benchmark.
     #[command(subcommand)]
     Ledger(phoenix_ledger_node::LedgerCommand),
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
         Command::ProviderRemote { args } => return phoenix_provider_ssh::remote_main(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Secret(cmd) => secret_cmd::run(cmd),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&phoenix_spec::schema::json_schema())
                 .expect("the schema is plain JSON");

@@ -144,3 +144,57 @@ fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
     f.ok(&["destroy", "fleet.yaml", "--yes"]);
     assert!(labelled(&name).is_empty(), "destroy leaves no container");
 }
+
+/// A container that uses secrets: the value in its environment and in a 0600 file in its data
+/// volume, and nowhere in the state dir or the output.
+#[test]
+fn a_container_gets_its_secrets_in_its_environment_and_volume() {
+    if !common::docker_available() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("pxds").tempdir().unwrap();
+    common::busybox_image(&dir.path().join("img"));
+    std::fs::write(dir.path().join("token.txt"), "docker-secret-Vb7nQ2xLk9Tp\n").unwrap();
+    let key = dir.path().join("key");
+    let name = format!("docks-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        format!(
+            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nsecrets:\n  - name: tok\n    from_file: token.txt\nservices:\n  - name: web\n    build: ./img\n    command: [sh, -c, 'test \"$(stat -c %a \"$1\")\" = 600 && exec httpd -f -p \"$0\" -h /', '${{port}}', '${{secret_file:tok}}']\n    env: {{ TOKEN: '${{secret:tok}}' }}\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
+        ),
+    )
+    .unwrap();
+    let f = Fleet {
+        dir,
+        name: name.clone(),
+    };
+    let made = Command::new(BIN)
+        .args(["secret", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let out = f.ok(&[
+        "apply",
+        "fleet.yaml",
+        "--yes",
+        "--secrets-key",
+        key.to_str().unwrap(),
+    ]);
+    let container = labelled(&name).pop().expect("the container");
+    let env = docker(&["exec", &container, "sh", "-c", "echo \"$TOKEN\""]);
+    assert_eq!(
+        String::from_utf8_lossy(&env.stdout).trim(),
+        "docker-secret-Vb7nQ2xLk9Tp"
+    );
+    // The command itself checked that its file is mode 0600 before it served (the gate passed).
+    let value = "docker-secret-Vb7nQ2xLk9Tp";
+    let printed = [out.stdout, out.stderr].concat();
+    assert!(!printed.windows(value.len()).any(|w| w == value.as_bytes()));
+    let db = std::fs::read(f.dir.path().join("state/state.db")).unwrap();
+    assert!(
+        !db.windows(value.len()).any(|w| w == value.as_bytes()),
+        "in the state db"
+    );
+    f.ok(&["destroy", "fleet.yaml", "--yes"]);
+}

@@ -88,6 +88,27 @@ fn the_phoenix_binary_is_installed_and_serves_the_ssh_provider(h: &TestHost) {
         text.contains("GET / HTTP").then_some(())
     });
     p.stop("e2e", &st.unit_id, Duration::from_secs(2)).unwrap();
+    // A unit with a secret: the value goes with the start request (on the connection's stdin)
+    // and reaches the unit's environment on the host.
+    let value = "ssh-secret-value-Qm3xT8vLp2Rw";
+    let mut vault = UnitSpec::new("e2e", "vault", "vault-0", 1)
+        .with_command(["sleep", "60"])
+        .with_env("TOKEN", "${secret:token}");
+    vault.secrets.insert("token".into(), 1);
+    let mut values = phoenix_provider_api::secret::SecretValues::default();
+    values.insert(
+        "token",
+        phoenix_provider_api::secret::SecretValue::new(value.into()),
+    );
+    let st = p.start_with_secrets(&vault, &values).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", st.pid.unwrap())).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == format!("TOKEN={value}").as_bytes()),
+        "the unit on the ssh host has its secret"
+    );
+    p.stop("e2e", &st.unit_id, Duration::from_secs(2)).unwrap();
     wait_for("nothing left on the host", Duration::from_secs(5), || {
         h.processes().is_empty().then_some(())
     });

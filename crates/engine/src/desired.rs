@@ -174,6 +174,22 @@ impl Desired {
         Ok(())
     }
 
+    /// Pins the version of every secret value the units use (`versions` by secret name, as
+    /// the state store keeps them; a secret without one is version 0, i.e. not stored yet) and
+    /// recomputes fingerprints, so that a new value restarts the units that use it while the
+    /// fingerprint reveals nothing of the value. Call it before [`Desired::pin_images`].
+    pub fn pin_secrets(&mut self, fleet: &Fleet, versions: &BTreeMap<String, u64>) {
+        let pin = |unit: &mut DesiredUnit| {
+            for (name, v) in unit.spec.secrets.iter_mut() {
+                *v = versions.get(name).copied().unwrap_or(0);
+            }
+            unit.fingerprint = fingerprint(&unit.spec);
+        };
+        self.units.values_mut().for_each(pin);
+        self.jobs.values_mut().for_each(pin);
+        hook_fingerprints(fleet, &self.units, &mut self.jobs);
+    }
+
     /// The desired state of `fleet` as placed by `plan`: `replicas.min` instances of every
     /// enabled service, each on the site and host the planner chose.
     ///
@@ -621,6 +637,30 @@ mod tests {
         );
         assert!(!same_job_inputs("abd~1234", "abc"));
         assert!(!same_job_inputs("abc", "abc~1234"));
+    }
+
+    /// A secret's new version replaces the units (and reruns the jobs, and the hooks around
+    /// them) that use it, and only those; the unit spec holds the version, never a value.
+    #[test]
+    fn a_secret_version_is_in_the_fingerprints_of_its_users_only() {
+        let yaml = "phoenix: 1\nname: f\nsites:\n  - name: s\n    tier: core\n    capacity: { cpu: 8, memory: 8Gi, storage: 8G }\nsecrets:\n  - name: db\n    generate: true\nservices:\n  - name: a\n    command: [a]\n    env: { P: '${secret:db}' }\n  - name: b\n    command: [b]\njobs:\n  - name: m\n    command: [m, '${secret_file:db}']\n";
+        let f = phoenix_spec::parse_sources(&[("f.yaml".into(), yaml.into())], None)
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let at = |v: u64| {
+            let mut d = Desired::new(&f, &phoenix_plan::plan(&f)).unwrap();
+            d.pin_secrets(&f, &BTreeMap::from([("db".to_string(), v)]));
+            d
+        };
+        let (one, two) = (at(1), at(2));
+        assert_eq!(
+            one.units["a-0"].spec.secrets,
+            BTreeMap::from([("db".into(), 1)])
+        );
+        assert_ne!(one.units["a-0"].fingerprint, two.units["a-0"].fingerprint);
+        assert_ne!(one.jobs["m-0"].fingerprint, two.jobs["m-0"].fingerprint);
+        assert_eq!(one.units["b-0"].fingerprint, two.units["b-0"].fingerprint);
+        assert_eq!(at(1).units["a-0"].fingerprint, one.units["a-0"].fingerprint);
+        assert!(one.units["b-0"].spec.secrets.is_empty());
     }
 
     #[test]

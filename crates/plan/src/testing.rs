@@ -94,6 +94,7 @@ pub fn empty() -> Fleet {
         sites: Vec::new(),
         projects: Vec::new(),
         services: Vec::new(),
+        secrets: Vec::new(),
         files: Vec::new(),
     }
 }

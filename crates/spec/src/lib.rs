@@ -14,6 +14,7 @@ pub mod model;
 mod parse;
 pub mod quantity;
 pub mod schema;
+pub mod secrets;
 pub mod subst;
 pub mod text;
 mod validate;

@@ -45,6 +45,9 @@ pub struct Fleet {
     /// Services in file order, then jobs (`jobs:`, [`Service::job`]) in file order: the two
     /// share one namespace and one dependency graph.
     pub services: Vec<Service>,
+    /// Secrets (`secrets:`): where each value comes from, never the value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::Secret>,
     /// The files the fleet was read from, in order, for diagnostics.
     #[serde(skip)]
     pub files: Vec<String>,
@@ -606,6 +609,10 @@ impl Fleet {
     /// The service (or job) with this name.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+    /// The secret with this name.
+    pub fn secret(&self, name: &str) -> Option<&crate::secrets::Secret> {
+        self.secrets.iter().find(|s| s.name == name)
     }
     /// The jobs (`jobs:`), in file order.
     pub fn jobs(&self) -> impl Iterator<Item = &Service> {

@@ -10,6 +10,8 @@ use crate::subst;
 use crate::yaml::{self, Node, NodeKind};
 use std::collections::{BTreeMap, HashMap};
 
+mod secrets;
+
 /// Where references were written, for `validate` to point at: `"service:web:depends_on:0"`.
 #[derive(Debug, Default)]
 pub(crate) struct SourceMap {
@@ -43,6 +45,7 @@ const TOP_KEYS: &[&str] = &[
     "services",
     "jobs",
     "environments",
+    "secrets",
 ];
 const SITE_KEYS: &[&str] = &[
     "name",
@@ -584,6 +587,8 @@ pub(crate) struct Collected {
     projects: Vec<Node>,
     services: Vec<Node>,
     jobs: Vec<Node>,
+    /// `secrets:` of every file, in order (parsed at once: overlays do not change them).
+    secrets: Vec<crate::secrets::Secret>,
     /// env name -> section ("sites") -> entries (item name node, overlay node)
     environments: BTreeMap<String, Vec<(String, Node, Node)>>,
 }
@@ -676,6 +681,9 @@ fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
     }
     if let Some(v) = f.get("environments") {
         collect_environments(v, c, d);
+    }
+    if let Some(v) = f.get("secrets") {
+        c.secrets.extend(secrets::secrets(v, d));
     }
 }
 
@@ -894,6 +902,13 @@ pub(crate) fn build(
         d,
     );
     check_job_names(&services, &jobs, d);
+    check_duplicates(
+        "secret",
+        c.secrets
+            .iter()
+            .map(|s| (s.name.as_str(), &s.location, None)),
+        d,
+    );
     services.extend(jobs);
     resolve_hooks(&mut services, &mut map, d);
 
@@ -932,6 +947,7 @@ pub(crate) fn build(
         sites,
         projects,
         services,
+        secrets: c.secrets.clone(),
         files: sources.iter().map(|s| s.0.clone()).collect(),
     };
     Some((fleet, map))
@@ -1451,6 +1467,9 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
             continue;
         }
         if subst::BUILTINS.contains(&r.name.as_str()) || ports.contains(&r.name) {
+            continue;
+        }
+        if secrets::check_use(n, &r.name, what, d) {
             continue;
         }
         let known: Vec<String> = ports

@@ -213,6 +213,7 @@ pub fn json_schema() -> Value {
             "projects": { "type": "array", "items": project },
             "services": { "type": "array", "items": service },
             "jobs": { "type": "array", "items": job },
+            "secrets": { "type": "array", "items": crate::secrets::schema() },
             "environments": {
                 "type": "object",
                 "additionalProperties": {

@@ -37,6 +37,22 @@ fn unknown(
     }
 }
 
+/// Every `${secret:NAME}` / `${secret_file:NAME}` of a service names a declared secret.
+fn check_secret_refs(fleet: &Fleet, s: &Service, what: &str, d: &mut D) {
+    let declared: Vec<&str> = fleet.secrets.iter().map(|x| x.name.as_str()).collect();
+    for name in crate::secrets::used_by(s) {
+        if !declared.contains(&name.as_str()) {
+            d.push(unknown(
+                "secret",
+                &name,
+                &declared,
+                what,
+                Some(s.location.clone()),
+            ));
+        }
+    }
+}
+
 pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<Fleet> {
     let site_names: Vec<&str> = fleet.sites.iter().map(|s| s.name.as_str()).collect();
     let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -51,6 +67,7 @@ pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<F
     let mut expanded_sites: Vec<Option<Vec<String>>> = Vec::new();
     for s in &fleet.services {
         let what = format!("{} `{}`", s.kind(), s.name);
+        check_secret_refs(&fleet, s, &what, d);
         if let Some(p) = &s.project
             && !project_names.contains(&p.as_str())
         {

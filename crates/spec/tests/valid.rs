@@ -122,3 +122,61 @@ fn validator_services_name_their_set() {
     let sets: Vec<Option<&str>> = f.services.iter().map(|s| s.bft_set()).collect();
     assert_eq!(sets, [Some("chain"), Some("chain"), Some("v3"), None]);
 }
+
+/// `secrets:` becomes the fleet's secrets, each with its source, and a service's uses of
+/// them are found in `command`, `env` and `health`.
+#[test]
+fn secrets_keep_their_sources_and_uses() {
+    let f = load(
+        r#"
+phoenix: 1
+name: s
+sites:
+  - name: l
+    tier: core
+    capacity: { cpu: 4, memory: 4Gi, storage: 1G }
+secrets:
+  - name: db
+    generate: { length: 12, alphabet: hex }
+  - name: api
+    from_env: API_TOKEN
+  - name: tls
+    from_file: tls/key.pem
+    description: server key
+  - name: plain
+    generate: true
+services:
+  - name: web
+    command: [web, --key, "${secret_file:tls}"]
+    env: { DB: "postgres://u:${secret:db}@h/d" }
+    health: { command: [check, "${secret_file:api}"] }
+"#,
+        None,
+    );
+    use phoenix_spec::secrets::{Alphabet, SecretSource, used_by};
+    assert_eq!(f.secrets.len(), 4);
+    assert_eq!(
+        f.secret("db").unwrap().source,
+        SecretSource::Generate {
+            length: 12,
+            alphabet: Alphabet::Hex
+        }
+    );
+    assert_eq!(
+        f.secret("api").unwrap().source,
+        SecretSource::Env {
+            var: "API_TOKEN".into()
+        }
+    );
+    assert!(
+        matches!(&f.secret("tls").unwrap().source, SecretSource::File { path, .. } if path == "tls/key.pem")
+    );
+    assert_eq!(
+        f.secret("plain").unwrap().source,
+        SecretSource::Generate {
+            length: 32,
+            alphabet: Alphabet::Alphanumeric
+        }
+    );
+    assert_eq!(used_by(f.service("web").unwrap()), ["api", "db", "tls"]);
+}

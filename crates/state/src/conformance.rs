@@ -124,6 +124,7 @@ macro_rules! conformance_tests {
             api_tokens_are_created_found_listed_and_revoked,
             api_token_expiry_and_name_reuse,
             job_runs_are_recorded_per_revision_and_fenced,
+            secrets_are_written_only_over_what_was_read,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -855,6 +856,64 @@ pub fn job_runs_are_recorded_per_revision_and_fenced(h: &dyn Harness) {
         Err(StateError::LockLost { .. })
     ));
     assert_eq!(store.job_runs(&fleet).unwrap().len(), 2);
+}
+
+/// Secrets: sealed rows round-trip per fleet; a write happens only over the row it expects
+/// (none for a first value), and a batch with one stale expectation writes nothing.
+pub fn secrets_are_written_only_over_what_was_read(h: &dyn Harness) {
+    use crate::secrets::SecretWrite;
+    let store = h.open();
+    let fleet = unique_fleet("secrets");
+    let write = |name: &str, version: u64, sealed: &str, expected: Option<&str>| SecretWrite {
+        name: name.into(),
+        version,
+        source: "generate".into(),
+        sealed: sealed.into(),
+        expected_sealed: expected.map(str::to_string),
+    };
+    assert!(store.secrets(&fleet).unwrap().is_empty());
+    store
+        .write_secrets(
+            &fleet,
+            &[write("db", 1, "s1", None), write("api", 1, "a1", None)],
+        )
+        .unwrap();
+    let rows = store.secrets(&fleet).unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.name.as_str(), r.version, r.sealed.as_str()))
+            .collect::<Vec<_>>(),
+        [("api", 1, "a1"), ("db", 1, "s1")]
+    );
+    // A second "first value" loses: the row exists.
+    assert!(matches!(
+        store.write_secrets(&fleet, &[write("db", 1, "other", None)]),
+        Err(StateError::SecretChanged { ref name, .. }) if name == "db"
+    ));
+    // All or nothing: `api` is not written when `db`'s expectation is stale.
+    assert!(
+        store
+            .write_secrets(
+                &fleet,
+                &[
+                    write("api", 2, "a2", Some("a1")),
+                    write("db", 2, "s2", Some("old"))
+                ]
+            )
+            .is_err()
+    );
+    assert_eq!(store.secrets(&fleet).unwrap()[0].sealed, "a1");
+    store
+        .write_secrets(&fleet, &[write("db", 2, "s2", Some("s1"))])
+        .unwrap();
+    let db = store
+        .secrets(&fleet)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "db")
+        .unwrap();
+    assert_eq!((db.version, db.sealed.as_str()), (2, "s2"));
+    assert!(store.secrets(&unique_fleet("other")).unwrap().is_empty());
 }
 
 /// A zero lease duration is refused.

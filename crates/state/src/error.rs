@@ -228,6 +228,26 @@ pub enum StateError {
         /// The cause.
         source: DbError,
     },
+    /// Reading or writing the sealed secrets of a fleet failed.
+    #[error("cannot {step} the secrets of fleet {fleet}")]
+    Secrets {
+        /// What was being done, e.g. `write`.
+        step: &'static str,
+        /// The fleet.
+        fleet: String,
+        /// The cause.
+        source: DbError,
+    },
+    /// Another command changed a secret since this one read it.
+    #[error(
+        "secret `{name}` of fleet {fleet} was changed by another command meanwhile; nothing was written: run the command again"
+    )]
+    SecretChanged {
+        /// The fleet.
+        fleet: String,
+        /// The secret.
+        name: String,
+    },
     /// A live (neither revoked nor expired) API token already has this name.
     #[error("an API token named {name} exists already: revoke it first, or choose another name")]
     ApiTokenExists {

@@ -71,6 +71,7 @@ mod error;
 mod logic;
 mod postgres;
 mod schema;
+pub mod secrets;
 mod sqlite;
 mod store;
 mod types;
@@ -312,6 +313,41 @@ mod tests {
         assert_eq!(store.list_fleets().unwrap(), ["old-fleet"]);
         assert!(store.job_runs("old-fleet").unwrap().is_empty());
         assert!(schema_version() >= 4);
+    }
+
+    /// A store last migrated by a Phoenix without secrets (schema version 4) opens read-only
+    /// and read-write, keeps its rows, and gains the `secrets` table.
+    #[test]
+    fn a_version_4_store_migrates_to_secrets_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+            )
+            .unwrap();
+        for m in schema::MIGRATIONS.iter().filter(|m| m.version <= 4) {
+            connection
+                .execute_batch(&m.ddl_for(db::Dialect::Sqlite))
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO schema_version VALUES (?1, 0)",
+                    [i64::from(m.version)],
+                )
+                .unwrap();
+        }
+        connection
+            .execute("INSERT INTO fleets (name) VALUES ('old-fleet')", [])
+            .unwrap();
+        drop(connection);
+        let read = open_read_only(dir.path(), None).unwrap();
+        assert_eq!(read.list_fleets().unwrap(), ["old-fleet"]);
+        assert!(read.secrets("old-fleet").unwrap().is_empty());
+        drop(read);
+        let store = open(dir.path(), None).unwrap();
+        assert!(store.secrets("old-fleet").unwrap().is_empty());
+        assert_eq!(schema_version(), 5);
     }
 
     /// A store last migrated by a Phoenix without API tokens (schema version 2) opens, keeps

@@ -1426,6 +1426,19 @@ macro_rules! impl_state_store {
             ) -> Result<Vec<$crate::JobRunRecord>, $crate::StateError> {
                 $crate::logic::job_runs(self, fleet)
             }
+            fn secrets(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::secrets::SecretRecord>, $crate::StateError> {
+                $crate::secrets::secrets(self, fleet)
+            }
+            fn write_secrets(
+                &self,
+                fleet: &str,
+                writes: &[$crate::secrets::SecretWrite],
+            ) -> Result<(), $crate::StateError> {
+                $crate::secrets::write_secrets(self, fleet, writes)
+            }
         }
     };
 }

@@ -191,4 +191,21 @@ CREATE TABLE job_runs (
 );
 "#,
     },
+    Migration {
+        version: 5,
+        ddl: r#"
+-- Secrets (`secrets:` in the spec), one row per fleet and name: the value sealed with the
+-- operator's secrets key (XChaCha20-Poly1305, `crate::secrets`; the key is never stored here),
+-- and a version counter that unit fingerprints carry instead of anything derived from the value.
+CREATE TABLE secrets (
+    fleet         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    version       BIGINT NOT NULL,
+    source        TEXT NOT NULL,
+    sealed        TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (fleet, name)
+);
+"#,
+    },
 ];

@@ -242,6 +242,24 @@ pub trait StateStore: Send + Sync {
     /// [`StateError::JobRuns`], or [`StateError::CorruptRecord`] for a row that does not read.
     fn job_runs(&self, fleet: &str) -> Result<Vec<JobRunRecord>, StateError>;
 
+    /// The stored secrets of `fleet` (sealed; see [`crate::secrets`]), by name.
+    ///
+    /// # Errors
+    /// [`StateError::Secrets`], or [`StateError::CorruptRecord`] for a row that does not read.
+    fn secrets(&self, fleet: &str) -> Result<Vec<crate::secrets::SecretRecord>, StateError>;
+
+    /// Writes every change in `writes` in one transaction, or none: each only if its row still
+    /// holds what it expects.
+    ///
+    /// # Errors
+    /// [`StateError::SecretChanged`] naming the first row that changed meanwhile;
+    /// [`StateError::Secrets`] from the database.
+    fn write_secrets(
+        &self,
+        fleet: &str,
+        writes: &[crate::secrets::SecretWrite],
+    ) -> Result<(), StateError>;
+
     /// Creates the fleet's next revision (outcome `Pending`). A convenience over
     /// [`StateStore::write_atomically`].
     ///

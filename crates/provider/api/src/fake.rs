@@ -180,6 +180,16 @@ impl Provider for FakeProvider {
         self.endpoint.clone()
     }
 
+    /// Starts the unit if it was given every secret it uses (the values are not kept).
+    fn start_with_secrets(
+        &self,
+        spec: &UnitSpec,
+        secrets: &crate::secret::SecretValues,
+    ) -> Result<UnitStatus> {
+        secrets.for_spec(spec)?;
+        self.start(spec)
+    }
+
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
         self.check_reachable()?;
         spec.validate()?;

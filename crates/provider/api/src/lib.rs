@@ -35,6 +35,7 @@ pub mod fake;
 pub mod logs;
 pub mod probe;
 pub mod route;
+pub mod secret;
 mod serde_compat;
 pub use serde_compat::health as health_serde;
 
@@ -114,6 +115,11 @@ pub struct UnitSpec {
     /// and then left out of the serialised spec, so that their fingerprints do not change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    /// The secrets the unit uses (`${secret:NAME}`, `${secret_file:NAME}`) and the version of
+    /// each value, so that a new value is a new fingerprint; never the values ([`secret`]).
+    /// Left out of the serialised spec when empty, so that other fingerprints do not change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
 }
 
 /// How a unit runs as a container (Docker sites).
@@ -163,6 +169,7 @@ impl UnitSpec {
             stop_grace_ms: default_stop_grace_ms(),
             backup: Vec::new(),
             container: None,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -191,6 +198,10 @@ impl UnitSpec {
             stop_grace_ms: service.stop_grace_ms,
             backup: service.backup.clone(),
             container: None,
+            secrets: phoenix_spec::secrets::used_by(service)
+                .into_iter()
+                .map(|n| (n, 0))
+                .collect(),
         }
     }
 
@@ -270,6 +281,7 @@ impl UnitSpec {
                 problems.push(format!("port `{p}` named twice"));
             }
         }
+        secret::check_uses(self, &mut problems);
         let mut templates: Vec<&str> = self.command.iter().map(String::as_str).collect();
         templates.extend(self.env.values().map(String::as_str));
         if let Some(h) = &self.health {
@@ -282,6 +294,9 @@ impl UnitSpec {
         }
         for t in templates {
             for r in phoenix_spec::subst::references(t) {
+                if phoenix_spec::secrets::reference(&r.name).is_some() {
+                    continue; // `secret::check_uses`
+                }
                 let known = phoenix_spec::subst::BUILTINS.contains(&r.name.as_str())
                     || self.ports.contains(&r.name);
                 if !known {
@@ -421,6 +436,9 @@ impl Vars {
             "service" => Some(self.service.clone()),
             "site" => Some(self.site.clone()),
             "data_dir" => Some(self.data_dir.display().to_string()),
+            var if phoenix_spec::secrets::reference(var).is_some() => {
+                secret::lookup(&self.data_dir, var)
+            }
             port => self.ports.get(port).map(u16::to_string),
         }
     }
@@ -431,9 +449,11 @@ impl Vars {
     /// [`ProviderError::InvalidSpec`] naming the first unknown variable.
     pub fn apply(&self, template: &str) -> Result<String> {
         phoenix_spec::subst::substitute(template, |n| self.lookup(n)).map_err(|name| {
+            let problem = secret::missing(&self.data_dir, &name)
+                .unwrap_or_else(|| format!("unknown substitution `${{{name}}}` in `{template}`"));
             ProviderError::InvalidSpec {
                 unit: self.instance.clone(),
-                problem: format!("unknown substitution `${{{name}}}` in `{template}`"),
+                problem,
             }
         })
     }
@@ -546,6 +566,37 @@ pub trait Provider: Send + Sync {
     /// reached, [`ProviderError::Busy`] while the unit is being stopped.
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus>;
 
+    /// [`Provider::start`], handing the unit the values of the secrets it uses
+    /// ([`UnitSpec::secrets`]; see [`secret`] for how). The values must not be kept anywhere
+    /// but the unit's own secret files and environment. The default starts units that use no
+    /// secret and refuses the others, naming the provider, before anything happens.
+    ///
+    /// # Errors
+    /// As [`Provider::start`]; [`ProviderError::InvalidSpec`] when this provider cannot hand
+    /// secrets to units.
+    fn start_with_secrets(
+        &self,
+        spec: &UnitSpec,
+        secrets: &secret::SecretValues,
+    ) -> Result<UnitStatus> {
+        if spec.secrets.is_empty() {
+            return self.start(spec);
+        }
+        let _ = secrets;
+        Err(ProviderError::InvalidSpec {
+            unit: spec.unit_id(),
+            problem: format!(
+                "the {} provider cannot hand secrets to units yet (it uses {})",
+                self.kind(),
+                spec.secrets
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+
     /// Stops the unit: SIGTERM (or the backend's equivalent), then SIGKILL after `grace`.
     ///
     /// # Errors
@@ -633,6 +684,13 @@ macro_rules! forward_provider {
             }
             fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
                 (**self).start(spec)
+            }
+            fn start_with_secrets(
+                &self,
+                spec: &UnitSpec,
+                secrets: &secret::SecretValues,
+            ) -> Result<UnitStatus> {
+                (**self).start_with_secrets(spec, secrets)
             }
             fn stop(&self, fleet: &str, unit_id: &str, grace: Duration) -> Result<()> {
                 (**self).stop(fleet, unit_id, grace)

@@ -245,6 +245,17 @@ impl Provider for Router {
         Ok(status)
     }
 
+    fn start_with_secrets(
+        &self,
+        spec: &UnitSpec,
+        secrets: &crate::secret::SecretValues,
+    ) -> Result<UnitStatus> {
+        let index = self.index_for_spec(spec)?;
+        let status = self.providers[index].start_with_secrets(spec, secrets)?;
+        self.remember(&status.unit_id, index);
+        Ok(status)
+    }
+
     fn stop(&self, fleet: &str, unit_id: &str, grace: Duration) -> Result<()> {
         for index in self.candidates(unit_id) {
             self.providers[index].stop(fleet, unit_id, grace)?;

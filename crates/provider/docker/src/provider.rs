@@ -12,8 +12,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
+use phoenix_provider_api::secret::SecretValues;
 use phoenix_provider_api::{
     ContainerSpec, Health, ProbeOutcome, Provider, ProviderError, RestartPolicy, Result, Snapshot,
     UnitSpec, UnitState, UnitStatus, Vars, parse_unit_id,
@@ -183,7 +184,10 @@ impl DockerProvider {
                 if let Some(c) = self.inspect(&d, &name).await? {
                     return Ok(c);
                 }
-                match self.create(&d, spec, container, &name).await? {
+                match self
+                    .create(&d, spec, container, &name, &Default::default())
+                    .await?
+                {
                     Created::Yes => {}
                     Created::NameTaken => {
                         if let Some(c) = self.wait_for_container(&d, &name).await? {
@@ -437,18 +441,24 @@ impl DockerProvider {
         spec: &UnitSpec,
         container: &ContainerSpec,
         name: &str,
+        secrets: &SecretValues,
     ) -> Result<Created, DockerError> {
         let (image_id, image_ref) = self.pinned_or_resolved(d, spec, container).await?;
         let ports = self.allocate_ports(d, &spec.ports).await?;
         let made = async {
             self.ensure_volume(d, &spec.fleet, &spec.instance).await?;
-            let body = self.container_body(spec, container, &image_id, &image_ref, &ports)?;
+            let body =
+                self.container_body(spec, container, &image_id, &image_ref, &ports, secrets)?;
             let opts = CreateContainerOptions {
                 name: Some(name.into()),
                 ..Default::default()
             };
             match d.create_container(Some(opts), body).await {
-                Ok(_) => Ok(Created::Yes),
+                // The secrets' files go into the data volume before the first start.
+                Ok(_) => self
+                    .put_secrets(d, name, spec, secrets)
+                    .await
+                    .map(|()| Created::Yes),
                 Err(e) => {
                     let e = self.err("create container", name)(e);
                     // Someone else created it first: adopt theirs.
@@ -467,6 +477,61 @@ impl DockerProvider {
         made
     }
 
+    /// Writes the values of `secrets` into the unit's data volume, through the created (not
+    /// yet started) container `name`: `.secrets/` (0700) with a 0600 file per secret, as the
+    /// local provider lays them out.
+    async fn put_secrets(
+        &self,
+        d: &Docker,
+        name: &str,
+        spec: &UnitSpec,
+        secrets: &SecretValues,
+    ) -> Result<(), DockerError> {
+        if secrets.is_empty() {
+            return Ok(());
+        }
+        let err = |cause: std::io::Error| DockerError::Client {
+            step: "pack the secrets",
+            object: spec.unit_id(),
+            cause: cause.to_string(),
+        };
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o700);
+        h.set_size(0);
+        t.append_data(
+            &mut h,
+            phoenix_provider_api::secret::SECRETS_DIR,
+            std::io::empty(),
+        )
+        .map_err(err)?;
+        for (n, v) in secrets.iter() {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_size(v.expose().len() as u64);
+            let path = format!("{}/{n}", phoenix_provider_api::secret::SECRETS_DIR);
+            t.append_data(&mut h, path, v.expose().as_bytes())
+                .map_err(err)?;
+        }
+        let bytes = t.into_inner().map_err(err)?;
+        let dir = names::data_dir(&spec.instance)
+            .to_string_lossy()
+            .into_owned();
+        d.upload_to_container(
+            name,
+            Some(UploadToContainerOptions {
+                path: dir.clone(),
+                no_overwrite_dir_non_dir: None,
+                copy_uidgid: None,
+            }),
+            bollard::body_full(bytes.into()),
+        )
+        .await
+        .map_err(self.err("copy the secrets into the data volume", &dir))
+    }
+
     fn container_body(
         &self,
         spec: &UnitSpec,
@@ -474,14 +539,19 @@ impl DockerProvider {
         image_id: &str,
         image_ref: &str,
         ports: &BTreeMap<String, u16>,
+        secrets: &SecretValues,
     ) -> Result<ContainerCreateBody, DockerError> {
         let data_dir = names::data_dir(&spec.instance);
         let vars = Vars::for_spec(spec, &data_dir, ports);
         let subst = |t: &str| {
-            vars.apply(t).map_err(|e| DockerError::Client {
-                step: "substitute",
-                object: spec.unit_id(),
-                cause: e.to_string(),
+            // `${secret:NAME}` from the values handed over (the files are inside the volume,
+            // not on this host); everything else as on any provider.
+            phoenix_provider_api::secret::apply_with_values(&vars, secrets, t).map_err(|e| {
+                DockerError::Client {
+                    step: "substitute",
+                    object: spec.unit_id(),
+                    cause: e.to_string(),
+                }
             })
         };
         // No command: the image's own `CMD` runs.
@@ -786,6 +856,7 @@ impl DockerProvider {
         &self,
         spec: &UnitSpec,
         container: &ContainerSpec,
+        secrets: &SecretValues,
     ) -> Result<ContainerInspectResponse, DockerError> {
         let d = self.docker().await?;
         let name = names::container_name(&spec.fleet, &spec.instance, spec.revision);
@@ -793,7 +864,7 @@ impl DockerProvider {
         for _ in 0..START_ATTEMPTS {
             let c = match self.inspect(&d, &name).await? {
                 Some(c) => c,
-                None => match self.create(&d, spec, container, &name).await? {
+                None => match self.create(&d, spec, container, &name, secrets).await? {
                     Created::Yes => self.inspect(&d, &name).await?.ok_or_else(|| gone(&name))?,
                     Created::NameTaken => match self.wait_for_container(&d, &name).await? {
                         Some(c) => c,
@@ -1011,10 +1082,15 @@ impl Provider for DockerProvider {
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
+        self.start_with_secrets(spec, &Default::default())
+    }
+
+    fn start_with_secrets(&self, spec: &UnitSpec, secrets: &SecretValues) -> Result<UnitStatus> {
         validate(spec)?;
+        let secrets = secrets.for_spec(spec)?;
         let container = container_spec(spec)?;
         let unit = spec.unit_id();
-        self.run(self.start_async(spec, container))
+        self.run(self.start_async(spec, container, &secrets))
             .and_then(|c| self.status_of(&c).ok_or_else(|| gone(&unit)))
             .map_err(|e| e.into_provider(Op::Start(&unit)))
     }

@@ -535,9 +535,12 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").into(),
                 units: self.lock().units.len(),
             }),
-            Request::Start { spec } => self.start(*spec).map(|status| Reply::Unit {
-                status: Box::new(status),
-            }),
+            Request::Start { spec, secrets } => {
+                self.start(*spec, &secrets.to_values())
+                    .map(|status| Reply::Unit {
+                        status: Box::new(status),
+                    })
+            }
             Request::Stop {
                 fleet,
                 unit,
@@ -582,8 +585,15 @@ impl Agent {
             .collect()
     }
 
-    fn start(&self, spec: UnitSpec) -> Result<UnitStatus, ProviderError> {
+    fn start(
+        &self,
+        spec: UnitSpec,
+        secrets: &phoenix_provider_api::secret::SecretValues,
+    ) -> Result<UnitStatus, ProviderError> {
         spec.validate()?;
+        // A unit that uses a secret must be given it; its file is written before the spawn
+        // (and before the unit table names the unit), so every spawn finds it.
+        let secrets = secrets.for_spec(&spec)?;
         let key = (spec.fleet.clone(), spec.unit_id());
         let mut t = self.lock();
         if self.poll(&mut t) {
@@ -603,6 +613,7 @@ impl Agent {
                     if spec.ports == u.rec.spec.ports {
                         u.rec.spec = spec;
                     }
+                    phoenix_provider_api::secret::write_files(&u.rec.data_dir, &secrets)?;
                     let result = self.spawn(u, &key);
                     let status = self.status(u);
                     self.save(&t);
@@ -622,6 +633,7 @@ impl Agent {
         let data_dir = self.paths.data_dir(&spec.fleet, &spec.instance);
         fs::create_dir_all(&data_dir)
             .map_err(|e| ProviderError::io("create data dir", &data_dir, e))?;
+        phoenix_provider_api::secret::write_files(&data_dir, &secrets)?;
         let logs = self.paths.logs_dir(&spec.fleet);
         fs::create_dir_all(&logs).map_err(|e| ProviderError::io("create log dir", &logs, e))?;
         let rec = Record {

@@ -464,9 +464,20 @@ impl Provider for LocalProvider {
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
+        self.start_with_secrets(spec, &Default::default())
+    }
+
+    fn start_with_secrets(
+        &self,
+        spec: &UnitSpec,
+        secrets: &phoenix_provider_api::secret::SecretValues,
+    ) -> Result<UnitStatus> {
         spec.validate()?;
+        // Only the values this unit uses go over the socket (the agent's, mode 0600 dir).
+        let secrets = crate::protocol::WireSecrets::from_values(&secrets.for_spec(spec)?);
         match self.check(self.request(&Request::Start {
             spec: Box::new(spec.clone()),
+            secrets,
         })?)? {
             Reply::Unit { status } => Ok(*status),
             other => Err(self.unexpected(other)),

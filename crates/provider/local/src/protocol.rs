@@ -21,6 +21,44 @@ use phoenix_provider_api::{ProviderError, UnitSpec, UnitStatus};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Secret values on the socket: by name, shown by `Debug` as names only, so that a logged
+/// request never carries a value.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WireSecrets(pub std::collections::BTreeMap<String, String>);
+
+impl WireSecrets {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// From the values a provider was given.
+    pub fn from_values(values: &phoenix_provider_api::secret::SecretValues) -> Self {
+        WireSecrets(
+            values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.expose().to_string()))
+                .collect(),
+        )
+    }
+
+    /// Back to values.
+    pub fn to_values(&self) -> phoenix_provider_api::secret::SecretValues {
+        let mut out = phoenix_provider_api::secret::SecretValues::default();
+        for (k, v) in &self.0 {
+            out.insert(k, phoenix_provider_api::secret::SecretValue::new(v.clone()));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for WireSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// A request to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -32,6 +70,10 @@ pub enum Request {
         /// The unit (boxed: a spec is much larger than the other requests; the wire format is
         /// the same).
         spec: Box<UnitSpec>,
+        /// The values of the secrets the unit uses, written to its data dir before the
+        /// start; never part of the agent's unit table.
+        #[serde(default, skip_serializing_if = "WireSecrets::is_empty")]
+        secrets: WireSecrets,
     },
     /// Stop a unit: SIGTERM, SIGKILL after `grace_ms`. Answered by [`Reply::Done`].
     Stop {
@@ -204,7 +246,7 @@ mod tests {
             }
         );
         let spec = r#"{"op":"start","spec":{"fleet":"f","service":"a","instance":"a-0","revision":1,"command":["true"]}}"#;
-        let Request::Start { spec } = serde_json::from_str(spec).unwrap() else {
+        let Request::Start { spec, .. } = serde_json::from_str(spec).unwrap() else {
             panic!()
         };
         assert_eq!(spec.stop_grace_ms, 10_000);

@@ -645,12 +645,23 @@ impl Provider for SshProvider {
     }
 
     fn start(&self, spec: &UnitSpec) -> Result<UnitStatus> {
+        self.start_with_secrets(spec, &Default::default())
+    }
+
+    fn start_with_secrets(
+        &self,
+        spec: &UnitSpec,
+        secrets: &phoenix_provider_api::secret::SecretValues,
+    ) -> Result<UnitStatus> {
         spec.validate()?;
+        let secrets =
+            phoenix_provider_local::protocol::WireSecrets::from_values(&secrets.for_spec(spec)?);
         self.ensure(Need::Install)?;
         match self
             .call(
                 RemoteRequest::Start {
                     spec: Box::new(spec.clone()),
+                    secrets,
                 },
                 Duration::ZERO,
             )?

@@ -130,9 +130,11 @@ fn local_provider(state_dir: &Path, call: &RemoteCall) -> LocalProvider {
 pub fn serve(state_dir: &Path, call: RemoteCall) -> (RemoteReply, Vec<u8>) {
     let p = local_provider(state_dir, &call);
     let reply = match call.request {
-        RemoteRequest::Start { spec } => p.start(&spec).map(|status| RemoteReply::Unit {
-            status: Box::new(status),
-        }),
+        RemoteRequest::Start { spec, secrets } => p
+            .start_with_secrets(&spec, &secrets.to_values())
+            .map(|status| RemoteReply::Unit {
+                status: Box::new(status),
+            }),
         RemoteRequest::Stop {
             fleet,
             unit,

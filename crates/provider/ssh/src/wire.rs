@@ -48,6 +48,13 @@ pub enum RemoteRequest {
     Start {
         /// The unit.
         spec: Box<UnitSpec>,
+        /// The values of the secrets it uses, on the ssh connection's stdin only (never an
+        /// argument), handed to the agent there.
+        #[serde(
+            default,
+            skip_serializing_if = "phoenix_provider_local::protocol::WireSecrets::is_empty"
+        )]
+        secrets: phoenix_provider_local::protocol::WireSecrets,
     },
     /// `Provider::stop`. Answered by [`RemoteReply::Done`].
     Stop {
