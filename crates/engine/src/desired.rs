@@ -87,6 +87,9 @@ pub struct Desired {
 pub fn fingerprint(spec: &UnitSpec) -> String {
     let mut s = spec.clone();
     s.revision = 0;
+    // What a unit is bound to is compared on its own (`decide`): the ids of another
+    // service's units say nothing about what this unit runs.
+    s.bindings.clear();
     let json = serde_json::to_vec(&s).unwrap_or_default();
     let digest = Sha256::digest(&json);
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -232,6 +235,9 @@ impl Desired {
                 .and_then(|(_, i)| i.parse().ok())
                 .unwrap_or(0);
             let mut spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            crate::address::with_explicit_ports(&mut spec, |s| {
+                fleet.service(s).and_then(|t| t.ports.first().cloned())
+            });
             if fleet.site(site).map(|s| s.provider) == Some(ProviderKind::Docker) {
                 match container_of(fleet, service) {
                     Some(c) => spec.container = Some(c),

@@ -284,6 +284,7 @@ impl Engine {
         parallelism: usize,
     ) -> Result<Vec<ObservedUnit>, EngineError> {
         let units = self.provider.list(fleet)?;
+        let live = units.clone();
         let mut docs: BTreeMap<u64, Option<RevisionDoc>> = BTreeMap::new();
         for u in &units {
             if let std::collections::btree_map::Entry::Vacant(e) = docs.entry(u.revision) {
@@ -325,7 +326,16 @@ impl Engine {
                         .and_then(|d| d.services.get(&o.status.service))
                         .and_then(|s| s.health.clone())
                 });
-                let Some(health) = health else { continue };
+                let Some(mut health) = health else { continue };
+                if let Some(spec) = o.spec.as_ref().filter(|s| !s.bindings.is_empty()) {
+                    let with = UnitSpec {
+                        health: Some(health.clone()),
+                        ..spec.clone()
+                    };
+                    if let Ok(Some(h)) = crate::address::render(&with, &live).map(|r| r.health) {
+                        health = h;
+                    }
+                }
                 let sem = &sem;
                 let provider = &self.provider;
                 scope.spawn(move || {
@@ -591,6 +601,14 @@ impl Engine {
             report.outcome = ApplyOutcome::Declined;
             lock.release();
             return Ok(report);
+        }
+        // The document records what each unit is bound to, so that the next apply can tell
+        // whether those addresses moved (ADR 009).
+        let mut doc = doc.clone();
+        for (instance, b) in &report.decision.bindings {
+            if let Some(u) = doc.units.get_mut(instance) {
+                u.bindings = b.clone();
+            }
         }
         let spec_json = doc.to_json();
         let placement_json = serde_json::to_string(
@@ -972,7 +990,17 @@ impl Run<'_> {
             )),
         ])?;
         let id = Self::intent_id(&written).ok_or("no intent id")?;
-        match self.engine.provider.start(spec) {
+        // Other services' addresses are filled in now, from the units that run at this moment
+        // (those of earlier waves included), not when the apply was decided.
+        let rendered = self.render(spec);
+        let started = match &rendered {
+            Ok(r) => self.engine.provider.start(r),
+            Err(e) => Err(ProviderError::InvalidSpec {
+                unit: unit.clone(),
+                problem: e.clone(),
+            }),
+        };
+        match started {
             Ok(status) => {
                 self.write(vec![
                     Write::UpsertInstance(instance_state(
@@ -1196,6 +1224,32 @@ impl Run<'_> {
     /// Cancelling does not cut a gate short: the unit has been started, and abandoning its
     /// gate left it running unverified while Ctrl-C promised to finish the steps in flight.
     /// (A second Ctrl-C exits at once.)
+    /// `spec` with the addresses it is bound to filled in, from the provider's list now.
+    fn render(&self, spec: &UnitSpec) -> Result<UnitSpec, String> {
+        if spec.bindings.is_empty() {
+            return Ok(spec.clone());
+        }
+        let live = self
+            .engine
+            .provider
+            .list(&self.fleet)
+            .map_err(|e| format!("cannot list units to fill in addresses: {e}"))?;
+        crate::address::render(spec, &live)
+    }
+
+    /// The health check of `spec` (or `health`, a service's) with its addresses filled in; as
+    /// given when that fails, so that the probe reports the reference it cannot fill in.
+    fn rendered_health(&self, spec: &UnitSpec, health: Option<&Health>) -> Option<Health> {
+        let with = UnitSpec {
+            health: health.cloned(),
+            ..spec.clone()
+        };
+        match self.render(&with) {
+            Ok(r) => r.health,
+            Err(_) => health.cloned(),
+        }
+    }
+
     fn gate(&self, unit: &UnitStatus, health: Option<&Health>) -> ProbeOutcome {
         let Some(health) = health else {
             std::thread::sleep(Duration::from_millis(100));
@@ -1312,7 +1366,8 @@ impl Run<'_> {
         };
         self.update_changed(idx, |c| c.new_unit = Some(status.clone()));
         let started = Instant::now();
-        let outcome = self.gate(&status, sa.health.as_ref());
+        let health = self.rendered_health(&spec, sa.health.as_ref());
+        let outcome = self.gate(&status, health.as_ref());
         if !outcome.healthy {
             self.emit(Event::GateFailed {
                 instance: action.instance.clone(),
@@ -1864,7 +1919,8 @@ impl Run<'_> {
                     Some(spec) => match self.start_unit(spec) {
                         Ok(status) => {
                             // The old unit is gated by its own check, not the new revision's.
-                            let outcome = self.gate(&status, spec.health.as_ref());
+                            let health = self.rendered_health(spec, spec.health.as_ref());
+                            let outcome = self.gate(&status, health.as_ref());
                             if outcome.healthy {
                                 parts.push(format!("restarted {} (healthy)", old.unit_id));
                             } else {

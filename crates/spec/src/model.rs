@@ -442,6 +442,10 @@ pub struct Service {
     pub stop_grace_ms: u64,
     /// Paths under `${data_dir}` snapshotted before a change and restored on rollback.
     pub backup: Vec<String>,
+    /// The user (and its primary group) the instance's process runs as (`user:`, an
+    /// extension); `None`: the provider's own user. Its data dir is owned by that user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// What an instance placed on a `docker` site runs (`image:` or `build:`).
     pub container: Option<ContainerImage>,
     /// Where each instance serves Prometheus metrics (`metrics:`, an extension); `None`: it
@@ -525,6 +529,21 @@ impl Service {
     /// `job` or `service`, for messages.
     pub fn kind(&self) -> &'static str {
         if self.is_job() { "job" } else { "service" }
+    }
+
+    /// Every template of the service in which `${...}` is filled in: `command`, `env` values,
+    /// and its health checks' URLs, addresses and argv.
+    pub fn templates(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.command.iter().map(String::as_str).collect();
+        out.extend(self.env.values().map(String::as_str));
+        for c in self.health.iter().flat_map(|h| &h.checks) {
+            match c {
+                HealthCheck::Http { url, .. } => out.push(url),
+                HealthCheck::Tcp { address } => out.push(address),
+                HealthCheck::Command { argv } => out.extend(argv.iter().map(String::as_str)),
+            }
+        }
+        out
     }
 
     /// The validator set of a validator service: its `validator_set`, else its own name.

@@ -113,6 +113,17 @@ pub struct UnitSpec {
     /// and then left out of the serialised spec, so that their fingerprints do not change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    /// The user (and its primary group) the process runs as, and which owns the data dir
+    /// (`user:`); `None`: the provider's own. Left out of the serialised spec when `None`, so
+    /// that the fingerprints of units without it do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// For each service whose addresses the templates use (`${address:S:PORT}`,
+    /// `${addresses:S:PORT}`), the units they are filled in from, by instance number
+    /// (`db-0@r3`; `@r0` is this unit's own revision). The engine fills in those addresses
+    /// before it hands the unit to a provider, so providers never see these references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bindings: BTreeMap<String, Vec<String>>,
 }
 
 /// How a unit runs as a container (Docker sites).
@@ -162,6 +173,8 @@ impl UnitSpec {
             stop_grace_ms: default_stop_grace_ms(),
             backup: Vec::new(),
             container: None,
+            user: None,
+            bindings: BTreeMap::new(),
         }
     }
 
@@ -190,6 +203,8 @@ impl UnitSpec {
             stop_grace_ms: service.stop_grace_ms,
             backup: service.backup.clone(),
             container: None,
+            user: service.user.clone(),
+            bindings: BTreeMap::new(),
         }
     }
 
@@ -287,8 +302,10 @@ impl UnitSpec {
         }
         for t in templates {
             for r in phoenix_spec::subst::references(t) {
+                // Address references are the engine's to fill in (see `bindings`).
                 let known = phoenix_spec::subst::BUILTINS.contains(&r.name.as_str())
-                    || self.ports.contains(&r.name);
+                    || self.ports.contains(&r.name)
+                    || matches!(phoenix_spec::subst::address_ref(&r.name), Some(Ok(_)));
                 if !known {
                     problems.push(format!("unknown substitution `${{{}}}` in `{t}`", r.name));
                 }
