@@ -29,6 +29,7 @@ pub fn uses(spec: &UnitSpec) -> BTreeMap<String, bool> {
 fn templates(spec: &UnitSpec) -> Vec<&str> {
     let mut out: Vec<&str> = spec.command.iter().map(String::as_str).collect();
     out.extend(spec.env.values().map(String::as_str));
+    out.extend(spec.reload.iter().map(String::as_str));
     for c in spec.health.iter().flat_map(|h| &h.checks) {
         match c {
             HealthCheck::Http { url, .. } => out.push(url),
@@ -62,12 +63,20 @@ pub fn with_explicit_ports(spec: &mut UnitSpec, first_port: impl Fn(&str) -> Opt
     map_templates(spec, fix);
 }
 
+/// Fills in `${spec_dir}` (a built-in the engine knows and providers do not).
+pub fn with_spec_dir(spec: &mut UnitSpec, dir: &str) {
+    map_templates(spec, |t| t.replace("${spec_dir}", dir));
+}
+
 fn map_templates(spec: &mut UnitSpec, f: impl Fn(&str) -> String) {
     for a in &mut spec.command {
         *a = f(a);
     }
     for v in spec.env.values_mut() {
         *v = f(v);
+    }
+    for a in &mut spec.reload {
+        *a = f(a);
     }
     for c in spec.health.iter_mut().flat_map(|h| &mut h.checks) {
         match c {

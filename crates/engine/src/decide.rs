@@ -140,6 +140,23 @@ pub struct JobAction {
     pub spec: UnitSpec,
 }
 
+/// A running unit that takes new addresses in place (its service's `reload:`), instead of
+/// being replaced, because only what it is bound to changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadAction {
+    /// Service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
+    /// The running unit, which keeps its id and ports.
+    pub unit_id: String,
+    /// Why, for people.
+    pub reason: String,
+    /// Its spec with the new bindings (`@r0`: the revision applied) and its own revision.
+    #[serde(skip)]
+    pub spec: UnitSpec,
+}
+
 /// One wave: services that may roll out in parallel, and jobs that run beside them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaveActions {
@@ -150,6 +167,9 @@ pub struct WaveActions {
     /// Jobs to run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobAction>,
+    /// Running units to reload with new addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<ReloadAction>,
 }
 
 /// One phase: its waves run in order, and the next phase starts only when this one is healthy.
@@ -194,6 +214,16 @@ pub struct Decision {
     /// revision document records.
     #[serde(skip)]
     pub bindings: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Units of earlier revisions that stay, by unit id, with what they are bound to after
+    /// this decision (reloaded ones with their new bindings): what the revision document
+    /// records for the next apply to compare with (ADR 009).
+    #[serde(skip)]
+    pub rebound: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Blue-green services whose old units must outlive the waves that re-bind their users:
+    /// retired once every wave succeeded, so that whoever reaches them by address (a load
+    /// balancer) is never left with none.
+    #[serde(skip)]
+    pub retire_last: BTreeSet<String>,
 }
 
 impl Decision {
@@ -246,6 +276,18 @@ impl Decision {
                         detail: format!(
                             "run job (phase {}, wave {}): {}",
                             p.phase, w.wave, j.reason
+                        ),
+                    });
+                }
+                for r in &w.reloads {
+                    out.push(DiffLine {
+                        sign: '~',
+                        service: r.service.clone(),
+                        instance: r.instance.clone(),
+                        unit: Some(r.unit_id.clone()),
+                        detail: format!(
+                            "reload {}: {} (phase {}, wave {})",
+                            r.unit_id, r.reason, p.phase, w.wave
                         ),
                     });
                 }
@@ -501,7 +543,7 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
             });
     }
 
-    bind_addresses(desired, &keepers, kept, &mut actions, &mut decision);
+    let mut reloads = bind_addresses(desired, &keepers, kept, &mut actions, &mut decision);
 
     // Whatever is left belongs to no desired instance in scope.
     for (instance, units) in by_instance {
@@ -599,11 +641,15 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                     decision.unchanged.push(instance.clone());
                 }
             }
-            if !services.is_empty() || !jobs.is_empty() {
+            let (here, rest): (Vec<ReloadAction>, Vec<ReloadAction>) =
+                reloads.into_iter().partition(|r| wave.contains(&r.service));
+            reloads = rest;
+            if !services.is_empty() || !jobs.is_empty() || !here.is_empty() {
                 wave_actions.push(WaveActions {
                     wave: i + 1,
                     services,
                     jobs,
+                    reloads: here,
                 });
             }
         }
@@ -664,12 +710,13 @@ fn bind_addresses<'a>(
     mut kept: BTreeMap<&'a str, &ObservedUnit>,
     actions: &mut BTreeMap<&'a str, Vec<InstanceAction>>,
     decision: &mut Decision,
-) {
+) -> Vec<ReloadAction> {
     let mut changed: BTreeSet<String> = actions
         .values()
         .flatten()
         .map(|a| a.instance.clone())
         .collect();
+    let mut reloads: Vec<ReloadAction> = Vec::new();
     for _ in 0..=desired.units.len() {
         let mut moved = Vec::new();
         for (&instance, k) in &kept {
@@ -682,6 +729,15 @@ fn bind_addresses<'a>(
                 .unwrap_or_default();
             if want == have {
                 continue;
+            }
+            for (s, ids) in &want {
+                let blue_green = desired
+                    .services
+                    .get(s)
+                    .is_some_and(|i| i.rollout == Rollout::BlueGreen);
+                if have.get(s) != Some(ids) && blue_green {
+                    decision.retire_last.insert(s.clone());
+                }
             }
             let what: Vec<String> = want
                 .iter()
@@ -697,14 +753,36 @@ fn bind_addresses<'a>(
                     format!("`{s}` now at {}", new.join(", "))
                 })
                 .collect();
-            moved.push((instance, format!("address changed: {}", what.join("; "))));
+            moved.push((
+                instance,
+                format!("address changed: {}", what.join("; ")),
+                want,
+            ));
         }
         if moved.is_empty() {
             break;
         }
-        for (instance, reason) in moved {
+        for (instance, reason, want) in moved {
             let k = kept.remove(instance).expect("listed as kept");
             let unit = &desired.units[instance];
+            if !unit.spec.reload.is_empty() && k.status.state.is_running() {
+                // Reloaded in place: same unit, same ports, so its own users stay bound.
+                decision
+                    .rebound
+                    .insert(k.status.unit_id.clone(), want.clone());
+                reloads.push(ReloadAction {
+                    service: unit.service.clone(),
+                    instance: instance.to_string(),
+                    unit_id: k.status.unit_id.clone(),
+                    reason,
+                    spec: UnitSpec {
+                        bindings: want,
+                        revision: k.status.revision,
+                        ..unit.spec.clone()
+                    },
+                });
+                continue;
+            }
             changed.insert(instance.to_string());
             actions
                 .entry(unit.service.as_str())
@@ -728,6 +806,19 @@ fn bind_addresses<'a>(
     decision
         .unchanged
         .extend(kept.keys().map(|i| i.to_string()));
+    for k in kept.values() {
+        if let Some(b) = k
+            .spec
+            .as_ref()
+            .map(|s| crate::address::normalized(&s.bindings, k.status.revision))
+            .filter(|b| !b.is_empty())
+        {
+            decision.rebound.insert(k.status.unit_id.clone(), b);
+        }
+    }
+    decision
+        .unchanged
+        .extend(reloads.iter().map(|r| r.instance.clone()));
     for acts in actions.values_mut() {
         for a in acts.iter_mut() {
             a.spec.bindings = predicted_bindings(desired, &a.spec, keepers, &changed);
@@ -750,6 +841,7 @@ fn bind_addresses<'a>(
             decision.bindings.insert(instance.clone(), b);
         }
     }
+    reloads
 }
 
 /// Why a job instance runs now, or `None` when its last run succeeded with the same

@@ -125,6 +125,30 @@ fn container_of(fleet: &Fleet, service: &phoenix_spec::Service) -> Option<Contai
     })
 }
 
+/// The absolute folder of the spec file `service` is written in, for `${spec_dir}`: scripts and
+/// SQL files kept beside the spec are found wherever Phoenix runs from (a unit's working
+/// directory is its data dir).
+fn spec_dir_of(fleet: &Fleet, service: &phoenix_spec::Service) -> String {
+    let dir = fleet
+        .files
+        .get(service.location.file)
+        .and_then(|f| {
+            std::path::Path::new(f)
+                .parent()
+                .map(std::path::Path::to_owned)
+        })
+        .unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::PathBuf::from(".")
+    } else {
+        dir
+    };
+    std::path::absolute(&dir)
+        .unwrap_or(dir)
+        .display()
+        .to_string()
+}
+
 /// A hex SHA-256 of `bytes`, for plan hashes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -238,6 +262,7 @@ impl Desired {
             crate::address::with_explicit_ports(&mut spec, |s| {
                 fleet.service(s).and_then(|t| t.ports.first().cloned())
             });
+            crate::address::with_spec_dir(&mut spec, &spec_dir_of(fleet, service));
             if fleet.site(site).map(|s| s.provider) == Some(ProviderKind::Docker) {
                 match container_of(fleet, service) {
                     Some(c) => spec.container = Some(c),
@@ -539,6 +564,11 @@ pub struct RevisionDoc {
     /// Unit spec (revision 0) of every desired instance.
     #[serde(default)]
     pub units: BTreeMap<String, UnitSpec>,
+    /// Running units of earlier revisions, by unit id, with what they are bound to from this
+    /// revision on (`@r0`: this revision's units), so that a reload in place is remembered and
+    /// the next apply compares with it (ADR 009).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rebound: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 impl RevisionDoc {
@@ -562,6 +592,7 @@ impl RevisionDoc {
                 .iter()
                 .map(|(k, u)| (k.clone(), u.spec.clone()))
                 .collect(),
+            rebound: BTreeMap::new(),
         }
     }
 

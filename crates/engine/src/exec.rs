@@ -3,7 +3,7 @@
 //! rollback of the changed instances when a gate fails.
 
 use crate::decide::{
-    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, Removal, Resolution,
+    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, ReloadAction, Removal, Resolution,
     ServiceActions, decide, resolve_intent,
 };
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
@@ -239,6 +239,10 @@ struct Run<'a> {
     failure: Mutex<Option<Failure>>,
     changed: Mutex<Vec<Changed>>,
     sem: Semaphore,
+    /// Blue-green services whose old units are retired after the last wave (see
+    /// `Decision::retire_last`), and those units: `(instance, unit, grace)`.
+    retire_last: BTreeSet<String>,
+    retiring: Mutex<Vec<(String, String, u64)>>,
 }
 
 fn now() -> jiff::Timestamp {
@@ -315,6 +319,23 @@ impl Engine {
                 }
             })
             .collect();
+        // A unit reloaded with new addresses keeps its id: what it is bound to now is in the
+        // newest revision's document, not in its own.
+        if observed.iter().any(|o| o.spec.is_some()) {
+            let newest = self.store.list_revisions(fleet)?.into_iter().last();
+            if let Some(rev) = newest
+                && let Some(doc) = RevisionDoc::parse(&rev.spec_json)
+            {
+                for o in observed.iter_mut() {
+                    if let (Some(spec), Some(b)) =
+                        (o.spec.as_mut(), doc.rebound.get(&o.status.unit_id))
+                        && rev.number.0 > o.status.revision
+                    {
+                        spec.bindings = crate::address::normalized(b, rev.number.0);
+                    }
+                }
+            }
+        }
         let sem = Semaphore::new(parallelism);
         std::thread::scope(|scope| {
             for o in observed.iter_mut() {
@@ -610,6 +631,7 @@ impl Engine {
                 u.bindings = b.clone();
             }
         }
+        doc.rebound = report.decision.rebound.clone();
         let spec_json = doc.to_json();
         let placement_json = serde_json::to_string(
             &desired
@@ -668,6 +690,8 @@ impl Engine {
             failure: Mutex::new(None),
             changed: Mutex::new(Vec::new()),
             sem: Semaphore::new(opts.parallelism),
+            retire_last: report.decision.retire_last.clone(),
+            retiring: Mutex::new(Vec::new()),
         };
         run.execute(&report.decision);
 
@@ -794,11 +818,17 @@ struct Attempt {
     output: String,
 }
 
-/// A step of a wave: a service's rollout or a job's run.
+/// A step of a wave: a service's rollout, a job's run, or a reload in place.
 enum Step<'d> {
     Service(&'d ServiceActions),
     Job(&'d JobAction),
+    Reload(&'d ReloadAction),
 }
+
+/// The budget of a `reload` command, run as one command-check attempt: the provider bounds an
+/// attempt to `probe::MAX_ATTEMPT` (5 s) within it, so a reload must be quick (rewrite a file,
+/// send a signal), not a restart.
+const RELOAD_TIMEOUT_MS: u64 = 30_000;
 
 /// `1500 ms`, `2s`, `5m` for messages.
 fn human_ms(ms: u64) -> String {
@@ -1458,7 +1488,17 @@ impl Run<'_> {
                 }) {
                     return false;
                 }
-                // Green is healthy everywhere: retire blue.
+                // Green is healthy everywhere: retire blue, or once the users of its
+                // addresses have moved to green (after the last wave).
+                if self.retire_last.contains(&sa.service) {
+                    let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                    for a in &sa.actions {
+                        if let Some(old) = a.old().filter(|o| o.running) {
+                            r.push((a.instance.clone(), old.unit_id.clone(), sa.stop_grace_ms));
+                        }
+                    }
+                    return true;
+                }
                 parallel(&sa.actions, |a| {
                     let Some(old) = a.old().filter(|o| o.running) else {
                         return true;
@@ -1856,10 +1896,12 @@ impl Run<'_> {
                     .iter()
                     .map(Step::Service)
                     .chain(wave.jobs.iter().map(Step::Job))
+                    .chain(wave.reloads.iter().map(Step::Reload))
                     .collect();
                 let ok = parallel(&steps, |step| match step {
                     Step::Service(sa) => self.run_service(sa),
                     Step::Job(ja) => self.run_job(ja),
+                    Step::Reload(ra) => self.run_reload(ra),
                 });
                 if !ok || self.stopping() {
                     return;
@@ -1878,7 +1920,109 @@ impl Run<'_> {
                 );
             }
         }
+        if !self.retire_blue() {
+            return;
+        }
         self.remove_all(&decision.removals);
+    }
+
+    /// Stops the old units of blue-green services kept until their users were re-bound.
+    fn retire_blue(&self) -> bool {
+        let units = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        parallel(&units, |(instance, unit, grace)| {
+            let _permit = self.sem.acquire();
+            let why = format!("blue-green switch to r{}", self.revision);
+            match self.stop_unit(instance, unit, *grace, &why) {
+                Ok(()) => {
+                    let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = v.iter_mut().find(|c| c.instance == *instance) {
+                        c.old_stopped = true;
+                    }
+                    true
+                }
+                Err(e) => {
+                    self.fail(instance, unit, e);
+                    false
+                }
+            }
+        })
+    }
+
+    /// Reloads a running unit with new addresses: its `reload` command, filled in like a
+    /// command check and run where the unit lives (through `Provider::probe`), then its gate.
+    fn run_reload(&self, ra: &ReloadAction) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        let _permit = self.sem.acquire();
+        let mut spec = ra.spec.clone();
+        // `@r0` in the action means the revision applied, not the reloaded unit's own.
+        spec.bindings = crate::address::normalized(&spec.bindings, self.revision);
+        let rendered = match self.render(&spec) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(&ra.instance, &ra.unit_id, e);
+                return false;
+            }
+        };
+        let status = match self.engine.provider.list(&self.fleet) {
+            Ok(list) => list.into_iter().find(|u| u.unit_id == ra.unit_id),
+            Err(e) => {
+                self.fail(&ra.instance, &ra.unit_id, format!("cannot list units: {e}"));
+                return false;
+            }
+        };
+        let Some(status) = status else {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                "the unit to reload is gone".into(),
+            );
+            return false;
+        };
+        let command = Health {
+            checks: vec![phoenix_provider_api::HealthCheck::Command {
+                argv: rendered.reload.clone(),
+            }],
+            timeout_ms: RELOAD_TIMEOUT_MS,
+            interval_ms: RELOAD_TIMEOUT_MS,
+        };
+        let out = self.engine.provider.probe(&status, &command);
+        self.audit(
+            format!("unit.reload {}", ra.unit_id),
+            if out.healthy {
+                AuditOutcome::Ok
+            } else {
+                AuditOutcome::Failed {
+                    reason: out.detail.clone(),
+                }
+            },
+            json!({"reason": ra.reason, "detail": out.detail}),
+        );
+        if !out.healthy {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                format!("reload failed: {}", out.detail),
+            );
+            return false;
+        }
+        let outcome = self.gate(&status, rendered.health.as_ref());
+        if !outcome.healthy {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                format!("health gate failed after reload: {}", outcome.detail),
+            );
+            return false;
+        }
+        self.emit(Event::GatePassed {
+            instance: ra.instance.clone(),
+            unit: ra.unit_id.clone(),
+            detail: format!("reloaded: {}", outcome.detail),
+            ms: 0,
+        });
+        true
     }
 
     /// Undoes the changes made so far, newest first: stops new units, restores backups, and

@@ -60,6 +60,7 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         restart: RestartPolicy::default(),
         stop_grace_ms: 10_000,
         user: None,
+        reload: Vec::new(),
         backup: Vec::new(),
         container: None,
         metrics: None,

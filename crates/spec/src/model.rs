@@ -446,6 +446,11 @@ pub struct Service {
     /// extension); `None`: the provider's own user. Its data dir is owned by that user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `reload: {command: [...]}` (an extension): how a running instance takes new addresses
+    /// of the services it uses (`${address:S}`) without being replaced, e.g. rewrite a config
+    /// file and signal the process. Empty: such an instance is replaced instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
     /// What an instance placed on a `docker` site runs (`image:` or `build:`).
     pub container: Option<ContainerImage>,
     /// Where each instance serves Prometheus metrics (`metrics:`, an extension); `None`: it
@@ -532,10 +537,11 @@ impl Service {
     }
 
     /// Every template of the service in which `${...}` is filled in: `command`, `env` values,
-    /// and its health checks' URLs, addresses and argv.
+    /// `reload`, and its health checks' URLs, addresses and argv.
     pub fn templates(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.command.iter().map(String::as_str).collect();
         out.extend(self.env.values().map(String::as_str));
+        out.extend(self.reload.iter().map(String::as_str));
         for c in self.health.iter().flat_map(|h| &h.checks) {
             match c {
                 HealthCheck::Http { url, .. } => out.push(url),

@@ -84,6 +84,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stop_grace",
     "backup",
     "user",
+    "reload",
     "image",
     "build",
     "metrics",
@@ -1752,6 +1753,10 @@ fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Ser
     };
     let metrics = f.get("metrics").and_then(|v| metrics(v, &what, &ports, d));
     let user = f.get("user").and_then(|v| user_name(v, &what, d));
+    let reload = f
+        .get("reload")
+        .map(|v| reload(v, &what, &ports, d))
+        .unwrap_or_default();
     Some(Service {
         name: name_v?,
         project,
@@ -1772,6 +1777,7 @@ fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Ser
         stop_grace_ms,
         backup,
         user,
+        reload,
         container,
         metrics,
         job,
@@ -1801,6 +1807,33 @@ fn record_address_refs(f: &Fields, prefix: &str, map: &mut SourceMap) {
             }
         }
     }
+}
+
+/// `reload: {command: [ARGV...]}`: the argv, with the same substitutions as `command`.
+fn reload(n: &Node, what: &str, ports: &[String], d: &mut D) -> Vec<String> {
+    let Some(f) = Fields::new(n, format!("`reload` of {what}"), &["command"], d) else {
+        return Vec::new();
+    };
+    let Some(v) = f.required("command", d) else {
+        return Vec::new();
+    };
+    let argv: Vec<String> = list(v, &format!("`reload.command` of {what}"), d)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| {
+            let s = string(i, "a command argument", d)?;
+            check_subst(i, &s, ports, &format!("`reload.command` of {what}"), d);
+            Some(s)
+        })
+        .collect();
+    if argv.is_empty() {
+        d.push(Diagnostic::error(
+            "bad-value",
+            format!("`reload.command` of {what} is empty"),
+            Some(v.loc.clone()),
+        ));
+    }
+    argv
 }
 
 /// `user: NAME`: a POSIX user name (what `useradd` accepts by default), so that the name can

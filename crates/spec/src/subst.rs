@@ -4,8 +4,9 @@
 //! `addresses:SERVICE[:PORT]` ([`address_ref`], filled in by the engine from the units that
 //! run); any other name must be one of the service's named ports.
 
-/// Built-in substitution variables (besides named ports).
-pub const BUILTINS: [&str; 4] = ["instance", "service", "site", "data_dir"];
+/// Built-in substitution variables (besides named ports). `spec_dir` (the absolute folder of
+/// the spec file the service is written in) is filled in by the engine, the rest by providers.
+pub const BUILTINS: [&str; 5] = ["instance", "service", "site", "data_dir", "spec_dir"];
 
 /// The separator of `${addresses:SERVICE}`: `host:port,host:port`, as HAProxy, Redis Sentinel,
 /// libpq (`host=a,b port=1,2` aside) and most client libraries take a list.

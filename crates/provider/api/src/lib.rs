@@ -124,6 +124,10 @@ pub struct UnitSpec {
     /// before it hands the unit to a provider, so providers never see these references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bindings: BTreeMap<String, Vec<String>>,
+    /// The service's `reload` argv (templates): run where the unit lives, as a command check
+    /// is, when only the addresses it is bound to change. Empty: it is replaced then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
 }
 
 /// How a unit runs as a container (Docker sites).
@@ -175,6 +179,7 @@ impl UnitSpec {
             container: None,
             user: None,
             bindings: BTreeMap::new(),
+            reload: Vec::new(),
         }
     }
 
@@ -205,6 +210,7 @@ impl UnitSpec {
             container: None,
             user: service.user.clone(),
             bindings: BTreeMap::new(),
+            reload: service.reload.clone(),
         }
     }
 
