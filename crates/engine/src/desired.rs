@@ -217,7 +217,17 @@ impl Desired {
                     name: s.name.clone(),
                     phase: s.phase,
                     rollout: s.rollout.clone(),
-                    health: s.health.clone(),
+                    health: s.health.clone().map(|h| {
+                        // The gate probes this health: written as the units' own (ports of
+                        // addresses explicit, `${spec_dir}` filled in).
+                        let mut u = UnitSpec::new(&fleet.name, &s.name, &s.name, 0);
+                        u.health = Some(h);
+                        crate::address::with_explicit_ports(&mut u, |t| {
+                            fleet.service(t).and_then(|t| t.ports.first().cloned())
+                        });
+                        crate::address::with_spec_dir(&mut u, &spec_dir_of(fleet, s));
+                        u.health.expect("kept")
+                    }),
                     stop_grace_ms: s.stop_grace_ms,
                     enabled: s.enabled,
                     depends_on: s.depends_on.clone(),

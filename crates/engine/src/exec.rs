@@ -1887,9 +1887,11 @@ impl Run<'_> {
                         .iter()
                         .map(|s| s.service.clone())
                         .chain(wave.jobs.iter().map(|j| j.job.clone()))
+                        .chain(wave.reloads.iter().map(|r| r.service.clone()))
                         .collect(),
                     instances: wave.services.iter().map(|s| s.actions.len()).sum::<usize>()
-                        + wave.jobs.len(),
+                        + wave.jobs.len()
+                        + wave.reloads.len(),
                 });
                 let steps: Vec<Step<'_>> = wave
                     .services

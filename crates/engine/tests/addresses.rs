@@ -20,7 +20,7 @@ fn fleet(db_cmd: &str, db_replicas: u32) -> phoenix_spec::Fleet {
          - {{name: db, command: [{db_cmd}], ports: [pg], replicas: {db_replicas}, rollout: {{strategy: blue-green}}}}\n  \
          - {{name: app, command: [app, \"--db=${{address:db}}\"], depends_on: [db], ports: [http]}}\n  \
          - {{name: lb, command: [lb, \"--backends=${{addresses:app:http}}\", \"--all-db=${{addresses:db}}\"], depends_on: [app, db], ports: [http],\n     \
-            health: {{command: [check, \"${{address:app:http}}\"]}}}}\n  \
+            health: {{command: [check, \"${{address:app}}\"]}}}}\n  \
          - {{name: other, command: [other], ports: [p]}}\n"
     );
     match phoenix_spec::parse_sources(&[("t.yaml".into(), yaml)], None) {
