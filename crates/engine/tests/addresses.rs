@@ -4,7 +4,7 @@
 
 use phoenix_audit::MemoryRecorder;
 use phoenix_engine::{
-    ApplyOptions, ApplyOutcome, ApplyReport, Desired, Engine, RevisionDoc, RevisionKind,
+    ApplyOptions, ApplyOutcome, ApplyReport, Desired, Engine, Event, RevisionDoc, RevisionKind,
 };
 use phoenix_provider_api::Provider;
 use phoenix_provider_api::fake::FakeProvider;
@@ -155,4 +155,74 @@ fn a_second_instance_changing_leaves_users_of_the_first_address_alone() {
             .any(|l| l.contains("lb-0") && l.contains("address changed")),
         "{diff:#?}"
     );
+}
+
+/// `api` rolled out blue-green behind `lb`, which reloads in place.
+fn reloading(version: &str) -> phoenix_spec::Fleet {
+    let yaml = format!(
+        "phoenix: 1\nname: demo\n{SITE}services:\n  \
+         - {{name: api, command: [api, {version}], ports: [http], replicas: 2, rollout: {{strategy: blue-green}}}}\n  \
+         - {{name: lb, command: [lb, \"${{addresses:api}}\"], depends_on: [api], ports: [http],\n     \
+            reload: {{command: [reload, \"${{addresses:api}}\"]}}}}\n"
+    );
+    phoenix_spec::parse_sources(&[("t.yaml".into(), yaml)], None).unwrap()
+}
+
+#[test]
+fn a_service_with_reload_keeps_its_unit_and_blue_retires_after_it_reloaded() {
+    let w = World::new();
+    w.apply(&reloading("v1"));
+    let events = std::sync::Mutex::new(Vec::new());
+    let f = reloading("v2");
+    let d = Desired::new(&f, &phoenix_plan::plan(&f)).unwrap();
+    let doc = RevisionDoc::new(RevisionKind::Apply, &d, vec![], None);
+    let r = w
+        .engine
+        .apply(&d, &doc, &ApplyOptions::default(), &|_| true, &|e| {
+            events.lock().unwrap().push(e.clone())
+        })
+        .unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Applied);
+    let diff: Vec<String> = r
+        .decision
+        .diff_lines()
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert!(
+        diff.iter()
+            .any(|l| l.contains("reload lb-0@r1: address changed")),
+        "{diff:#?}"
+    );
+    assert!(!w.fake.calls().iter().any(
+        |c| matches!(c, phoenix_provider_api::fake::Call::Start(u) if u.starts_with("lb-0@r2"))
+    ));
+    // The reload happened while blue still ran: api-0@r1 stops only after lb-0 reloaded.
+    let events = events.into_inner().unwrap();
+    let pos = |pred: &dyn Fn(&Event) -> bool| events.iter().position(pred).unwrap();
+    let reloaded = pos(
+        &|e| matches!(e, Event::GatePassed { unit, detail, .. } if unit == "lb-0@r1" && detail.starts_with("reloaded")),
+    );
+    let blue_stopped = pos(&|e| matches!(e, Event::UnitStopped { unit, .. } if unit == "api-0@r1"));
+    assert!(reloaded < blue_stopped, "{events:#?}");
+    // The reload is remembered: nothing to do now, and the next switch reloads again.
+    let again = w.apply(&reloading("v2"));
+    assert_eq!(
+        again.outcome,
+        ApplyOutcome::NoChanges,
+        "{:#?}",
+        again.decision
+    );
+    let third = w.apply(&reloading("v3"));
+    let diff: Vec<String> = third
+        .decision
+        .diff_lines()
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert!(
+        diff.iter().any(|l| l.contains("reload lb-0@r1")),
+        "{diff:#?}"
+    );
+    assert_eq!(w.apply(&reloading("v3")).outcome, ApplyOutcome::NoChanges);
 }
