@@ -496,9 +496,16 @@ fn run_change(
         lock_ttl: Duration::from_secs(15),
         operation: what.into(),
         unreachable: reachable.endpoints,
+        holder_liveness: this_host_liveness(),
     };
     let refused = AtomicBool::new(false);
-    let progress = render::Progress::new(change.output);
+    let progress = render::Progress::new(change.output).with_sites(
+        desired
+            .units
+            .values()
+            .chain(desired.jobs.values())
+            .map(|u| (u.instance.clone(), u.spec.site.clone())),
+    );
     let confirm_fn = |d: &Decision| {
         let ok = confirm(what, &desired.fleet, d, change.yes, change.output, &refused);
         if ok {
@@ -820,6 +827,7 @@ pub(crate) fn rollback_for(
     to: Option<u64>,
     force: bool,
     actor: &str,
+    ledger: &crate::ledger_link::LedgerArgs,
 ) -> anyhow::Result<ApplyReport> {
     let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
         .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
@@ -843,34 +851,152 @@ pub(crate) fn rollback_for(
                 d.render()
             )
         })?;
-    let no_ledger = crate::ledger_link::LedgerArgs::default();
-    let w = wire_as(state, &fleet, false, &no_ledger, actor.to_owned())?;
+    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
     let step = rollback_step(&w, &fleet, to, force)?;
+    run_for(
+        &w,
+        "rollback",
+        &step.desired,
+        &step.doc,
+        step.scope,
+        true,
+        state,
+        ledger,
+    )
+}
+
+/// `phoenix apply` for `phoenix serve`: the posted `sources` applied through the engine as the
+/// CLI applies them (whole fleet, rollback on a failed gate), for `actor` (a deployer token's
+/// name), without asking: the request is the confirmation.
+///
+/// # Errors
+/// The spec does not parse or validate, the lock is held, a site cannot be reached, the
+/// operator key may not sign the fleet's chain, the ledger refuses.
+pub(crate) fn apply_for(
+    state: &StateArgs,
+    sources: Vec<(String, String)>,
+    env: Option<String>,
+    actor: &str,
+    ledger: &crate::ledger_link::LedgerArgs,
+) -> anyhow::Result<ApplyReport> {
+    let fleet = phoenix_spec::parse_sources(&sources, env.as_deref())
+        .map_err(|d| anyhow::anyhow!("the spec is not valid:\n{}", d.render()))?;
+    let desired = desired_of(&fleet)?;
+    let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, env);
+    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
+    run_for(
+        &w,
+        "apply",
+        &desired,
+        &doc,
+        Scope::all(),
+        true,
+        state,
+        ledger,
+    )
+}
+
+/// `phoenix destroy` for `phoenix serve`: every unit of `fleet_name` removed through the engine,
+/// with the spec of its latest revision (as `rollback_for` reads it), for `actor`.
+///
+/// # Errors
+/// As [`apply_for`]; and a fleet without revisions, or whose latest spec no longer parses.
+pub(crate) fn destroy_for(
+    state: &StateArgs,
+    fleet_name: &str,
+    actor: &str,
+    ledger: &crate::ledger_link::LedgerArgs,
+) -> anyhow::Result<ApplyReport> {
+    let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
+        .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
+    let latest = store
+        .list_revisions(fleet_name)?
+        .into_iter()
+        .max_by_key(|r| r.number.0)
+        .with_context(|| format!("fleet {fleet_name} has no revisions"))?;
+    drop(store);
+    let stored = RevisionDoc::parse(&latest.spec_json).with_context(|| {
+        format!(
+            "revision {} has no spec this phoenix can read",
+            latest.number
+        )
+    })?;
+    let fleet = phoenix_spec::parse_sources(&stored.sources, stored.environment.as_deref())
+        .map_err(|d| {
+            anyhow::anyhow!(
+                "the spec of revision {} no longer parses:\n{}",
+                latest.number,
+                d.render()
+            )
+        })?;
+    let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
+    let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, stored.sources, None);
+    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
+    let report = run_for(
+        &w,
+        "destroy",
+        &desired,
+        &doc,
+        Scope::all(),
+        false,
+        state,
+        ledger,
+    );
+    stop_idle_agent(&w);
+    report
+}
+
+/// What [`run_change`] does, for a caller that is not a terminal (`phoenix serve`): no
+/// question, no progress output, the ledger session finished quietly (its report goes to the
+/// audit chain and the ledger, not to a screen).
+// The operation's parts, as run_change takes them; a struct would only be taken apart here.
+#[allow(clippy::too_many_arguments)]
+fn run_for(
+    w: &Wired,
+    what: &str,
+    desired: &Desired,
+    doc: &RevisionDoc,
+    scope: Scope,
+    rollback: bool,
+    state: &StateArgs,
+    ledger: &crate::ledger_link::LedgerArgs,
+) -> anyhow::Result<ApplyReport> {
     let change = ChangeArgs {
         yes: true,
         parallelism: 16,
         output: RunFormat::Json,
         allow_unreachable: false,
-        ledger: no_ledger,
+        ledger: ledger.clone(),
         state: state.clone(),
     };
-    let reachable = reachable_part(&w, &step.desired, &change)?;
+    let reachable = reachable_part(w, desired, &change)?;
     let desired = &reachable.desired;
-    let mut doc = step.doc.clone();
+    let mut doc = doc.clone();
     for (instance, unit) in &desired.units {
         doc.units.insert(instance.clone(), unit.spec.clone());
     }
     let opts = ApplyOptions {
         parallelism: change.parallelism as usize,
-        rollback: true,
-        scope: step.scope,
+        rollback,
+        scope,
         cancel: Arc::new(AtomicBool::new(false)),
         lock_ttl: Duration::from_secs(15),
-        operation: "rollback".into(),
+        operation: what.into(),
         unreachable: reachable.endpoints,
+        holder_liveness: this_host_liveness(),
     };
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
-    let report = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {})?;
+    let result = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {});
+    // Whatever the outcome, what the session queued is sent (or left for the next command).
+    let session = w
+        .ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(session) = session {
+        session.finish(&*w.store);
+    }
+    let report = result?;
     crate::audit_cmd::anchor(&*w.store, &desired.fleet);
     Ok(report)
 }
@@ -1174,7 +1300,7 @@ fn history_ledger(
         None
     };
     let problems = if args.verify {
-        let mut client = crate::ledger_link::Link::client_for(&args.ledger.ledger)?;
+        let mut client = crate::ledger_link::Client::new(&args.ledger.ledger)?;
         Some(crate::ledger_link::verify(&mut client, records, fleet)?)
     } else {
         None
@@ -1219,8 +1345,7 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    // Log files are read directly; no agent is needed or started.
-    let provider = LocalProvider::new(state_dir).without_starting_agent();
+    let provider = log_reader(&*store, &fleet, state_dir);
     let selector = args.service.clone();
     let initial = provider.log_paths(&fleet, &selector)?;
     if initial.is_empty() && !args.follow {
@@ -1270,6 +1395,36 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
         Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Lease holders of this host are alive when `/proc` says so (the local provider's check).
+pub(crate) fn this_host_liveness() -> phoenix_engine::Liveness {
+    phoenix_engine::Liveness(Arc::new(phoenix_provider_local::process_alive))
+}
+
+/// What reads `fleet`'s logs: the providers of every site of its newest revision, so that the
+/// logs of Docker containers and SSH hosts are copied here and read like local ones; this host's
+/// log files alone when no revision says where the fleet runs. Reading starts and installs
+/// nothing (no local agent, no remote binary), and a site that cannot be reached is skipped.
+fn log_reader(
+    store: &dyn phoenix_state::StateStore,
+    fleet: &str,
+    state_dir: &std::path::Path,
+) -> Arc<dyn phoenix_provider_api::Provider> {
+    let local = Arc::new(LocalProvider::new(state_dir).without_starting_agent());
+    let spec = store
+        .list_revisions(fleet)
+        .ok()
+        .into_iter()
+        .flatten()
+        .rev()
+        .filter_map(|r| RevisionDoc::parse(&r.spec_json))
+        .find(|doc| !doc.sources.is_empty())
+        .and_then(|doc| phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).ok());
+    match spec.map(|f| crate::sites::router_for(&f, state_dir, &local, true, true)) {
+        Some(Ok(router)) => Arc::new(router),
+        _ => local,
     }
 }
 

@@ -2,6 +2,7 @@
 //! logic lives here.
 
 mod audit_cmd;
+mod bench_seed;
 mod deploy_cmd;
 mod ledger_link;
 mod monitoring_cmd;
@@ -92,6 +93,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Write a fleet into a state store as if applied and observed running, starting nothing
+    /// (for benchmarks of `phoenix serve` over fleets larger than this machine can run).
+    #[command(hide = true)]
+    BenchSeed(bench_seed::BenchSeedArgs),
     /// The ssh provider's remote end, run by phoenix over ssh on a site's hosts: one request
     /// on stdin, one reply on stdout.
     #[command(hide = true, disable_help_flag = true)]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => deploy_cmd::logs(args),
         Command::Monitoring(args) => monitoring_cmd::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::BenchSeed(args) => bench_seed::run(args),
         Command::Agent { args } => return deploy_cmd::agent(args),
         Command::ProviderRemote { args } => return phoenix_provider_ssh::remote_main(args),
         Command::Ledger(cmd) => phoenix_ledger_node::run(cmd),

@@ -4,39 +4,17 @@
 //! no engine answers, unless `PHOENIX_REQUIRE_DOCKER=1` (CI sets it).
 
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
+
+use common::BIN;
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
         .output()
         .expect("docker runs")
-}
-
-fn engine_available() -> bool {
-    let up = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(up && busybox) {
-        let why = if up {
-            "no /bin/busybox (Debian busybox-static)"
-        } else {
-            "no Docker Engine answers"
-        };
-        assert!(
-            std::env::var("PHOENIX_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "PHOENIX_REQUIRE_DOCKER=1 but {why}"
-        );
-        eprintln!("skipped: {why}");
-    }
-    up && busybox
 }
 
 /// Containers carrying the fleet's label, running or not.
@@ -108,23 +86,17 @@ impl Drop for Fleet {
 
 #[test]
 fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
-    if !engine_available() {
+    if !common::docker_available() {
         return;
     }
     let dir = tempfile::Builder::new().prefix("pxd").tempdir().unwrap();
     let img = dir.path().join("img");
-    std::fs::create_dir(&img).unwrap();
-    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
-    std::fs::write(
-        img.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-    )
-    .unwrap();
+    common::busybox_image(&img);
     let name = format!("dock-{}", std::process::id());
     std::fs::write(
         dir.path().join("fleet.yaml"),
         format!(
-            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: 2\n    build: ./img\n    resources: {{ cpu: 100m, memory: 32Mi }}\n    command: [httpd, -f, -p, '${{port}}', -h, '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
+            "phoenix: 1\nname: {name}\nsites:\n  - name: d1\n    tier: core\n    provider: docker\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: 2\n    build: ./img\n    resources: {{ cpu: 100m, memory: 32Mi }}\n    command: [sh, -c, 'echo hello from ${{instance}}; exec httpd -f -p ${{port}} -h ${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', expect_status: 404, timeout: 20s, interval: 100ms }}\n    stop_grace: 1s\n"
         ),
     )
     .unwrap();
@@ -143,6 +115,12 @@ fn a_fleet_of_busybox_httpd_containers_is_applied_repaired_and_destroyed() {
             .all(|i| i["state"] == "running" && i["healthy"] == true),
         "{st}"
     );
+
+    // `phoenix logs` reads the containers' output through the Engine API.
+    let logs = f.ok(&["logs", "web-1"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("hello from web-1"), "{text}");
+    assert!(!text.contains("hello from web-0"), "only web-1's: {text}");
 
     // Idempotent: a second apply changes nothing.
     let out = f.ok(&["apply", "fleet.yaml", "--yes"]);

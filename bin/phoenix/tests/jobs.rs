@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
+
+use common::BIN;
 
 /// A fleet spec in a temp dir with its own state dir and operator key; destroyed on drop.
 struct Fleet {
@@ -319,46 +321,14 @@ fn a_backup_hook_runs_before_the_migration_and_again_when_it_changes() {
     assert_eq!(lines, ["backup", "migrate-1", "backup", "migrate-2"]);
 }
 
-/// Whether a Docker Engine answers and `/bin/busybox` (Debian busybox-static) is there to build
-/// a test image from; otherwise the test skips with the reason, unless
-/// `PHOENIX_REQUIRE_DOCKER=1` (CI sets it).
-fn docker_available() -> bool {
-    let up = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(up && busybox) {
-        let why = if up {
-            "no /bin/busybox (Debian busybox-static)"
-        } else {
-            "no Docker Engine answers"
-        };
-        assert!(
-            std::env::var("PHOENIX_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "PHOENIX_REQUIRE_DOCKER=1 but {why}"
-        );
-        eprintln!("skipped: {why}");
-    }
-    up && busybox
-}
-
 #[test]
 fn a_job_on_a_docker_site_runs_as_a_container_and_keeps_its_output() {
-    if !docker_available() {
+    if !common::docker_available() {
         return;
     }
     let f = Fleet::new();
     let img = f.path("img");
-    std::fs::create_dir(&img).unwrap();
-    std::fs::copy("/bin/busybox", img.join("busybox")).unwrap();
-    std::fs::write(
-        img.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-    )
-    .unwrap();
+    common::busybox_image(&img);
     let name = format!("jobsd-{}", std::process::id());
     let spec = |code: u32| {
         format!(

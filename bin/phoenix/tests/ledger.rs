@@ -4,59 +4,13 @@
 //! command catching up with nothing lost or doubled; `history --verify --ledger` naming a local
 //! record that was edited.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
 
-/// A process killed (by its pid) when dropped.
-struct Started {
-    child: Child,
-}
-
-impl Started {
-    fn spawn(mut cmd: Command, log: &Path) -> Self {
-        let file = std::fs::File::create(log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Started { child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A base port with `n` free ports after it (bounded tries).
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60000 {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports on 127.0.0.1");
-}
+use common::{BIN, Started, free_ports};
 
 /// A 4-validator testnet and a fleet beside it, in one temp dir.
 struct World {
@@ -71,20 +25,7 @@ impl World {
             .prefix("pxledger")
             .tempdir()
             .unwrap();
-        let api = free_ports(4);
-        let p2p = free_ports(4);
-        let out = Command::new(BIN)
-            .args(["ledger", "testnet", "--validators", "4", "--dir"])
-            .arg(dir.path().join("net"))
-            .args(["--api-base-port", &api.to_string()])
-            .args(["--p2p-base-port", &p2p.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let api = common::testnet(&dir.path().join("net"), None);
         let mut w = World {
             dir,
             api,
@@ -168,18 +109,7 @@ impl World {
     }
 
     fn phoenix(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.path("s"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL")
-            .env_remove("PHOENIX_LEDGER_URL")
-            .env_remove("PHOENIX_LEDGER_KEY")
-            .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"))
-            .output()
-            .unwrap()
+        common::phoenix(self.dir.path(), args).output().unwrap()
     }
 
     fn with_ledger(&self, args: &[&str], urls: &str, key: &str) -> Output {
@@ -329,7 +259,7 @@ fn apply_with_ledger_records_every_step_and_lifecycle_and_catches_up_after_an_ou
     for i in 0..4 {
         w.stop(i);
     }
-    let status = running.child.wait().unwrap();
+    let status = running.wait();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.success(),

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_phoenix");
+mod common;
+
+use common::BIN;
 
 /// A fleet spec in a temp dir with its own state dir and operator key; destroyed on drop.
 struct Fleet {
@@ -52,29 +54,15 @@ impl Fleet {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .arg("--state-dir")
-            .arg(self.path("s"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL")
-            .env_remove("PHOENIX_LEDGER_URL")
-            // Each test fleet signs with its own operator key, never the user's own.
-            .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"));
-        c
+        common::phoenix(self.dir.path(), args)
     }
 
+    #[track_caller]
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "phoenix {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        common::assert_ok(
+            self.cmd(args).output().unwrap(),
+            &format!("phoenix {args:?}"),
+        )
     }
 
     /// `(instance, port)` of each instance of `service`, its port `port`, from `status`.

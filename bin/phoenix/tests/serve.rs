@@ -438,6 +438,47 @@ fn serve_reads_with_each_role_refuses_a_viewer_write_and_answers_bad_requests() 
             list.iter()
                 .all(|i| i["age_seconds"].as_f64().is_some_and(|a| a >= 0.0))
         );
+        assert_eq!(inst["total"], 2, "{inst}");
+        assert!(inst["next_after"].is_null(), "one page: {inst}");
+        // A page at a time, and one instance by name.
+        let first = server
+            .get("/api/v1/fleets/servedemo/instances?limit=1", t)
+            .json();
+        assert_eq!(
+            first["instances"].as_array().map(Vec::len),
+            Some(1),
+            "{first}"
+        );
+        let after = first["next_after"]
+            .as_str()
+            .expect("a next page")
+            .to_string();
+        let second = server
+            .get(
+                &format!("/api/v1/fleets/servedemo/instances?limit=1&after={after}"),
+                t,
+            )
+            .json();
+        assert_eq!(
+            second["instances"].as_array().map(Vec::len),
+            Some(1),
+            "{second}"
+        );
+        assert_ne!(second["instances"][0]["instance"], after, "{second}");
+        assert!(second["next_after"].is_null(), "{second}");
+        let one = server
+            .get(&format!("/api/v1/fleets/servedemo/instances/{after}"), t)
+            .json();
+        assert_eq!(one["instance"], after.as_str(), "{one}");
+        assert_eq!(one["healthy"], true, "{one}");
+        for (path, status) in [
+            ("/api/v1/fleets/servedemo/instances/nope-0", 404),
+            ("/api/v1/fleets/servedemo/instances?limit=0", 400),
+            ("/api/v1/fleets/servedemo/instances?limit=x", 400),
+            ("/api/v1/fleets/servedemo/instances?after=nope-0", 400),
+        ] {
+            assert_eq!(server.get(path, t).status, status, "{path}");
+        }
 
         let revs = server.get("/api/v1/fleets/servedemo/revisions", t).json();
         let numbers: Vec<u64> = revs["revisions"]
@@ -963,4 +1004,223 @@ fn a_server_on_postgres_state_is_ready_and_stops_cleanly_on_sigterm() {
         status.success() && !stderr.contains("panicked"),
         "{status:?}\n{stderr}"
     );
+}
+
+/// Reads a server-sent event stream from `path` until `until` appears or 20 s pass; returns
+/// the status line and what arrived.
+fn read_stream(server: &Server, path: &str, token: &str, extra: &str, until: &str) -> String {
+    let addr = server.addr.as_deref().unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 8192];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the stream: {e}"),
+        }
+        if String::from_utf8_lossy(&got).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn events_stream_the_latest_operation_from_the_audit_chain_and_resume_after_an_id() {
+    let mut d = Dir::new();
+    d.write_fleet("eventsdemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    let path = "/api/v1/fleets/eventsdemo/events";
+
+    server.get(path, None).assert_error(401);
+    server
+        .get("/api/v1/fleets/nosuch/events", Some(&viewer))
+        .assert_error(404);
+    server
+        .get(&format!("{path}?after=soon"), Some(&viewer))
+        .assert_error(400);
+    let doc = server.get("/openapi.json", None).json();
+    assert!(doc["paths"][path.replace("eventsdemo", "{fleet}")].is_object());
+
+    // From the latest operation's start: the apply, step by step, to its end.
+    let text = read_stream(&server, path, &viewer, "", "event: operation-finished");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("text/event-stream"), "{text}");
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"operation-started"), "{text}");
+    for k in ["unit-started", "gate-passed", "wave-finished"] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"operation-finished"), "{text}");
+    let last_id: u64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .and_then(|v| v.trim().parse().ok())
+        .expect("events carry ids");
+
+    // A reconnect with Last-Event-ID gets only what came after: here the next apply.
+    d.write_fleet("eventsdemo", 2);
+    d.apply();
+    let text = read_stream(
+        &server,
+        path,
+        &viewer,
+        &format!("Last-Event-ID: {last_id}\r\n"),
+        "event: operation-finished",
+    );
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert_eq!(ids.first(), Some(&(last_id + 1)), "{text}");
+    assert!(text.contains("\"step\":\"unit.start web-1@r2\""), "{text}");
+}
+
+#[test]
+fn apply_and_destroy_through_the_api_need_a_deployer_and_run_as_the_cli_does() {
+    let mut d = Dir::new();
+    let viewer = d.token("view", "viewer");
+    let deployer = d.token("ship", "deployer");
+    let server = d.serve();
+    d.write_fleet("apidemo", 1);
+    // The Drop guard destroys the fleet through the CLI if the test stops half-way.
+    d.applied = true;
+    let spec = std::fs::read_to_string(d.path("fleet.yaml")).unwrap();
+    let apply = "/api/v1/fleets/apidemo/apply";
+
+    server
+        .request("POST", apply, Some(&viewer), Some(&spec))
+        .assert_error(403);
+    assert!(
+        server
+            .request(
+                "POST",
+                "/api/v1/fleets/other/apply",
+                Some(&deployer),
+                Some(&spec)
+            )
+            .assert_error(400)
+            .contains("not `other`")
+    );
+    let bad = server.request(
+        "POST",
+        apply,
+        Some(&deployer),
+        Some("phoenix: 1\nname: apidemo\nservices:\n  - name: web\n    replicas: many\n"),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.json()["diagnostics"].is_array());
+    server
+        .request("POST", apply, Some(&deployer), Some(""))
+        .assert_error(400);
+    // Nothing was changed by the refusals.
+    server
+        .get("/api/v1/fleets/apidemo", Some(&viewer))
+        .assert_error(404);
+
+    let done = server.request("POST", apply, Some(&deployer), Some(&spec));
+    assert_eq!(done.status, 200, "{}", done.body);
+    let v = done.json();
+    assert_eq!(
+        (v["operation"].as_str(), v["revision"].as_u64()),
+        (Some("apply"), Some(1)),
+        "{v}"
+    );
+    let fleet = server.get("/api/v1/fleets/apidemo", Some(&viewer)).json();
+    assert_eq!(
+        (fleet["instances"].as_u64(), fleet["healthy"].as_u64()),
+        (Some(1), Some(1)),
+        "{fleet}"
+    );
+    let revisions = server
+        .get("/api/v1/fleets/apidemo/revisions", Some(&viewer))
+        .json();
+    assert_eq!(revisions["revisions"][0]["actor"], "ship", "{revisions}");
+    let audit = server
+        .get("/api/v1/fleets/apidemo/audit", Some(&viewer))
+        .json();
+    assert_eq!(audit["verified"], true, "{audit}");
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["actor"] == "ship")
+    );
+
+    let destroy = "/api/v1/fleets/apidemo/destroy";
+    server
+        .request("POST", destroy, Some(&viewer), None)
+        .assert_error(403);
+    server
+        .request(
+            "POST",
+            "/api/v1/fleets/nosuch/destroy",
+            Some(&deployer),
+            None,
+        )
+        .assert_error(404);
+    let gone = server.request("POST", destroy, Some(&deployer), None);
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert_eq!(gone.json()["operation"], "destroy");
+    let fleet = server.get("/api/v1/fleets/apidemo", Some(&viewer)).json();
+    assert_eq!(fleet["instances"].as_u64(), Some(0), "{fleet}");
+    d.applied = false;
+}
+
+#[test]
+fn ledger_routes_without_a_ledger_are_404_and_bad_ledger_options_are_refused_at_start() {
+    let d = Dir::new();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    for path in [
+        "/api/v1/ledger",
+        "/api/v1/ledger/blocks",
+        "/api/v1/ledger/validators",
+        "/api/v1/ledger/events",
+    ] {
+        assert!(
+            server
+                .get(path, Some(&viewer))
+                .assert_error(404)
+                .contains("--ledger"),
+            "{path}"
+        );
+    }
+    server.get("/api/v1/ledger", None).assert_error(401);
+    // Bad input is refused before the ledger is asked.
+    server
+        .get("/api/v1/ledger/blocks/tip", Some(&viewer))
+        .assert_error(400);
+    server
+        .get("/api/v1/ledger/tx/xyz", Some(&viewer))
+        .assert_error(400);
+    let out = d.run(&["serve", "--ledger-key", "k.key", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ledger-key needs --ledger"));
+    let out = d.run(&["serve", "--ledger", "ftp://x", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }

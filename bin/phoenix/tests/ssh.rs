@@ -138,7 +138,7 @@ impl SshFleet {
             "[python3, -m, http.server, '${port}', --bind, 127.0.0.1, --directory, '${data_dir}']"
         };
         let spec = format!(
-            "phoenix: 1\nname: {}\nsites:\n  - name: edge\n    tier: edge\n    provider: ssh\n    ssh:\n      hosts: [{}]\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: {}\n    placement: {{ spread: host }}\n    command: {command}\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 8s, interval: 100ms }}\n    stop_grace: 2s\n",
+            "phoenix: 1\nname: {}\nsites:\n  - name: edge\n    tier: edge\n    provider: ssh\n    ssh:\n      hosts: [{}]\n    capacity: {{ cpu: 8, memory: 8Gi, storage: 10G }}\nservices:\n  - name: web\n    replicas: {}\n    placement: {{ spread: host }}\n    command: {command}\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 8s, interval: 100ms }}\n    stop_grace: 2s\njobs:\n  - name: stamp\n    depends_on: [web]\n    command: [sh, -c, 'echo stamped by ${{instance}} on ${{site}} > \"${{data_dir}}/stamp\"; cat \"${{data_dir}}/stamp\"']\n    timeout: 20s\n",
             self.name,
             logins.join(", "),
             self.logins.len()
@@ -242,6 +242,23 @@ fn the_phoenix_binary_serves_the_provider_and_apply_spans_three_ssh_hosts_throug
     );
 
     eprintln!("applied at {:?}", t0.elapsed());
+
+    // The job ran once on an SSH host after `web`, and its outcome and output came back.
+    let jobs = st["jobs"].as_array().expect("a jobs array");
+    assert_eq!(jobs.len(), 1, "{st}");
+    assert_eq!(jobs[0]["state"], "succeeded", "{st}");
+    let job_logs = f.ok(&["logs", "stamp"]);
+    let text = String::from_utf8_lossy(&job_logs.stdout);
+    assert!(text.contains("stamped by stamp-0 on edge"), "{text}");
+
+    // `phoenix logs` brings each host's log files here and reads them: every host's instance
+    // answered its health probes.
+    let logs = f.ok(&["logs", "web"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    for i in 0..hosts.len() {
+        assert!(text.contains(&format!("web-{i}")), "web-{i}'s log: {text}");
+    }
+    assert!(text.contains("\"GET / HTTP/1.1\" 200"), "{text}");
 
     // A host's link is cut: status names it and nothing is lost; apply refuses, naming it.
     hosts[1].cut();

@@ -9,7 +9,7 @@ use crate::decide::{
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
 use crate::error::EngineError;
 use crate::events::{Event, EventSink};
-use crate::lock::LockGuard;
+use crate::lock::{Liveness, LockGuard};
 use phoenix_audit::{AuditEntry, AuditOutcome, Recorder};
 use phoenix_provider_api::{
     Health, ProbeOutcome, Provider, ProviderError, UnitSpec, UnitState, UnitStatus,
@@ -60,6 +60,9 @@ pub struct ApplyOptions {
     /// Endpoints known to be unreachable and left alone on purpose (`--allow-unreachable`):
     /// their units are not taken for another operator's, and their records are kept.
     pub unreachable: BTreeSet<String>,
+    /// Whether a lease holder of this host is alive, so that the lease of an apply that was
+    /// killed is taken over at once (by default every holder counts as alive).
+    pub holder_liveness: Liveness,
 }
 
 impl Default for ApplyOptions {
@@ -72,6 +75,7 @@ impl Default for ApplyOptions {
             lock_ttl: Duration::from_secs(15),
             operation: "apply".into(),
             unreachable: BTreeSet::new(),
+            holder_liveness: Liveness::default(),
         }
     }
 }
@@ -576,7 +580,13 @@ impl Engine {
         events: EventSink<'_>,
     ) -> Result<ApplyReport, EngineError> {
         let fleet = desired.fleet.clone();
-        let lock = LockGuard::acquire(self.store.clone(), &fleet, &opts.operation, opts.lock_ttl)?;
+        let lock = LockGuard::acquire(
+            self.store.clone(),
+            &fleet,
+            &opts.operation,
+            opts.lock_ttl,
+            &*opts.holder_liveness.0,
+        )?;
         let took_over = lock.took_over.is_some();
         // Before anything changes: units this provider cannot see must not be started again.
         let mut elsewhere = self.units_elsewhere(&fleet)?;
@@ -2068,6 +2078,15 @@ impl Run<'_> {
                             let health = self.rendered_health(spec, spec.health.as_ref());
                             let outcome = self.gate(&status, health.as_ref());
                             if outcome.healthy {
+                                // Recorded as running again, as a passed gate is in a rollout:
+                                // readers of the store (`phoenix serve`) take health from it.
+                                let _ = self.write(vec![Write::UpsertInstance(instance_state(
+                                    &status,
+                                    Some(&json!(spec.host.to_string())),
+                                    self.engine.provider.endpoint_of(&spec.site, spec.host),
+                                    DesiredState::Running,
+                                    ObservedState::Running,
+                                ))]);
                                 parts.push(format!("restarted {} (healthy)", old.unit_id));
                             } else {
                                 parts.push(format!(

@@ -66,5 +66,5 @@ pub use desired::{
 pub use error::EngineError;
 pub use events::{Event, EventSink};
 pub use exec::{ApplyOptions, ApplyOutcome, ApplyReport, Engine, Failure, preview};
-pub use lock::LockGuard;
+pub use lock::{HolderLiveness, Liveness, LockGuard};
 pub use status::{ExtraUnit, InstanceStatus, JobStatus, StatusReport};

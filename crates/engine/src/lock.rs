@@ -8,17 +8,43 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Whether process `pid` exists on this host (a zombie counts as gone).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state is the first field after the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => false,
+/// Whether the process holding a lease on this host still exists. The engine asks before it
+/// takes over a lease (an apply that was killed leaves its lease until the TTL), and reads no
+/// process table itself: the caller says how to tell (the CLI passes the local provider's
+/// `/proc` check).
+pub trait HolderLiveness: Send + Sync {
+    /// Whether process `pid` of this host is alive (a zombie counts as gone).
+    fn is_alive(&self, pid: u32) -> bool;
+}
+
+impl<F: Fn(u32) -> bool + Send + Sync> HolderLiveness for F {
+    fn is_alive(&self, pid: u32) -> bool {
+        self(pid)
+    }
+}
+
+/// How an apply tells whether a lease holder is alive ([`HolderLiveness`]). The default knows
+/// nothing and counts every holder as alive, so that a lease is never taken from a live apply:
+/// a dead holder's lease is then taken only once it expires.
+#[derive(Clone)]
+pub struct Liveness(pub Arc<dyn HolderLiveness>);
+
+impl Liveness {
+    /// Every holder counts as alive.
+    pub fn assume_alive() -> Self {
+        Liveness(Arc::new(|_pid: u32| true))
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::assume_alive()
+    }
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Liveness")
     }
 }
 
@@ -44,7 +70,8 @@ impl std::fmt::Debug for LockGuard {
 
 impl LockGuard {
     /// Acquires `fleet`'s lock for `operation`. A live lease held by a process of this host
-    /// that no longer exists (killed) is taken over at once; any other live lease is refused.
+    /// that no longer exists (killed, as `liveness` tells) is taken over at once; any other
+    /// live lease is refused.
     ///
     /// # Errors
     /// [`EngineError::Locked`] naming the holder; [`EngineError::State`].
@@ -53,6 +80,7 @@ impl LockGuard {
         fleet: &str,
         operation: &str,
         ttl: Duration,
+        liveness: &dyn HolderLiveness,
     ) -> Result<Self, EngineError> {
         let mut request = LockRequest::new(LockOwner::this_process(operation), ttl);
         let mut attempts = 0;
@@ -63,7 +91,7 @@ impl LockGuard {
                 Err(StateError::LockHeld { holder, .. })
                     if attempts < 3
                         && holder.owner.host() == this_host()
-                        && !pid_alive(holder.owner.pid) =>
+                        && !liveness.is_alive(holder.owner.pid) =>
                 {
                     request.take_over_token = Some(holder.token);
                 }
@@ -188,37 +216,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_pid_is_alive_and_a_reaped_child_is_not() {
-        assert!(pid_alive(std::process::id()));
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        assert!(!pid_alive(pid));
-    }
-
-    #[test]
     fn second_holder_is_refused_and_dead_holder_taken_over() {
+        // The test's own table of the living: this process only.
+        let me = std::process::id();
+        let liveness = move |pid: u32| pid == me;
+        let acquire = |store: Arc<dyn StateStore>| {
+            LockGuard::acquire(store, "f", "apply", Duration::from_secs(30), &liveness)
+        };
         let store: Arc<dyn StateStore> =
             Arc::new(phoenix_state::SqliteStore::open_in_memory().unwrap());
-        let g = LockGuard::acquire(store.clone(), "f", "apply", Duration::from_secs(30)).unwrap();
+        let g = acquire(store.clone()).unwrap();
         // Same process, alive: refused.
-        let err =
-            LockGuard::acquire(store.clone(), "f", "apply", Duration::from_secs(30)).unwrap_err();
+        let err = acquire(store.clone()).unwrap_err();
         assert!(matches!(err, EngineError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("pid"), "{err}");
         g.release();
-        let g2 = LockGuard::acquire(store.clone(), "f", "apply", Duration::from_secs(30)).unwrap();
+        let g2 = acquire(store.clone()).unwrap();
         drop(g2);
         // A holder whose pid is dead is taken over.
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let dead = c.id();
-        c.wait().unwrap();
         let mut owner = LockOwner::this_process("apply");
-        owner.pid = dead;
+        owner.pid = me.wrapping_add(1);
         store
             .acquire_lock("f", &LockRequest::new(owner, Duration::from_secs(30)))
             .unwrap();
-        let g3 = LockGuard::acquire(store, "f", "apply", Duration::from_secs(30)).unwrap();
+        let g3 = acquire(store.clone()).unwrap();
         assert!(g3.took_over.is_some());
+        drop(g3);
+        // Knowing nothing, a live lease is never taken: the dead holder keeps it until it
+        // expires.
+        let mut owner = LockOwner::this_process("apply");
+        owner.pid = me.wrapping_add(1);
+        store
+            .acquire_lock("f", &LockRequest::new(owner, Duration::from_secs(30)))
+            .unwrap();
+        let err = LockGuard::acquire(
+            store,
+            "f",
+            "apply",
+            Duration::from_secs(30),
+            &*Liveness::default().0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, EngineError::Locked { .. }), "{err}");
     }
 }

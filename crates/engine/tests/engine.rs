@@ -10,8 +10,8 @@ use phoenix_engine::{
 use phoenix_provider_api::fake::{Call, FakeProvider};
 use phoenix_provider_api::{Provider, UnitState};
 use phoenix_state::{
-    IntentOp, LockOwner, LockRequest, NewIntent, NewRevision, RevisionNumber, RevisionOutcome,
-    SqliteStore, StateStore, UnitId,
+    IntentOp, LockOwner, LockRequest, NewIntent, NewRevision, ObservedState, RevisionNumber,
+    RevisionOutcome, SqliteStore, StateStore, UnitId,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -259,6 +259,14 @@ fn failed_gate_stops_the_phase_and_rolls_back_to_the_previous_revision() {
         }
     );
     assert!(w.audit.steps().iter().any(|s| s == "rollback db-0"));
+    // The restarted unit is recorded as running, not left `starting` (the bug: `phoenix
+    // serve`, which reads health from the records, showed a rolled-back fleet unhealthy).
+    let db = w
+        .store
+        .get_instance("demo", &UnitId::new("db-0", RevisionNumber(1)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(db.state.observed, ObservedState::Running);
     // The next apply of v1 has nothing to do.
     assert_eq!(w.apply(&v1).outcome, ApplyOutcome::NoChanges);
 }
@@ -687,7 +695,12 @@ fn recovery_resolves_open_intents_of_a_dead_apply_and_converges() {
         .record_intent(&lease, intent(IntentOp::Stop, "web-2@r1"))
         .unwrap();
 
-    let r = w.apply(&f);
+    // The test says which holder is dead: the engine reads no process table itself.
+    let opts = ApplyOptions {
+        holder_liveness: phoenix_engine::Liveness(Arc::new(move |pid: u32| pid != dead)),
+        ..ApplyOptions::default()
+    };
+    let r = w.apply_with(&f, &opts);
     assert!(r.took_over);
     assert_eq!(r.recovered.len(), 4, "{:?}", r.recovered);
     assert!(r.recovered[0].contains("adopt"), "{:?}", r.recovered);

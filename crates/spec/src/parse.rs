@@ -2,6 +2,7 @@
 //! substitutions, site groups and environment overlays. Cross-references and graphs are checked
 //! afterwards by `validate`.
 
+mod health_kinds;
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::*;
 use crate::quantity::{Kind, Range, parse_range, parse_time_ms};
@@ -122,6 +123,9 @@ const HEALTH_KEYS: &[&str] = &[
     "expect_status",
     "tcp",
     "command",
+    "json",
+    "metrics",
+    "ledger",
     "timeout",
     "interval",
 ];
@@ -2082,10 +2086,12 @@ fn health(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Health> {
             checks.push(HealthCheck::Command { argv });
         }
     }
+    health_kinds::extra_checks(&f, what, ports, &mut checks, d);
     let (timeout_ms, interval_ms) = health_timing(&f, what, d);
     if checks.is_empty() {
         if ["http", "tcp", "command"]
             .iter()
+            .chain(health_kinds::KEYS.iter())
             .all(|k| f.get(k).is_none())
         {
             d.push(
@@ -2094,7 +2100,9 @@ fn health(n: &Node, what: &str, ports: &[String], d: &mut D) -> Option<Health> {
                     format!("health of {what} has no check"),
                     Some(n.loc.clone()),
                 )
-                .with_hint("give at least one of `http`, `tcp` or `command`"),
+                .with_hint(
+                    "give at least one of `http`, `tcp`, `command`, `json`, `metrics` or `ledger`",
+                ),
             );
         }
         return None;

@@ -72,12 +72,49 @@ pub fn json_schema() -> Value {
             "description": { "type": "string" }
         }
     });
+    let json_check = json!({
+        "type": "object", "additionalProperties": false, "required": ["url", "expect"],
+        "properties": {
+            "url": { "type": "string" },
+            "expect": { "type": "object", "minProperties": 1, "additionalProperties": { "type": ["string", "number", "boolean"] } }
+        }
+    });
     let health = json!({
         "type": "object", "additionalProperties": false,
-        "anyOf": [ { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["command"] } ],
+        "anyOf": [
+            { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["command"] },
+            { "required": ["json"] }, { "required": ["metrics"] }, { "required": ["ledger"] }
+        ],
         "properties": {
             "http": { "type": "string" }, "expect_status": { "type": "integer", "default": 200 },
             "tcp": { "type": "string" }, "command": { "type": "array", "items": { "type": "string" } },
+            "json": {
+                "description": "HTTP GETs answering 200 with a JSON document holding these values (dotted paths)",
+                "oneOf": [ json_check.clone(), { "type": "array", "items": json_check } ]
+            },
+            "metrics": {
+                "description": "a Prometheus exposition with at least min_families metric families",
+                "oneOf": [
+                    { "type": "string" },
+                    {
+                        "type": "object", "additionalProperties": false, "required": ["url"],
+                        "properties": {
+                            "url": { "type": "string" },
+                            "min_families": { "type": "integer", "minimum": 0, "default": 1 }
+                        }
+                    }
+                ]
+            },
+            "ledger": {
+                "description": "a ledger node: finalized height advances within advance_within, at least min_peers live peers, at most max_lag blocks behind the network",
+                "type": "object", "additionalProperties": false, "required": ["api"],
+                "properties": {
+                    "api": { "type": "string" },
+                    "min_peers": { "type": "integer", "minimum": 0, "default": 0 },
+                    "max_lag": { "type": "integer", "minimum": 0, "default": 10 },
+                    "advance_within": { "type": "string", "pattern": TIME, "default": "3s" }
+                }
+            },
             "timeout": { "type": "string", "pattern": TIME, "default": "30s" },
             "interval": { "type": "string", "pattern": TIME, "default": "500ms" }
         }

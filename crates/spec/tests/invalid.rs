@@ -281,7 +281,7 @@ fn health_needs_a_check() {
         "missing-field",
         9,
         13,
-        "`http`, `tcp` or `command`",
+        "`http`, `tcp`, `command`, `json`, `metrics` or `ledger`",
     );
 }
 

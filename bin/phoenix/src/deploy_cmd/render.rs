@@ -5,6 +5,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phoenix_audit::{AuditOutcome, AuditRecord, ChainReport};
 use phoenix_engine::{ApplyOutcome, ApplyReport, Event, StatusReport};
 use phoenix_state::{Revision, RevisionOutcome};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 use std::sync::Mutex;
@@ -28,6 +29,19 @@ enum Mode {
 /// Renders engine events as they come.
 pub(super) struct Progress {
     mode: Mode,
+    /// The site of each instance, when the fleet has more than one site: unit lines then say
+    /// where, and each wave ends with a line per site.
+    sites: BTreeMap<String, String>,
+    /// Per site in the current wave: instances started, passed their gate, failed it.
+    tally: Mutex<BTreeMap<String, SiteTally>>,
+}
+
+/// One site's progress in a wave.
+#[derive(Debug, Default, Clone, Copy)]
+struct SiteTally {
+    started: usize,
+    healthy: usize,
+    failed: usize,
 }
 
 impl Progress {
@@ -40,7 +54,59 @@ impl Progress {
             },
             RunFormat::Table => Mode::Plain,
         };
-        Progress { mode }
+        Progress {
+            mode,
+            sites: BTreeMap::new(),
+            tally: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Says where each instance runs (`instance -> site`); used only when there is more than
+    /// one site.
+    pub(super) fn with_sites(mut self, sites: impl IntoIterator<Item = (String, String)>) -> Self {
+        let sites: BTreeMap<String, String> = sites.into_iter().collect();
+        let distinct: std::collections::BTreeSet<&String> = sites.values().collect();
+        if distinct.len() > 1 {
+            self.sites = sites;
+        }
+        self
+    }
+
+    /// ` on SITE` for a unit of a multi-site fleet.
+    fn where_(&self, instance: &str) -> String {
+        self.sites
+            .get(instance)
+            .map(|s| format!(" on {s}"))
+            .unwrap_or_default()
+    }
+
+    /// Counts an event of `instance` for its site's tally.
+    fn count(&self, instance: &str, f: impl FnOnce(&mut SiteTally)) {
+        if let Some(site) = self.sites.get(instance) {
+            let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            f(t.entry(site.clone()).or_default());
+        }
+    }
+
+    /// The wave's progress by site, `edge-1: 2/2 healthy, dock: 1/2 healthy, 1 failed`.
+    fn by_site(&self) -> Option<String> {
+        let t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        if t.is_empty() {
+            return None;
+        }
+        Some(
+            t.iter()
+                .map(|(site, c)| {
+                    let failed = if c.failed > 0 {
+                        format!(", {} failed", c.failed)
+                    } else {
+                        String::new()
+                    };
+                    format!("{site}: {}/{} healthy{failed}", c.healthy, c.started)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     }
 
     fn line(&self, text: String) {
@@ -80,6 +146,7 @@ impl Progress {
                 services,
                 instances,
             } => {
+                self.tally.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 let title = format!("phase {phase} wave {wave}: {}", services.join(", "));
                 match &self.mode {
                     Mode::Bars { multi, bar } => {
@@ -95,16 +162,24 @@ impl Progress {
                         b.enable_steady_tick(std::time::Duration::from_millis(120));
                         *bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
                     }
-                    _ => self.line(format!("{title} ({instances} instances)")),
+                    _ => self.line(format!(
+                        "{title} ({instances} instance{})",
+                        if *instances == 1 { "" } else { "s" }
+                    )),
                 }
             }
             Event::UnitStarting { .. } => {}
             Event::UnitStarted {
-                unit, pid, ports, ..
+                instance,
+                unit,
+                pid,
+                ports,
             } => {
+                self.count(instance, |t| t.started += 1);
                 let ports: Vec<String> = ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let text = format!(
-                    "  started {unit}{}{}",
+                    "  started {unit}{}{}{}",
+                    self.where_(instance),
                     pid.map(|p| format!(" pid {p}")).unwrap_or_default(),
                     if ports.is_empty() {
                         String::new()
@@ -121,17 +196,35 @@ impl Progress {
                     _ => self.line(text),
                 }
             }
-            Event::GatePassed { unit, ms, .. } => match &self.mode {
-                Mode::Bars { bar, .. } => {
-                    if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
-                        b.inc(1);
-                        b.set_message(format!("{unit} healthy"));
+            Event::GatePassed {
+                instance, unit, ms, ..
+            } => {
+                self.count(instance, |t| t.healthy += 1);
+                match &self.mode {
+                    Mode::Bars { bar, .. } => {
+                        if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
+                            b.inc(1);
+                            let sites = self.by_site().map(|s| format!(" ({s})"));
+                            b.set_message(format!("{unit} healthy{}", sites.unwrap_or_default()));
+                        }
                     }
+                    _ => self.line(format!(
+                        "  ok {unit} healthy after {ms} ms{}",
+                        self.where_(instance)
+                    )),
                 }
-                _ => self.line(format!("  ok {unit} healthy after {ms} ms")),
-            },
-            Event::GateFailed { unit, reason, .. } => {
-                self.line(format!("  FAILED {unit}: {reason}"));
+            }
+            Event::GateFailed {
+                instance,
+                unit,
+                reason,
+                ..
+            } => {
+                self.count(instance, |t| t.failed += 1);
+                self.line(format!(
+                    "  FAILED {unit}{}: {reason}",
+                    self.where_(instance)
+                ));
             }
             Event::CanaryAnalysis {
                 service,
@@ -155,6 +248,9 @@ impl Progress {
                     && let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take()
                 {
                     b.finish_with_message("done");
+                }
+                if let Some(sites) = self.by_site() {
+                    self.line(format!("  by site: {sites}"));
                 }
             }
             Event::RollbackStarted { reason, instances } => {

@@ -100,6 +100,15 @@ impl Client {
         bail!("cannot reach the ledger ({})", errors.join("; "))
     }
 
+    /// `GET path` as JSON, `None` when the ledger answers 404 (the explorer of `phoenix serve`
+    /// reads the ledger's API through this client).
+    ///
+    /// # Errors
+    /// The ledger cannot be reached or answers nonsense.
+    pub(crate) fn get_json_at(&mut self, path: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(path)
+    }
+
     fn get_json(&mut self, path: &str) -> anyhow::Result<Option<Value>> {
         let (status, body) = self.request("GET", path, b"")?;
         match status {

@@ -6,7 +6,7 @@
 //! there first and only then queued for the ledger ([`LedgerRecorder`]). Whatever the ledger
 //! did not get (it went away mid-apply, a record was queued past [`MAX_QUEUED`], a command was
 //! killed) is found again by comparing the chain with the ledger, and sent by the next command
-//! that reaches it ([`Session::catch_up`]) or by `phoenix history --sync`. The ledger records
+//! that reaches it ([`catch_up`]) or by `phoenix history --sync`. The ledger records
 //! `(fleet, seq)` once: the same record sent twice commits once, so a retry never doubles it.
 //!
 //! Delivery goes in rounds ([`Link::deliver`]): sign with the account's next nonces, submit in
@@ -15,12 +15,13 @@
 //! status alone, so a transaction that lost its nonce to another one carrying the same record
 //! counts as delivered, and one refused for a nonce is simply signed again in the next round.
 
-mod client;
+pub(crate) mod client;
 mod ops;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use client::{Client, TxState};
+pub(crate) use client::Client;
+use client::TxState;
 use ops::{Signer, Wanted};
 use phoenix_audit::{AuditEntry, AuditError, AuditRecord, Recorder, StoreChain};
 use phoenix_ledger_types::crypto::Keypair;
@@ -180,11 +181,6 @@ impl Link {
             verifier,
             down: None,
         }))
-    }
-
-    /// A read-only connection (for `history --verify --ledger`): no key needed.
-    pub(crate) fn client_for(urls: &[String]) -> anyhow::Result<Client> {
-        Client::new(urls)
     }
 
     /// Refuses, before anything changes, when the account lacks a role the command needs, when
@@ -570,12 +566,6 @@ impl Session {
         store: &dyn StateStore,
         fleet: &str,
     ) -> anyhow::Result<Self> {
-        let head = |store: &dyn StateStore| -> anyhow::Result<u64> {
-            Ok(phoenix_audit::read_chain(store, fleet)
-                .context("reading the fleet's audit chain")?
-                .last()
-                .map_or(0, |r| r.seq))
-        };
         if !phoenix_ledger_types::tx::is_valid_fleet(fleet) {
             bail!(
                 "nothing was changed: fleet name `{fleet}` cannot be recorded on the ledger (1 to {} characters of A-Z a-z 0-9 . _ ~ -)",
@@ -583,8 +573,8 @@ impl Session {
             );
         }
         link.preflight()?;
-        let before = catch_up(&mut link, store, fleet, false)?;
-        let next_seq = Arc::new(Mutex::new(head(store)? + 1));
+        let (before, head) = catch_up(&mut link, store, fleet, false)?;
+        let next_seq = Arc::new(Mutex::new(head + 1));
         let outbox = Arc::new(Outbox::default());
         let sending = outbox.clone();
         let sender = std::thread::Builder::new()
@@ -732,17 +722,20 @@ fn provisioning_items(
     Ok(items)
 }
 
-/// Sends the records of the fleet's chain that the ledger lacks. Without `full`, walks back
-/// from the head to the first record the ledger holds (what earlier commands left unsent is
-/// at the end); with it (`history --sync`), checks every record.
+/// Sends the records of the fleet's chain that the ledger lacks, and returns what it did with
+/// the sequence number of the chain's head (0 for an empty chain), so the caller need not read
+/// the chain again. Without `full`, walks back from the head to the first record the ledger
+/// holds (what earlier commands left unsent is at the end); with it (`history --sync`), checks
+/// every record.
 fn catch_up(
     link: &mut Link,
     store: &dyn StateStore,
     fleet: &str,
     full: bool,
-) -> anyhow::Result<Delivery> {
+) -> anyhow::Result<(Delivery, u64)> {
     let chain =
         phoenix_audit::read_chain(store, fleet).context("reading the fleet's audit chain")?;
+    let head = chain.last().map_or(0, |r| r.seq);
     let mut missing = Vec::new();
     for record in chain.iter().rev() {
         let Ok(op) = ops::audit_op(record) else {
@@ -767,7 +760,7 @@ fn catch_up(
     for chunk in items.chunks(BATCH * 4) {
         out.add(link.deliver(chunk.to_vec()));
     }
-    Ok(out)
+    Ok((out, head))
 }
 
 /// What a command's ledger session did.
@@ -837,7 +830,7 @@ impl Report {
 /// The ledger cannot be reached, or a refusal (see [`Link::preflight`]).
 pub(crate) fn sync(mut link: Link, store: &dyn StateStore, fleet: &str) -> anyhow::Result<Report> {
     link.preflight()?;
-    let audit = catch_up(&mut link, store, fleet, true)?;
+    let (audit, _) = catch_up(&mut link, store, fleet, true)?;
     let items = provisioning_items(&mut link, store, fleet)?;
     let provisioning = link.deliver(items);
     Ok(Report {
@@ -859,6 +852,7 @@ pub(crate) struct LedgerProblem {
 
 /// `phoenix history --verify --ledger`: every record of the fleet's chain on the ledger with the
 /// same hash and in the same order, waiting up to [`VERIFY_WAIT`] for records on their way.
+/// Each record is read from the ledger once, and again only while it is missing.
 ///
 /// # Errors
 /// The ledger cannot be reached.
@@ -867,72 +861,42 @@ pub(crate) fn verify(
     chain: &[AuditRecord],
     fleet: &str,
 ) -> anyhow::Result<Vec<LedgerProblem>> {
-    let deadline = Instant::now() + VERIFY_WAIT;
-    loop {
-        let problems = verify_once(client, chain, fleet)?;
-        let waiting = problems.iter().any(|p| p.kind == "missing");
-        if !waiting || Instant::now() >= deadline {
-            return Ok(problems);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    verify_within(client, chain, fleet, VERIFY_WAIT)
 }
 
-fn verify_once(
+/// One pass of [`verify`], without waiting for records on their way (the audit page of
+/// `phoenix serve` shows those as missing, i.e. pending, and is reloaded).
+///
+/// # Errors
+/// The ledger cannot be reached.
+pub(crate) fn verify_once(
     client: &mut Client,
     chain: &[AuditRecord],
     fleet: &str,
 ) -> anyhow::Result<Vec<LedgerProblem>> {
-    let mut problems = Vec::new();
-    let mut last_index: Option<u64> = None;
-    for record in chain {
-        let key = phoenix_ledger_types::exec::audit_key(fleet, record.seq);
-        match client.state("audit", &key)? {
-            None => problems.push(LedgerProblem {
-                seq: record.seq,
-                kind: "missing",
-                message: format!(
-                    "record {} ({}) is not on the ledger (still pending, or never sent: `phoenix history --sync` sends it)",
-                    record.seq, record.entry.step
-                ),
-            }),
-            Some(v) => {
-                let on_ledger = v["record"]["hash"].as_str().unwrap_or("");
-                // Recomputed, not the stored hash: a record edited in place (its stored hash
-                // left as it was) differs from what the ledger holds.
-                let here = record
-                    .to_json()
-                    .map(|j| phoenix_audit::record_hash(&j))
-                    .unwrap_or_default();
-                if on_ledger != record.hash || on_ledger != here {
-                    problems.push(LedgerProblem {
-                        seq: record.seq,
-                        kind: "different",
-                        message: format!(
-                            "record {} ({}) differs from the ledger's: hash {} here, {} on the ledger (the local record was changed, or the ledger's is of another chain)",
-                            record.seq, record.entry.step, short(&record.hash), short(on_ledger)
-                        ),
-                    });
-                }
-                let index = v["index"].as_u64();
-                if let (Some(prev), Some(index)) = (last_index, index)
-                    && index < prev
-                {
-                    problems.push(LedgerProblem {
-                        seq: record.seq,
-                        kind: "out-of-order",
-                        message: format!(
-                            "record {} was recorded on the ledger before an earlier record of the chain",
-                            record.seq
-                        ),
-                    });
-                }
-                if index.is_some() {
-                    last_index = index;
-                }
+    verify_within(client, chain, fleet, Duration::ZERO)
+}
+
+fn verify_within(
+    client: &mut Client,
+    chain: &[AuditRecord],
+    fleet: &str,
+    wait: Duration,
+) -> anyhow::Result<Vec<LedgerProblem>> {
+    let deadline = Instant::now() + wait;
+    let mut seen = chain
+        .iter()
+        .map(|r| on_ledger(client, fleet, r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        for (record, slot) in chain.iter().zip(seen.iter_mut()) {
+            if slot.is_none() {
+                *slot = on_ledger(client, fleet, record)?;
             }
         }
     }
+    let mut problems = judge(chain, &seen);
     // A local chain cut short: the ledger has the record after the local head.
     let next = chain.last().map_or(1, |r| r.seq + 1);
     let key = phoenix_ledger_types::exec::audit_key(fleet, next);
@@ -947,6 +911,82 @@ fn verify_once(
         });
     }
     Ok(problems)
+}
+
+/// What the ledger holds for one record of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OnLedger {
+    /// The hash the ledger recorded.
+    hash: String,
+    /// The record's position in the ledger's audit log, where it says.
+    index: Option<u64>,
+}
+
+fn on_ledger(
+    client: &mut Client,
+    fleet: &str,
+    record: &AuditRecord,
+) -> anyhow::Result<Option<OnLedger>> {
+    let key = phoenix_ledger_types::exec::audit_key(fleet, record.seq);
+    Ok(client.state("audit", &key)?.map(|v| OnLedger {
+        hash: v["record"]["hash"].as_str().unwrap_or("").to_owned(),
+        index: v["index"].as_u64(),
+    }))
+}
+
+/// The problems of `chain` given what the ledger holds for each record (`seen`, in chain
+/// order): missing, different (against the recomputed hash) and out of order.
+fn judge(chain: &[AuditRecord], seen: &[Option<OnLedger>]) -> Vec<LedgerProblem> {
+    let mut problems = Vec::new();
+    let mut last_index: Option<u64> = None;
+    for (record, seen) in chain.iter().zip(seen) {
+        let Some(seen) = seen else {
+            problems.push(LedgerProblem {
+                seq: record.seq,
+                kind: "missing",
+                message: format!(
+                    "record {} ({}) is not on the ledger (still pending, or never sent: `phoenix history --sync` sends it)",
+                    record.seq, record.entry.step
+                ),
+            });
+            continue;
+        };
+        // Recomputed, not the stored hash: a record edited in place (its stored hash left as
+        // it was) differs from what the ledger holds.
+        let here = record
+            .to_json()
+            .map(|j| phoenix_audit::record_hash(&j))
+            .unwrap_or_default();
+        if seen.hash != record.hash || seen.hash != here {
+            problems.push(LedgerProblem {
+                seq: record.seq,
+                kind: "different",
+                message: format!(
+                    "record {} ({}) differs from the ledger's: hash {} here, {} on the ledger (the local record was changed, or the ledger's is of another chain)",
+                    record.seq,
+                    record.entry.step,
+                    short(&record.hash),
+                    short(&seen.hash)
+                ),
+            });
+        }
+        if let (Some(prev), Some(index)) = (last_index, seen.index)
+            && index < prev
+        {
+            problems.push(LedgerProblem {
+                seq: record.seq,
+                kind: "out-of-order",
+                message: format!(
+                    "record {} was recorded on the ledger before an earlier record of the chain",
+                    record.seq
+                ),
+            });
+        }
+        if seen.index.is_some() {
+            last_index = seen.index;
+        }
+    }
+    problems
 }
 
 fn short(hash: &str) -> &str {

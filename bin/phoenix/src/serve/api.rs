@@ -16,6 +16,7 @@ use phoenix_state::{ObservedState, Revision, RevisionNumber, StateError, StateSt
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The largest request body read (a posted spec); larger ones get 413.
 const MAX_BODY: usize = 1024 * 1024;
@@ -85,8 +86,11 @@ pub(crate) struct ErrorBody {
 #[openapi(
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
-        live, ready, metrics_text, whoami, fleets, fleet, instances, revisions, revision, spec,
-        fleet_plan, diff, audit, rollback, validate, plan_posted, monitoring_targets
+        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, revisions, revision, spec,
+        fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
+        super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
+        super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
+        super::ledger::ledger_proof, super::ledger::ledger_events
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -123,17 +127,35 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets", get(fleets))
         .route("/fleets/{fleet}", get(fleet))
         .route("/fleets/{fleet}/instances", get(instances))
+        .route("/fleets/{fleet}/instances/{instance}", get(instance))
         .route("/fleets/{fleet}/revisions", get(revisions))
         .route("/fleets/{fleet}/revisions/{revision}", get(revision))
         .route("/fleets/{fleet}/spec", get(spec))
         .route("/fleets/{fleet}/plan", get(fleet_plan))
         .route("/fleets/{fleet}/diff", get(diff))
         .route("/fleets/{fleet}/audit", get(audit))
+        .route("/fleets/{fleet}/events", get(events))
         .route("/fleets/{fleet}/rollback", post(rollback))
+        .route("/fleets/{fleet}/apply", post(apply))
+        .route("/fleets/{fleet}/destroy", post(destroy))
         .route("/validate", post(validate))
         .route("/plan", post(plan_posted))
         .route("/monitoring/targets", get(monitoring_targets))
         .route("/whoami", get(whoami))
+        .route("/ledger", get(super::ledger::ledger_status))
+        .route("/ledger/blocks", get(super::ledger::ledger_blocks))
+        .route("/ledger/blocks/{height}", get(super::ledger::ledger_block))
+        .route("/ledger/tx/{hash}", get(super::ledger::ledger_tx))
+        .route("/ledger/validators", get(super::ledger::ledger_validators))
+        .route(
+            "/ledger/state/{module}/{*key}",
+            get(super::ledger::ledger_state),
+        )
+        .route(
+            "/ledger/proof/audit/{fleet}/{seq}",
+            get(super::ledger::ledger_proof),
+        )
+        .route("/ledger/events", get(super::ledger::ledger_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -153,6 +175,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/fleets/{fleet}", get(super::portal::fleet))
         .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
+        .route("/portal/fleets/{fleet}/events", get(super::portal::events))
+        .route("/portal/static/live.js", get(super::portal::live_js))
+        .route("/portal/ledger", get(super::portal::ledger))
+        .route("/portal/ledger/events", get(super::portal::ledger_events))
         .route(
             "/portal/fleets/{fleet}/rollback",
             post(super::portal::rollback),
@@ -328,13 +354,18 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
     })
 }
 
-pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+/// The fleet's summary (revisions, health per site) from its instance views, without the lock.
+pub(super) fn summary_of(
+    store: &dyn StateStore,
+    fleet: &str,
+    instances: &[Value],
+    sites: Value,
+) -> Result<Value, ApiError> {
     let revisions = store.list_revisions(fleet)?;
     let applied = revisions
         .iter()
         .rev()
         .find(|r| r.outcome == phoenix_state::RevisionOutcome::Applied);
-    let (instances, sites) = instance_views(store, fleet)?;
     let running: Vec<&Value> = instances
         .iter()
         .filter(|i| i["desired"] == "running")
@@ -348,51 +379,221 @@ pub(super) fn fleet_summary(store: &dyn StateStore, fleet: &str) -> Result<Value
         "healthy": healthy,
         "all_healthy": healthy == running.len(),
         "sites": sites,
-        "lock": store.lock_holder(fleet)?.map(|h| json!({
-            "who": h.owner.who,
-            "operation": h.owner.operation,
-            "expires_at": h.expires_at.to_string(),
-        })),
     }))
+}
+
+/// The fleet's summary as the API answers it: its view's summary, the deploy lock read now,
+/// and how old the view is.
+pub(super) fn fleet_summary_of(
+    store: &dyn StateStore,
+    fleet: &str,
+    view: &super::views::View,
+) -> Result<Value, ApiError> {
+    let mut summary = view.summary.clone();
+    summary["lock"] = json!(store.lock_holder(fleet)?.map(|h| json!({
+        "who": h.owner.who,
+        "operation": h.owner.operation,
+        "expires_at": h.expires_at.to_string(),
+    })));
+    summary["view_age_seconds"] = json!(view.age_seconds());
+    Ok(summary)
+}
+
+/// 404 unless the store knows `fleet` (without reading its revisions).
+pub(super) fn fleet_exists(store: &dyn StateStore, fleet: &str) -> Result<(), ApiError> {
+    check_fleet_name(fleet)?;
+    if store.list_fleets()?.iter().any(|f| f == fleet) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no fleet {fleet} in the state store"
+        )))
+    }
+}
+
+/// The fleet's sites grouped by tier and region (as its current spec declares them, in tier
+/// order core, regional, edge), each site with its instances desired running and healthy from
+/// `summary["sites"]`. Sites without instances are listed too; a spec that no longer parses
+/// gives every recorded site under an unknown tier.
+pub(super) fn sites_by_tier_and_region(
+    store: &dyn StateStore,
+    fleet: &str,
+    summary: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let revisions = store.list_revisions(fleet)?;
+    let declared: Vec<(String, String, String)> = current_revision(&revisions, fleet)
+        .ok()
+        .and_then(|r| fleet_of(r).ok())
+        .map(|f| {
+            f.sites
+                .iter()
+                .map(|s| {
+                    (
+                        s.tier.as_str().to_string(),
+                        s.region.clone().unwrap_or_else(|| "-".into()),
+                        s.name.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            summary["sites"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .map(|k| ("unknown".into(), "-".into(), k.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+    let order = |t: &str| match t {
+        "core" => 0,
+        "regional" => 1,
+        "edge" => 2,
+        _ => 3,
+    };
+    let mut groups: BTreeMap<(u8, String, String), Vec<Value>> = BTreeMap::new();
+    for (tier, region, site) in declared {
+        let health = &summary["sites"][&site];
+        groups
+            .entry((order(&tier), tier, region))
+            .or_default()
+            .push(json!({
+                "site": site,
+                "instances": health["instances"].as_u64().unwrap_or(0),
+                "healthy": health["healthy"].as_u64().unwrap_or(0),
+            }));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((_, tier, region), sites)| {
+            let instances: u64 = sites.iter().filter_map(|s| s["instances"].as_u64()).sum();
+            let healthy: u64 = sites.iter().filter_map(|s| s["healthy"].as_u64()).sum();
+            json!({"tier": tier, "region": region, "instances": instances, "healthy": healthy, "sites": sites})
+        })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
-    blocking(&state, |store| {
+    with_views(&state, |store, views| {
         let mut out = Vec::new();
         for f in store.list_fleets()? {
-            out.push(fleet_summary(store, &f)?);
+            let view = views.get(store, &f)?;
+            out.push(fleet_summary_of(&**store, &f, &view)?);
         }
         Ok(Json(json!({ "fleets": out })))
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        known_fleet(store, &fleet)?;
-        Ok(Json(fleet_summary(store, &fleet)?))
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        Ok(Json(fleet_summary_of(&**store, &fleet, &view)?))
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
-async fn instances(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        known_fleet(store, &fleet)?;
-        let (instances, sites) = instance_views(store, &fleet)?;
+/// The most instances one page of `/instances` holds.
+const MAX_PAGE: usize = 10_000;
+
+/// A page of a fleet's instances: `limit` of them after the instance `after` (in the store's
+/// order, by unit).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct PageQuery {
+    /// How many instances (default and at most 10000).
+    limit: Option<usize>,
+    /// The instance the page starts after (the last one of the page before).
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn instances(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(page) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}: give ?limit=N (1 to {MAX_PAGE}) and ?after=INSTANCE (e.g. ?limit=100&after=web-99)"
+        ))
+    })?;
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        let limit = page.limit.unwrap_or(MAX_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be 1 to {MAX_PAGE}"
+            )));
+        }
+        let start = match &page.after {
+            None => 0,
+            Some(after) => match view.by_instance.get(after) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "`after`: no instance {after} in fleet {fleet}"
+                    )));
+                }
+            },
+        };
+        let items = &view.instances[start.min(view.instances.len())..];
+        let items = &items[..limit.min(items.len())];
+        let next = (start + items.len() < view.instances.len())
+            .then(|| items.last().and_then(|i| i["instance"].as_str()))
+            .flatten();
         Ok(Json(json!({
             "fleet": fleet,
             "source": "the state store's last observation (run `phoenix status` for a live probe)",
-            "sites": sites,
-            "instances": instances,
+            "view_age_seconds": view.age_seconds(),
+            "sites": view.summary["sites"],
+            "total": view.instances.len(),
+            "instances": items,
+            "next_after": next,
         })))
     })
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn instance(
+    State(state): State<AppState>,
+    Path((fleet, instance)): Path<(String, String)>,
+) -> ApiResult {
+    with_views(&state, move |store, views| {
+        fleet_exists(&**store, &fleet)?;
+        let view = views.get(store, &fleet)?;
+        match view.by_instance.get(&instance) {
+            Some(&i) => {
+                let mut v = view.instances[i].clone();
+                v["fleet"] = json!(fleet);
+                v["view_age_seconds"] = json!(view.age_seconds());
+                Ok(Json(v))
+            }
+            None => Err(ApiError::not_found(format!(
+                "no instance {instance} in fleet {fleet}"
+            ))),
+        }
+    })
+    .await
+}
+
+/// Runs `f` on the blocking pool with the store and the fleets' views.
+pub(super) async fn with_views<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Arc<dyn StateStore>, &super::views::Views) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (store, views) = (state.store.clone(), state.views.clone());
+    tokio::task::spawn_blocking(move || f(&store, &views))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("a store call failed: {e}"))))
+}
+
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -443,7 +644,7 @@ fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name"), ("revision" = String, Path, description = "3 or r3")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revision(
     State(state): State<AppState>,
     Path((fleet, number)): Path<(String, String)>,
@@ -475,7 +676,7 @@ fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Re
         .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -506,7 +707,7 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -529,7 +730,7 @@ struct DiffQuery {
 /// What changed between two revisions: instances added, removed and changed (by the
 /// fingerprint of everything that makes a unit run differently), and the spec files that
 /// differ, with both texts.
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name"), ("from" = String, Query, description = "Revision (3 or r3)"), ("to" = String, Query, description = "Revision (3 or r3)")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn diff(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -610,9 +811,17 @@ pub(super) fn diff_view(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain and its verification", params(("fleet" = String, Path, description = "The fleet's name")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| Ok(Json(audit_view(store, &fleet)?))).await
+    let name = fleet.clone();
+    let mut view = blocking(&state, move |store| audit_view(store, &name)).await?;
+    if let (Some(ledger), Some(obj)) = (
+        super::ledger::audit_confirmation(&state, &fleet).await,
+        view.as_object_mut(),
+    ) {
+        obj.insert("ledger".into(), ledger);
+    }
+    Ok(Json(view))
 }
 
 /// The audit chain of a fleet with its verification report.
@@ -649,6 +858,40 @@ pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, A
 }
 
 #[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    /// Start after this event id (an audit record's seq); `Last-Event-ID` wins.
+    after: Option<String>,
+}
+
+impl EventsQuery {
+    pub(super) fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+}
+
+/// Live events of the fleet's operations as server-sent events, tailed from its audit chain
+/// (see `serve/events.rs` for why that is the source): each event's id is the record's seq,
+/// its type the kind of step (`operation-started`, `unit-started`, `gate-passed`,
+/// `gate-failed`, `wave-finished`, `rollback-started`, `instance-restored`,
+/// `operation-finished`, ...), its data the record as JSON. Without `?after=` or
+/// `Last-Event-ID` the stream starts at the latest operation's start; it never ends by itself.
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/events", tag = "read", summary = "Live events of the fleet's operations (server-sent events)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("after" = Option<String>, Query, description = "Start after this event id (an audit record's seq); the Last-Event-ID header wins"), ("Last-Event-ID" = Option<String>, Header, description = "The last event id received, when reconnecting")), security(("bearer" = [])), responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String), (status = 400, description = "Not a fleet name, or a bad event id", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody), (status = 503, description = "Too many streams open, or the store does not answer", body = ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    Path(fleet): Path<String>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return ApiError::bad_request("the only query parameter is ?after=SEQ").into_response();
+    };
+    match super::events::after_of(&headers, q.after()) {
+        Ok(after) => super::events::stream(state, fleet, after).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
 struct RollbackQuery {
     /// The revision to return to (`3` or `r3`); default: the applied revision before the
     /// current one.
@@ -674,7 +917,7 @@ pub(super) fn revision_arg(to: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 /// Rolls the fleet back through the same engine as `phoenix rollback`, with the token's name as
 /// the actor of the lock and of every audit record. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -686,9 +929,92 @@ async fn rollback(
     let to = revision_arg(q.to.as_deref())?;
     let name = fleet.clone();
     blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
-    super::run_rollback(&state, fleet, to, q.force.unwrap_or(false), caller.name)
+    super::run_write(
+        &state,
+        fleet,
+        super::Write::Rollback {
+            to,
+            force: q.force.unwrap_or(false),
+        },
+        caller.name,
+    )
+    .await
+    .map(Json)
+}
+
+/// Applies a posted spec to the fleet through the same engine as `phoenix apply` (the whole
+/// fleet, rolled back on a failed gate), with the token's name as the actor of the lock and of
+/// every audit record. Needs a deployer token; the spec must validate and name this fleet.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = Object), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn apply(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+    query: Result<Query<EnvQuery>, QueryRejection>,
+    body: Result<String, StringRejection>,
+) -> Response {
+    if let Err(e) = caller.require(Role::Deployer) {
+        return e.into_response();
+    }
+    if let Err(e) = check_fleet_name(&fleet) {
+        return e.into_response();
+    }
+    let (sources, env) = match posted(body, query) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    // Validated here, so that a bad spec is a 422 with its diagnostics, never a change.
+    let parsed = match phoenix_spec::parse_sources(&sources, env.as_deref()) {
+        Ok(f) => f,
+        Err(d) => return invalid(&d),
+    };
+    if parsed.name != fleet {
+        return ApiError::bad_request(format!(
+            "the posted spec is fleet `{}`, not `{fleet}`: post it to /api/v1/fleets/{}/apply",
+            parsed.name, parsed.name
+        ))
+        .into_response();
+    }
+    match super::run_write(
+        &state,
+        fleet,
+        super::Write::Apply { sources, env },
+        caller.name,
+    )
+    .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Destroys the fleet (every unit stopped and removed, with its latest spec) through the same
+/// engine as `phoenix destroy`, with the token's name as the actor. Needs a deployer token.
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+async fn destroy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(fleet): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Deployer)?;
+    let name = fleet.clone();
+    blocking(&state, move |store| known_fleet(store, &name).map(|_| ())).await?;
+    super::run_write(&state, fleet, super::Write::Destroy, caller.name)
         .await
         .map(Json)
+}
+
+/// A posted spec that does not validate: 422 with the diagnostics.
+fn invalid(d: &phoenix_spec::Diagnostics) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({
+            "error": format!("the spec is not valid: {} problem(s)", d.items.len()),
+            "diagnostics": diagnostics_json(d),
+            "rendered": d.render(),
+        })),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

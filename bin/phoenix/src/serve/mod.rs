@@ -8,8 +8,11 @@
 
 mod api;
 mod auth;
+mod events;
+mod ledger;
 mod metrics;
 mod portal;
+mod views;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -72,6 +75,11 @@ struct RunArgs {
     insecure: bool,
     #[command(flatten)]
     store: StoreArgs,
+    /// The ledger (`--ledger URL[,URL...]`): the explorer and each audit record's confirmation
+    /// read it; with `--ledger-key FILE`, writes made through the server are also recorded on
+    /// it, as `phoenix rollback --ledger` records them.
+    #[command(flatten)]
+    ledger: crate::ledger_link::LedgerArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,36 +200,81 @@ pub(crate) struct AppState {
     limiter: Arc<auth::FailureLimiter>,
     metrics: Arc<metrics::Metrics>,
     sessions: Arc<portal::Sessions>,
+    /// Open event streams, bounded.
+    streams: Arc<events::Streams>,
+    /// Each fleet's read-side view, rebuilt in the background when it is expensive.
+    views: Arc<views::Views>,
     /// Whether the server speaks TLS (session cookies are then `Secure`).
     tls: bool,
     /// Where the state is, for writes run through the engine as the CLI runs it.
     state_args: crate::deploy_cmd::StateArgs,
+    /// The ledger, if any (`--ledger`, `--ledger-key`).
+    ledger: crate::ledger_link::LedgerArgs,
 }
 
-/// Rolls `fleet` back through the engine for `actor` (a deployer token's name), on a thread
-/// of its own: the engine and its providers block, and some run runtimes of their own.
-pub(crate) async fn run_rollback(
+/// A write the server runs through the engine as the CLI does (`deploy_cmd::*_for`).
+pub(crate) enum Write {
+    /// `phoenix rollback [--to N] [--force]`.
+    Rollback { to: Option<u64>, force: bool },
+    /// `phoenix apply` of a posted spec (already validated, of this fleet).
+    Apply {
+        sources: Vec<(String, String)>,
+        env: Option<String>,
+    },
+    /// `phoenix destroy` with the fleet's latest spec.
+    Destroy,
+}
+
+impl Write {
+    fn name(&self) -> &'static str {
+        match self {
+            Write::Rollback { .. } => "rollback",
+            Write::Apply { .. } => "apply",
+            Write::Destroy => "destroy",
+        }
+    }
+}
+
+/// Runs `write` on `fleet` through the engine for `actor` (a deployer token's name), on a
+/// thread of its own: the engine and its providers block, and some run runtimes of their own.
+/// A refusal (a held lock, an unreachable site, nothing to roll back to) is `409`.
+pub(crate) async fn run_write(
     state: &AppState,
     fleet: String,
-    to: Option<u64>,
-    force: bool,
+    write: Write,
     actor: String,
 ) -> Result<serde_json::Value, api::ApiError> {
     let args = state.state_args.clone();
+    // Recorded on the ledger only with a key to sign with; a ledger given for reading alone
+    // does not make writes need one.
+    let ledger = if state.ledger.ledger_key.is_some() {
+        state.ledger.clone()
+    } else {
+        crate::ledger_link::LedgerArgs::default()
+    };
+    let what = write.name();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("serve-rollback".into())
+        .name(format!("serve-{what}"))
         .spawn(move || {
-            let result = crate::deploy_cmd::rollback_for(&args, &fleet, to, force, &actor);
+            use crate::deploy_cmd::{apply_for, destroy_for, rollback_for};
+            let result = match write {
+                Write::Rollback { to, force } => {
+                    rollback_for(&args, &fleet, to, force, &actor, &ledger)
+                }
+                Write::Apply { sources, env } => apply_for(&args, sources, env, &actor, &ledger),
+                Write::Destroy => destroy_for(&args, &fleet, &actor, &ledger),
+            };
             let _ = tx.send(result);
         })
-        .map_err(|e| api::ApiError::internal(format!("starting the rollback: {e}")))?;
+        .map_err(|e| api::ApiError::internal(format!("starting the {what}: {e}")))?;
     let report = rx
         .await
-        .map_err(|_| api::ApiError::internal("the rollback stopped unexpectedly"))?
+        .map_err(|_| api::ApiError::internal(format!("the {what} stopped unexpectedly")))?
         .map_err(|e| api::ApiError::new(axum::http::StatusCode::CONFLICT, format!("{e:#}")))?;
     Ok(serde_json::json!({
         "fleet": report.fleet,
+        "operation": what,
         "revision": report.revision,
         "outcome": report.outcome,
         "failure": report.failure,
@@ -267,6 +320,14 @@ fn listen_address(args: &RunArgs) -> anyhow::Result<SocketAddr> {
 
 fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let addr = listen_address(&args)?;
+    if !args.ledger.ledger.is_empty() {
+        // The URLs are checked now (a typo is an error at start, not on every page).
+        crate::ledger_link::Client::new(&args.ledger.ledger)?;
+    } else if args.ledger.ledger_key.is_some() {
+        anyhow::bail!(
+            "--ledger-key needs --ledger URL: the ledger to record the server's writes on"
+        );
+    }
     let store = args.store.open()?;
     // The last reference to the store is dropped here, after the runtime: the synchronous
     // PostgreSQL client blocks on its own runtime when dropped, which panics inside another.
@@ -276,12 +337,15 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         limiter: Arc::new(auth::FailureLimiter::default()),
         metrics: Arc::new(metrics::Metrics::new()),
         sessions: Arc::new(portal::Sessions::default()),
+        streams: Arc::new(events::Streams::default()),
+        views: Arc::new(views::Views::default()),
         tls: args.tls_cert.is_some(),
         state_args: crate::deploy_cmd::StateArgs {
             state_dir: args.store.state_dir.clone(),
             state_url: args.store.state_url.clone(),
             operator_key: std::env::var_os("PHOENIX_OPERATOR_KEY").map(PathBuf::from),
         },
+        ledger: args.ledger.clone(),
     };
     let app = api::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

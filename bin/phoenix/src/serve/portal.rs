@@ -1,6 +1,7 @@
 //! The portal: server-rendered HTML pages over the same views as the JSON API (ADR 007), with
-//! no script and no asset to build. Signing in with an API token gives an HttpOnly session
-//! cookie; every form that changes something carries the session's CSRF token.
+//! no asset to build: one small vendored script (`live.js`, embedded) follows a fleet's
+//! operations live over server-sent events. Signing in with an API token gives an HttpOnly
+//! session cookie; every form that changes something carries the session's CSRF token.
 
 use super::api::{self, ApiError};
 use super::auth::{self, Role};
@@ -138,10 +139,29 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
 header{background:#222;color:#fff;padding:.6em 1em;display:flex;gap:1.5em;align-items:center}\
 header a{color:#fff}main{padding:1em}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.ok{color:#070}.bad{color:#b00}\
-pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}";
+pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}\
+#live{border:1px solid #ccc;padding:.5em 1em;margin:.5em 0;max-width:60em}#live ol{max-height:24em;overflow:auto;font-family:monospace;font-size:.9em}\
+#live .status{font-weight:bold}.wave{display:inline-block;margin-right:.5em;padding:0 .4em;border:1px solid #070}";
+
+/// The portal's one script, vendored (no build step) and embedded.
+const LIVE_JS: &str = include_str!("live.js");
+
+/// `GET /portal/static/live.js`: answers without a session, as static files do.
+pub(crate) async fn live_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        LIVE_JS,
+    )
+        .into_response()
+}
 
 fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
-    let mut nav = String::from("<strong>Phoenix</strong><a href=\"/portal\">Fleets</a>");
+    let mut nav = String::from(
+        "<strong>Phoenix</strong><a href=\"/portal\">Fleets</a><a href=\"/portal/ledger\">Ledger</a>",
+    );
     if let Some(s) = signed_in {
         let _ = write!(
             nav,
@@ -162,7 +182,7 @@ fn page(title: &str, signed_in: Option<&Session>, body: &str) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
@@ -342,10 +362,14 @@ fn health_cell(healthy: &Value, total: &Value) -> String {
 
 pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (_, s) = signed_in!(state, headers);
-    let fleets = blocking(&state, |store| {
+    let fleets = api::with_views(&state, |store, views| {
         let mut out = Vec::new();
         for f in store.list_fleets()? {
-            out.push(api::fleet_summary(store, &f)?);
+            let view = views.get(store, &f)?;
+            out.push((
+                api::fleet_summary_of(&**store, &f, &view)?,
+                view.tiers.clone(),
+            ));
         }
         Ok(out)
     })
@@ -355,20 +379,32 @@ pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
         Err(e) => return error_page(e, Some(&s)),
     };
     let mut body = String::from(
-        "<table><tr><th>Fleet</th><th>Health</th><th>Sites</th><th>Latest revision</th><th></th></tr>",
+        "<table id=\"fleets\"><tr><th>Fleet</th><th>Health</th><th>Sites by tier and region</th><th>Latest revision</th><th></th></tr>",
     );
-    for f in &fleets {
+    for (f, groups) in &fleets {
         let name = text(&f["name"]);
+        // One line per tier and region at a glance; its sites, each with its healthy
+        // instances, one click away.
         let mut sites = String::new();
-        if let Some(map) = f["sites"].as_object() {
-            for (site, v) in map {
+        for g in groups {
+            let list = g["sites"].as_array().cloned().unwrap_or_default();
+            let _ = write!(
+                sites,
+                "<details class=\"group\"><summary>{} &middot; {}: {} sites, {}</summary>",
+                esc(&text(&g["tier"])),
+                esc(&text(&g["region"])),
+                list.len(),
+                health_cell(&g["healthy"], &g["instances"])
+            );
+            for site in &list {
                 let _ = write!(
                     sites,
-                    "{}: {}<br>",
-                    esc(site),
-                    health_cell(&v["healthy"], &v["instances"])
+                    "<span class=\"site\">{}: {}</span><br>",
+                    esc(&text(&site["site"])),
+                    health_cell(&site["healthy"], &site["instances"])
                 );
             }
+            sites.push_str("</details>");
         }
         let latest = &f["latest_revision"];
         let _ = write!(
@@ -395,12 +431,12 @@ pub(crate) async fn fleet(
 ) -> Response {
     let (_, s) = signed_in!(state, headers);
     let name = fleet.clone();
-    let views = blocking(&state, move |store| {
-        let revisions = api::known_fleet(store, &name)?;
-        let (instances, _) = api::instance_views(store, &name)?;
+    let views = api::with_views(&state, move |store, views| {
+        let revisions = api::known_fleet(&**store, &name)?;
+        let view = views.get(store, &name)?;
         Ok((
-            api::fleet_summary(store, &name)?,
-            instances,
+            api::fleet_summary_of(&**store, &name, &view)?,
+            view.instances.clone(),
             revisions
                 .iter()
                 .map(api::revision_summary)
@@ -415,9 +451,13 @@ pub(crate) async fn fleet(
     let f = esc(&fleet);
     let mut body = format!(
         "<p>{} &middot; <a href=\"/portal/fleets/{f}/audit\">audit log</a></p>\
+         <section id=\"live\" data-state=\"idle\" data-events=\"/portal/fleets/{p}/events\">\
+         <h2>Latest operation, live</h2><p class=\"status\">waiting for events (needs JavaScript)</p>\
+         <p class=\"waves\"></p><ol></ol></section><script src=\"/portal/static/live.js\" defer></script>\
          <h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
          <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
-        health_cell(&summary["healthy"], &summary["instances"])
+        health_cell(&summary["healthy"], &summary["instances"]),
+        p = esc(&percent_path(&fleet)),
     );
     for i in &instances {
         let class = if i["healthy"] == true { "ok" } else { "bad" };
@@ -558,6 +598,7 @@ pub(crate) async fn audit(
         Ok(a) => a,
         Err(e) => return error_page(e, Some(&s)),
     };
+    let ledger = super::ledger::audit_confirmation(&state, &fleet).await;
     let mut body = if a["verified"] == true {
         format!(
             "<p class=\"ok\" id=\"verification\">Verified: {} records, every hash, link and signature checks out up to the anchor.</p>",
@@ -580,13 +621,61 @@ pub(crate) async fn audit(
         b.push_str("</ul>");
         b
     };
-    body.push_str(
-        "<table><tr><th>Seq</th><th>At</th><th>Actor</th><th>Step</th><th>Outcome</th></tr>",
+    // Per record: its confirmation on the ledger, when one is configured.
+    let mut on_ledger: HashMap<u64, (String, String)> = HashMap::new();
+    if let Some(l) = &ledger {
+        if let Some(err) = l["error"].as_str() {
+            let _ = write!(
+                body,
+                "<p class=\"bad\" id=\"ledger-confirmation\">Ledger: cannot be checked: {}</p>",
+                esc(err)
+            );
+        } else {
+            let total = l["records"].as_array().map_or(0, Vec::len);
+            let confirmed = l["confirmed"].as_u64().unwrap_or(0);
+            let class = if confirmed as usize == total
+                && l["problems"].as_array().is_some_and(Vec::is_empty)
+            {
+                "ok"
+            } else {
+                "bad"
+            };
+            let _ = write!(
+                body,
+                "<p class=\"{class}\" id=\"ledger-confirmation\">Ledger ({}): {confirmed} of {total} records confirmed with the same hash, in order.</p>",
+                esc(&text(&l["url"]))
+            );
+            for r in l["records"].as_array().cloned().unwrap_or_default() {
+                if let Some(seq) = r["seq"].as_u64() {
+                    on_ledger.insert(seq, (text(&r["status"]), text(&r["message"])));
+                }
+            }
+        }
+    }
+    let ledger_th = if ledger.is_some() {
+        "<th>Ledger</th>"
+    } else {
+        ""
+    };
+    let _ = write!(
+        body,
+        "<table id=\"records\"><tr><th>Seq</th><th>At</th><th>Actor</th><th>Step</th><th>Outcome</th>{ledger_th}</tr>"
     );
     for r in a["records"].as_array().cloned().unwrap_or_default() {
+        let ledger_td = match (&ledger, r["seq"].as_u64().and_then(|q| on_ledger.get(&q))) {
+            (None, _) => String::new(),
+            (Some(_), Some((status, message))) => format!(
+                "<td class=\"{} ledger-{}\" title=\"{}\">{}</td>",
+                if status == "confirmed" { "ok" } else { "bad" },
+                esc(status),
+                esc(message),
+                esc(status)
+            ),
+            (Some(_), None) => "<td>-</td>".to_string(),
+        };
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{ledger_td}</tr>",
             esc(&text(&r["seq"])),
             esc(&text(&r["at"])),
             esc(&text(&r["actor"])),
@@ -596,6 +685,139 @@ pub(crate) async fn audit(
     }
     body.push_str("</table>");
     page(&format!("Audit log of {fleet}"), Some(&s), &body)
+}
+
+/// `GET /portal/ledger`: the ledger explorer (status, validators' signing liveness, the
+/// latest blocks, advancing live through `live.js`).
+pub(crate) async fn ledger(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let urls = state.ledger.ledger.clone();
+    if urls.is_empty() {
+        return page(
+            "Ledger",
+            Some(&s),
+            "<p>No ledger is configured: start <code>phoenix serve --ledger URL[,URL...]</code>.</p>",
+        );
+    }
+    let views = super::ledger::with_client(&urls, |c| {
+        Ok((
+            super::ledger::status(c)?,
+            super::ledger::validators(c)?,
+            super::ledger::blocks(c, 10)?,
+        ))
+    })
+    .await;
+    let (status, validators, blocks) = match views {
+        Ok(v) => v,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let st = &status["status"];
+    let mut body = format!(
+        "<p>Chain <code>{}</code> at {} &middot; finalized height <strong id=\"finalized-height\">{}</strong> \
+         &middot; view {} &middot; epoch {} &middot; {} peers &middot; mempool {}</p>",
+        esc(&text(&st["chain_id"])),
+        esc(&text(&status["url"])),
+        esc(&text(&st["finalized_height"])),
+        esc(&text(&st["view"])),
+        esc(&text(&st["epoch"])),
+        esc(&text(&st["peers"])),
+        esc(&text(&st["mempool"])),
+    );
+    let quorum = validators["quorum_signing"] == true;
+    let _ = write!(
+        body,
+        "<h2>Validators</h2><p class=\"{}\" id=\"quorum\">{} of {} signing (quorum {}), as the node at {} saw their votes</p>\
+         <table id=\"validators\"><tr><th>Key</th><th>Address</th><th>Notarize</th><th>Finalize</th><th>Nullify</th><th>Last view</th><th>Signing</th></tr>",
+        if quorum { "ok" } else { "bad" },
+        esc(&text(&validators["signing"])),
+        validators["validators"].as_array().map_or(0, Vec::len),
+        esc(&text(&validators["quorum"])),
+        esc(&text(&validators["url"])),
+    );
+    for v in validators["validators"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let key = text(&v["key"]);
+        let signing = v["signing"] == true;
+        let _ = write!(
+            body,
+            "<tr><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&key),
+            esc(key.get(..16).unwrap_or(&key)),
+            esc(&text(&v["address"])),
+            esc(&text(&v["notarizes"])),
+            esc(&text(&v["finalizes"])),
+            esc(&text(&v["nullifies"])),
+            esc(&text(&v["last_view"])),
+            if signing { "ok" } else { "bad" },
+            if signing { "signing" } else { "not signing" },
+        );
+    }
+    body.push_str(
+        "</table><section id=\"ledger-live\" data-events=\"/portal/ledger/events\"><h2>Blocks, live</h2>\
+         <table id=\"blocks\"><thead><tr><th>Height</th><th>Hash</th><th>Proposer</th><th>View</th><th>Transactions</th><th>Finalized by</th></tr></thead><tbody>",
+    );
+    for b in blocks["blocks"].as_array().cloned().unwrap_or_default() {
+        body.push_str(&block_row(&b));
+    }
+    body.push_str(
+        "</tbody></table></section><script src=\"/portal/static/live.js\" defer></script>",
+    );
+    page("Ledger", Some(&s), &body)
+}
+
+/// One row of the blocks table (`live.js` builds the same for blocks that arrive later).
+fn block_row(b: &Value) -> String {
+    let hash = text(&b["hash"]);
+    let proposer = text(&b["proposer"]);
+    format!(
+        "<tr data-height=\"{}\"><td>{}</td><td><code title=\"{}\">{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        esc(&text(&b["height"])),
+        esc(&text(&b["height"])),
+        esc(&hash),
+        esc(hash.get(..16).unwrap_or(&hash)),
+        esc(proposer.get(..16).unwrap_or(&proposer)),
+        esc(&text(&b["view"])),
+        esc(&text(&b["tx_count"])),
+        esc(&text(&b["finalized_by"])),
+    )
+}
+
+/// `GET /portal/ledger/events`: finalized blocks as they come, for a signed-in browser.
+pub(crate) async fn ledger_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
+            .into_response();
+    }
+    super::ledger::block_events(state).await
+}
+
+/// `GET /portal/fleets/{fleet}/events`: the fleet's live events for a signed-in browser (the
+/// same stream as `/api/v1/fleets/{fleet}/events`; `EventSource` cannot send a bearer token,
+/// so the session cookie stands in for it).
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+    query: Result<Query<api::EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
+            .into_response();
+    }
+    let Ok(Query(q)) = query else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the only query parameter is ?after=SEQ",
+        )
+        .into_response();
+    };
+    match super::events::after_of(&headers, q.after()) {
+        Ok(after) => super::events::stream(state, fleet, after).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 pub(crate) async fn rollback(
@@ -626,7 +848,14 @@ pub(crate) async fn rollback(
         Err(e) => return error_page(e, Some(&s)),
     };
     // Through the same engine as `phoenix rollback`, with the token's name as the actor.
-    match super::run_rollback(&state, fleet.clone(), to, false, s.name.clone()).await {
+    match super::run_write(
+        &state,
+        fleet.clone(),
+        super::Write::Rollback { to, force: false },
+        s.name.clone(),
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/portal/fleets/{}", percent_path(&fleet))).into_response(),
         Err(e) => error_page(e, Some(&s)),
     }

@@ -327,6 +327,76 @@ impl Presigned {
     }
 }
 
+/// One validator's share of the bench accounts (account `a` goes to node `a % nodes`) and how
+/// far each account's pre-signed stream has been sent: the load generation shared by
+/// `ledger bench` and `ledger bench-replica`.
+pub(crate) struct Share {
+    accounts: Vec<usize>,
+    next: Vec<usize>,
+    /// The account whose turn is next, so that batches smaller than the share rotate over
+    /// every account instead of using up the first ones.
+    turn: usize,
+}
+
+impl Share {
+    /// Node `node`'s accounts among `total`, each starting at transaction `from`.
+    pub(crate) fn of(node: usize, nodes: usize, total: usize, from: usize) -> Self {
+        let accounts: Vec<usize> = (0..total).filter(|a| a % nodes == node).collect();
+        let next = vec![from; accounts.len()];
+        Share {
+            accounts,
+            next,
+            turn: 0,
+        }
+    }
+
+    /// Appends up to `batch` transactions to `body`, one account after another in turn, each
+    /// account's next one below `limit` (and its stream's end); calls `sent` with each hash.
+    /// Returns how many were appended: 0 once every account is used up.
+    pub(crate) fn fill(
+        &mut self,
+        streams: &[Presigned],
+        limit: usize,
+        batch: usize,
+        body: &mut Vec<u8>,
+        mut sent: impl FnMut(Hash),
+    ) -> usize {
+        let (mut count, mut idle) = (0, 0);
+        let n = self.accounts.len();
+        // Stops at `batch`, or after a full round in which no account had anything left.
+        while count < batch && idle < n {
+            let j = self.turn % n;
+            self.turn = self.turn.wrapping_add(1);
+            let stream = &streams[self.accounts[j]];
+            let i = self.next[j];
+            if i >= limit.min(stream.len()) {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            self.next[j] += 1;
+            body.extend_from_slice(stream.tx(i));
+            sent(stream.hash(i));
+            count += 1;
+        }
+        count
+    }
+}
+
+/// Sends one batch (`n` length-prefixed transactions in `body`) in one `POST /v1/txs`; returns
+/// how many were refused, by the node or because the request failed.
+pub(crate) async fn post_batch(conn: &mut Conn, body: &[u8], n: usize) -> u64 {
+    match conn
+        .request("POST", "/v1/txs", "application/octet-stream", body)
+        .await
+    {
+        Ok(r) if r.status == 200 => r.json().unwrap_or_default()["rejected"]
+            .as_array()
+            .map_or(0, Vec::len) as u64,
+        _ => n as u64,
+    }
+}
+
 async fn drive(
     args: &BenchArgs,
     apis: &[String],
@@ -385,7 +455,7 @@ async fn drive(
     let mut tasks = Vec::new();
     let streams = Arc::new(streams);
     for (node, api) in apis.iter().enumerate() {
-        let accounts: Vec<usize> = (0..streams.len()).filter(|a| a % n == node).collect();
+        let mut share = Share::of(node, n, streams.len(), 0);
         let (streams, submitted, committed, sent_at, api) = (
             streams.clone(),
             submitted.clone(),
@@ -396,7 +466,6 @@ async fn drive(
         let (window, batch) = (args.window / n as u64, args.batch);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&api);
-            let mut next = vec![0usize; accounts.len()];
             let mut mine = 0u64;
             let mut errors = 0u64;
             while Instant::now() < end {
@@ -410,24 +479,7 @@ async fn drive(
                 }
                 let mut body = Vec::with_capacity(batch * 300);
                 let mut hashes = Vec::with_capacity(batch);
-                'fill: while hashes.len() < batch {
-                    let before = hashes.len();
-                    for (j, a) in accounts.iter().enumerate() {
-                        let account = &streams[*a];
-                        let Some(&(s, e, h)) = account.txs.get(next[j]) else {
-                            continue;
-                        };
-                        next[j] += 1;
-                        body.extend_from_slice(&account.bytes[s..e]);
-                        hashes.push(h);
-                        if hashes.len() >= batch {
-                            break 'fill;
-                        }
-                    }
-                    if hashes.len() == before {
-                        break;
-                    }
-                }
+                share.fill(&streams, usize::MAX, batch, &mut body, |h| hashes.push(h));
                 if hashes.is_empty() {
                     break; // pre-signed supply exhausted
                 }
@@ -440,22 +492,10 @@ async fn drive(
                 }
                 submitted.fetch_add(hashes.len() as u64, Ordering::Relaxed);
                 mine += hashes.len() as u64;
-                match conn
-                    .request("POST", "/v1/txs", "application/octet-stream", &body)
-                    .await
-                {
-                    Ok(r) if r.status == 200 => {
-                        let v = r.json().unwrap_or_default();
-                        let rej = v["rejected"].as_array().map_or(0, Vec::len) as u64;
-                        if rej > 0 {
-                            errors += rej;
-                            submitted.fetch_sub(rej, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        errors += hashes.len() as u64;
-                        submitted.fetch_sub(hashes.len() as u64, Ordering::Relaxed);
-                    }
+                let refused = post_batch(&mut conn, &body, hashes.len()).await;
+                if refused > 0 {
+                    errors += refused;
+                    submitted.fetch_sub(refused, Ordering::Relaxed);
                 }
             }
             errors
@@ -516,4 +556,56 @@ async fn drive(
         "finalized_heights": heights,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_rotates_over_its_accounts_in_nonce_order_until_used_up() {
+        let keys: Vec<Keypair> = (0..4u8).map(|i| Keypair::from_seed([i + 1; 32])).collect();
+        let streams: Vec<Presigned> = keys
+            .iter()
+            .map(|k| Presigned::sign(k, 3, sign_audit))
+            .collect();
+        // Node 0 of 2 has accounts 0 and 2.
+        let mut share = Share::of(0, 2, streams.len(), 0);
+        let mut sent = Vec::new();
+        let mut body = Vec::new();
+        let n = share.fill(&streams, usize::MAX, 3, &mut body, |h| sent.push(h));
+        assert_eq!(n, 3);
+        assert_eq!(
+            sent,
+            [streams[0].hash(0), streams[2].hash(0), streams[0].hash(1)]
+        );
+        let expected_bytes: usize = [(0, 0), (2, 0), (0, 1)]
+            .iter()
+            .map(|&(a, i)| streams[a].tx(i).len())
+            .sum();
+        assert_eq!(body.len(), expected_bytes);
+        // The next batch goes on where this one stopped, up to the limit of 2 per account.
+        sent.clear();
+        assert_eq!(
+            share.fill(&streams, 2, 10, &mut Vec::new(), |h| sent.push(h)),
+            1
+        );
+        assert_eq!(sent, [streams[2].hash(1)]);
+        assert_eq!(share.fill(&streams, 2, 10, &mut Vec::new(), |_| {}), 0);
+        // Without a limit the rest of each stream, then nothing.
+        assert_eq!(
+            share.fill(&streams, usize::MAX, 10, &mut Vec::new(), |_| {}),
+            2
+        );
+        assert_eq!(
+            share.fill(&streams, usize::MAX, 10, &mut Vec::new(), |_| {}),
+            0
+        );
+        // A node with no accounts sends nothing.
+        let mut none = Share::of(5, 6, 4, 0);
+        assert_eq!(
+            none.fill(&streams, usize::MAX, 10, &mut Vec::new(), |_| {}),
+            0
+        );
+    }
 }

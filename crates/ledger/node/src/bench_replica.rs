@@ -19,7 +19,8 @@
 //! and of each validator, and the load average at start, at the measurement's start and at end.
 
 use crate::bench::{
-    Presigned, Procs, parse_duration, peak_rss_mb, percentile, sign_audit, spawn_node, wait_height,
+    Presigned, Procs, Share, parse_duration, peak_rss_mb, percentile, post_batch, sign_audit,
+    spawn_node, wait_height,
 };
 use crate::config::{TestnetSpec, write_testnet};
 use crate::http::{Conn, sse};
@@ -260,20 +261,6 @@ async fn height(c: &mut Conn) -> Option<u64> {
     c.get("/v1/status").await.ok()?.json().ok()?["finalized_height"].as_u64()
 }
 
-/// Sends `txs` (indices into each account's stream) to `api` in one batch; returns the
-/// transactions refused (by the node or because the request failed).
-async fn post_batch(conn: &mut Conn, body: &[u8], n: usize) -> u64 {
-    match conn
-        .request("POST", "/v1/txs", "application/octet-stream", body)
-        .await
-    {
-        Ok(r) if r.status == 200 => r.json().unwrap_or_default()["rejected"]
-            .as_array()
-            .map_or(0, Vec::len) as u64,
-        _ => n as u64,
-    }
-}
-
 #[allow(clippy::too_many_lines)]
 async fn run(
     args: &BenchReplicaArgs,
@@ -309,7 +296,7 @@ async fn run(
     };
     let mut tasks = Vec::new();
     for (node, api) in apis.iter().enumerate() {
-        let accounts: Vec<usize> = (0..streams.len()).filter(|a| a % n == node).collect();
+        let mut share = Share::of(node, n, streams.len(), 0);
         let (streams, submitted, committed, api) = (
             streams.clone(),
             submitted.clone(),
@@ -319,7 +306,6 @@ async fn run(
         let (window, batch) = (args.window / n as u64, args.batch);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&api);
-            let mut next = vec![0usize; accounts.len()];
             let mut refused = 0u64;
             loop {
                 let in_flight = submitted
@@ -330,23 +316,7 @@ async fn run(
                     continue;
                 }
                 let mut body = Vec::with_capacity(batch * 300);
-                let mut count = 0;
-                'fill: loop {
-                    let before = count;
-                    for (j, a) in accounts.iter().enumerate() {
-                        if next[j] < fill {
-                            body.extend_from_slice(streams[*a].tx(next[j]));
-                            next[j] += 1;
-                            count += 1;
-                            if count >= batch {
-                                break 'fill;
-                            }
-                        }
-                    }
-                    if count == before {
-                        break;
-                    }
-                }
+                let count = share.fill(&streams, fill, batch, &mut body, |_| {});
                 if count == 0 {
                     break;
                 }
@@ -422,12 +392,12 @@ async fn run(
     let per_batch = 50usize;
     let period = Duration::from_secs_f64(per_batch as f64 * n as f64 / args.rate.max(1) as f64);
     for (node, api) in apis.iter().enumerate() {
-        let accounts: Vec<usize> = (0..streams.len()).filter(|a| a % n == node).collect();
+        // The load continues each account's stream after its fill.
+        let mut share = Share::of(node, n, streams.len(), fill);
         let (streams, api) = (streams.clone(), api.clone());
         senders.push(tokio::spawn(async move {
             let mut conn = Conn::new(&api);
-            let mut next = vec![fill; accounts.len()];
-            let (mut sent, mut refused, mut j) = (0u64, 0u64, 0usize);
+            let (mut sent, mut refused) = (0u64, 0u64);
             let mut k = 0u32;
             // Staggered so the validators do not all receive in the same instant.
             let t0 = start + period.mul_f64(node as f64 / n as f64);
@@ -435,17 +405,12 @@ async fn run(
                 tokio::time::sleep_until((t0 + period * k).into()).await;
                 k += 1;
                 let mut body = Vec::with_capacity(per_batch * 300);
-                for _ in 0..per_batch {
-                    let a = accounts[j % accounts.len()];
-                    let i = next[j % accounts.len()];
-                    if i < streams[a].len() {
-                        body.extend_from_slice(streams[a].tx(i));
-                        next[j % accounts.len()] += 1;
-                    }
-                    j += 1;
+                let count = share.fill(&streams, usize::MAX, per_batch, &mut body, |_| {});
+                if count == 0 {
+                    break; // pre-signed supply exhausted
                 }
-                sent += per_batch as u64;
-                refused += post_batch(&mut conn, &body, per_batch).await;
+                sent += count as u64;
+                refused += post_batch(&mut conn, &body, count).await;
             }
             (sent, refused)
         }));

@@ -36,6 +36,7 @@ pub mod logs;
 pub mod probe;
 pub mod route;
 mod serde_compat;
+pub use serde_compat::health as health_serde;
 
 pub use error::{ProviderError, Result};
 pub use phoenix_spec::{Health, HealthCheck, RestartPolicy};
@@ -297,13 +298,7 @@ impl UnitSpec {
                 problems.push("health has no checks".into());
             }
             for check in &h.checks {
-                match check {
-                    HealthCheck::Http { url, .. } => templates.push(url),
-                    HealthCheck::Tcp { address } => templates.push(address),
-                    HealthCheck::Command { argv } => {
-                        templates.extend(argv.iter().map(String::as_str))
-                    }
-                }
+                templates.extend(check.templates());
             }
         }
         for t in templates {

@@ -1,9 +1,14 @@
 //! Health probes run from this host, shared by providers: HTTP GET with an expected status, TCP
-//! connect, and a command whose exit status 0 means healthy. Every attempt is bounded by a
-//! timeout, so a hung service never hangs the caller.
+//! connect, a command whose exit status 0 means healthy, and the extensions that read a
+//! document (a JSON body holding expected values, a Prometheus exposition with enough metric
+//! families, a ledger node's status). Every attempt is bounded by a timeout, so a hung service
+//! never hangs the caller.
 //!
 //! The HTTP client is a minimal HTTP/1.1 GET over [`TcpStream`]: a probe needs only the status
-//! line, and this keeps the crate free of a TLS stack. `https://` is reported as unsupported.
+//! line or a small body, and this keeps the crate free of a TLS stack. `https://` is reported as
+//! unsupported.
+
+mod documents;
 
 use crate::{Health, HealthCheck, ProbeOutcome, Provider, UnitStatus, Vars};
 use std::io::{Read, Write};
@@ -20,10 +25,20 @@ pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The timeout of one probe attempt for `health`: twice the probe interval, at least
 /// [`MIN_ATTEMPT`], at most [`MAX_ATTEMPT`], and never longer than the overall gate timeout.
+///
+/// A check that watches its target for a while (a ledger node's height advancing) gets that
+/// long on top of [`MIN_ATTEMPT`], still within the gate timeout.
 pub fn attempt_timeout(health: &Health) -> Duration {
     let by_interval = Duration::from_millis(health.interval_ms.saturating_mul(2));
+    let watch = health
+        .checks
+        .iter()
+        .map(HealthCheck::watch_ms)
+        .max()
+        .unwrap_or(0);
     by_interval
         .clamp(MIN_ATTEMPT, MAX_ATTEMPT)
+        .max(Duration::from_millis(watch) + MIN_ATTEMPT)
         .min(Duration::from_millis(health.timeout_ms.max(1)))
 }
 
@@ -81,6 +96,32 @@ pub fn check_once(vars: &Vars, check: &HealthCheck, timeout: Duration) -> ProbeO
                 let cwd = Some(vars.data_dir.as_path()).filter(|d| d.is_dir());
                 run_command(&argv, cwd, timeout)
             }),
+        HealthCheck::Json { url, expect } => vars.apply(url).and_then(|url| {
+            let expect = expect
+                .iter()
+                .map(|(path, v)| Ok((path.as_str(), vars.apply(v)?)))
+                .collect::<crate::Result<Vec<_>>>()?;
+            Ok(documents::json_check(&url, &expect, timeout))
+        }),
+        HealthCheck::Metrics { url, min_families } => vars
+            .apply(url)
+            .map(|url| documents::metrics_check(&url, *min_families, timeout)),
+        HealthCheck::Ledger {
+            api,
+            min_peers,
+            max_lag,
+            advance_within_ms,
+        } => vars.apply(api).map(|api| {
+            documents::ledger_check(
+                &api,
+                documents::LedgerBounds {
+                    min_peers: *min_peers,
+                    max_lag: *max_lag,
+                    advance_within: Duration::from_millis(*advance_within_ms),
+                },
+                timeout,
+            )
+        }),
     };
     outcome.unwrap_or_else(|e| ProbeOutcome::unhealthy(e.to_string()))
 }
@@ -183,18 +224,35 @@ fn split_url(url: &str) -> Result<(String, String, String), String> {
 /// Why no status was read (bad URL, connection refused, timeout, malformed response).
 pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
     let deadline = Instant::now() + timeout;
+    let mut stream = send_get(url, deadline)?;
+    let mut buf = Vec::with_capacity(256);
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        if buf.len() > 8192 {
+            return Err("status line too long".into());
+        }
+        if !read_some(&mut stream, &mut buf, deadline)? {
+            return Err("connection closed before a status line".into());
+        }
+    }
+    status_of(&buf)
+}
+
+/// The time left until `deadline`, or an error once it has passed.
+fn time_left(deadline: Instant) -> Result<Duration, String> {
+    let l = deadline.saturating_duration_since(Instant::now());
+    if l.is_zero() {
+        Err("timed out".to_string())
+    } else {
+        Ok(l)
+    }
+}
+
+/// Connects to `url`'s host and sends `GET` (HTTP/1.1, `Connection: close`), by `deadline`.
+fn send_get(url: &str, deadline: Instant) -> Result<TcpStream, String> {
     let (addr, host, path) = split_url(url)?;
     let mut stream = connect(&addr, deadline)?;
-    let left = |d: Instant| {
-        let l = d.saturating_duration_since(Instant::now());
-        if l.is_zero() {
-            Err("timed out".to_string())
-        } else {
-            Ok(l)
-        }
-    };
     stream
-        .set_write_timeout(Some(left(deadline)?))
+        .set_write_timeout(Some(time_left(deadline)?))
         .map_err(|e| e.to_string())?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: phoenix-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -202,18 +260,22 @@ pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        if buf.len() > 8192 {
-            return Err("status line too long".into());
-        }
+    Ok(stream)
+}
+
+/// Reads what is there into `buf` by `deadline`: `false` at the end of the stream.
+fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<bool, String> {
+    let mut chunk = [0u8; 4096];
+    loop {
         stream
-            .set_read_timeout(Some(left(deadline)?))
+            .set_read_timeout(Some(time_left(deadline)?))
             .map_err(|e| e.to_string())?;
         match stream.read(&mut chunk) {
-            Ok(0) => return Err("connection closed before a status line".into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(true);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
@@ -226,7 +288,11 @@ pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
             Err(e) => return Err(format!("receive: {e}")),
         }
     }
-    let line = String::from_utf8_lossy(&buf);
+}
+
+/// The status code in the status line at the start of `buf`.
+fn status_of(buf: &[u8]) -> Result<u16, String> {
+    let line = String::from_utf8_lossy(buf);
     let line = line.lines().next().unwrap_or_default();
     let mut parts = line.split_whitespace();
     match (parts.next(), parts.next()) {
@@ -235,6 +301,47 @@ pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
             .map_err(|_| format!("bad status line `{line}`")),
         _ => Err(format!("bad status line `{line}`")),
     }
+}
+
+/// The most of a response body a probe reads: health documents and metric expositions are
+/// small, and a probe must not hold a large or endless body in memory.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// Sends `GET url` and returns the status and the body (chunked transfer coding undone), all
+/// within `timeout`; a body longer than [`MAX_BODY`] is an error.
+///
+/// # Errors
+/// Why no complete response was read (bad URL, connection refused, timeout, malformed or
+/// oversized response).
+pub fn http_get(url: &str, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = send_get(url, deadline)?;
+    let mut raw = Vec::with_capacity(4096);
+    while read_some(&mut stream, &mut raw, deadline)? {
+        if raw.len() > MAX_BODY + 64 * 1024 {
+            return Err(format!("response larger than {} MiB", MAX_BODY >> 20));
+        }
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("response ended inside its headers")?;
+    let status = status_of(&raw)?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    let chunked = head.lines().any(|l| {
+        l.strip_prefix("transfer-encoding:")
+            .is_some_and(|v| v.contains("chunked"))
+    });
+    let body = if chunked {
+        documents::dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    if body.len() > MAX_BODY {
+        return Err(format!("response larger than {} MiB", MAX_BODY >> 20));
+    }
+    Ok((status, body))
 }
 
 /// Runs `argv` (in `cwd` if given) with stdin closed and output discarded except for the first

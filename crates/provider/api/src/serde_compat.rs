@@ -18,9 +18,30 @@ pub(crate) enum RestartPolicyDef {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum HealthCheckWire {
-    Http { url: String, expect_status: u16 },
-    Tcp { address: String },
-    Command { argv: Vec<String> },
+    Http {
+        url: String,
+        expect_status: u16,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+    Json {
+        url: String,
+        expect: Vec<(String, String)>,
+    },
+    Metrics {
+        url: String,
+        min_families: u32,
+    },
+    Ledger {
+        api: String,
+        min_peers: u32,
+        max_lag: u64,
+        advance_within_ms: u64,
+    },
 }
 
 /// Wire form of [`Health`].
@@ -42,6 +63,21 @@ impl From<&Health> for HealthWire {
                 }
                 HealthCheck::Tcp { address } => HealthCheckWire::Tcp { address },
                 HealthCheck::Command { argv } => HealthCheckWire::Command { argv },
+                HealthCheck::Json { url, expect } => HealthCheckWire::Json { url, expect },
+                HealthCheck::Metrics { url, min_families } => {
+                    HealthCheckWire::Metrics { url, min_families }
+                }
+                HealthCheck::Ledger {
+                    api,
+                    min_peers,
+                    max_lag,
+                    advance_within_ms,
+                } => HealthCheckWire::Ledger {
+                    api,
+                    min_peers,
+                    max_lag,
+                    advance_within_ms,
+                },
             })
             .collect();
         HealthWire {
@@ -63,6 +99,21 @@ impl From<HealthWire> for Health {
                 }
                 HealthCheckWire::Tcp { address } => HealthCheck::Tcp { address },
                 HealthCheckWire::Command { argv } => HealthCheck::Command { argv },
+                HealthCheckWire::Json { url, expect } => HealthCheck::Json { url, expect },
+                HealthCheckWire::Metrics { url, min_families } => {
+                    HealthCheck::Metrics { url, min_families }
+                }
+                HealthCheckWire::Ledger {
+                    api,
+                    min_peers,
+                    max_lag,
+                    advance_within_ms,
+                } => HealthCheck::Ledger {
+                    api,
+                    min_peers,
+                    max_lag,
+                    advance_within_ms,
+                },
             })
             .collect();
         Health {
@@ -70,6 +121,29 @@ impl From<HealthWire> for Health {
             timeout_ms: h.timeout_ms,
             interval_ms: h.interval_ms,
         }
+    }
+}
+
+/// `#[serde(with = "phoenix_provider_api::health_serde")]` for a [`Health`]: the one wire form
+/// of health gates, shared by the local agent's socket, persisted unit specs and the SSH
+/// provider's remote calls.
+pub mod health {
+    use super::*;
+
+    /// Serializes `v` in the wire form.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(v: &Health, s: S) -> Result<S::Ok, S::Error> {
+        HealthWire::from(v).serialize(s)
+    }
+
+    /// Reads a [`Health`] in the wire form.
+    ///
+    /// # Errors
+    /// The deserializer's, for a document not in the wire form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+        Ok(Health::from(HealthWire::deserialize(d)?))
     }
 }
 

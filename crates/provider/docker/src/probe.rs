@@ -1,6 +1,6 @@
-//! Health probes of containers: `http` and `tcp` from this host against the published ports,
-//! `command` inside the container through the exec API. Every attempt is bounded by
-//! [`probe::attempt_timeout`].
+//! Health probes of containers: `http`, `tcp`, `json`, `metrics` and `ledger` from this host
+//! against the published ports, `command` inside the container through the exec API. Every
+//! attempt is bounded by [`probe::attempt_timeout`].
 
 use crate::{DockerError, DockerProvider, names};
 use bollard::container::LogOutput;
@@ -27,7 +27,11 @@ impl DockerProvider {
         let mut details = Vec::new();
         for check in &health.checks {
             let out = match check {
-                HealthCheck::Http { .. } => probe::check_once(&vars, check, timeout),
+                // Checks that read a document go to the published ports from this host.
+                HealthCheck::Http { .. }
+                | HealthCheck::Json { .. }
+                | HealthCheck::Metrics { .. }
+                | HealthCheck::Ledger { .. } => probe::check_once(&vars, check, timeout),
                 HealthCheck::Tcp { address } => match vars.apply(address) {
                     Ok(addr) => tcp_check(&addr, timeout),
                     Err(e) => ProbeOutcome::unhealthy(e.to_string()),

@@ -43,6 +43,12 @@ pub use error::AgentError;
 pub use paths::StatePaths;
 pub use users::{User, lookup_user};
 
+/// Whether process `pid` of this host is alive (a zombie counts as gone), from `/proc`: what the
+/// engine is told to ask before it takes over the deploy lock of an apply that was killed.
+pub fn process_alive(pid: u32) -> bool {
+    proc::is_alive(pid, None)
+}
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -14,9 +14,7 @@
 //! Every request is idempotent, as the agent's are: a call whose answer was lost (the link
 //! went down) is simply made again.
 
-use phoenix_provider_api::{
-    Health, HealthCheck, ProbeOutcome, ProviderError, Snapshot, UnitSpec, UnitStatus,
-};
+use phoenix_provider_api::{Health, ProbeOutcome, ProviderError, Snapshot, UnitSpec, UnitStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -71,7 +69,7 @@ pub enum RemoteRequest {
         /// The unit as listed.
         unit: Box<UnitStatus>,
         /// The check.
-        #[serde(with = "health_wire")]
+        #[serde(with = "phoenix_provider_api::health_serde")]
         health: Health,
     },
     /// `Provider::snapshot`. Answered by [`RemoteReply::Snapshot`].
@@ -351,68 +349,10 @@ fn intern(step: &str) -> &'static str {
     s
 }
 
-/// Serde for [`Health`], whose spec type only derives `Serialize`. Mirrors it field for field;
-/// the matches below are exhaustive, so the compiler keeps them in step.
-mod health_wire {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "kebab-case")]
-    enum CheckWire {
-        Http { url: String, expect_status: u16 },
-        Tcp { address: String },
-        Command { argv: Vec<String> },
-    }
-
-    #[derive(Serialize, Deserialize)]
-    struct HealthWire {
-        checks: Vec<CheckWire>,
-        timeout_ms: u64,
-        interval_ms: u64,
-    }
-
-    pub(super) fn serialize<S: Serializer>(h: &Health, s: S) -> Result<S::Ok, S::Error> {
-        let checks = h
-            .checks
-            .iter()
-            .map(|c| match c.clone() {
-                HealthCheck::Http { url, expect_status } => CheckWire::Http { url, expect_status },
-                HealthCheck::Tcp { address } => CheckWire::Tcp { address },
-                HealthCheck::Command { argv } => CheckWire::Command { argv },
-            })
-            .collect();
-        HealthWire {
-            checks,
-            timeout_ms: h.timeout_ms,
-            interval_ms: h.interval_ms,
-        }
-        .serialize(s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
-        let w = HealthWire::deserialize(d)?;
-        let checks = w
-            .checks
-            .into_iter()
-            .map(|c| match c {
-                CheckWire::Http { url, expect_status } => HealthCheck::Http { url, expect_status },
-                CheckWire::Tcp { address } => HealthCheck::Tcp { address },
-                CheckWire::Command { argv } => HealthCheck::Command { argv },
-            })
-            .collect();
-        Ok(Health {
-            checks,
-            timeout_ms: w.timeout_ms,
-            interval_ms: w.interval_ms,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phoenix_provider_api::UnitState;
+    use phoenix_provider_api::{HealthCheck, UnitState};
 
     fn round_trip(e: ProviderError) -> ProviderError {
         let json = serde_json::to_string(&WireError::from(&e)).unwrap();
@@ -507,6 +447,20 @@ mod tests {
                 },
                 HealthCheck::Command {
                     argv: vec!["true".into()],
+                },
+                HealthCheck::Json {
+                    url: "http://127.0.0.1:${port}/health".into(),
+                    expect: vec![("status".into(), "Healthy".into())],
+                },
+                HealthCheck::Metrics {
+                    url: "http://127.0.0.1:${port}/metrics".into(),
+                    min_families: 10,
+                },
+                HealthCheck::Ledger {
+                    api: "http://127.0.0.1:${port}".into(),
+                    min_peers: 2,
+                    max_lag: 3,
+                    advance_within_ms: 2500,
                 },
             ],
             timeout_ms: 1000,
