@@ -31,11 +31,7 @@ fn templates(spec: &UnitSpec) -> Vec<&str> {
     out.extend(spec.env.values().map(String::as_str));
     out.extend(spec.reload.iter().map(String::as_str));
     for c in spec.health.iter().flat_map(|h| &h.checks) {
-        match c {
-            HealthCheck::Http { url, .. } => out.push(url),
-            HealthCheck::Tcp { address } => out.push(address),
-            HealthCheck::Command { argv } => out.extend(argv.iter().map(String::as_str)),
-        }
+        out.extend(c.templates());
     }
     out
 }
@@ -79,14 +75,22 @@ fn map_templates(spec: &mut UnitSpec, f: impl Fn(&str) -> String) {
         *a = f(a);
     }
     for c in spec.health.iter_mut().flat_map(|h| &mut h.checks) {
+        // Every text `HealthCheck::templates` lists, rewritten in place.
         match c {
-            HealthCheck::Http { url, .. } => *url = f(url),
+            HealthCheck::Http { url, .. } | HealthCheck::Metrics { url, .. } => *url = f(url),
             HealthCheck::Tcp { address } => *address = f(address),
             HealthCheck::Command { argv } => {
                 for a in argv {
                     *a = f(a);
                 }
             }
+            HealthCheck::Json { url, expect } => {
+                *url = f(url);
+                for (_, v) in expect {
+                    *v = f(v);
+                }
+            }
+            HealthCheck::Ledger { api, .. } => *api = f(api),
         }
     }
 }

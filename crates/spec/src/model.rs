@@ -600,11 +600,7 @@ impl Service {
         out.extend(self.env.values().map(String::as_str));
         out.extend(self.reload.iter().map(String::as_str));
         for c in self.health.iter().flat_map(|h| &h.checks) {
-            match c {
-                HealthCheck::Http { url, .. } => out.push(url),
-                HealthCheck::Tcp { address } => out.push(address),
-                HealthCheck::Command { argv } => out.extend(argv.iter().map(String::as_str)),
-            }
+            out.extend(c.templates());
         }
         out
     }
