@@ -637,6 +637,7 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let mut desired = desired_of(&fleet)?;
+    check_users(&fleet, &desired)?;
     let scope = Scope::new(&desired, &args.target, &args.exclude)?;
     let key = secrets_key(&args.change, &fleet)?;
     let mut w = wire_change(&args.change, &fleet)?;
@@ -654,6 +655,47 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         !args.no_rollback,
         &|_| {},
     )
+}
+
+/// Refuses, before anything changes, a `user:` that this host does not have, for every unit
+/// placed on a local site (SSH hosts and Docker images are checked where they run, when the
+/// unit starts). Every such user is named, at the `FILE:LINE` of its service.
+fn check_users(fleet: &phoenix_spec::Fleet, desired: &Desired) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for unit in desired.units.values().chain(desired.jobs.values()) {
+        let Some(user) = &unit.spec.user else {
+            continue;
+        };
+        let local = fleet.site(&unit.spec.site).map(|s| s.provider)
+            == Some(phoenix_spec::ProviderKind::Local);
+        if !local || !seen.insert((unit.service.clone(), user.clone())) {
+            continue;
+        }
+        match phoenix_provider_local::lookup_user(user) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let at = fleet
+                    .service(&unit.service)
+                    .map(|s| {
+                        let file = fleet.files.get(s.location.file).map_or("?", String::as_str);
+                        format!("{file}:{}: ", s.location.line)
+                    })
+                    .unwrap_or_default();
+                let kind = fleet.service(&unit.service).map_or("service", |s| s.kind());
+                problems.push(format!(
+                    "{at}user `{user}` of {kind} `{}` does not exist on this host (create it, e.g. `useradd --system {user}`, or change `user:`)",
+                    unit.service
+                ));
+            }
+            Err(e) => problems.push(format!("cannot look up user `{user}`: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("nothing was changed:\n  {}", problems.join("\n  "))
+    }
 }
 
 /// `phoenix run-job FILE... --job JOB`: runs one job now, whatever its fingerprint says, as
@@ -691,6 +733,7 @@ pub(crate) fn run_job(args: RunJobArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut desired = desired_of(&fleet)?;
+    check_users(&fleet, &desired)?;
     desired.force_jobs.insert(job.clone());
     let scope = Scope::all().only([job.clone()]);
     let key = secrets_key(&args.change, &fleet)?;

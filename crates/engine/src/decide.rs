@@ -140,6 +140,23 @@ pub struct JobAction {
     pub spec: UnitSpec,
 }
 
+/// A running unit that takes new addresses in place (its service's `reload:`), instead of
+/// being replaced, because only what it is bound to changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadAction {
+    /// Service.
+    pub service: String,
+    /// Instance.
+    pub instance: String,
+    /// The running unit, which keeps its id and ports.
+    pub unit_id: String,
+    /// Why, for people.
+    pub reason: String,
+    /// Its spec with the new bindings (`@r0`: the revision applied) and its own revision.
+    #[serde(skip)]
+    pub spec: UnitSpec,
+}
+
 /// One wave: services that may roll out in parallel, and jobs that run beside them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaveActions {
@@ -150,6 +167,9 @@ pub struct WaveActions {
     /// Jobs to run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobAction>,
+    /// Running units to reload with new addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<ReloadAction>,
 }
 
 /// One phase: its waves run in order, and the next phase starts only when this one is healthy.
@@ -189,6 +209,21 @@ pub struct Decision {
     pub removals: Vec<Removal>,
     /// Desired instances that already run as desired.
     pub unchanged: Vec<String>,
+    /// For every desired instance whose templates use other services' addresses, the units
+    /// it is bound to once this decision is carried out (`@r0`: started by it); what the
+    /// revision document records.
+    #[serde(skip)]
+    pub bindings: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Units of earlier revisions that stay, by unit id, with what they are bound to after
+    /// this decision (reloaded ones with their new bindings): what the revision document
+    /// records for the next apply to compare with (ADR 009).
+    #[serde(skip)]
+    pub rebound: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Blue-green services whose old units must outlive the waves that re-bind their users:
+    /// retired once every wave succeeded, so that whoever reaches them by address (a load
+    /// balancer) is never left with none.
+    #[serde(skip)]
+    pub retire_last: BTreeSet<String>,
 }
 
 impl Decision {
@@ -241,6 +276,18 @@ impl Decision {
                         detail: format!(
                             "run job (phase {}, wave {}): {}",
                             p.phase, w.wave, j.reason
+                        ),
+                    });
+                }
+                for r in &w.reloads {
+                    out.push(DiffLine {
+                        sign: '~',
+                        service: r.service.clone(),
+                        instance: r.instance.clone(),
+                        unit: Some(r.unit_id.clone()),
+                        detail: format!(
+                            "reload {}: {} (phase {}, wave {})",
+                            r.unit_id, r.reason, p.phase, w.wave
                         ),
                     });
                 }
@@ -400,6 +447,9 @@ pub fn spec_changes(old: &UnitSpec, new: &UnitSpec) -> String {
     if old.backup != new.backup {
         changed.push("backup");
     }
+    if old.user != new.user {
+        changed.push("user");
+    }
     if old.site != new.site || old.host != new.host {
         changed.push("placement");
     }
@@ -430,6 +480,17 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
     };
     let mut decision = Decision::default();
     let mut actions: BTreeMap<&str, Vec<InstanceAction>> = BTreeMap::new();
+    // The unit that stands for each desired instance now, in scope or not: what a dependent
+    // stays bound to when that instance does not change.
+    let keepers: BTreeMap<&str, &ObservedUnit> = desired
+        .units
+        .iter()
+        .filter_map(|(i, u)| {
+            let units = by_instance.get(i.as_str())?;
+            Some((i.as_str(), keeper(units, Some(&u.fingerprint))?))
+        })
+        .collect();
+    let mut kept: BTreeMap<&str, &ObservedUnit> = BTreeMap::new();
 
     for (instance, unit) in &desired.units {
         if !scope.contains(&unit.service) {
@@ -457,7 +518,7 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
             None => Change::Create,
             Some(k) => match mismatch(k, &unit.spec) {
                 None => {
-                    decision.unchanged.push(instance.clone());
+                    kept.insert(instance.as_str(), k);
                     continue;
                 }
                 Some(reason) => Change::Replace {
@@ -481,6 +542,8 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                 spec: unit.spec.clone(),
             });
     }
+
+    let mut reloads = bind_addresses(desired, &keepers, kept, &mut actions, &mut decision);
 
     // Whatever is left belongs to no desired instance in scope.
     for (instance, units) in by_instance {
@@ -514,6 +577,12 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
         )
     });
 
+    let changed_instances: BTreeSet<String> = actions
+        .values()
+        .flatten()
+        .map(|a| a.instance.clone())
+        .collect();
+    let (keepers, changed_instances) = (&keepers, &changed_instances);
     for (phase, waves) in &desired.phases {
         let mut wave_actions = Vec::new();
         for (i, wave) in waves.iter().enumerate() {
@@ -551,7 +620,15 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                                 fingerprint: u.fingerprint.clone(),
                                 settings: job.clone(),
                                 stop_grace_ms: info.stop_grace_ms,
-                                spec: u.spec.clone(),
+                                spec: UnitSpec {
+                                    bindings: predicted_bindings(
+                                        desired,
+                                        &u.spec,
+                                        keepers,
+                                        changed_instances,
+                                    ),
+                                    ..u.spec.clone()
+                                },
                             })
                         })
                 })
@@ -564,11 +641,15 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                     decision.unchanged.push(instance.clone());
                 }
             }
-            if !services.is_empty() || !jobs.is_empty() {
+            let (here, rest): (Vec<ReloadAction>, Vec<ReloadAction>) =
+                reloads.into_iter().partition(|r| wave.contains(&r.service));
+            reloads = rest;
+            if !services.is_empty() || !jobs.is_empty() || !here.is_empty() {
                 wave_actions.push(WaveActions {
                     wave: i + 1,
                     services,
                     jobs,
+                    reloads: here,
                 });
             }
         }
@@ -581,6 +662,186 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
     }
     debug_assert!(actions.is_empty(), "every enabled service is in a wave");
     decision
+}
+
+/// The units `spec` will be bound to (see [`crate::address`]): for each service whose
+/// addresses it uses, its desired instances by number (only the first for `address:`), each
+/// as the unit this decision starts (`@r0`) when `changed` names it, else the unit that runs
+/// it now. Instances with neither are left out.
+fn predicted_bindings(
+    desired: &Desired,
+    spec: &UnitSpec,
+    keepers: &BTreeMap<&str, &ObservedUnit>,
+    changed: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (service, all) in crate::address::uses(spec) {
+        let mut instances: Vec<&str> = desired
+            .units
+            .values()
+            .filter(|u| u.service == service)
+            .map(|u| u.instance.as_str())
+            .collect();
+        instances.sort_by_key(|i| instance_index(i));
+        let ids: Vec<String> = instances
+            .into_iter()
+            .filter_map(|i| {
+                if changed.contains(i) {
+                    Some(phoenix_provider_api::unit_id(i, 0))
+                } else {
+                    keepers.get(i).map(|k| k.status.unit_id.clone())
+                }
+            })
+            .take(if all { usize::MAX } else { 1 })
+            .collect();
+        out.insert(service, ids);
+    }
+    out
+}
+
+/// Binds every desired unit that uses other services' addresses to the units it will reach
+/// (the decision's `bindings` and the actions' specs), and turns an unchanged instance into a
+/// replacement when what it is bound to changes: a unit of a service it names is replaced or
+/// created by this decision. Repeated until nothing more changes, since a replaced unit has
+/// new addresses for whoever uses its own (bounded by the number of instances).
+fn bind_addresses<'a>(
+    desired: &'a Desired,
+    keepers: &BTreeMap<&str, &ObservedUnit>,
+    mut kept: BTreeMap<&'a str, &ObservedUnit>,
+    actions: &mut BTreeMap<&'a str, Vec<InstanceAction>>,
+    decision: &mut Decision,
+) -> Vec<ReloadAction> {
+    let mut changed: BTreeSet<String> = actions
+        .values()
+        .flatten()
+        .map(|a| a.instance.clone())
+        .collect();
+    let mut reloads: Vec<ReloadAction> = Vec::new();
+    for _ in 0..=desired.units.len() {
+        let mut moved = Vec::new();
+        for (&instance, k) in &kept {
+            let unit = &desired.units[instance];
+            let want = predicted_bindings(desired, &unit.spec, keepers, &changed);
+            let have = k
+                .spec
+                .as_ref()
+                .map(|s| crate::address::normalized(&s.bindings, k.status.revision))
+                .unwrap_or_default();
+            if want == have {
+                continue;
+            }
+            for (s, ids) in &want {
+                let blue_green = desired
+                    .services
+                    .get(s)
+                    .is_some_and(|i| i.rollout == Rollout::BlueGreen);
+                if have.get(s) != Some(ids) && blue_green {
+                    decision.retire_last.insert(s.clone());
+                }
+            }
+            let what: Vec<String> = want
+                .iter()
+                .filter(|(s, ids)| have.get(*s) != Some(*ids))
+                .map(|(s, ids)| {
+                    let new: Vec<String> = ids
+                        .iter()
+                        .map(|id| match phoenix_provider_api::parse_unit_id(id) {
+                            Some((i, 0)) => format!("{i} (replaced now)"),
+                            _ => id.clone(),
+                        })
+                        .collect();
+                    format!("`{s}` now at {}", new.join(", "))
+                })
+                .collect();
+            moved.push((
+                instance,
+                format!("address changed: {}", what.join("; ")),
+                want,
+            ));
+        }
+        if moved.is_empty() {
+            break;
+        }
+        for (instance, reason, want) in moved {
+            let k = kept.remove(instance).expect("listed as kept");
+            let unit = &desired.units[instance];
+            if !unit.spec.reload.is_empty() && k.status.state.is_running() {
+                // Reloaded in place: same unit, same ports, so its own users stay bound.
+                decision
+                    .rebound
+                    .insert(k.status.unit_id.clone(), want.clone());
+                reloads.push(ReloadAction {
+                    service: unit.service.clone(),
+                    instance: instance.to_string(),
+                    unit_id: k.status.unit_id.clone(),
+                    reason,
+                    spec: UnitSpec {
+                        bindings: want,
+                        revision: k.status.revision,
+                        ..unit.spec.clone()
+                    },
+                });
+                continue;
+            }
+            changed.insert(instance.to_string());
+            actions
+                .entry(unit.service.as_str())
+                .or_default()
+                .push(InstanceAction {
+                    service: unit.service.clone(),
+                    instance: instance.to_string(),
+                    change: Change::Replace {
+                        old: Box::new(OldUnit {
+                            unit_id: k.status.unit_id.clone(),
+                            revision: k.status.revision,
+                            running: k.status.state.is_running(),
+                            spec: k.spec.clone(),
+                        }),
+                        reason,
+                    },
+                    spec: unit.spec.clone(),
+                });
+        }
+    }
+    decision
+        .unchanged
+        .extend(kept.keys().map(|i| i.to_string()));
+    for k in kept.values() {
+        if let Some(b) = k
+            .spec
+            .as_ref()
+            .map(|s| crate::address::normalized(&s.bindings, k.status.revision))
+            .filter(|b| !b.is_empty())
+        {
+            decision.rebound.insert(k.status.unit_id.clone(), b);
+        }
+    }
+    decision
+        .unchanged
+        .extend(reloads.iter().map(|r| r.instance.clone()));
+    for acts in actions.values_mut() {
+        for a in acts.iter_mut() {
+            a.spec.bindings = predicted_bindings(desired, &a.spec, keepers, &changed);
+        }
+    }
+    for (instance, unit) in &desired.units {
+        let b = if changed.contains(instance) {
+            predicted_bindings(desired, &unit.spec, keepers, &changed)
+        } else {
+            match kept.get(instance.as_str()) {
+                Some(k) => k
+                    .spec
+                    .as_ref()
+                    .map(|s| crate::address::normalized(&s.bindings, k.status.revision))
+                    .unwrap_or_default(),
+                None => continue,
+            }
+        };
+        if !b.is_empty() {
+            decision.bindings.insert(instance.clone(), b);
+        }
+    }
+    reloads
 }
 
 /// Why a job instance runs now, or `None` when its last run succeeded with the same

@@ -87,6 +87,9 @@ pub struct Desired {
 pub fn fingerprint(spec: &UnitSpec) -> String {
     let mut s = spec.clone();
     s.revision = 0;
+    // What a unit is bound to is compared on its own (`decide`): the ids of another
+    // service's units say nothing about what this unit runs.
+    s.bindings.clear();
     let json = serde_json::to_vec(&s).unwrap_or_default();
     let digest = Sha256::digest(&json);
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -120,6 +123,30 @@ fn container_of(fleet: &Fleet, service: &phoenix_spec::Service) -> Option<Contai
         memory_bytes: positive(service.resources.memory.min),
         image_id: None,
     })
+}
+
+/// The absolute folder of the spec file `service` is written in, for `${spec_dir}`: scripts and
+/// SQL files kept beside the spec are found wherever Phoenix runs from (a unit's working
+/// directory is its data dir).
+fn spec_dir_of(fleet: &Fleet, service: &phoenix_spec::Service) -> String {
+    let dir = fleet
+        .files
+        .get(service.location.file)
+        .and_then(|f| {
+            std::path::Path::new(f)
+                .parent()
+                .map(std::path::Path::to_owned)
+        })
+        .unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::PathBuf::from(".")
+    } else {
+        dir
+    };
+    std::path::absolute(&dir)
+        .unwrap_or(dir)
+        .display()
+        .to_string()
 }
 
 /// A hex SHA-256 of `bytes`, for plan hashes.
@@ -206,7 +233,17 @@ impl Desired {
                     name: s.name.clone(),
                     phase: s.phase,
                     rollout: s.rollout.clone(),
-                    health: s.health.clone(),
+                    health: s.health.clone().map(|h| {
+                        // The gate probes this health: written as the units' own (ports of
+                        // addresses explicit, `${spec_dir}` filled in).
+                        let mut u = UnitSpec::new(&fleet.name, &s.name, &s.name, 0);
+                        u.health = Some(h);
+                        crate::address::with_explicit_ports(&mut u, |t| {
+                            fleet.service(t).and_then(|t| t.ports.first().cloned())
+                        });
+                        crate::address::with_spec_dir(&mut u, &spec_dir_of(fleet, s));
+                        u.health.expect("kept")
+                    }),
                     stop_grace_ms: s.stop_grace_ms,
                     enabled: s.enabled,
                     depends_on: s.depends_on.clone(),
@@ -248,6 +285,10 @@ impl Desired {
                 .and_then(|(_, i)| i.parse().ok())
                 .unwrap_or(0);
             let mut spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            crate::address::with_explicit_ports(&mut spec, |s| {
+                fleet.service(s).and_then(|t| t.ports.first().cloned())
+            });
+            crate::address::with_spec_dir(&mut spec, &spec_dir_of(fleet, service));
             if fleet.site(site).map(|s| s.provider) == Some(ProviderKind::Docker) {
                 match container_of(fleet, service) {
                     Some(c) => spec.container = Some(c),
@@ -549,6 +590,11 @@ pub struct RevisionDoc {
     /// Unit spec (revision 0) of every desired instance.
     #[serde(default)]
     pub units: BTreeMap<String, UnitSpec>,
+    /// Running units of earlier revisions, by unit id, with what they are bound to from this
+    /// revision on (`@r0`: this revision's units), so that a reload in place is remembered and
+    /// the next apply compares with it (ADR 009).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rebound: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 impl RevisionDoc {
@@ -572,6 +618,7 @@ impl RevisionDoc {
                 .iter()
                 .map(|(k, u)| (k.clone(), u.spec.clone()))
                 .collect(),
+            rebound: BTreeMap::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! rollback of the changed instances when a gate fails.
 
 use crate::decide::{
-    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, Removal, Resolution,
+    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, ReloadAction, Removal, Resolution,
     ServiceActions, decide, resolve_intent,
 };
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
@@ -243,6 +243,10 @@ struct Run<'a> {
     failure: Mutex<Option<Failure>>,
     changed: Mutex<Vec<Changed>>,
     sem: Semaphore,
+    /// Blue-green services whose old units are retired after the last wave (see
+    /// `Decision::retire_last`), and those units: `(instance, unit, grace)`.
+    retire_last: BTreeSet<String>,
+    retiring: Mutex<Vec<(String, String, u64)>>,
 }
 
 fn now() -> jiff::Timestamp {
@@ -288,6 +292,7 @@ impl Engine {
         parallelism: usize,
     ) -> Result<Vec<ObservedUnit>, EngineError> {
         let units = self.provider.list(fleet)?;
+        let live = units.clone();
         let mut docs: BTreeMap<u64, Option<RevisionDoc>> = BTreeMap::new();
         for u in &units {
             if let std::collections::btree_map::Entry::Vacant(e) = docs.entry(u.revision) {
@@ -318,6 +323,23 @@ impl Engine {
                 }
             })
             .collect();
+        // A unit reloaded with new addresses keeps its id: what it is bound to now is in the
+        // newest revision's document, not in its own.
+        if observed.iter().any(|o| o.spec.is_some()) {
+            let newest = self.store.list_revisions(fleet)?.into_iter().last();
+            if let Some(rev) = newest
+                && let Some(doc) = RevisionDoc::parse(&rev.spec_json)
+            {
+                for o in observed.iter_mut() {
+                    if let (Some(spec), Some(b)) =
+                        (o.spec.as_mut(), doc.rebound.get(&o.status.unit_id))
+                        && rev.number.0 > o.status.revision
+                    {
+                        spec.bindings = crate::address::normalized(b, rev.number.0);
+                    }
+                }
+            }
+        }
         let sem = Semaphore::new(parallelism);
         std::thread::scope(|scope| {
             for o in observed.iter_mut() {
@@ -329,7 +351,16 @@ impl Engine {
                         .and_then(|d| d.services.get(&o.status.service))
                         .and_then(|s| s.health.clone())
                 });
-                let Some(health) = health else { continue };
+                let Some(mut health) = health else { continue };
+                if let Some(spec) = o.spec.as_ref().filter(|s| !s.bindings.is_empty()) {
+                    let with = UnitSpec {
+                        health: Some(health.clone()),
+                        ..spec.clone()
+                    };
+                    if let Ok(Some(h)) = crate::address::render(&with, &live).map(|r| r.health) {
+                        health = h;
+                    }
+                }
                 let sem = &sem;
                 let provider = &self.provider;
                 scope.spawn(move || {
@@ -602,6 +633,15 @@ impl Engine {
             lock.release();
             return Ok(report);
         }
+        // The document records what each unit is bound to, so that the next apply can tell
+        // whether those addresses moved (ADR 009).
+        let mut doc = doc.clone();
+        for (instance, b) in &report.decision.bindings {
+            if let Some(u) = doc.units.get_mut(instance) {
+                u.bindings = b.clone();
+            }
+        }
+        doc.rebound = report.decision.rebound.clone();
         let spec_json = doc.to_json();
         let placement_json = serde_json::to_string(
             &desired
@@ -660,6 +700,8 @@ impl Engine {
             failure: Mutex::new(None),
             changed: Mutex::new(Vec::new()),
             sem: Semaphore::new(opts.parallelism),
+            retire_last: report.decision.retire_last.clone(),
+            retiring: Mutex::new(Vec::new()),
         };
         run.execute(&report.decision);
 
@@ -786,11 +828,17 @@ struct Attempt {
     output: String,
 }
 
-/// A step of a wave: a service's rollout or a job's run.
+/// A step of a wave: a service's rollout, a job's run, or a reload in place.
 enum Step<'d> {
     Service(&'d ServiceActions),
     Job(&'d JobAction),
+    Reload(&'d ReloadAction),
 }
+
+/// The budget of a `reload` command, run as one command-check attempt: the provider bounds an
+/// attempt to `probe::MAX_ATTEMPT` (5 s) within it, so a reload must be quick (rewrite a file,
+/// send a signal), not a restart.
+const RELOAD_TIMEOUT_MS: u64 = 30_000;
 
 /// `1500 ms`, `2s`, `5m` for messages.
 fn human_ms(ms: u64) -> String {
@@ -982,7 +1030,17 @@ impl Run<'_> {
             )),
         ])?;
         let id = Self::intent_id(&written).ok_or("no intent id")?;
-        match self.engine.provider.start(spec) {
+        // Other services' addresses are filled in now, from the units that run at this moment
+        // (those of earlier waves included), not when the apply was decided.
+        let rendered = self.render(spec);
+        let started = match &rendered {
+            Ok(r) => self.engine.provider.start(r),
+            Err(e) => Err(ProviderError::InvalidSpec {
+                unit: unit.clone(),
+                problem: e.clone(),
+            }),
+        };
+        match started {
             Ok(status) => {
                 self.write(vec![
                     Write::UpsertInstance(instance_state(
@@ -1206,6 +1264,32 @@ impl Run<'_> {
     /// Cancelling does not cut a gate short: the unit has been started, and abandoning its
     /// gate left it running unverified while Ctrl-C promised to finish the steps in flight.
     /// (A second Ctrl-C exits at once.)
+    /// `spec` with the addresses it is bound to filled in, from the provider's list now.
+    fn render(&self, spec: &UnitSpec) -> Result<UnitSpec, String> {
+        if spec.bindings.is_empty() {
+            return Ok(spec.clone());
+        }
+        let live = self
+            .engine
+            .provider
+            .list(&self.fleet)
+            .map_err(|e| format!("cannot list units to fill in addresses: {e}"))?;
+        crate::address::render(spec, &live)
+    }
+
+    /// The health check of `spec` (or `health`, a service's) with its addresses filled in; as
+    /// given when that fails, so that the probe reports the reference it cannot fill in.
+    fn rendered_health(&self, spec: &UnitSpec, health: Option<&Health>) -> Option<Health> {
+        let with = UnitSpec {
+            health: health.cloned(),
+            ..spec.clone()
+        };
+        match self.render(&with) {
+            Ok(r) => r.health,
+            Err(_) => health.cloned(),
+        }
+    }
+
     fn gate(&self, unit: &UnitStatus, health: Option<&Health>) -> ProbeOutcome {
         let Some(health) = health else {
             std::thread::sleep(Duration::from_millis(100));
@@ -1322,7 +1406,8 @@ impl Run<'_> {
         };
         self.update_changed(idx, |c| c.new_unit = Some(status.clone()));
         let started = Instant::now();
-        let outcome = self.gate(&status, sa.health.as_ref());
+        let health = self.rendered_health(&spec, sa.health.as_ref());
+        let outcome = self.gate(&status, health.as_ref());
         if !outcome.healthy {
             self.emit(Event::GateFailed {
                 instance: action.instance.clone(),
@@ -1413,7 +1498,17 @@ impl Run<'_> {
                 }) {
                     return false;
                 }
-                // Green is healthy everywhere: retire blue.
+                // Green is healthy everywhere: retire blue, or once the users of its
+                // addresses have moved to green (after the last wave).
+                if self.retire_last.contains(&sa.service) {
+                    let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                    for a in &sa.actions {
+                        if let Some(old) = a.old().filter(|o| o.running) {
+                            r.push((a.instance.clone(), old.unit_id.clone(), sa.stop_grace_ms));
+                        }
+                    }
+                    return true;
+                }
                 parallel(&sa.actions, |a| {
                     let Some(old) = a.old().filter(|o| o.running) else {
                         return true;
@@ -1802,19 +1897,23 @@ impl Run<'_> {
                         .iter()
                         .map(|s| s.service.clone())
                         .chain(wave.jobs.iter().map(|j| j.job.clone()))
+                        .chain(wave.reloads.iter().map(|r| r.service.clone()))
                         .collect(),
                     instances: wave.services.iter().map(|s| s.actions.len()).sum::<usize>()
-                        + wave.jobs.len(),
+                        + wave.jobs.len()
+                        + wave.reloads.len(),
                 });
                 let steps: Vec<Step<'_>> = wave
                     .services
                     .iter()
                     .map(Step::Service)
                     .chain(wave.jobs.iter().map(Step::Job))
+                    .chain(wave.reloads.iter().map(Step::Reload))
                     .collect();
                 let ok = parallel(&steps, |step| match step {
                     Step::Service(sa) => self.run_service(sa),
                     Step::Job(ja) => self.run_job(ja),
+                    Step::Reload(ra) => self.run_reload(ra),
                 });
                 if !ok || self.stopping() {
                     return;
@@ -1833,7 +1932,109 @@ impl Run<'_> {
                 );
             }
         }
+        if !self.retire_blue() {
+            return;
+        }
         self.remove_all(&decision.removals);
+    }
+
+    /// Stops the old units of blue-green services kept until their users were re-bound.
+    fn retire_blue(&self) -> bool {
+        let units = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        parallel(&units, |(instance, unit, grace)| {
+            let _permit = self.sem.acquire();
+            let why = format!("blue-green switch to r{}", self.revision);
+            match self.stop_unit(instance, unit, *grace, &why) {
+                Ok(()) => {
+                    let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = v.iter_mut().find(|c| c.instance == *instance) {
+                        c.old_stopped = true;
+                    }
+                    true
+                }
+                Err(e) => {
+                    self.fail(instance, unit, e);
+                    false
+                }
+            }
+        })
+    }
+
+    /// Reloads a running unit with new addresses: its `reload` command, filled in like a
+    /// command check and run where the unit lives (through `Provider::probe`), then its gate.
+    fn run_reload(&self, ra: &ReloadAction) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        let _permit = self.sem.acquire();
+        let mut spec = ra.spec.clone();
+        // `@r0` in the action means the revision applied, not the reloaded unit's own.
+        spec.bindings = crate::address::normalized(&spec.bindings, self.revision);
+        let rendered = match self.render(&spec) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(&ra.instance, &ra.unit_id, e);
+                return false;
+            }
+        };
+        let status = match self.engine.provider.list(&self.fleet) {
+            Ok(list) => list.into_iter().find(|u| u.unit_id == ra.unit_id),
+            Err(e) => {
+                self.fail(&ra.instance, &ra.unit_id, format!("cannot list units: {e}"));
+                return false;
+            }
+        };
+        let Some(status) = status else {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                "the unit to reload is gone".into(),
+            );
+            return false;
+        };
+        let command = Health {
+            checks: vec![phoenix_provider_api::HealthCheck::Command {
+                argv: rendered.reload.clone(),
+            }],
+            timeout_ms: RELOAD_TIMEOUT_MS,
+            interval_ms: RELOAD_TIMEOUT_MS,
+        };
+        let out = self.engine.provider.probe(&status, &command);
+        self.audit(
+            format!("unit.reload {}", ra.unit_id),
+            if out.healthy {
+                AuditOutcome::Ok
+            } else {
+                AuditOutcome::Failed {
+                    reason: out.detail.clone(),
+                }
+            },
+            json!({"reason": ra.reason, "detail": out.detail}),
+        );
+        if !out.healthy {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                format!("reload failed: {}", out.detail),
+            );
+            return false;
+        }
+        let outcome = self.gate(&status, rendered.health.as_ref());
+        if !outcome.healthy {
+            self.fail(
+                &ra.instance,
+                &ra.unit_id,
+                format!("health gate failed after reload: {}", outcome.detail),
+            );
+            return false;
+        }
+        self.emit(Event::GatePassed {
+            instance: ra.instance.clone(),
+            unit: ra.unit_id.clone(),
+            detail: format!("reloaded: {}", outcome.detail),
+            ms: 0,
+        });
+        true
     }
 
     /// Undoes the changes made so far, newest first: stops new units, restores backups, and
@@ -1874,7 +2075,8 @@ impl Run<'_> {
                     Some(spec) => match self.start_unit(spec) {
                         Ok(status) => {
                             // The old unit is gated by its own check, not the new revision's.
-                            let outcome = self.gate(&status, spec.health.as_ref());
+                            let health = self.rendered_health(spec, spec.health.as_ref());
+                            let outcome = self.gate(&status, health.as_ref());
                             if outcome.healthy {
                                 // Recorded as running again, as a passed gate is in a rollout:
                                 // readers of the store (`phoenix serve`) take health from it.

@@ -48,6 +48,7 @@
 //!
 //! [`Provider`]: phoenix_provider_api::Provider
 
+pub mod address;
 pub mod decide;
 mod desired;
 mod error;

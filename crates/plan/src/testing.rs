@@ -59,6 +59,8 @@ pub fn service(name: &str, replicas: u64, cpu: u64, memory: u64) -> Service {
         rollout: Rollout::default(),
         restart: RestartPolicy::default(),
         stop_grace_ms: 10_000,
+        user: None,
+        reload: Vec::new(),
         backup: Vec::new(),
         container: None,
         metrics: None,

@@ -502,6 +502,15 @@ pub struct Service {
     pub stop_grace_ms: u64,
     /// Paths under `${data_dir}` snapshotted before a change and restored on rollback.
     pub backup: Vec<String>,
+    /// The user (and its primary group) the instance's process runs as (`user:`, an
+    /// extension); `None`: the provider's own user. Its data dir is owned by that user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `reload: {command: [...]}` (an extension): how a running instance takes new addresses
+    /// of the services it uses (`${address:S}`) without being replaced, e.g. rewrite a config
+    /// file and signal the process. Empty: such an instance is replaced instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
     /// What an instance placed on a `docker` site runs (`image:` or `build:`).
     pub container: Option<ContainerImage>,
     /// Where each instance serves Prometheus metrics (`metrics:`, an extension); `None`: it
@@ -585,6 +594,18 @@ impl Service {
     /// `job` or `service`, for messages.
     pub fn kind(&self) -> &'static str {
         if self.is_job() { "job" } else { "service" }
+    }
+
+    /// Every template of the service in which `${...}` is filled in: `command`, `env` values,
+    /// `reload`, and its health checks' URLs, addresses and argv.
+    pub fn templates(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.command.iter().map(String::as_str).collect();
+        out.extend(self.env.values().map(String::as_str));
+        out.extend(self.reload.iter().map(String::as_str));
+        for c in self.health.iter().flat_map(|h| &h.checks) {
+            out.extend(c.templates());
+        }
+        out
     }
 
     /// The validator set of a validator service: its `validator_set`, else its own name.

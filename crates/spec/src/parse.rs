@@ -87,6 +87,8 @@ const SERVICE_KEYS: &[&str] = &[
     "restart",
     "stop_grace",
     "backup",
+    "user",
+    "reload",
     "image",
     "build",
     "metrics",
@@ -109,6 +111,7 @@ const JOB_KEYS: &[&str] = &[
     "backoff",
     "hook",
     "stop_grace",
+    "user",
     "image",
     "build",
     "description",
@@ -1472,6 +1475,22 @@ fn check_subst(n: &Node, text: &str, ports: &[String], what: &str, d: &mut D) {
         if secrets::check_use(n, &r.name, what, d) {
             continue;
         }
+        // Whom an address names is checked with the whole fleet (validate.rs); here its form.
+        match subst::address_ref(&r.name) {
+            Some(Ok(_)) => continue,
+            Some(Err(why)) => {
+                d.push(
+                    Diagnostic::error(
+                        "bad-substitution",
+                        format!("malformed `${{{}}}` in {what}: {why}", r.name),
+                        Some(n.loc.clone()),
+                    )
+                    .with_hint("write `${address:SERVICE}`, `${address:SERVICE:PORT}` or `${addresses:SERVICE}`"),
+                );
+                continue;
+            }
+            None => {}
+        }
         let known: Vec<String> = ports
             .iter()
             .cloned()
@@ -1671,6 +1690,7 @@ fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Ser
         }
     }
     let health = f.get("health").and_then(|v| health(v, &what, &ports, d));
+    record_address_refs(&f, &prefix, map);
     let depends_on = refs(
         &f,
         "depends_on",
@@ -1755,6 +1775,11 @@ fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Ser
         (None, None) => None,
     };
     let metrics = f.get("metrics").and_then(|v| metrics(v, &what, &ports, d));
+    let user = f.get("user").and_then(|v| user_name(v, &what, d));
+    let reload = f
+        .get("reload")
+        .map(|v| reload(v, &what, &ports, d))
+        .unwrap_or_default();
     Some(Service {
         name: name_v?,
         project,
@@ -1774,12 +1799,89 @@ fn service(n: &Node, is_job: bool, map: &mut SourceMap, d: &mut D) -> Option<Ser
         restart,
         stop_grace_ms,
         backup,
+        user,
+        reload,
         container,
         metrics,
         job,
         description,
         location: n.loc.clone(),
     })
+}
+
+/// Where each `${address:S}` / `${addresses:S}` of a service's `command` and `env` is written
+/// (`service:NAME:address:S`, the first one), so that validation can point at it.
+fn record_address_refs(f: &Fields, prefix: &str, map: &mut SourceMap) {
+    let mut nodes: Vec<&Node> = Vec::new();
+    if let Some(items) = f.get("command").and_then(|v| v.seq()) {
+        nodes.extend(items.iter());
+    }
+    if let Some(entries) = f.get("env").and_then(|v| v.map()) {
+        nodes.extend(entries.iter().map(|(_, v)| v));
+    }
+    for n in nodes {
+        let Some(text) = n.scalar() else { continue };
+        for r in subst::references(text) {
+            if let Some(Ok(a)) = subst::address_ref(&r.name) {
+                let key = format!("{prefix}:address:{}", a.service);
+                if map.at(&key).is_none() {
+                    map.put(key, &n.loc);
+                }
+            }
+        }
+    }
+}
+
+/// `reload: {command: [ARGV...]}`: the argv, with the same substitutions as `command`.
+fn reload(n: &Node, what: &str, ports: &[String], d: &mut D) -> Vec<String> {
+    let Some(f) = Fields::new(n, format!("`reload` of {what}"), &["command"], d) else {
+        return Vec::new();
+    };
+    let Some(v) = f.required("command", d) else {
+        return Vec::new();
+    };
+    let argv: Vec<String> = list(v, &format!("`reload.command` of {what}"), d)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| {
+            let s = string(i, "a command argument", d)?;
+            check_subst(i, &s, ports, &format!("`reload.command` of {what}"), d);
+            Some(s)
+        })
+        .collect();
+    if argv.is_empty() {
+        d.push(Diagnostic::error(
+            "bad-value",
+            format!("`reload.command` of {what} is empty"),
+            Some(v.loc.clone()),
+        ));
+    }
+    argv
+}
+
+/// `user: NAME`: a POSIX user name (what `useradd` accepts by default), so that the name can
+/// be handed to a provider as is. Whether the user exists is a fact of the host, checked
+/// before an apply changes anything, not here (the spec crate reads no system files).
+fn user_name(n: &Node, what: &str, d: &mut D) -> Option<String> {
+    let s = string(n, "`user`", d)?;
+    let mut chars = s.chars();
+    let ok = s.len() <= 32
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !ok {
+        d.push(
+            Diagnostic::error(
+                "bad-name",
+                format!("`{s}` is not a user name (`user` of {what})"),
+                Some(n.loc.clone()),
+            )
+            .with_hint("a user name is lower-case letters, digits, `_` and `-`, starting with a letter or `_`, at most 32 characters, e.g. `postgres`"),
+        );
+        return None;
+    }
+    Some(s)
 }
 
 /// `metrics: { port: NAME, path: /metrics }`: the port must be one of the service's named

@@ -152,6 +152,12 @@ pub fn json_schema() -> Value {
             "restart": { "enum": ["always", "on-failure", "never"], "default": "on-failure" },
             "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
             "backup": { "type": "array", "items": { "type": "string", "pattern": r"^\$\{data_dir\}" } },
+            "user": { "type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$", "description": "The user (and its primary group) the process runs as; it owns the instance's data dir. It must exist on the host (checked before an apply changes anything)." },
+            "reload": {
+                "type": "object", "additionalProperties": false, "required": ["command"],
+                "description": "How a running instance takes new addresses of the services it uses (`${address:S}`) in place, instead of being replaced.",
+                "properties": { "command": { "type": "array", "items": { "type": "string" }, "minItems": 1 } }
+            },
             "image": { "type": "string", "description": "on docker sites: the image to run" },
             "build": { "type": "string", "description": "on docker sites: a folder with a Dockerfile, relative to the spec file" },
             "metrics": {
@@ -187,6 +193,7 @@ pub fn json_schema() -> Value {
                 "properties": { "before": hook_target.clone(), "after": hook_target }
             },
             "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
+            "user": service["properties"]["user"].clone(),
             "image": { "type": "string", "description": "on docker sites: the image to run" },
             "build": { "type": "string", "description": "on docker sites: a folder with a Dockerfile, relative to the spec file" },
             "description": { "type": "string" }

@@ -64,6 +64,7 @@ pub(crate) fn validate(mut fleet: Fleet, map: &SourceMap, d: &mut D) -> Option<F
     let project_names: Vec<&str> = fleet.projects.iter().map(|p| p.name.as_str()).collect();
     let service_names: Vec<&str> = fleet.services.iter().map(|s| s.name.as_str()).collect();
 
+    check_addresses(&fleet, map, d);
     let mut expanded_sites: Vec<Option<Vec<String>>> = Vec::new();
     for s in &fleet.services {
         let what = format!("{} `{}`", s.kind(), s.name);
@@ -171,6 +172,91 @@ pub const MAX_INSTANCES: u64 = 1_000_000;
 
 /// The fleet's totals of hosts and instances stay within [`MAX_HOSTS`] and
 /// [`MAX_INSTANCES`], so that a small file cannot make the planner build millions of records.
+/// `${address:S}` and `${addresses:S}` name a service (not a job: it has no address) with
+/// the port asked for, and one the user depends on. Depending is required rather than implied:
+/// the address must exist before the unit that uses it starts, and a dependency that only a
+/// string inside a command creates would be invisible in the spec's `depends_on` lists.
+fn check_addresses(fleet: &Fleet, map: &SourceMap, d: &mut D) {
+    let names: Vec<&str> = fleet
+        .services
+        .iter()
+        .filter(|s| !s.is_job())
+        .map(|s| s.name.as_str())
+        .collect();
+    for s in &fleet.services {
+        let what = format!("{} `{}`", s.kind(), s.name);
+        let mut seen = std::collections::BTreeSet::new();
+        for t in s.templates() {
+            for r in crate::subst::references(t) {
+                let Some(Ok(a)) = crate::subst::address_ref(&r.name) else {
+                    continue;
+                };
+                if !seen.insert(r.name.clone()) {
+                    continue;
+                }
+                let loc = map
+                    .at(&format!("service:{}:address:{}", s.name, a.service))
+                    .or_else(|| Some(s.location.clone()));
+                let Some(target) = fleet.service(a.service).filter(|t| !t.is_job()) else {
+                    let from = format!("`${{{}}}` in {what}", r.name);
+                    d.push(unknown("service", a.service, &names, &from, loc));
+                    continue;
+                };
+                if target.ports.is_empty() {
+                    d.push(
+                        Diagnostic::error(
+                            "bad-substitution",
+                            format!("`${{{}}}` in {what}: service `{}` has no named ports, so no address", r.name, target.name),
+                            loc,
+                        )
+                        .with_hint(format!("declare its port in `ports:` of `{}`", target.name)),
+                    );
+                    continue;
+                }
+                if let Some(p) = a.port
+                    && !target.ports.iter().any(|x| x == p)
+                {
+                    let diag = Diagnostic::error(
+                        "bad-substitution",
+                        format!(
+                            "`${{{}}}` in {what}: service `{}` has no port `{p}`",
+                            r.name, target.name
+                        ),
+                        loc,
+                    );
+                    let hint = match did_you_mean(p, target.ports.iter().map(String::as_str)) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None => format!("its ports: {}", target.ports.join(", ")),
+                    };
+                    d.push(diag.with_hint(hint));
+                    continue;
+                }
+                if target.name == s.name {
+                    d.push(
+                        Diagnostic::error(
+                            "bad-substitution",
+                            format!("`${{{}}}` in {what} names the service itself", r.name),
+                            loc,
+                        )
+                        .with_hint("a unit's own ports are `${PORT}`"),
+                    );
+                    continue;
+                }
+                if !s.depends_on.iter().any(|x| x == a.service) {
+                    d.push(
+                        Diagnostic::error(
+                            "missing-dependency",
+                            format!("{what} uses `${{{}}}` but does not depend on `{}`", r.name, a.service),
+                            loc,
+                        )
+                        .with_hint(format!("add `{}` to its `depends_on`: the address must exist before this starts", a.service)),
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn check_totals(fleet: &Fleet, d: &mut D) {
     let mut hosts = 0u64;
     if let Some(s) = fleet.sites.iter().find(|s| {

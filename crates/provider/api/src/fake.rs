@@ -48,6 +48,8 @@ struct State {
     exits: BTreeMap<String, std::collections::VecDeque<Option<i32>>>,
     /// Per instance: what [`Provider::output_tail`] reports.
     outputs: BTreeMap<String, String>,
+    /// Per unit id: the spec its last start was given.
+    started: BTreeMap<String, UnitSpec>,
 }
 
 /// An in-memory provider. Units are healthy unless [`FakeProvider::set_healthy`] says
@@ -153,6 +155,11 @@ impl FakeProvider {
             .insert(instance.to_string(), exits.into_iter().collect());
     }
 
+    /// The spec the last start of `unit_id` was given (what a real provider would run).
+    pub fn started_spec(&self, unit_id: &str) -> Option<UnitSpec> {
+        self.lock().started.get(unit_id).cloned()
+    }
+
     /// Sets what [`Provider::output_tail`] reports for the units of `instance`.
     pub fn set_output(&self, instance: &str, output: &str) {
         self.lock()
@@ -196,6 +203,7 @@ impl Provider for FakeProvider {
         let id = spec.unit_id();
         let key = (spec.fleet.clone(), id.clone());
         let mut s = self.lock();
+        s.started.insert(id.clone(), spec.clone());
         if s.failing_starts.contains(&id) {
             return Err(ProviderError::Spawn {
                 unit: id,

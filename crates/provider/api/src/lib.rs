@@ -120,6 +120,21 @@ pub struct UnitSpec {
     /// Left out of the serialised spec when empty, so that other fingerprints do not change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// The user (and its primary group) the process runs as, and which owns the data dir
+    /// (`user:`); `None`: the provider's own. Left out of the serialised spec when `None`, so
+    /// that the fingerprints of units without it do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// For each service whose addresses the templates use (`${address:S:PORT}`,
+    /// `${addresses:S:PORT}`), the units they are filled in from, by instance number
+    /// (`db-0@r3`; `@r0` is this unit's own revision). The engine fills in those addresses
+    /// before it hands the unit to a provider, so providers never see these references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bindings: BTreeMap<String, Vec<String>>,
+    /// The service's `reload` argv (templates): run where the unit lives, as a command check
+    /// is, when only the addresses it is bound to change. Empty: it is replaced then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<String>,
 }
 
 /// How a unit runs as a container (Docker sites).
@@ -170,6 +185,9 @@ impl UnitSpec {
             backup: Vec::new(),
             container: None,
             secrets: BTreeMap::new(),
+            user: None,
+            bindings: BTreeMap::new(),
+            reload: Vec::new(),
         }
     }
 
@@ -202,6 +220,9 @@ impl UnitSpec {
                 .into_iter()
                 .map(|n| (n, 0))
                 .collect(),
+            user: service.user.clone(),
+            bindings: BTreeMap::new(),
+            reload: service.reload.clone(),
         }
     }
 
@@ -297,8 +318,10 @@ impl UnitSpec {
                 if phoenix_spec::secrets::reference(&r.name).is_some() {
                     continue; // `secret::check_uses`
                 }
+                // Address references are the engine's to fill in (see `bindings`).
                 let known = phoenix_spec::subst::BUILTINS.contains(&r.name.as_str())
-                    || self.ports.contains(&r.name);
+                    || self.ports.contains(&r.name)
+                    || matches!(phoenix_spec::subst::address_ref(&r.name), Some(Ok(_)));
                 if !known {
                     problems.push(format!("unknown substitution `${{{}}}` in `{t}`", r.name));
                 }

@@ -607,6 +607,9 @@ impl DockerProvider {
             image: Some(image_id.into()),
             cmd,
             env: Some(env),
+            // `user:` is the container's `User`: a name the image's /etc/passwd must know
+            // (Docker refuses to start the container otherwise, and the start error says so).
+            user: spec.user.clone(),
             labels: Some(labels),
             exposed_ports: Some(port_keys),
             stop_timeout: Some(grace_secs),

@@ -700,6 +700,15 @@ impl Agent {
             .try_clone()
             .map_err(|e| ProviderError::io("open log", &u.rec.log, e))?;
         let mut cmd = Command::new(&argv[0]);
+        if let Some(name) = &spec.user {
+            let user = run_as(name, &u.rec.data_dir).map_err(spawn_err)?;
+            // The process of another user gets that user's own view of home and name.
+            cmd.uid(user.uid)
+                .gid(user.gid)
+                .env("HOME", &user.home)
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name);
+        }
         cmd.args(&argv[1..])
             .envs(env)
             .env(ENV_STATE_DIR, &self.tag)
@@ -997,6 +1006,42 @@ fn allocate_ports(
         out.insert(name.clone(), port);
     }
     Ok(out)
+}
+
+/// The user a unit runs as, once its data dir is theirs. Std's `CommandExt::uid`/`gid` then
+/// switch to it in the child (dropping the agent's supplementary groups), so no unsafe code is
+/// needed.
+///
+/// # Errors
+/// A user this host does not have, an agent that is neither root nor that user, or a data dir
+/// that cannot be given to it; each message says which.
+fn run_as(name: &str, data_dir: &Path) -> Result<crate::users::User, String> {
+    let user = crate::users::lookup_user(name)
+        .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
+        .ok_or_else(|| format!("user `{name}` does not exist on this host"))?;
+    let me = rustix::process::geteuid().as_raw();
+    if me != 0 && me != user.uid {
+        return Err(format!(
+            "cannot run as user `{name}`: the agent runs as uid {me}, which is neither root nor `{name}`"
+        ));
+    }
+    if let Some(dir) = crate::users::unreachable_ancestor(data_dir, &user) {
+        return Err(format!(
+            "user `{name}` cannot reach its data dir {}: {} does not let others search it (e.g. `chmod o+x {}`)",
+            data_dir.display(),
+            dir.display(),
+            dir.display()
+        ));
+    }
+    if me == 0 {
+        crate::users::chown_tree(data_dir, &user).map_err(|e| {
+            format!(
+                "cannot give data dir {} to user `{name}`: {e}",
+                data_dir.display()
+            )
+        })?;
+    }
+    Ok(user)
 }
 
 #[cfg(test)]

@@ -35,11 +35,13 @@ mod error;
 mod paths;
 mod proc;
 pub mod protocol;
+mod users;
 
 pub use agent::{AgentOptions, run_agent};
 pub use client::{AgentInfo, LocalProvider, reap_spawned_agents};
 pub use error::AgentError;
 pub use paths::StatePaths;
+pub use users::{User, lookup_user};
 
 /// Whether process `pid` of this host is alive (a zombie counts as gone), from `/proc`: what the
 /// engine is told to ask before it takes over the deploy lock of an apply that was killed.
