@@ -66,8 +66,11 @@ fn a_unit_runs_as_its_user_who_owns_the_data_dir() {
     );
     spec.user = Some(user.0.clone());
     let st = p.start(&spec).unwrap();
+    // `home` is written last: once it has a line, `uid` and `gid` are complete (a file that
+    // exists may still be empty while the shell writes it).
     let uid = wait_for("the unit wrote its ids", Duration::from_secs(10), || {
-        std::fs::read_to_string(st.data_dir.join("gid")).ok()?;
+        let home = std::fs::read_to_string(st.data_dir.join("home")).ok()?;
+        home.ends_with('\n').then_some(())?;
         std::fs::read_to_string(st.data_dir.join("uid")).ok()
     });
     assert_eq!(uid.trim(), who.uid.to_string());
