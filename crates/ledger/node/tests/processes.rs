@@ -25,6 +25,8 @@
 //!   follows across the change (the new epoch's certificates checked against the set its own
 //!   state derived) and agrees on every block.
 
+mod common;
+
 use phoenix_ledger_node::bench::{Procs, hashes, spawn_node, wait_height};
 use phoenix_ledger_node::cli::block_on;
 use phoenix_ledger_node::config::{Home, TestnetSpec, read_key, write_testnet};
@@ -368,9 +370,9 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// Ports unlikely to collide with other tests running at the same time.
+/// Free ports for the test in `slot` (see `common::free_block`).
 fn base_port(slot: u16) -> u16 {
-    20_000 + (std::process::id() % 400) as u16 * 50 + slot * 10
+    common::free_block(slot, 10)
 }
 
 /// Record `nonce + 1` of fleet `f`'s chain, signed by `k` with `nonce`.

@@ -13,6 +13,8 @@
 //!   proofs as the validators; killed with -9 while the chain goes on, and restarted with only
 //!   `--home` while its first upstream is down, it catches up.
 
+mod common;
+
 use axum::extract::{Path as UrlPath, State};
 use axum::response::IntoResponse;
 use phoenix_ledger_light::testing::TestSet;
@@ -46,9 +48,9 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// Ports unlikely to collide with other test binaries running at the same time.
+/// Free ports for the test in `slot` (see `common::free_block`).
 fn base_port(slot: u16) -> u16 {
-    40_000 + (std::process::id() % 300) as u16 * 40 + slot * 20
+    common::free_block(slot, 20)
 }
 
 /// Starts `phoenix-ledger ledger replica --home HOME ARGS...`, logging to `LOG`.
