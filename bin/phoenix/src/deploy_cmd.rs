@@ -912,26 +912,8 @@ pub(crate) fn rollback_for(
 ) -> anyhow::Result<ApplyReport> {
     let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
         .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
-    let latest = store
-        .list_revisions(fleet_name)?
-        .into_iter()
-        .max_by_key(|r| r.number.0)
-        .with_context(|| format!("fleet {fleet_name} has no revisions"))?;
+    let (fleet, _) = latest_fleet(&*store, fleet_name)?;
     drop(store);
-    let doc = RevisionDoc::parse(&latest.spec_json).with_context(|| {
-        format!(
-            "revision {} has no spec this phoenix can read",
-            latest.number
-        )
-    })?;
-    let fleet =
-        phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).map_err(|d| {
-            anyhow::anyhow!(
-                "the spec of revision {} no longer parses:\n{}",
-                latest.number,
-                d.render()
-            )
-        })?;
     refuse_secrets_on_the_server(&fleet)?;
     let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
     let step = rollback_step(&w, &fleet, to, force)?;
@@ -1004,26 +986,8 @@ pub(crate) fn destroy_for(
 ) -> anyhow::Result<ApplyReport> {
     let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
         .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
-    let latest = store
-        .list_revisions(fleet_name)?
-        .into_iter()
-        .max_by_key(|r| r.number.0)
-        .with_context(|| format!("fleet {fleet_name} has no revisions"))?;
+    let (fleet, stored) = latest_fleet(&*store, fleet_name)?;
     drop(store);
-    let stored = RevisionDoc::parse(&latest.spec_json).with_context(|| {
-        format!(
-            "revision {} has no spec this phoenix can read",
-            latest.number
-        )
-    })?;
-    let fleet = phoenix_spec::parse_sources(&stored.sources, stored.environment.as_deref())
-        .map_err(|d| {
-            anyhow::anyhow!(
-                "the spec of revision {} no longer parses:\n{}",
-                latest.number,
-                d.render()
-            )
-        })?;
     let desired = Desired::destroy(&fleet, &phoenix_plan::plan(&fleet));
     let doc = RevisionDoc::new(RevisionKind::Destroy, &desired, stored.sources, None);
     let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
@@ -1516,19 +1480,45 @@ fn log_reader(
     state_dir: &std::path::Path,
 ) -> Arc<dyn phoenix_provider_api::Provider> {
     let local = Arc::new(LocalProvider::new(state_dir).without_starting_agent());
-    let spec = store
-        .list_revisions(fleet)
-        .ok()
-        .into_iter()
-        .flatten()
-        .rev()
-        .filter_map(|r| RevisionDoc::parse(&r.spec_json))
-        .find(|doc| !doc.sources.is_empty())
-        .and_then(|doc| phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).ok());
-    match spec.map(|f| crate::sites::router_for(&f, state_dir, &local, true, true)) {
-        Some(Ok(router)) => Arc::new(router),
-        _ => local,
+    match latest_fleet(store, fleet)
+        .and_then(|(f, _)| crate::sites::router_for(&f, state_dir, &local, true, true))
+    {
+        Ok(router) => Arc::new(router),
+        Err(_) => local,
     }
+}
+
+/// The fleet as its latest revision declares it (parsed from the revision's spec files, with
+/// its environment), and that revision's document: where the fleet runs, for commands given no
+/// spec file (`phoenix serve`'s rollback and destroy, `phoenix logs`).
+///
+/// # Errors
+/// A fleet without revisions, a revision whose document this phoenix cannot read, or whose
+/// spec no longer parses.
+fn latest_fleet(
+    store: &dyn phoenix_state::StateStore,
+    fleet_name: &str,
+) -> anyhow::Result<(phoenix_spec::Fleet, RevisionDoc)> {
+    let latest = store
+        .list_revisions(fleet_name)?
+        .into_iter()
+        .max_by_key(|r| r.number.0)
+        .with_context(|| format!("fleet {fleet_name} has no revisions"))?;
+    let doc = RevisionDoc::parse(&latest.spec_json).with_context(|| {
+        format!(
+            "revision {} has no spec this phoenix can read",
+            latest.number
+        )
+    })?;
+    let fleet =
+        phoenix_spec::parse_sources(&doc.sources, doc.environment.as_deref()).map_err(|d| {
+            anyhow::anyhow!(
+                "the spec of revision {} no longer parses:\n{}",
+                latest.number,
+                d.render()
+            )
+        })?;
+    Ok((fleet, doc))
 }
 
 pub(crate) fn agent(args: Vec<OsString>) -> ExitCode {
