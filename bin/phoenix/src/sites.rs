@@ -90,7 +90,11 @@ fn ssh_provider(
     let Some(ssh) = &site.ssh else {
         bail!("it lists no `ssh.hosts`");
     };
-    let targets = phoenix_provider_ssh::SshTarget::from_site(ssh)?;
+    let targets = phoenix_provider_ssh::SshTarget::from_site(
+        &ssh.hosts,
+        ssh.port,
+        ssh.identity.as_deref().map(Path::new),
+    )?;
     let Some(target) = targets.into_iter().nth(host as usize) else {
         bail!("it lists no ssh host {host}");
     };

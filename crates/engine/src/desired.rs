@@ -284,7 +284,7 @@ impl Desired {
                 .rsplit_once('-')
                 .and_then(|(_, i)| i.parse().ok())
                 .unwrap_or(0);
-            let mut spec = UnitSpec::from_service(&fleet.name, service, index, 0, site, host);
+            let mut spec = unit_of_service(&fleet.name, service, index, site, host);
             crate::address::with_explicit_ports(&mut spec, |s| {
                 fleet.service(s).and_then(|t| t.ports.first().cloned())
             });
@@ -631,6 +631,40 @@ impl RevisionDoc {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// The unit of instance `index` (`<service>-<index>`) of a validated spec service, placed on
+/// `site`/`host`, before any revision is given to it. It is built here, not in the provider
+/// API, because providers must not depend on the spec parser.
+fn unit_of_service(
+    fleet: &str,
+    service: &phoenix_spec::Service,
+    index: u32,
+    site: &str,
+    host: u32,
+) -> UnitSpec {
+    let mut unit = UnitSpec::new(
+        fleet,
+        &service.name,
+        &format!("{}-{index}", service.name),
+        0,
+    );
+    unit.site = site.into();
+    unit.host = host;
+    unit.command = service.command.clone();
+    unit.env = service.env.clone();
+    unit.ports = service.ports.clone();
+    unit.health = service.health.clone();
+    unit.restart = service.restart;
+    unit.stop_grace_ms = service.stop_grace_ms;
+    unit.backup = service.backup.clone();
+    unit.secrets = phoenix_spec::secrets::used_by(service)
+        .into_iter()
+        .map(|n| (n, 0))
+        .collect();
+    unit.user = service.user.clone();
+    unit.reload = service.reload.clone();
+    unit
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ mod parse;
 pub mod quantity;
 pub mod schema;
 pub mod secrets;
-pub mod subst;
 pub mod text;
 mod validate;
 mod yaml;
@@ -23,6 +22,8 @@ mod yaml;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use parse::MAX_SITES;
+/// `${...}` substitutions (in `phoenix-model`, shared with the providers).
+pub use phoenix_model::subst;
 pub use quantity::Range;
 pub use validate::{MAX_HOSTS, MAX_INSTANCES};
 pub use yaml::{MAX_ALIAS_BYTES, MAX_ALIAS_NODES, MAX_ALIASES, MAX_DEPTH};

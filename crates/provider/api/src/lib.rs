@@ -40,7 +40,7 @@ mod serde_compat;
 pub use serde_compat::health as health_serde;
 
 pub use error::{ProviderError, Result};
-pub use phoenix_spec::{Health, HealthCheck, RestartPolicy};
+pub use phoenix_model::{Health, HealthCheck, RestartPolicy};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -191,41 +191,6 @@ impl UnitSpec {
         }
     }
 
-    /// The unit of instance `index` (`<service>-<index>`) of a validated spec service, placed on
-    /// `site`/`host`, at `revision`.
-    pub fn from_service(
-        fleet: &str,
-        service: &phoenix_spec::Service,
-        index: u32,
-        revision: u64,
-        site: &str,
-        host: u32,
-    ) -> Self {
-        UnitSpec {
-            fleet: fleet.into(),
-            service: service.name.clone(),
-            instance: format!("{}-{index}", service.name),
-            revision,
-            site: site.into(),
-            host,
-            command: service.command.clone(),
-            env: service.env.clone(),
-            ports: service.ports.clone(),
-            health: service.health.clone(),
-            restart: service.restart,
-            stop_grace_ms: service.stop_grace_ms,
-            backup: service.backup.clone(),
-            container: None,
-            secrets: phoenix_spec::secrets::used_by(service)
-                .into_iter()
-                .map(|n| (n, 0))
-                .collect(),
-            user: service.user.clone(),
-            bindings: BTreeMap::new(),
-            reload: service.reload.clone(),
-        }
-    }
-
     /// Sets the argv template.
     pub fn with_command<S: Into<String>>(mut self, argv: impl IntoIterator<Item = S>) -> Self {
         self.command = argv.into_iter().map(Into::into).collect();
@@ -295,7 +260,7 @@ impl UnitSpec {
         }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.ports {
-            if !is_safe_name(p) || phoenix_spec::subst::BUILTINS.contains(&p.as_str()) {
+            if !is_safe_name(p) || phoenix_model::subst::BUILTINS.contains(&p.as_str()) {
                 problems.push(format!("bad port name `{p}`"));
             }
             if !seen.insert(p) {
@@ -314,14 +279,14 @@ impl UnitSpec {
             }
         }
         for t in templates {
-            for r in phoenix_spec::subst::references(t) {
-                if phoenix_spec::secrets::reference(&r.name).is_some() {
+            for r in phoenix_model::subst::references(t) {
+                if phoenix_model::secret_ref::reference(&r.name).is_some() {
                     continue; // `secret::check_uses`
                 }
                 // Address references are the engine's to fill in (see `bindings`).
-                let known = phoenix_spec::subst::BUILTINS.contains(&r.name.as_str())
+                let known = phoenix_model::subst::BUILTINS.contains(&r.name.as_str())
                     || self.ports.contains(&r.name)
-                    || matches!(phoenix_spec::subst::address_ref(&r.name), Some(Ok(_)));
+                    || matches!(phoenix_model::subst::address_ref(&r.name), Some(Ok(_)));
                 if !known {
                     problems.push(format!("unknown substitution `${{{}}}` in `{t}`", r.name));
                 }
@@ -459,7 +424,7 @@ impl Vars {
             "service" => Some(self.service.clone()),
             "site" => Some(self.site.clone()),
             "data_dir" => Some(self.data_dir.display().to_string()),
-            var if phoenix_spec::secrets::reference(var).is_some() => {
+            var if phoenix_model::secret_ref::reference(var).is_some() => {
                 secret::lookup(&self.data_dir, var)
             }
             port => self.ports.get(port).map(u16::to_string),
@@ -471,7 +436,7 @@ impl Vars {
     /// # Errors
     /// [`ProviderError::InvalidSpec`] naming the first unknown variable.
     pub fn apply(&self, template: &str) -> Result<String> {
-        phoenix_spec::subst::substitute(template, |n| self.lookup(n)).map_err(|name| {
+        phoenix_model::subst::substitute(template, |n| self.lookup(n)).map_err(|name| {
             let problem = secret::missing(&self.data_dir, &name)
                 .unwrap_or_else(|| format!("unknown substitution `${{{name}}}` in `{template}`"));
             ProviderError::InvalidSpec {

@@ -21,7 +21,7 @@
 //! ```
 
 use crate::{Provider, Result, UnitSpec, UnitStatus};
-use phoenix_spec::secrets::SecretUse;
+use phoenix_model::secret_ref::SecretUse;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -232,7 +232,7 @@ pub fn read_file(data_dir: &Path, name: &str) -> Option<String> {
 /// The value of substitution variable `var` (`secret:NAME`: the value, read from the unit's
 /// file; `secret_file:NAME`: the file's path) for a unit whose data dir is `data_dir`.
 pub(crate) fn lookup(data_dir: &Path, var: &str) -> Option<String> {
-    match phoenix_spec::secrets::reference(var)? {
+    match phoenix_model::secret_ref::reference(var)? {
         (SecretUse::File, name) => Some(secret_file(data_dir, name).display().to_string()),
         (SecretUse::Value, name) => read_file(data_dir, name),
     }
@@ -248,13 +248,15 @@ pub fn apply_with_values(
     values: &SecretValues,
     template: &str,
 ) -> Result<String> {
-    phoenix_spec::subst::substitute(template, |n| match phoenix_spec::secrets::reference(n) {
-        Some((SecretUse::Value, name)) => values.get(name).map(|v| v.expose().to_string()),
-        _ => vars.lookup(n),
+    phoenix_model::subst::substitute(template, |n| {
+        match phoenix_model::secret_ref::reference(n) {
+            Some((SecretUse::Value, name)) => values.get(name).map(|v| v.expose().to_string()),
+            _ => vars.lookup(n),
+        }
     })
     .map_err(|name| crate::ProviderError::InvalidSpec {
         unit: vars.instance.clone(),
-        problem: match phoenix_spec::secrets::reference(&name) {
+        problem: match phoenix_model::secret_ref::reference(&name) {
             Some((_, s)) => format!("secret `{s}` was not handed to the provider"),
             None => format!("unknown substitution `${{{name}}}` in `{template}`"),
         },
@@ -264,7 +266,7 @@ pub fn apply_with_values(
 /// Why `var` could not be substituted, when it names a secret: its file is missing. Names the
 /// file, never a value.
 pub(crate) fn missing(data_dir: &Path, var: &str) -> Option<String> {
-    let (_, name) = phoenix_spec::secrets::reference(var)?;
+    let (_, name) = phoenix_model::secret_ref::reference(var)?;
     Some(format!(
         "secret `{name}` has no file in the data dir ({}): the unit was not started with its secrets",
         secret_file(data_dir, name).display()
@@ -284,8 +286,8 @@ pub(crate) fn check_uses(spec: &UnitSpec, problems: &mut Vec<String>) {
         .map(|t| (true, *t))
         .chain(others.iter().map(|t| (false, *t)))
     {
-        for r in phoenix_spec::subst::references(t) {
-            let Some((usage, name)) = phoenix_spec::secrets::reference(&r.name) else {
+        for r in phoenix_model::subst::references(t) {
+            let Some((usage, name)) = phoenix_model::secret_ref::reference(&r.name) else {
                 continue;
             };
             if !spec.secrets.contains_key(name) {

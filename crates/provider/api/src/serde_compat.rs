@@ -1,9 +1,10 @@
-//! Serde for the spec types a [`crate::UnitSpec`] carries. The spec crate only derives
-//! `Serialize` (its model is produced by the parser, never deserialized), but unit specs travel
-//! over the local agent's socket and are persisted, so they need both directions. These remote
-//! definitions mirror the spec types field for field; the compiler checks that they stay in step.
+//! Serde for the `phoenix-model` types a [`crate::UnitSpec`] carries. They derive only
+//! `Serialize`, in the form `phoenix plan -o json` shows (the parser produces them, nothing
+//! deserializes them), but unit specs travel over the local agent's socket and are persisted, so
+//! they need both directions. These remote definitions mirror the model types field for field;
+//! the compiler checks that they stay in step.
 
-use phoenix_spec::{Health, HealthCheck, RestartPolicy};
+use phoenix_model::{Health, HealthCheck, RestartPolicy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Serialize, Deserialize)]

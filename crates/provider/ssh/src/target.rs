@@ -70,18 +70,23 @@ impl SshTarget {
         })
     }
 
-    /// Every host of a site's `ssh:` section, in order (host index 0 first), with the
-    /// section's port and identity.
+    /// Every host of a site's `ssh:` section (`hosts`, in order: host index 0 first), with the
+    /// section's port and identity. It takes the section's parts rather than the spec's type so
+    /// that the provider does not depend on the spec parser.
     ///
     /// # Errors
     /// [`SshError::BadTarget`] naming the first entry that does not parse.
-    pub fn from_site(site: &phoenix_spec::SshSite) -> Result<Vec<SshTarget>, SshError> {
-        site.hosts
+    pub fn from_site<S: AsRef<str>>(
+        hosts: &[S],
+        port: Option<u16>,
+        identity: Option<&Path>,
+    ) -> Result<Vec<SshTarget>, SshError> {
+        hosts
             .iter()
             .map(|h| {
-                Ok(SshTarget::parse(h)?
-                    .with_port(site.port)
-                    .with_identity(site.identity.as_deref().map(Path::new)))
+                Ok(SshTarget::parse(h.as_ref())?
+                    .with_port(port)
+                    .with_identity(identity))
             })
             .collect()
     }
@@ -249,12 +254,12 @@ mod tests {
 
     #[test]
     fn from_site_keeps_order_port_and_identity() {
-        let site = phoenix_spec::SshSite {
-            hosts: vec!["a@h1".into(), "b@h2".into()],
-            port: Some(2222),
-            identity: Some("~/.ssh/id_ed25519".into()),
-        };
-        let ts = SshTarget::from_site(&site).unwrap();
+        let ts = SshTarget::from_site(
+            &["a@h1", "b@h2"],
+            Some(2222),
+            Some(Path::new("~/.ssh/id_ed25519")),
+        )
+        .unwrap();
         assert_eq!(ts.len(), 2);
         assert_eq!(ts[1].destination(), "b@h2");
         assert_eq!(ts[1].port(), Some(2222));
