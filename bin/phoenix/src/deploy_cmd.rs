@@ -807,7 +807,9 @@ pub(crate) fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let mut w = wire_change(&args.change, &fleet)?;
     let to = args.to.as_deref().map(parse_revision).transpose()?;
     let mut step = rollback_step(&w, &fleet, to, args.force)?;
-    // The current values (secrets are not kept per revision), pinned into the old units.
+    // Today's values, pinned into the old revision's units: a rollback by hand re-applies an
+    // old spec, and the store's current versions stay what `status` compares with. (A failed
+    // gate's rollback instead restarts the replaced units with their own pinned versions.)
     with_secrets(&mut w, &step.fleet, &mut step.desired, key.as_ref(), None)?;
     if args.change.output == RunFormat::Table {
         eprintln!("Rolling fleet {} back to revision {}", fleet.name, step.to);

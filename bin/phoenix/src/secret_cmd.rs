@@ -8,7 +8,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use phoenix_provider_api::secret::{SecretValue, SecretValues};
+use phoenix_provider_api::secret::{SecretValue, SecretVersions};
 use phoenix_spec::secrets::SecretSource;
 use phoenix_state::StateStore;
 use phoenix_state::secrets::{SecretWrite, SecretsKey};
@@ -85,8 +85,9 @@ fn refuse_if_readable_by_others(given: &Path, path: &Path) -> anyhow::Result<()>
 /// once the change is confirmed.
 #[derive(Default)]
 pub(crate) struct Prepared {
-    /// Every value the units may use, by name.
-    pub values: SecretValues,
+    /// Every value the units may use, by name and version: the current ones and the earlier
+    /// versions the store keeps, so that a rollback restarts old units with their own values.
+    pub values: SecretVersions,
     /// The version of each, for unit fingerprints.
     pub versions: BTreeMap<String, u64>,
     /// New values to store (sealed), written after the change is confirmed and before anything
@@ -220,6 +221,7 @@ pub(crate) fn prepare(
                 source: source.into(),
                 sealed,
                 expected_sealed: stored.map(|(r, _)| r.sealed.clone()),
+                earlier: false,
             });
             out.notes.push(match stored {
                 None => format!("secret `{}`: first value (version 1, {source})", s.name),
@@ -229,17 +231,26 @@ pub(crate) fn prepare(
                 ),
             });
         }
-        out.values.insert(&s.name, SecretValue::new(value));
+        out.values.insert(&s.name, version, SecretValue::new(value));
         out.versions.insert(s.name.clone(), version);
     }
-    // Values still stored for secrets the spec no longer declares: an older revision's units
-    // (a rollback) may use them.
+    // Values still stored for secrets the spec no longer declares, and the earlier versions
+    // kept: the replaced units that a failed gate starts again use them.
     for (name, (r, v)) in current {
-        if out.versions.contains_key(&name) {
-            continue;
+        if !out.versions.contains_key(&name) {
+            out.values.insert(&name, r.version, SecretValue::new(v));
+            out.versions.insert(name, r.version);
+        } else if out.versions.get(&name) != Some(&r.version) {
+            // The stored value becomes an earlier version once this change stores the new one.
+            out.values.insert(&name, r.version, SecretValue::new(v));
         }
-        out.values.insert(&name, SecretValue::new(v));
-        out.versions.insert(name, r.version);
+    }
+    for r in store.secret_history(&fleet.name)? {
+        let value =
+            phoenix_state::secrets::open(key, &fleet.name, &r.name, r.version, &r.sealed)
+                .map_err(|e| anyhow::anyhow!("{e} (version {}); nothing was changed", r.version))?;
+        out.values
+            .insert(&r.name, r.version, SecretValue::new(value));
     }
     Ok(out)
 }
@@ -495,23 +506,31 @@ fn rekey(args: RekeyArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let rows = store.secrets(&fleet.name)?;
-    // Every value is opened before any is written: a wrong current key changes nothing.
+    let earlier = store.secret_history(&fleet.name)?;
+    // Every value (the earlier versions kept for rollbacks too) is opened before any is
+    // written, and all are written in one transaction: a wrong current key changes nothing.
     let mut writes = Vec::new();
-    for r in &rows {
+    for (r, is_earlier) in rows
+        .iter()
+        .map(|r| (r, false))
+        .chain(earlier.iter().map(|r| (r, true)))
+    {
         let v = phoenix_state::secrets::open(&old, &fleet.name, &r.name, r.version, &r.sealed)
-            .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+            .map_err(|e| anyhow::anyhow!("{e} (version {}); nothing was changed", r.version))?;
         writes.push(SecretWrite {
             name: r.name.clone(),
             version: r.version,
             source: r.source.clone(),
             sealed: phoenix_state::secrets::seal(&new, &fleet.name, &r.name, r.version, &v)?,
             expected_sealed: Some(r.sealed.clone()),
+            earlier: is_earlier,
         });
     }
     store.write_secrets(&fleet.name, &writes)?;
     eprintln!(
-        "re-encrypted {} secret(s) of fleet {} with the key in {}; from now on pass that key",
-        writes.len(),
+        "re-encrypted {} secret(s) of fleet {} ({} earlier version(s) kept for rollbacks) with the key in {}; from now on pass that key",
+        rows.len(),
+        earlier.len(),
         fleet.name,
         args.new_key.display()
     );

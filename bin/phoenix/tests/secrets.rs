@@ -85,10 +85,13 @@ services:
     env: {{ DB_PASSWORD: '${{secret:db}}', API_TOKEN: 'token=${{secret:api}}', TLS_FILE: '${{secret_file:tls}}', VERSION: '{version}' }}
     ports: [port]
     depends_on: [check]
-    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 10s, interval: 50ms }}
+    health: {{ http: 'http://127.0.0.1:${{port}}/{health_path}', timeout: {timeout}, interval: 50ms }}
     stop_grace: 2s
 "#,
-            name = self.name
+            name = self.name,
+            // Revision "broken" fails its gate: http.server answers 404 there.
+            health_path = if version == "broken" { "missing/" } else { "" },
+            timeout = if version == "broken" { "2s" } else { "10s" },
         );
         std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
     }
@@ -624,6 +627,24 @@ fn scenario(f: &Fleet) {
     );
     assert_eq!(var(&environ(tls_pid), "DB_PASSWORD"), rotated);
 
+    // A new file value in a revision whose gate fails: the rollback starts the replaced unit
+    // again with the value it ran with (version 2 of `tls`), not the new one (version 3).
+    const TLS_THIRD: &str = "tls-key-third-Wd6nJq3xPv8s";
+    std::fs::write(f.path("tls.txt"), TLS_THIRD).unwrap();
+    f.write("broken");
+    f.expect(
+        &["apply", "fleet.yaml", "--yes", "--secrets-key", &new_key],
+        1,
+    );
+    let (back_pid, _) = f.web();
+    let env = environ(back_pid);
+    assert_ne!(var(&env, "VERSION"), "broken");
+    assert_eq!(
+        std::fs::read_to_string(var(&env, "TLS_FILE")).unwrap(),
+        TLS_NEW,
+        "the restarted unit has its own revision's value"
+    );
+
     // A rollback to the revision with VERSION v2: the old spec's units, with today's values.
     f.write("v1");
     let history = f.expect(&["history", "fleet.yaml", "-o", "json"], 0);
@@ -655,7 +676,11 @@ fn scenario(f: &Fleet) {
     f.expect(&["history", "fleet.yaml", "-o", "json"], 0);
     f.expect(&["logs", "web"], 0);
     f.expect(&["status", "fleet.yaml", "-o", "json"], 0);
-    assert_nowhere(f, &[&db, &rotated, API_TOKEN, TLS_VALUE, TLS_NEW], tls_pid);
+    assert_nowhere(
+        f,
+        &[&db, &rotated, API_TOKEN, TLS_VALUE, TLS_NEW, TLS_THIRD],
+        tls_pid,
+    );
 }
 
 /// A new key file `name` in the test dir.

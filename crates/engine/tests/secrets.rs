@@ -9,7 +9,7 @@ use phoenix_engine::{
 };
 use phoenix_provider_api::Provider as _;
 use phoenix_provider_api::fake::FakeProvider;
-use phoenix_provider_api::secret::{SecretValue, SecretValues, WithSecrets};
+use phoenix_provider_api::secret::{SecretValue, SecretVersions, WithSecrets};
 use phoenix_state::SqliteStore;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,11 @@ fn no_event_record_or_row_holds_a_secret_value() {
     let fake = Arc::new(FakeProvider::new());
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let recorder = Arc::new(MemoryRecorder::new());
-    let mut values = SecretValues::default();
-    values.insert("db", SecretValue::new(VALUE.into()));
+    // Both versions the test pins hold the value (a new version here stands for a rotation's
+    // restart, not a new value).
+    let mut values = SecretVersions::default();
+    values.insert("db", 1, SecretValue::new(VALUE.into()));
+    values.insert("db", 2, SecretValue::new(VALUE.into()));
     let engine = Engine {
         provider: Arc::new(WithSecrets::new(fake.clone(), values)),
         store: store.clone(),

@@ -870,6 +870,7 @@ pub fn secrets_are_written_only_over_what_was_read(h: &dyn Harness) {
         source: "generate".into(),
         sealed: sealed.into(),
         expected_sealed: expected.map(str::to_string),
+        earlier: false,
     };
     assert!(store.secrets(&fleet).unwrap().is_empty());
     store
@@ -914,6 +915,56 @@ pub fn secrets_are_written_only_over_what_was_read(h: &dyn Harness) {
         .unwrap();
     assert_eq!((db.version, db.sealed.as_str()), (2, "s2"));
     assert!(store.secrets(&unique_fleet("other")).unwrap().is_empty());
+
+    // The replaced version is kept for rollbacks; a failed batch kept nothing.
+    let history = |store: &dyn crate::StateStore| -> Vec<(String, u64, String)> {
+        store
+            .secret_history(&fleet)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.version, r.sealed))
+            .collect()
+    };
+    assert_eq!(history(&*store), [("db".to_string(), 1, "s1".to_string())]);
+    // A re-encryption (same version) keeps no copy of the old sealing, and an earlier version
+    // is re-sealed only over what it holds.
+    store
+        .write_secrets(&fleet, &[write("db", 2, "s2-new-key", Some("s2"))])
+        .unwrap();
+    let reseal = SecretWrite {
+        earlier: true,
+        ..write("db", 1, "s1-new-key", Some("s1"))
+    };
+    assert!(matches!(
+        store.write_secrets(
+            &fleet,
+            &[SecretWrite {
+                expected_sealed: Some("stale".into()),
+                ..reseal.clone()
+            }]
+        ),
+        Err(StateError::SecretChanged { .. })
+    ));
+    store.write_secrets(&fleet, &[reseal]).unwrap();
+    assert_eq!(
+        history(&*store),
+        [("db".to_string(), 1, "s1-new-key".to_string())]
+    );
+    // Only the newest KEPT_VERSIONS earlier versions stay.
+    let mut expected = "s2-new-key".to_string();
+    let last = crate::secrets::KEPT_VERSIONS + 5;
+    for v in 3..=last {
+        let sealed = format!("s{v}");
+        store
+            .write_secrets(&fleet, &[write("db", v, &sealed, Some(&expected))])
+            .unwrap();
+        expected = sealed;
+    }
+    let kept: Vec<u64> = history(&*store).into_iter().map(|(_, v, _)| v).collect();
+    assert_eq!(
+        kept,
+        (last - crate::secrets::KEPT_VERSIONS..last).collect::<Vec<_>>()
+    );
 }
 
 /// A zero lease duration is refused.

@@ -316,7 +316,7 @@ mod tests {
     }
 
     /// A store last migrated by a Phoenix without secrets (schema version 4) opens read-only
-    /// and read-write, keeps its rows, and gains the `secrets` table.
+    /// and read-write, keeps its rows, and gains the `secrets` and `secret_versions` tables.
     #[test]
     fn a_version_4_store_migrates_to_secrets_and_keeps_its_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -347,7 +347,8 @@ mod tests {
         drop(read);
         let store = open(dir.path(), None).unwrap();
         assert!(store.secrets("old-fleet").unwrap().is_empty());
-        assert_eq!(schema_version(), 5);
+        assert!(store.secret_history("old-fleet").unwrap().is_empty());
+        assert_eq!(schema_version(), 6);
     }
 
     /// A store last migrated by a Phoenix without API tokens (schema version 2) opens, keeps

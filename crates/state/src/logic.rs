@@ -1432,6 +1432,12 @@ macro_rules! impl_state_store {
             ) -> Result<Vec<$crate::secrets::SecretRecord>, $crate::StateError> {
                 $crate::secrets::secrets(self, fleet)
             }
+            fn secret_history(
+                &self,
+                fleet: &str,
+            ) -> Result<Vec<$crate::secrets::SecretRecord>, $crate::StateError> {
+                $crate::secrets::secret_history(self, fleet)
+            }
             fn write_secrets(
                 &self,
                 fleet: &str,

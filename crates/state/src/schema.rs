@@ -208,4 +208,22 @@ CREATE TABLE secrets (
 );
 "#,
     },
+    Migration {
+        version: 6,
+        ddl: r#"
+-- Earlier values of each secret, kept so that a rollback (or `phoenix rollback`) starts an older
+-- revision's units with the value that revision ran with: unit specs pin a secret's version,
+-- and a version is looked up here when it is not the current one. Sealed like the current value
+-- (same key, same associated data); the newest `secrets::KEPT_VERSIONS` per secret are kept.
+CREATE TABLE secret_versions (
+    fleet         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    version       BIGINT NOT NULL,
+    source        TEXT NOT NULL,
+    sealed        TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (fleet, name, version)
+);
+"#,
+    },
 ];

@@ -290,9 +290,17 @@ pub struct SecretRecord {
     pub updated_at_ms: i64,
 }
 
+/// How many earlier versions of each secret are kept (table `secret_versions`) for rollbacks to
+/// older revisions. A rollback to a revision whose version was dropped is refused by name.
+pub const KEPT_VERSIONS: u64 = 16;
+
 /// A change to one secret for [`crate::StateStore::write_secrets`]: written only if the row
 /// still holds `expected_sealed` (`None`: only if there is no row), so two operators never
 /// both generate a first value.
+///
+/// A write of a new version keeps the value it replaces as an earlier version. A write of the
+/// same version (a re-encryption under a new key) replaces it without keeping the old sealing;
+/// with `earlier` it re-seals a kept earlier version instead of the current value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretWrite {
     /// Name.
@@ -305,6 +313,8 @@ pub struct SecretWrite {
     pub sealed: String,
     /// What the row must hold now.
     pub expected_sealed: Option<String>,
+    /// Re-seals the kept earlier version `version` (in `secret_versions`), not the current one.
+    pub earlier: bool,
 }
 
 const COLUMNS: &str = "name, version, source, sealed, updated_at_ms";
@@ -343,10 +353,25 @@ pub(crate) fn secrets<B: Backend>(
     backend: &B,
     fleet: &str,
 ) -> Result<Vec<SecretRecord>, StateError> {
+    rows(backend, fleet, "secrets")
+}
+
+pub(crate) fn secret_history<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Vec<SecretRecord>, StateError> {
+    rows(backend, fleet, "secret_versions")
+}
+
+fn rows<B: Backend>(
+    backend: &B,
+    fleet: &str,
+    table: &'static str,
+) -> Result<Vec<SecretRecord>, StateError> {
     backend
         .read(|tx| {
             tx.query(
-                &format!("SELECT {COLUMNS} FROM secrets WHERE fleet = $1 ORDER BY name"),
+                &format!("SELECT {COLUMNS} FROM {table} WHERE fleet = $1 ORDER BY name, version"),
                 &[fleet.into()],
             )?
             .iter()
@@ -365,16 +390,58 @@ pub(crate) fn write_secrets<B: Backend>(
         .write(|tx| {
             for w in writes {
                 let now = tx.now_ms()?;
+                let version = Val::Int(i64::try_from(w.version).unwrap_or(i64::MAX));
+                if w.earlier {
+                    let n = tx.execute(
+                        "UPDATE secret_versions SET sealed = $1 \
+                         WHERE fleet = $2 AND name = $3 AND version = $4 AND sealed = $5",
+                        &[
+                            w.sealed.as_str().into(),
+                            fleet.into(),
+                            w.name.as_str().into(),
+                            version,
+                            w.expected_sealed.as_deref().unwrap_or("").into(),
+                        ],
+                    )?;
+                    if n != 1 {
+                        return Err(Fail::State(StateError::SecretChanged {
+                            fleet: fleet.to_owned(),
+                            name: w.name.clone(),
+                        }));
+                    }
+                    continue;
+                }
                 let current = tx.query(
-                    "SELECT sealed FROM secrets WHERE fleet = $1 AND name = $2",
+                    "SELECT sealed, version FROM secrets WHERE fleet = $1 AND name = $2",
                     &[fleet.into(), w.name.as_str().into()],
                 )?;
+                let current_version = current.first().map(|r| r.int(1)).transpose()?;
                 let current = current.first().map(|r| r.text(0)).transpose()?;
                 if current != w.expected_sealed {
                     return Err(Fail::State(StateError::SecretChanged {
                         fleet: fleet.to_owned(),
                         name: w.name.clone(),
                     }));
+                }
+                // A new version keeps the one it replaces, for rollbacks to older revisions;
+                // a re-encryption (same version) must not keep the old key's sealing.
+                if current_version.is_some_and(|v| v != version_int(w.version)) {
+                    tx.execute(
+                        "INSERT INTO secret_versions \
+                         (fleet, name, version, source, sealed, updated_at_ms) \
+                         SELECT fleet, name, version, source, sealed, updated_at_ms FROM secrets \
+                         WHERE fleet = $1 AND name = $2 \
+                         ON CONFLICT (fleet, name, version) DO NOTHING",
+                        &[fleet.into(), w.name.as_str().into()],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM secret_versions WHERE fleet = $1 AND name = $2 AND version <= $3",
+                        &[
+                            fleet.into(),
+                            w.name.as_str().into(),
+                            Val::Int(version_int(w.version.saturating_sub(KEPT_VERSIONS + 1))),
+                        ],
+                    )?;
                 }
                 tx.execute(
                     "DELETE FROM secrets WHERE fleet = $1 AND name = $2",
@@ -386,7 +453,7 @@ pub(crate) fn write_secrets<B: Backend>(
                     &[
                         fleet.into(),
                         w.name.as_str().into(),
-                        Val::Int(i64::try_from(w.version).unwrap_or(i64::MAX)),
+                        version,
                         w.source.as_str().into(),
                         w.sealed.as_str().into(),
                         Val::Int(now),
@@ -396,6 +463,10 @@ pub(crate) fn write_secrets<B: Backend>(
             Ok(())
         })
         .map_err(db_error("write", fleet))
+}
+
+fn version_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

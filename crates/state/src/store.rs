@@ -248,6 +248,13 @@ pub trait StateStore: Send + Sync {
     /// [`StateError::Secrets`], or [`StateError::CorruptRecord`] for a row that does not read.
     fn secrets(&self, fleet: &str) -> Result<Vec<crate::secrets::SecretRecord>, StateError>;
 
+    /// The earlier values of `fleet`'s secrets kept for rollbacks (sealed), by name and
+    /// version: the newest [`crate::secrets::KEPT_VERSIONS`] before the current one of each.
+    ///
+    /// # Errors
+    /// [`StateError::Secrets`] from the database.
+    fn secret_history(&self, fleet: &str) -> Result<Vec<crate::secrets::SecretRecord>, StateError>;
+
     /// Writes every change in `writes` in one transaction, or none: each only if its row still
     /// holds what it expects.
     ///

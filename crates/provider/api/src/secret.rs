@@ -116,16 +116,72 @@ impl SecretValues {
     }
 }
 
-/// A provider that hands every unit it starts the values of the secrets the unit uses.
-/// Everything else goes straight to the inner provider.
+/// Every value a change may hand to a unit, by secret name and version: each secret's current
+/// value, and the earlier versions the state store keeps, so that a unit of an older revision
+/// (started again by a rollback) gets the value it ran with, not today's.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct SecretVersions(BTreeMap<String, BTreeMap<u64, SecretValue>>);
+
+impl SecretVersions {
+    /// Adds (or replaces) version `version` of `name`.
+    pub fn insert(&mut self, name: &str, version: u64, value: SecretValue) {
+        self.0
+            .entry(name.to_string())
+            .or_default()
+            .insert(version, value);
+    }
+
+    /// Whether no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The values `spec` uses, each at the version its spec pins ([`UnitSpec::secrets`]; an
+    /// unpinned `0` takes the newest held).
+    ///
+    /// # Errors
+    /// [`crate::ProviderError::InvalidSpec`] naming a secret, or a version of it, that is not
+    /// held (an older version than the store keeps, or a secret never resolved).
+    pub fn for_spec(&self, spec: &UnitSpec) -> Result<SecretValues> {
+        let mut out = SecretValues::default();
+        for (name, version) in &spec.secrets {
+            let held = self.0.get(name);
+            let value = match *version {
+                0 => held.and_then(|v| v.values().next_back()),
+                v => held.and_then(|h| h.get(&v)),
+            };
+            match value {
+                Some(v) => out.insert(name, v.clone()),
+                None if held.is_some() => {
+                    return Err(crate::ProviderError::InvalidSpec {
+                        unit: spec.unit_id(),
+                        problem: format!(
+                            "secret `{name}` version {version} is no longer stored (the state store keeps the newest versions only), so this unit cannot be started with the value it ran with"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(crate::ProviderError::InvalidSpec {
+                        unit: spec.unit_id(),
+                        problem: format!("secret `{name}` was not resolved before the start"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A provider that hands every unit it starts the values of the secrets the unit uses, at the
+/// versions its spec pins. Everything else goes straight to the inner provider.
 pub struct WithSecrets {
     inner: Arc<dyn Provider>,
-    values: SecretValues,
+    values: SecretVersions,
 }
 
 impl WithSecrets {
     /// `inner`, starting units with `values`.
-    pub fn new(inner: Arc<dyn Provider>, values: SecretValues) -> Self {
+    pub fn new(inner: Arc<dyn Provider>, values: SecretVersions) -> Self {
         WithSecrets { inner, values }
     }
 }
@@ -347,5 +403,30 @@ mod tests {
         spec.secrets.insert("c".into(), 1);
         let err = all.for_spec(&spec).unwrap_err().to_string();
         assert!(err.contains("secret `c`"), "{err}");
+    }
+
+    #[test]
+    fn a_unit_gets_the_version_its_spec_pins() {
+        let mut held = SecretVersions::default();
+        held.insert("db", 1, SecretValue::new("old".into()));
+        held.insert("db", 2, SecretValue::new("new".into()));
+        let mut spec = UnitSpec::new("f", "web", "web-0", 1);
+        for (pinned, want) in [(1, "old"), (2, "new"), (0, "new")] {
+            spec.secrets.insert("db".into(), pinned);
+            assert_eq!(
+                held.for_spec(&spec).unwrap().get("db").unwrap().expose(),
+                want
+            );
+        }
+        spec.secrets.insert("db".into(), 7);
+        let err = held.for_spec(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("secret `db` version 7 is no longer stored"),
+            "{err}"
+        );
+        spec.secrets.clear();
+        spec.secrets.insert("api".into(), 1);
+        let err = held.for_spec(&spec).unwrap_err().to_string();
+        assert!(err.contains("secret `api` was not resolved"), "{err}");
     }
 }
