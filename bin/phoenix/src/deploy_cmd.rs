@@ -561,19 +561,7 @@ fn run_change(
         }
         ok
     };
-    // Units get their secrets' values from the provider wrapper, never through the engine,
-    // which persists unit specs and writes events and audit records.
-    let engine = if w.secrets.values.is_empty() {
-        w.engine.clone()
-    } else {
-        Engine {
-            provider: Arc::new(phoenix_provider_api::secret::WithSecrets::new(
-                w.engine.provider.clone(),
-                w.secrets.values.clone(),
-            )),
-            ..w.engine.clone()
-        }
-    };
+    let engine = engine_with_secrets(w);
     let sink = |e: &Event| progress.event(e);
     // An operator whose key may not sign the fleet's history is refused before any change.
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
@@ -911,14 +899,17 @@ pub(crate) fn rollback_for(
     force: bool,
     actor: &str,
     ledger: &crate::ledger_link::LedgerArgs,
+    secrets_key: Option<&phoenix_state::secrets::SecretsKey>,
 ) -> anyhow::Result<ApplyReport> {
     let store = phoenix_state::open(&state.state_dir, state.state_url.as_deref())
         .with_context(|| format!("opening the state store in {}", state.state_dir.display()))?;
     let (fleet, _) = latest_fleet(&*store, fleet_name)?;
     drop(store);
-    refuse_secrets_on_the_server(&fleet)?;
-    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
-    let step = rollback_step(&w, &fleet, to, force)?;
+    require_key_on_the_server(&fleet, secrets_key)?;
+    let mut w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
+    let mut step = rollback_step(&w, &fleet, to, force)?;
+    // Today's values, as `phoenix rollback` pins them.
+    with_secrets(&mut w, &step.fleet, &mut step.desired, secrets_key, None)?;
     run_for(
         &w,
         "rollback",
@@ -931,14 +922,18 @@ pub(crate) fn rollback_for(
     )
 }
 
-/// `phoenix serve` holds no secrets key (ADR 010): a change that would start units of a fleet
-/// with secrets is refused there before anything happens, naming the commands that can.
-fn refuse_secrets_on_the_server(fleet: &phoenix_spec::Fleet) -> anyhow::Result<()> {
-    if fleet.secrets.is_empty() {
+/// `phoenix serve` holds a secrets key only when started with one (`--secrets-key FILE` or
+/// `PHOENIX_SECRETS_KEY`; ADR 010): without it, a change that would start units of a fleet with
+/// secrets is refused there before anything happens, naming what can do it.
+fn require_key_on_the_server(
+    fleet: &phoenix_spec::Fleet,
+    key: Option<&phoenix_state::secrets::SecretsKey>,
+) -> anyhow::Result<()> {
+    if fleet.secrets.is_empty() || key.is_some() {
         return Ok(());
     }
     bail!(
-        "fleet {} has secrets, whose key this server does not hold: apply or roll it back with `phoenix apply` or `phoenix rollback` and the secrets key (docs/secrets.md)",
+        "fleet {} has secrets, and this server was started without a secrets key: start `phoenix serve` with --secrets-key FILE (or PHOENIX_SECRETS_KEY), or apply it with the CLI and the key (docs/secrets.md)",
         fleet.name
     )
 }
@@ -956,13 +951,15 @@ pub(crate) fn apply_for(
     env: Option<String>,
     actor: &str,
     ledger: &crate::ledger_link::LedgerArgs,
+    secrets_key: Option<&phoenix_state::secrets::SecretsKey>,
 ) -> anyhow::Result<ApplyReport> {
     let fleet = phoenix_spec::parse_sources(&sources, env.as_deref())
         .map_err(|d| anyhow::anyhow!("the spec is not valid:\n{}", d.render()))?;
-    refuse_secrets_on_the_server(&fleet)?;
-    let desired = desired_of(&fleet)?;
+    require_key_on_the_server(&fleet, secrets_key)?;
+    let mut desired = desired_of(&fleet)?;
+    let mut w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
+    with_secrets(&mut w, &fleet, &mut desired, secrets_key, None)?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, env);
-    let w = wire_as(state, &fleet, false, ledger, actor.to_owned())?;
     run_for(
         &w,
         "apply",
@@ -1048,7 +1045,18 @@ fn run_for(
         holder_liveness: this_host_liveness(),
     };
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
-    let result = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {});
+    // The request is the confirmation; new secret values are stored before anything starts.
+    let secrets_failed = std::sync::Mutex::new(None);
+    let confirm_fn = |_: &Decision| match w.secrets.commit(&*w.store, &desired.fleet) {
+        Ok(()) => true,
+        Err(e) => {
+            *secrets_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+            false
+        }
+    };
+    let result = engine_with_secrets(w).apply(desired, &doc, &opts, &confirm_fn, &|_| {});
     // Whatever the outcome, what the session queued is sent (or left for the next command).
     let session = w
         .ledger
@@ -1058,9 +1066,30 @@ fn run_for(
     if let Some(session) = session {
         session.finish(&*w.store);
     }
+    if let Some(e) = secrets_failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e.context("storing the new secret values; nothing was changed"));
+    }
     let report = result?;
     crate::audit_cmd::anchor(&*w.store, &desired.fleet);
     Ok(report)
+}
+
+/// The wired engine, its provider wrapped so that units get their secrets' values from it,
+/// never through the engine, which persists unit specs and writes events and audit records.
+fn engine_with_secrets(w: &Wired) -> Engine {
+    if w.secrets.values.is_empty() {
+        return w.engine.clone();
+    }
+    Engine {
+        provider: Arc::new(phoenix_provider_api::secret::WithSecrets::new(
+            w.engine.provider.clone(),
+            w.secrets.values.clone(),
+        )),
+        ..w.engine.clone()
+    }
 }
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {

@@ -715,3 +715,130 @@ fn secrets_are_checked_where_they_are_used() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// `phoenix serve` started by a test, killed (by its pid) when dropped.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// The server over `f`'s state dir, with `extra` arguments; waits for its address line.
+    fn start(f: &Fleet, extra: &[&str]) -> Served {
+        use std::io::BufRead as _;
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(f.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env_remove("PHOENIX_STATE_URL")
+            .env_remove("PHOENIX_SECRETS_KEY")
+            .env("PHOENIX_STATE_DIR", f.path("s"))
+            .env("PX_TEST_API_TOKEN", API_TOKEN)
+            .env("PHOENIX_OPERATOR_KEY", f.path("operator.key"))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        // The first line is `listening on http://ADDR`; the server is killed if it never comes.
+        let mut reader = std::io::BufReader::new(stdout);
+        let read = reader.read_line(&mut line);
+        let served = Served {
+            child,
+            addr: line
+                .trim()
+                .strip_prefix("listening on http://")
+                .unwrap_or_default()
+                .to_string(),
+        };
+        assert!(
+            read.is_ok() && !served.addr.is_empty(),
+            "phoenix serve printed {line:?}"
+        );
+        served
+    }
+
+    /// `POST path` with `body` and a bearer token: (status, body).
+    fn post(&self, path: &str, token: &str, body: &str) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, out)
+    }
+}
+
+#[test]
+fn a_server_given_the_key_applies_a_fleet_with_secrets_and_one_without_refuses_it() {
+    let f = Fleet::new(None);
+    let key = phoenix_key(&f, "key");
+    let out = f.expect(
+        &["serve", "token", "create", "ship", "--role", "deployer"],
+        0,
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let spec = std::fs::read_to_string(f.path("fleet.yaml")).unwrap();
+    let path = format!("/api/v1/fleets/{}/apply", f.name);
+
+    // Without a key: refused, saying how to give one, and nothing was stored or started.
+    {
+        let server = Served::start(&f, &[]);
+        let (status, body) = server.post(&path, &token, &spec);
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("without a secrets key"), "{body}");
+        assert!(body.contains("--secrets-key"), "{body}");
+    }
+    let out = f.expect(&["secret", "list", "fleet.yaml", "-o", "json"], 0);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        list["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["stored"] == false),
+        "{list:#}"
+    );
+
+    // With the key: applied through the engine, the unit has its values, the answer has none.
+    let server = Served::start(&f, &["--secrets-key", &key]);
+    let (status, body) = server.post(&path, &token, &spec);
+    assert_eq!(status, 200, "{body}");
+    let (pid, _) = f.web();
+    let db = std::fs::read_to_string(f.data_dir("web-0").join(".secrets/db")).unwrap();
+    assert_eq!(db.len(), 40);
+    let env = environ(pid);
+    assert_eq!(var(&env, "DB_PASSWORD"), db);
+    assert_eq!(var(&env, "API_TOKEN"), format!("token={API_TOKEN}"));
+    assert!(!body.contains(&db) && !body.contains(API_TOKEN), "{body}");
+    drop(server);
+    f.seen.borrow_mut().extend_from_slice(body.as_bytes());
+    assert_nowhere(&f, &[&db, API_TOKEN, TLS_VALUE], pid);
+}

@@ -80,6 +80,11 @@ struct RunArgs {
     /// it, as `phoenix rollback --ledger` records them.
     #[command(flatten)]
     ledger: crate::ledger_link::LedgerArgs,
+    /// The secrets key (`--secrets-key FILE`, or the key itself in PHOENIX_SECRETS_KEY), so
+    /// that writes through the server can start units of fleets with secrets. Without it they
+    /// are refused for such fleets (docs/secrets.md).
+    #[command(flatten)]
+    secrets: crate::secret_cmd::KeyArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +215,8 @@ pub(crate) struct AppState {
     state_args: crate::deploy_cmd::StateArgs,
     /// The ledger, if any (`--ledger`, `--ledger-key`).
     ledger: crate::ledger_link::LedgerArgs,
+    /// The secrets key, if the server was given one.
+    secrets_key: Option<Arc<phoenix_state::secrets::SecretsKey>>,
 }
 
 /// A write the server runs through the engine as the CLI does (`deploy_cmd::*_for`).
@@ -253,6 +260,7 @@ pub(crate) async fn run_write(
         crate::ledger_link::LedgerArgs::default()
     };
     let what = write.name();
+    let key = state.secrets_key.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name(format!("serve-{what}"))
@@ -260,9 +268,11 @@ pub(crate) async fn run_write(
             use crate::deploy_cmd::{apply_for, destroy_for, rollback_for};
             let result = match write {
                 Write::Rollback { to, force } => {
-                    rollback_for(&args, &fleet, to, force, &actor, &ledger)
+                    rollback_for(&args, &fleet, to, force, &actor, &ledger, key.as_deref())
                 }
-                Write::Apply { sources, env } => apply_for(&args, sources, env, &actor, &ledger),
+                Write::Apply { sources, env } => {
+                    apply_for(&args, sources, env, &actor, &ledger, key.as_deref())
+                }
                 Write::Destroy => destroy_for(&args, &fleet, &actor, &ledger),
             };
             let _ = tx.send(result);
@@ -328,6 +338,9 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             "--ledger-key needs --ledger URL: the ledger to record the server's writes on"
         );
     }
+    // A key that cannot be read or is too short is an error at start, not on the first write.
+    let secrets_key =
+        crate::secret_cmd::load_key(&args.secrets, &args.store.state_dir)?.map(Arc::new);
     let store = args.store.open()?;
     // The last reference to the store is dropped here, after the runtime: the synchronous
     // PostgreSQL client blocks on its own runtime when dropped, which panics inside another.
@@ -353,6 +366,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             operator_key: std::env::var_os("PHOENIX_OPERATOR_KEY").map(PathBuf::from),
         },
         ledger: args.ledger.clone(),
+        secrets_key,
     };
     let app = api::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
