@@ -139,7 +139,7 @@ const ROLLOUT_KEYS: &[&str] = &[
     "canary",
     "analysis",
 ];
-const ENV_KEYS: &[&str] = &["sites", "projects", "services", "jobs"];
+const ENV_KEYS: &[&str] = &["sites", "projects", "services", "jobs", "secrets"];
 const METRICS_KEYS: &[&str] = &["port", "path"];
 
 /// The mapping keys of a node, checked against the allowed ones.
@@ -590,8 +590,8 @@ pub(crate) struct Collected {
     projects: Vec<Node>,
     services: Vec<Node>,
     jobs: Vec<Node>,
-    /// `secrets:` of every file, in order (parsed at once: overlays do not change them).
-    secrets: Vec<crate::secrets::Secret>,
+    /// `secrets:` entries of every file, in order (an environment may change their source).
+    secrets: Vec<Node>,
     /// env name -> section ("sites") -> entries (item name node, overlay node)
     environments: BTreeMap<String, Vec<(String, Node, Node)>>,
 }
@@ -685,8 +685,10 @@ fn collect_file(root: &Node, c: &mut Collected, d: &mut D) {
     if let Some(v) = f.get("environments") {
         collect_environments(v, c, d);
     }
-    if let Some(v) = f.get("secrets") {
-        c.secrets.extend(secrets::secrets(v, d));
+    if let Some(v) = f.get("secrets")
+        && let Some(items) = list(v, "`secrets`", d)
+    {
+        c.secrets.extend(items.iter().cloned());
     }
 }
 
@@ -748,6 +750,7 @@ struct Items {
     projects: Vec<Node>,
     services: Vec<Node>,
     jobs: Vec<Node>,
+    secrets: Vec<Node>,
 }
 
 fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
@@ -774,6 +777,7 @@ fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
             "sites" => &mut it.sites,
             "projects" => &mut it.projects,
             "jobs" => &mut it.jobs,
+            "secrets" => &mut it.secrets,
             _ => &mut it.services,
         };
         let Some(target) = key.scalar() else { continue };
@@ -791,7 +795,13 @@ fn apply_environment(c: &Collected, env: &str, it: &mut Items, d: &mut D) {
                     ));
                     continue;
                 }
-                *base = merge(base, &overlay);
+                *base = if section == "secrets" {
+                    // A secret has exactly one source: an overlay that names one replaces the
+                    // base's, rather than merging into a secret with two.
+                    merge(&secrets::without_source_if_given(base, &overlay), &overlay)
+                } else {
+                    merge(base, &overlay)
+                };
             }
             None => {
                 let known: Vec<&str> = items.iter().filter_map(item_name).collect();
@@ -846,6 +856,7 @@ pub(crate) fn build(
         projects: c.projects.clone(),
         services: c.services.clone(),
         jobs: c.jobs.clone(),
+        secrets: c.secrets.clone(),
     };
     if let Some(env) = env {
         apply_environment(c, env, &mut items, d);
@@ -905,9 +916,14 @@ pub(crate) fn build(
         d,
     );
     check_job_names(&services, &jobs, d);
+    let fleet_secrets: Vec<crate::secrets::Secret> = items
+        .secrets
+        .iter()
+        .filter_map(|n| secrets::secret(n, d))
+        .collect();
     check_duplicates(
         "secret",
-        c.secrets
+        fleet_secrets
             .iter()
             .map(|s| (s.name.as_str(), &s.location, None)),
         d,
@@ -950,7 +966,7 @@ pub(crate) fn build(
         sites,
         projects,
         services,
-        secrets: c.secrets.clone(),
+        secrets: fleet_secrets,
         files: sources.iter().map(|s| s.0.clone()).collect(),
     };
     Some((fleet, map))

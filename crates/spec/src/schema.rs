@@ -225,7 +225,7 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object", "additionalProperties": false,
-                    "properties": { "sites": overlay("sites"), "projects": overlay("projects"), "services": overlay("services"), "jobs": overlay("jobs") }
+                    "properties": { "sites": overlay("sites"), "projects": overlay("projects"), "services": overlay("services"), "jobs": overlay("jobs"), "secrets": overlay("secrets") }
                 }
             }
         }

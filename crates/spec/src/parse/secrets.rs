@@ -1,13 +1,13 @@
 //! Parsing `secrets:` (the model is `crate::secrets`): one entry per secret, with exactly one
 //! of `generate`, `from_file`, `from_env`.
 
-use super::{D, Fields, list, name, string, uint};
+use super::{D, Fields, name, string, uint};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::secrets::{
     Alphabet, DEFAULT_GENERATED_LENGTH, MAX_GENERATED_LENGTH, MIN_GENERATED_LENGTH, Secret,
     SecretSource,
 };
-use crate::yaml::Node;
+use crate::yaml::{Node, NodeKind};
 
 const SECRET_KEYS: &[&str] = &["name", "description", "generate", "from_file", "from_env"];
 const SOURCES: [&str; 3] = ["generate", "from_file", "from_env"];
@@ -36,15 +36,27 @@ pub(super) fn check_use(n: &Node, var: &str, what: &str, d: &mut D) -> bool {
     true
 }
 
-/// The secrets of one `secrets:` list, every problem reported.
-pub(super) fn secrets(v: &Node, d: &mut D) -> Vec<Secret> {
-    let Some(items) = list(v, "`secrets`", d) else {
-        return Vec::new();
-    };
-    items.iter().filter_map(|n| secret(n, d)).collect()
+/// `base` (a `secrets:` entry) without its source keys when `overlay` (an environment's change
+/// to it) gives a source of its own, so that the merge holds the overlay's source alone.
+pub(super) fn without_source_if_given(base: &Node, overlay: &Node) -> Node {
+    let gives_source = SOURCES.iter().any(|k| overlay.get(k).is_some());
+    match (&base.kind, gives_source) {
+        (NodeKind::Map(entries), true) => Node {
+            kind: NodeKind::Map(
+                entries
+                    .iter()
+                    .filter(|(k, _)| !k.scalar().is_some_and(|k| SOURCES.contains(&k)))
+                    .cloned()
+                    .collect(),
+            ),
+            loc: base.loc.clone(),
+        },
+        _ => base.clone(),
+    }
 }
 
-fn secret(n: &Node, d: &mut D) -> Option<Secret> {
+/// One `secrets:` entry, every problem reported.
+pub(super) fn secret(n: &Node, d: &mut D) -> Option<Secret> {
     let f = Fields::new(n, "a secret", SECRET_KEYS, d)?;
     let name = f.required("name", d).and_then(|v| name(v, "a secret", d));
     let what = match &name {
