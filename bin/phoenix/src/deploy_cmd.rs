@@ -531,6 +531,7 @@ fn run_change(
         operation: what.into(),
         unreachable: reachable.endpoints,
         holder_liveness: this_host_liveness(),
+        clock: Default::default(),
     };
     let refused = AtomicBool::new(false);
     let progress = render::Progress::new(change.output).with_sites(
@@ -1044,6 +1045,7 @@ fn run_for(
         operation: what.into(),
         unreachable: reachable.endpoints,
         holder_liveness: this_host_liveness(),
+        clock: Default::default(),
     };
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
     let result = w.engine.apply(desired, &doc, &opts, &|_| true, &|_| {});

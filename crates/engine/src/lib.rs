@@ -49,21 +49,26 @@
 //! [`Provider`]: phoenix_provider_api::Provider
 
 pub mod address;
+pub mod clock;
 pub mod decide;
 mod desired;
+pub mod driver;
 mod error;
 mod events;
 mod exec;
+pub mod intent;
 pub mod lock;
 pub mod rollback;
+pub mod rollout;
 pub mod status;
 
+pub use clock::{Clock, ClockRef, RealClock, VirtualClock};
 pub use decide::{Decision, DiffLine, ObservedUnit};
 pub use desired::{
     Desired, DesiredUnit, JobLast, RevisionDoc, RevisionKind, Scope, ServiceInfo, fingerprint,
     latest_job_runs, same_job_inputs, sha256_hex,
 };
-pub use error::EngineError;
+pub use error::{EngineError, ExecError};
 pub use events::{Event, EventSink};
 pub use exec::{ApplyOptions, ApplyOutcome, ApplyReport, Engine, Failure, preview};
 pub use lock::{HolderLiveness, Liveness, LockGuard};
