@@ -448,3 +448,46 @@ impl Driver<'_> {
             .unwrap_or_else(|| provider.endpoint())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::VirtualClock;
+
+    #[test]
+    fn the_retry_policy_retries_only_retryable_errors_and_only_so_often() {
+        let clock = VirtualClock::new();
+        let mut calls = 0;
+        let r: Result<(), ExecError> = RETRY.run(&clock, || {
+            calls += 1;
+            Err(ExecError::Provider(ProviderError::Unavailable {
+                provider: "fake".into(),
+                reason: "down".into(),
+            }))
+        });
+        assert!(r.is_err_and(|e| e.is_retryable()));
+        assert_eq!(calls, RETRY.attempts);
+
+        let mut calls = 0;
+        let r: Result<(), ExecError> = RETRY.run(&clock, || {
+            calls += 1;
+            Err(ExecError::UnitGone { unit: "w".into() })
+        });
+        assert!(r.is_err_and(|e| e.is_fatal()));
+        assert_eq!(calls, 1, "a fatal error is not retried");
+
+        let mut calls = 0;
+        let r = RETRY.run(&clock, || {
+            calls += 1;
+            if calls < 3 {
+                Err(ExecError::Provider(ProviderError::Unavailable {
+                    provider: "fake".into(),
+                    reason: "down".into(),
+                }))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.ok(), Some(3));
+    }
+}
