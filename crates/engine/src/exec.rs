@@ -1,6 +1,7 @@
-//! The executor: carries out a [`Decision`] through a [`Provider`], wave by wave, with bounded
-//! parallelism, health gates, rollout strategies, write-ahead intents, audit records, and
-//! rollback of the changed instances when a gate fails.
+//! `Engine::apply` and what surrounds a run: the lock, recovery of a dead apply's intents,
+//! observation, the decision, the revision and its outcome. The run itself — waves, strategies,
+//! health gates, intents, audit records and rollback — is the state machine in
+//! [`crate::rollout`], carried out by [`crate::driver`].
 
 use crate::clock::ClockRef;
 use crate::decide::{Decision, ObservedUnit, Resolution, decide, resolve_intent};

@@ -19,6 +19,9 @@
 //!   `parallelism` steps in flight. Every start, stop, snapshot and restore is announced by
 //!   an intent before it happens and closed after. A failed gate stops the run and rolls the
 //!   changed instances back (stop new units, restore backups, restart the replaced units).
+//!   The run itself is a pure state machine ([`rollout::Rollout`]: `step(input, now) ->
+//!   effects`, ADR 011) carried out by a driver ([`driver`]) on a pool of worker threads, with
+//!   time from an injected [`Clock`] ([`ApplyOptions::clock`]; [`VirtualClock`] in tests).
 //!
 //! ```
 //! use phoenix_engine::{ApplyOptions, Desired, Engine, RevisionDoc, RevisionKind};

@@ -1214,9 +1214,7 @@ impl Rollout {
                 let mut lanes: Vec<VecDeque<Batch>> = wave
                     .services
                     .iter()
-                    .map(|sa| {
-                        service_batches(sa, decision.retire_last.contains(&sa.service), revision)
-                    })
+                    .map(|sa| service_batches(sa, decision.retire_last.contains(&sa.service)))
                     .collect();
                 lanes.extend(
                     wave.jobs
@@ -1514,8 +1512,6 @@ impl Rollout {
             }),
             StageKind::Retire => {
                 let units = std::mem::take(&mut self.core.retiring);
-                let rev = self.core.revision;
-                let _ = rev;
                 lanes = vec![VecDeque::from([Batch::Tasks(
                     units
                         .into_iter()
@@ -1626,11 +1622,7 @@ fn removal_stage(kind: StageKind, removals: &[Removal]) -> Stage {
 }
 
 /// The batches of a service's rollout.
-fn service_batches(
-    sa: &crate::decide::ServiceActions,
-    retire_last: bool,
-    _revision: u64,
-) -> VecDeque<Batch> {
+fn service_batches(sa: &crate::decide::ServiceActions, retire_last: bool) -> VecDeque<Batch> {
     let ctx = ServiceCtx {
         service: sa.service.clone(),
         health: sa.health.clone(),
