@@ -2847,9 +2847,10 @@ mod tests {
             Effect::Probe { .. } => Reply::Probed(ProbeOutcome::healthy("ok")),
             Effect::Inspect { .. } => Reply::Inspected(Ok(None)),
             Effect::OutputTail { .. } => Reply::Output(String::new()),
-            Effect::PrepareReload { .. } | Effect::RecordJobRun { .. } => {
-                Reply::JobRecorded(Ok(()))
+            Effect::PrepareReload { unit, .. } => {
+                Reply::Reloadable(Err(ExecError::UnitGone { unit: unit.clone() }))
             }
+            Effect::RecordJobRun { .. } => Reply::JobRecorded(Ok(())),
             _ => Reply::Output(String::new()),
         }
     }
@@ -3180,5 +3181,39 @@ mod tests {
         ));
         // The service waits for its job.
         assert_eq!(sim.starts().last().copied(), Some("start web-0@r2"));
+    }
+
+    #[test]
+    fn surge_starts_the_new_unit_beside_the_old_and_a_rollback_restores_the_backup() {
+        let extra = ", rollout: {strategy: rolling, max_unavailable: 0, max_surge: 1}, backup: ['${data_dir}/db']";
+        let d = desired(&svc("db", 1, extra));
+        let observed = running(&d);
+        let d2 = desired(&svc("db", 1, &format!("{extra}, env: {{V: '2'}}")));
+        let decision = decide(&d2, &observed, &Scope::all());
+        let mut sim = Sim::new(&decision, 16);
+        let end = sim.run(&mut fine);
+        assert_eq!(end, RunEnd::default());
+        assert_eq!(sim.starts(), ["start db-0@r2", "stop db-0@r1"]);
+        assert!(
+            sim.log[..2].iter().any(|l| l.starts_with("Snapshot")),
+            "{:?}",
+            sim.log
+        );
+
+        // The same change with a failing gate: the new unit is stopped, the backup restored,
+        // and the old unit (never stopped under surge) keeps running.
+        let mut sim = Sim::new(&decision, 16);
+        let end = sim.run(&mut |e, now| match e {
+            Effect::Probe { unit, .. } if unit.revision == 2 => {
+                Reply::Probed(ProbeOutcome::unhealthy("no"))
+            }
+            e => fine(e, now),
+        });
+        assert_eq!(
+            end.restored,
+            ["db-0: stopped db-0@r2, restored backup pre-r2, db-0@r1 kept running"]
+        );
+        assert!(sim.log.iter().any(|l| l.starts_with("Restore")));
+        assert_eq!(sim.starts(), ["start db-0@r2", "stop db-0@r2"]);
     }
 }
