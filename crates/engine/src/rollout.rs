@@ -17,7 +17,7 @@
 //!
 //! Architecture Invariant: every wait for health — the gate after a start, the canary
 //! analysis window, the gate after a reload, the gate of a unit restarted by a rollback — is
-//! one [`HealthWait`]: probe effects and a timer, never a loop that sleeps.
+//! one `HealthWait` (`wait.rs`): probe effects and a timer, never a loop that sleeps.
 
 // Inputs, effects and task states carry unit specs by value: each is built once and moved
 // once per step, a handful per instance, so boxing the large variants would add noise and no
