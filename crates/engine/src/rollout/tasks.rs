@@ -765,12 +765,14 @@ impl JobTask {
                 if timer == Some(fired) {
                     Self::inspect(&status, id, cx);
                 }
+                // A timer of an earlier look is stale; only the current one is consumed.
+                let timer = if timer == Some(fired) { None } else { timer };
                 self.at = JobAt::Poll {
                     status,
                     deadline,
                     poll,
                     last_error,
-                    timer: None,
+                    timer,
                 };
                 Progress::Pending
             }

@@ -478,3 +478,35 @@ fn surge_starts_the_new_unit_beside_the_old_and_a_rollback_restores_the_backup()
     assert!(sim.log.iter().any(|l| l.starts_with("Restore")));
     assert_eq!(sim.starts(), ["start db-0@r2", "stop db-0@r2"]);
 }
+
+#[test]
+fn a_lost_lease_stops_the_run_without_rolling_back() {
+    let d = desired(&svc("web", 1, ""));
+    let observed = running(&d);
+    let d2 = desired(&svc("web", 1, ", env: {V: '2'}"));
+    let decision = decide(&d2, &observed, &Scope::all());
+    let mut sim = Sim::new(&decision, 16);
+    sim.input(Input::Started);
+    let mut told = false;
+    // Bounded: a handful of calls.
+    for _ in 0..1000 {
+        if sim.end.is_some() {
+            break;
+        }
+        if let Some(call) = sim.calls.pop_front() {
+            if !told && matches!(call, Effect::Start { .. }) {
+                told = true;
+                sim.input(Input::LockLost);
+            }
+            let reply = fine(&call, sim.now);
+            sim.input(Input::Reply(id_of(&call), reply));
+        } else if let Some((at, t)) = sim.timers.pop_first() {
+            sim.now = at;
+            sim.input(Input::TimerFired(t));
+        }
+    }
+    let end = sim.end.clone().expect("ended");
+    assert!(end.lock_lost && !end.cancelled, "{end:?}");
+    assert!(!sim.audits.iter().any(|(s, _)| s == "rollback.start"));
+    assert_eq!(sim.starts(), ["stop web-0@r1", "start web-0@r2"]);
+}
