@@ -531,6 +531,7 @@ fn run_change(
         operation: what.into(),
         unreachable: reachable.endpoints,
         holder_liveness: this_host_liveness(),
+        clock: Default::default(),
     };
     let refused = AtomicBool::new(false);
     let progress = render::Progress::new(change.output).with_sites(
@@ -1043,6 +1044,7 @@ fn run_for(
         operation: what.into(),
         unreachable: reachable.endpoints,
         holder_liveness: this_host_liveness(),
+        clock: Default::default(),
     };
     crate::audit_cmd::ensure_can_sign(&w.chain, &desired.fleet)?;
     // The request is the confirmation; new secret values are stored before anything starts.

@@ -117,6 +117,83 @@ pub enum EngineError {
     },
 }
 
+/// Why one step of a rollout (a provider call or a state write made by the executor's driver)
+/// failed. The rollout machine turns it into a failure reason for people; the driver's retry
+/// policy asks [`ExecError::is_retryable`] whether trying the same call again may succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The provider refused or failed a call. Transparent: its message names the unit.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// A state write or read failed (a lost lease included).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Listing the units to fill in a unit's addresses failed.
+    #[error("cannot list units to fill in addresses: {source}")]
+    ListForAddresses {
+        /// The provider's error.
+        source: ProviderError,
+    },
+    /// Listing the units to find one failed.
+    #[error("cannot list units: {source}")]
+    List {
+        /// The provider's error.
+        source: ProviderError,
+    },
+    /// A unit's address references cannot be filled in from the units that run.
+    #[error("{problem}")]
+    Addresses {
+        /// The unit.
+        unit: String,
+        /// What is wrong, naming the reference.
+        problem: String,
+    },
+    /// The unit to reload no longer exists.
+    #[error("the unit to reload is gone")]
+    UnitGone {
+        /// The unit.
+        unit: String,
+    },
+    /// The store recorded an intent but returned no id for it.
+    #[error("no intent id")]
+    NoIntentId {
+        /// The unit the intent is for.
+        unit: String,
+    },
+}
+
+impl ExecError {
+    /// Whether the same call may succeed when tried again: a provider that is unavailable or
+    /// busy, a store whose connection failed. A bad spec, a vanished unit, a lost lease are
+    /// fatal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExecError::Provider(e)
+            | ExecError::ListForAddresses { source: e }
+            | ExecError::List { source: e } => e.is_retryable(),
+            ExecError::State(e) => !self.is_lock_lost() && e.is_retryable(),
+            ExecError::Addresses { .. }
+            | ExecError::UnitGone { .. }
+            | ExecError::NoIntentId { .. } => false,
+        }
+    }
+
+    /// Whether retrying is pointless (the opposite of [`ExecError::is_retryable`]).
+    pub fn is_fatal(&self) -> bool {
+        !self.is_retryable()
+    }
+
+    /// Whether the deploy lock's lease was lost: the run must stop writing.
+    pub fn is_lock_lost(&self) -> bool {
+        matches!(self, ExecError::State(StateError::LockLost { .. }))
+    }
+
+    /// The message with every cause, for failure reasons and audit records.
+    pub fn text(&self) -> String {
+        chain_text(self)
+    }
+}
+
 /// `r1, r2, r5`, or `none`.
 fn revision_list(revisions: &[u64]) -> String {
     if revisions.is_empty() {

@@ -1,31 +1,29 @@
-//! The executor: carries out a [`Decision`] through a [`Provider`], wave by wave, with bounded
-//! parallelism, health gates, rollout strategies, write-ahead intents, audit records, and
-//! rollback of the changed instances when a gate fails.
+//! `Engine::apply` and what surrounds a run: the lock, recovery of a dead apply's intents,
+//! observation, the decision, the revision and its outcome. The run itself — waves, strategies,
+//! health gates, intents, audit records and rollback — is the state machine in
+//! [`crate::rollout`], carried out by [`crate::driver`].
 
-use crate::decide::{
-    Decision, InstanceAction, JobAction, ObservedUnit, OldUnit, ReloadAction, Removal, Resolution,
-    ServiceActions, decide, resolve_intent,
-};
+use crate::clock::ClockRef;
+use crate::decide::{Decision, ObservedUnit, Resolution, decide, resolve_intent};
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
+use crate::driver::Driver;
 use crate::error::EngineError;
 use crate::events::{Event, EventSink};
+use crate::intent::IntentDetail;
 use crate::lock::{Liveness, LockGuard};
+use crate::rollout::{self, Rollout};
 use phoenix_audit::{AuditEntry, AuditOutcome, Recorder};
-use phoenix_provider_api::{
-    Health, ProbeOutcome, Provider, ProviderError, UnitSpec, UnitState, UnitStatus,
-};
-use phoenix_spec::Rollout;
+use phoenix_provider_api::{ProbeOutcome, Provider, UnitSpec, UnitStatus};
 use phoenix_state::{
-    DesiredState, InstanceState, IntentId, IntentOp, IntentOutcome, JobOutcome, JobRun,
-    MAX_JOB_OUTPUT, NewIntent, NewRevision, ObservedState, RevisionNumber, RevisionOutcome,
-    StateError, StateStore, UnitId, Write, Written,
+    DesiredState, InstanceState, IntentOutcome, NewRevision, ObservedState, RevisionNumber,
+    RevisionOutcome, StateStore, UnitId, Write,
 };
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the engine works with: a provider, a state store and an audit recorder.
 #[derive(Clone)]
@@ -63,6 +61,9 @@ pub struct ApplyOptions {
     /// Whether a lease holder of this host is alive, so that the lease of an apply that was
     /// killed is taken over at once (by default every holder counts as alive).
     pub holder_liveness: Liveness,
+    /// The clock the rollout's timers run on (gates, canary windows, job timeouts and
+    /// backoffs): the real one by default, a [`crate::VirtualClock`] in tests.
+    pub clock: ClockRef,
 }
 
 impl Default for ApplyOptions {
@@ -76,6 +77,7 @@ impl Default for ApplyOptions {
             operation: "apply".into(),
             unreachable: BTreeSet::new(),
             holder_liveness: Liveness::default(),
+            clock: ClockRef::default(),
         }
     }
 }
@@ -187,68 +189,6 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Runs `f` on every item in parallel (scoped threads; the semaphore inside `f` bounds the
-/// work); true when every call returned true.
-fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> bool + Sync) -> bool {
-    if items.is_empty() {
-        return true;
-    }
-    if items.len() == 1 {
-        return f(&items[0]);
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items.iter().map(|i| scope.spawn(|| f(i))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(false))
-            .collect::<Vec<bool>>()
-            .into_iter()
-            .all(|ok| ok)
-    })
-}
-
-/// One changed instance, as far as the apply got: what a rollback must undo.
-#[derive(Debug, Clone)]
-struct Changed {
-    service: String,
-    instance: String,
-    old: Option<OldUnit>,
-    old_stopped: bool,
-    new_unit: Option<UnitStatus>,
-    new_unit_id: Option<String>,
-    snapshot: Option<String>,
-    stop_grace_ms: u64,
-}
-
-/// How a replacement orders its start and stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Stop the old unit, then start and gate the new one.
-    StopFirst,
-    /// Start and gate the new unit beside the old, then stop the old.
-    Surge,
-    /// Start and gate the new unit beside the old; the caller stops the old ones later.
-    StartOnly,
-}
-
-struct Run<'a> {
-    engine: &'a Engine,
-    fleet: String,
-    revision: u64,
-    plan_hash: String,
-    lock: &'a LockGuard,
-    events: EventSink<'a>,
-    cancel: &'a AtomicBool,
-    failed: AtomicBool,
-    failure: Mutex<Option<Failure>>,
-    changed: Mutex<Vec<Changed>>,
-    sem: Semaphore,
-    /// Blue-green services whose old units are retired after the last wave (see
-    /// `Decision::retire_last`), and those units: `(instance, unit, grace)`.
-    retire_last: BTreeSet<String>,
-    retiring: Mutex<Vec<(String, String, u64)>>,
-}
-
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
@@ -257,7 +197,7 @@ impl Engine {
     // The audit context (fleet, revision, plan hash) differs between recovery and a run; a
     // struct for it would only be built to be taken apart here.
     #[allow(clippy::too_many_arguments)]
-    fn audit(
+    pub(crate) fn audit(
         &self,
         fleet: &str,
         revision: Option<u64>,
@@ -404,7 +344,7 @@ impl Engine {
         }
         for intent in self.store.open_intents(fleet)? {
             if let Some(e) = foreign_endpoint(&intent, &*self.provider) {
-                let units = elsewhere.entry(e.to_owned()).or_default();
+                let units = elsewhere.entry(e).or_default();
                 if !units.contains(&intent.unit.to_string()) {
                     units.push(intent.unit.to_string());
                 }
@@ -442,13 +382,8 @@ impl Engine {
         for intent in &intents {
             let unit = units.get(intent.unit.as_str());
             let resolution = resolve_intent(intent, unit);
-            let grace = Duration::from_millis(
-                intent
-                    .detail
-                    .get("stop_grace_ms")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(10_000),
-            );
+            let detail = IntentDetail::parse(&intent.detail);
+            let grace = Duration::from_millis(detail.stop_grace_ms());
             let lease = lock.lease();
             let close = |outcome: IntentOutcome| Write::CloseIntent {
                 id: intent.id,
@@ -460,23 +395,23 @@ impl Engine {
                 })
             };
             let writes = match &resolution {
-                Resolution::Adopt => {
-                    let u = unit.expect("adopt needs a unit");
-                    vec![
+                // `resolve_intent` adopts only a unit it was given.
+                Resolution::Adopt => match unit {
+                    None => vec![failed("interrupted before the unit existed")],
+                    Some(u) => vec![
                         Write::UpsertInstance(instance_state(
                             u,
-                            intent.detail.get("host"),
-                            intent
-                                .detail
-                                .get(INTENT_ENDPOINT)
-                                .and_then(|v| v.as_str())
-                                .map_or_else(|| self.provider.endpoint(), str::to_owned),
+                            detail.host.map(|h| h.to_string()).unwrap_or_default(),
+                            detail
+                                .endpoint
+                                .clone()
+                                .unwrap_or_else(|| self.provider.endpoint()),
                             DesiredState::Running,
                             ObservedState::Starting,
                         )),
                         close(IntentOutcome::Done),
-                    ]
-                }
+                    ],
+                },
                 Resolution::StopAndFail => {
                     self.provider.stop(fleet, intent.unit.as_str(), grace)?;
                     vec![
@@ -497,11 +432,7 @@ impl Engine {
                 }
                 Resolution::Discard => vec![failed("interrupted; snapshot discarded")],
                 Resolution::RestoreAgain => {
-                    let tag = intent
-                        .detail
-                        .get("tag")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
+                    let tag = detail.tag.as_deref().unwrap_or_default();
                     let instance = intent
                         .unit
                         .parts()
@@ -688,39 +619,40 @@ impl Engine {
             events,
         );
 
-        let run = Run {
+        let mut machine = Rollout::new(
+            &report.decision,
+            rollout::Options {
+                revision: rev,
+                parallelism: opts.parallelism.max(1),
+                rollback: opts.rollback,
+            },
+        );
+        let end = Driver {
             engine: self,
-            fleet: fleet.clone(),
+            fleet: &fleet,
             revision: rev,
-            plan_hash: plan_hash.clone(),
+            plan_hash: &plan_hash,
             lock: &lock,
             events,
             cancel: &opts.cancel,
-            failed: AtomicBool::new(false),
-            failure: Mutex::new(None),
-            changed: Mutex::new(Vec::new()),
-            sem: Semaphore::new(opts.parallelism),
-            retire_last: report.decision.retire_last.clone(),
-            retiring: Mutex::new(Vec::new()),
-        };
-        run.execute(&report.decision);
+            clock: &*opts.clock.0,
+            // One worker per step in flight, and a few for the probes of analysis windows.
+            workers: opts.parallelism.clamp(1, 64) + 2,
+        }
+        .run(&mut machine);
 
-        let failure = run
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let cancelled = opts.cancel.load(Ordering::SeqCst);
-        let outcome = if lock.is_lost() {
-            let reason = lock.lost_reason().unwrap_or_default();
-            drop(run);
+        let failure = end.failure.clone();
+        let outcome = if lock.is_lost() || end.lock_lost {
+            let reason = lock
+                .lost_reason()
+                .unwrap_or_else(|| "the lease was lost".into());
             drop(lock);
             return Err(EngineError::LockLost { fleet, reason });
-        } else if cancelled {
+        } else if end.cancelled {
             ApplyOutcome::Cancelled
         } else if let Some(f) = &failure {
             if opts.rollback {
-                report.restored = run.rollback(&f.reason);
+                report.restored = end.restored;
                 let previous = self
                     .store
                     .latest_applied_revision(&fleet)?
@@ -796,7 +728,6 @@ impl Engine {
             json!({ "outcome": outcome.name(), "failure": report.failure, "restored": report.restored }),
             events,
         );
-        drop(run);
         report.outcome = outcome;
         events(&Event::Finished {
             revision: Some(rev),
@@ -820,56 +751,17 @@ impl Engine {
     }
 }
 
-/// How one attempt of a job ended.
-struct Attempt {
-    outcome: JobOutcome,
-    exit_code: Option<i64>,
-    detail: String,
-    output: String,
-}
-
-/// A step of a wave: a service's rollout, a job's run, or a reload in place.
-enum Step<'d> {
-    Service(&'d ServiceActions),
-    Job(&'d JobAction),
-    Reload(&'d ReloadAction),
-}
-
-/// The budget of a `reload` command, run as one command-check attempt: the provider bounds an
-/// attempt to `probe::MAX_ATTEMPT` (5 s) within it, so a reload must be quick (rewrite a file,
-/// send a signal), not a restart.
-const RELOAD_TIMEOUT_MS: u64 = 30_000;
-
-/// `1500 ms`, `2s`, `5m` for messages.
-fn human_ms(ms: u64) -> String {
-    if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1_000) && ms > 0 {
-        format!("{}s", ms / 1_000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// The key of an intent's detail that names the provider endpoint it acts on.
-const INTENT_ENDPOINT: &str = "endpoint";
-
 /// The endpoint an intent acts on, when `provider` does not reach it.
-fn foreign_endpoint<'a>(
-    intent: &'a phoenix_state::Intent,
-    provider: &dyn Provider,
-) -> Option<&'a str> {
-    intent
-        .detail
-        .get(INTENT_ENDPOINT)
-        .and_then(|v| v.as_str())
+fn foreign_endpoint(intent: &phoenix_state::Intent, provider: &dyn Provider) -> Option<String> {
+    IntentDetail::parse(&intent.detail)
+        .endpoint
         .filter(|e| !e.is_empty() && !provider.reaches(e))
 }
 
 /// The instance record of an observed unit.
-fn instance_state(
+pub(crate) fn instance_state(
     u: &UnitStatus,
-    host: Option<&serde_json::Value>,
+    host: String,
     endpoint: String,
     desired: DesiredState,
     observed: ObservedState,
@@ -880,9 +772,7 @@ fn instance_state(
         instance: u.instance.clone(),
         revision: RevisionNumber(u.revision),
         site: u.site.clone(),
-        host: host
-            .map(|h| h.to_string().trim_matches('"').to_string())
-            .unwrap_or_default(),
+        host,
         endpoint,
         desired,
         observed,
@@ -891,7 +781,11 @@ fn instance_state(
     }
 }
 
-fn spec_state(spec: &UnitSpec, endpoint: String, observed: ObservedState) -> InstanceState {
+pub(crate) fn spec_state(
+    spec: &UnitSpec,
+    endpoint: String,
+    observed: ObservedState,
+) -> InstanceState {
     InstanceState {
         unit: UnitId::from_raw(spec.unit_id()),
         service: spec.service.clone(),
@@ -904,1227 +798,6 @@ fn spec_state(spec: &UnitSpec, endpoint: String, observed: ObservedState) -> Ins
         observed,
         handle: serde_json::Value::Null,
         ports: serde_json::Value::Null,
-    }
-}
-
-impl Run<'_> {
-    fn stopping(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
-            || self.cancel.load(Ordering::SeqCst)
-            || self.lock.is_lost()
-    }
-
-    fn emit(&self, e: Event) {
-        (self.events)(&e);
-    }
-
-    fn audit(&self, step: String, outcome: AuditOutcome, detail: serde_json::Value) {
-        self.engine.audit(
-            &self.fleet,
-            Some(self.revision),
-            Some(&self.plan_hash),
-            &step,
-            outcome,
-            detail,
-            self.events,
-        );
-    }
-
-    fn fail(&self, instance: &str, unit: &str, reason: String) {
-        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        // Also when cancelled: steps in flight run to their end, and one that fails then
-        // failed for real.
-        if f.is_none() {
-            *f = Some(Failure {
-                instance: instance.into(),
-                unit: unit.into(),
-                reason,
-            });
-        }
-        self.failed.store(true, Ordering::SeqCst);
-    }
-
-    /// One batch of state writes; a lost lock stops the run.
-    fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>, String> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self
-                .engine
-                .store
-                .write_atomically(&self.lock.lease(), writes.clone())
-            {
-                Ok(w) => return Ok(w),
-                Err(e @ StateError::LockLost { .. }) => {
-                    self.lock.mark_lost(e.to_string());
-                    return Err(e.to_string());
-                }
-                Err(e) if e.is_retryable() && attempts < 5 => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                // The store's message names the step and its source the cause: keep both.
-                Err(e) => return Err(crate::error::chain_text(&e)),
-            }
-        }
-    }
-
-    /// Every intent names the endpoint it acts on, so that recovery by another operator's
-    /// phoenix (which cannot see that endpoint) knows not to resolve it: the endpoint of the
-    /// site and host in `detail` (a start), else the one recorded for the unit.
-    fn intent(&self, op: IntentOp, unit: &str, mut detail: serde_json::Value) -> NewIntent {
-        let provider = &self.engine.provider;
-        let placed = detail.get("site").and_then(|s| s.as_str()).map(|site| {
-            let host = detail
-                .get("host")
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|h| u32::try_from(h).ok())
-                .unwrap_or(0);
-            provider.endpoint_of(site, host)
-        });
-        let endpoint = placed
-            .or_else(|| {
-                self.engine
-                    .store
-                    .get_instance(&self.fleet, &UnitId::from_raw(unit))
-                    .ok()
-                    .flatten()
-                    .map(|r| r.state.endpoint)
-                    .filter(|e| !e.is_empty())
-            })
-            .unwrap_or_else(|| provider.endpoint());
-        if let Some(map) = detail.as_object_mut() {
-            map.insert(INTENT_ENDPOINT.to_owned(), json!(endpoint));
-        }
-        NewIntent {
-            op,
-            unit: UnitId::from_raw(unit),
-            revision: RevisionNumber(self.revision),
-            detail,
-        }
-    }
-
-    fn intent_id(written: &[Written]) -> Option<IntentId> {
-        written.iter().find_map(|w| match w {
-            Written::Intent(i) => Some(i.id),
-            _ => None,
-        })
-    }
-
-    /// Starts a unit under a write-ahead intent.
-    fn start_unit(&self, spec: &UnitSpec) -> Result<UnitStatus, String> {
-        let unit = spec.unit_id();
-        self.emit(Event::UnitStarting {
-            instance: spec.instance.clone(),
-            unit: unit.clone(),
-        });
-        let written = self.write(vec![
-            Write::UpsertInstance(spec_state(
-                spec,
-                self.engine.provider.endpoint_of(&spec.site, spec.host),
-                ObservedState::Unknown,
-            )),
-            Write::RecordIntent(self.intent(
-                IntentOp::Start,
-                &unit,
-                json!({"service": spec.service, "site": spec.site, "host": spec.host, "stop_grace_ms": spec.stop_grace_ms}),
-            )),
-        ])?;
-        let id = Self::intent_id(&written).ok_or("no intent id")?;
-        // Other services' addresses are filled in now, from the units that run at this moment
-        // (those of earlier waves included), not when the apply was decided.
-        let rendered = self.render(spec);
-        let started = match &rendered {
-            Ok(r) => self.engine.provider.start(r),
-            Err(e) => Err(ProviderError::InvalidSpec {
-                unit: unit.clone(),
-                problem: e.clone(),
-            }),
-        };
-        match started {
-            Ok(status) => {
-                self.write(vec![
-                    Write::UpsertInstance(instance_state(
-                        &status,
-                        Some(&json!(spec.host.to_string())),
-                        self.engine.provider.endpoint_of(&spec.site, spec.host),
-                        DesiredState::Running,
-                        ObservedState::Starting,
-                    )),
-                    Write::CloseIntent {
-                        id,
-                        outcome: IntentOutcome::Done,
-                    },
-                ])?;
-                self.emit(Event::UnitStarted {
-                    instance: spec.instance.clone(),
-                    unit: unit.clone(),
-                    pid: status.pid,
-                    ports: status.ports.clone(),
-                });
-                self.audit(
-                    format!("unit.start {unit}"),
-                    AuditOutcome::Ok,
-                    json!({"pid": status.pid, "ports": status.ports}),
-                );
-                Ok(status)
-            }
-            Err(e) => {
-                // A spawn or spec error already says that the unit cannot start; naming the
-                // step again read "cannot start: cannot start unit `c-0@r3`: ...".
-                let reason = match e {
-                    ProviderError::Spawn { .. } | ProviderError::InvalidSpec { .. } => {
-                        e.to_string()
-                    }
-                    _ => format!("cannot start: {e}"),
-                };
-                // The provider may have created the unit before failing; make sure it is gone.
-                let _ = self
-                    .engine
-                    .provider
-                    .stop(&self.fleet, &unit, spec.stop_grace());
-                self.write(vec![
-                    Write::DeleteInstance(UnitId::from_raw(unit.clone())),
-                    Write::CloseIntent {
-                        id,
-                        outcome: IntentOutcome::Failed {
-                            reason: reason.clone(),
-                        },
-                    },
-                ])?;
-                self.audit(
-                    format!("unit.start {unit}"),
-                    AuditOutcome::Failed {
-                        reason: reason.clone(),
-                    },
-                    serde_json::Value::Null,
-                );
-                Err(reason)
-            }
-        }
-    }
-
-    /// Stops a unit under a write-ahead intent.
-    fn stop_unit(
-        &self,
-        instance: &str,
-        unit: &str,
-        grace_ms: u64,
-        reason: &str,
-    ) -> Result<(), String> {
-        let written = self.write(vec![Write::RecordIntent(self.intent(
-            IntentOp::Stop,
-            unit,
-            json!({"stop_grace_ms": grace_ms, "reason": reason}),
-        ))])?;
-        let id = Self::intent_id(&written).ok_or("no intent id")?;
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            match self
-                .engine
-                .provider
-                .stop(&self.fleet, unit, Duration::from_millis(grace_ms))
-            {
-                Err(e) if e.is_retryable() && attempt < 5 => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                r => break r,
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.write(vec![
-                    Write::DeleteInstance(UnitId::from_raw(unit)),
-                    Write::CloseIntent {
-                        id,
-                        outcome: IntentOutcome::Done,
-                    },
-                ])?;
-                self.emit(Event::UnitStopped {
-                    instance: instance.into(),
-                    unit: unit.into(),
-                    reason: reason.into(),
-                });
-                self.audit(
-                    format!("unit.stop {unit}"),
-                    AuditOutcome::Ok,
-                    json!({ "reason": reason }),
-                );
-                Ok(())
-            }
-            Err(e) => {
-                // Leave the intent open: the next apply stops again.
-                let msg = match e {
-                    // Already "cannot stop unit `web-0@r1`: ...".
-                    ProviderError::Stop { .. } => e.to_string(),
-                    _ => format!("cannot stop {unit}: {e}"),
-                };
-                self.audit(
-                    format!("unit.stop {unit}"),
-                    AuditOutcome::Failed {
-                        reason: msg.clone(),
-                    },
-                    serde_json::Value::Null,
-                );
-                self.emit(Event::Warning {
-                    message: msg.clone(),
-                });
-                Err(msg)
-            }
-        }
-    }
-
-    fn snapshot(
-        &self,
-        instance: &str,
-        unit: &str,
-        paths: &[String],
-        tag: &str,
-    ) -> Result<(), String> {
-        let written = self.write(vec![Write::RecordIntent(self.intent(
-            IntentOp::Snapshot,
-            unit,
-            json!({"tag": tag, "paths": paths}),
-        ))])?;
-        let id = Self::intent_id(&written).ok_or("no intent id")?;
-        let r = self
-            .engine
-            .provider
-            .snapshot(&self.fleet, instance, paths, tag);
-        let outcome = match &r {
-            Ok(_) => IntentOutcome::Done,
-            Err(e) => IntentOutcome::Failed {
-                reason: e.to_string(),
-            },
-        };
-        self.write(vec![Write::CloseIntent { id, outcome }])?;
-        self.audit(
-            format!("backup.snapshot {instance}"),
-            match &r {
-                Ok(_) => AuditOutcome::Ok,
-                Err(e) => AuditOutcome::Failed {
-                    reason: e.to_string(),
-                },
-            },
-            json!({"tag": tag, "paths": paths}),
-        );
-        match r {
-            Ok(_) => {
-                self.emit(Event::Snapshot {
-                    instance: instance.into(),
-                    tag: tag.into(),
-                });
-                Ok(())
-            }
-            Err(e) => Err(format!("backup of {instance} failed: {e}")),
-        }
-    }
-
-    fn restore(&self, instance: &str, unit: &str, tag: &str) -> Result<(), String> {
-        let written = self.write(vec![Write::RecordIntent(self.intent(
-            IntentOp::Restore,
-            unit,
-            json!({"tag": tag}),
-        ))])?;
-        let id = Self::intent_id(&written).ok_or("no intent id")?;
-        let r = self.engine.provider.restore(&self.fleet, instance, tag);
-        let outcome = match &r {
-            Ok(_) => IntentOutcome::Done,
-            Err(e) => IntentOutcome::Failed {
-                reason: e.to_string(),
-            },
-        };
-        self.write(vec![Write::CloseIntent { id, outcome }])?;
-        self.audit(
-            format!("backup.restore {instance}"),
-            match &r {
-                Ok(_) => AuditOutcome::Ok,
-                Err(e) => AuditOutcome::Failed {
-                    reason: e.to_string(),
-                },
-            },
-            json!({"tag": tag}),
-        );
-        match r {
-            Ok(_) => {
-                self.emit(Event::Restored {
-                    instance: instance.into(),
-                    tag: tag.into(),
-                });
-                Ok(())
-            }
-            Err(e) => Err(format!("restore of {instance} failed: {e}")),
-        }
-    }
-
-    /// The health gate: probes until healthy or the check's timeout, like
-    /// [`phoenix_provider_api::probe::wait_until_healthy`]. A unit without a check passes once
-    /// it is seen running.
-    ///
-    /// Cancelling does not cut a gate short: the unit has been started, and abandoning its
-    /// gate left it running unverified while Ctrl-C promised to finish the steps in flight.
-    /// (A second Ctrl-C exits at once.)
-    /// `spec` with the addresses it is bound to filled in, from the provider's list now.
-    fn render(&self, spec: &UnitSpec) -> Result<UnitSpec, String> {
-        if spec.bindings.is_empty() {
-            return Ok(spec.clone());
-        }
-        let live = self
-            .engine
-            .provider
-            .list(&self.fleet)
-            .map_err(|e| format!("cannot list units to fill in addresses: {e}"))?;
-        crate::address::render(spec, &live)
-    }
-
-    /// The health check of `spec` (or `health`, a service's) with its addresses filled in; as
-    /// given when that fails, so that the probe reports the reference it cannot fill in.
-    fn rendered_health(&self, spec: &UnitSpec, health: Option<&Health>) -> Option<Health> {
-        let with = UnitSpec {
-            health: health.cloned(),
-            ..spec.clone()
-        };
-        match self.render(&with) {
-            Ok(r) => r.health,
-            Err(_) => health.cloned(),
-        }
-    }
-
-    fn gate(&self, unit: &UnitStatus, health: Option<&Health>) -> ProbeOutcome {
-        let Some(health) = health else {
-            std::thread::sleep(Duration::from_millis(100));
-            return match self.engine.provider.list(&self.fleet) {
-                Ok(list) => match list.iter().find(|u| u.unit_id == unit.unit_id) {
-                    Some(u) if u.state.is_running() => {
-                        ProbeOutcome::healthy("running (no health check)")
-                    }
-                    Some(u) => ProbeOutcome::unhealthy(format!(
-                        "{}{}",
-                        u.state,
-                        u.detail
-                            .as_ref()
-                            .map(|d| format!(": {d}"))
-                            .unwrap_or_default()
-                    )),
-                    None => ProbeOutcome::unhealthy("the unit vanished"),
-                },
-                Err(e) => ProbeOutcome::unhealthy(e.to_string()),
-            };
-        };
-        let deadline = Instant::now() + Duration::from_millis(health.timeout_ms);
-        let interval = Duration::from_millis(health.interval_ms.max(10));
-        loop {
-            let started = Instant::now();
-            let outcome = self.engine.provider.probe(unit, health);
-            if outcome.healthy {
-                return outcome;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return ProbeOutcome::unhealthy(format!(
-                    "not healthy after {} ms: {}",
-                    health.timeout_ms, outcome.detail
-                ));
-            }
-            let next = (started + interval).min(deadline);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-    }
-
-    fn push_changed(&self, c: Changed) -> usize {
-        let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-        v.push(c);
-        v.len() - 1
-    }
-
-    fn update_changed(&self, i: usize, f: impl FnOnce(&mut Changed)) {
-        let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut v[i]);
-    }
-
-    /// Carries out one instance action; false when it failed (the failure is recorded).
-    fn change_instance(&self, sa: &ServiceActions, action: &InstanceAction, mode: Mode) -> bool {
-        if self.stopping() {
-            return false;
-        }
-        let _permit = self.sem.acquire();
-        if self.stopping() {
-            return false;
-        }
-        let mut spec = action.spec.clone();
-        spec.revision = self.revision;
-        let unit = spec.unit_id();
-        let old = action.old().cloned();
-        let idx = self.push_changed(Changed {
-            service: action.service.clone(),
-            instance: action.instance.clone(),
-            old: old.clone(),
-            old_stopped: false,
-            new_unit: None,
-            new_unit_id: None,
-            snapshot: None,
-            stop_grace_ms: sa.stop_grace_ms,
-        });
-        if let Some(old) = &old {
-            let paths = old
-                .spec
-                .as_ref()
-                .map(|s| s.backup.clone())
-                .filter(|b| !b.is_empty())
-                .unwrap_or_else(|| spec.backup.clone());
-            if !paths.is_empty() {
-                let tag = format!("pre-r{}", self.revision);
-                if let Err(e) = self.snapshot(&action.instance, &old.unit_id, &paths, &tag) {
-                    self.fail(&action.instance, &unit, e);
-                    return false;
-                }
-                self.update_changed(idx, |c| c.snapshot = Some(tag));
-            }
-            if mode == Mode::StopFirst || !old.running {
-                let why = format!("replaced by {unit}");
-                if let Err(e) =
-                    self.stop_unit(&action.instance, &old.unit_id, sa.stop_grace_ms, &why)
-                {
-                    self.fail(&action.instance, &old.unit_id, e);
-                    return false;
-                }
-                self.update_changed(idx, |c| c.old_stopped = true);
-            }
-        }
-        self.update_changed(idx, |c| c.new_unit_id = Some(unit.clone()));
-        let status = match self.start_unit(&spec) {
-            Ok(s) => s,
-            Err(e) => {
-                self.emit(Event::GateFailed {
-                    instance: action.instance.clone(),
-                    unit: unit.clone(),
-                    reason: e.clone(),
-                });
-                self.fail(&action.instance, &unit, e);
-                return false;
-            }
-        };
-        self.update_changed(idx, |c| c.new_unit = Some(status.clone()));
-        let started = Instant::now();
-        let health = self.rendered_health(&spec, sa.health.as_ref());
-        let outcome = self.gate(&status, health.as_ref());
-        if !outcome.healthy {
-            self.emit(Event::GateFailed {
-                instance: action.instance.clone(),
-                unit: unit.clone(),
-                reason: outcome.detail.clone(),
-            });
-            self.audit(
-                format!("gate {unit}"),
-                AuditOutcome::Failed {
-                    reason: outcome.detail.clone(),
-                },
-                serde_json::Value::Null,
-            );
-            self.fail(
-                &action.instance,
-                &unit,
-                format!("health gate failed: {}", outcome.detail),
-            );
-            return false;
-        }
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let _ = self.write(vec![Write::UpsertInstance(instance_state(
-            &status,
-            Some(&json!(spec.host.to_string())),
-            self.engine.provider.endpoint_of(&spec.site, spec.host),
-            DesiredState::Running,
-            ObservedState::Running,
-        ))]);
-        self.emit(Event::GatePassed {
-            instance: action.instance.clone(),
-            unit: unit.clone(),
-            detail: outcome.detail.clone(),
-            ms,
-        });
-        self.audit(
-            format!("gate {unit}"),
-            AuditOutcome::Ok,
-            json!({"detail": outcome.detail, "ms": ms}),
-        );
-        if mode == Mode::Surge
-            && let Some(old) = &old
-            && old.running
-        {
-            let why = format!("replaced by {unit}");
-            if let Err(e) = self.stop_unit(&action.instance, &old.unit_id, sa.stop_grace_ms, &why) {
-                self.fail(&action.instance, &old.unit_id, e);
-                return false;
-            }
-            self.update_changed(idx, |c| c.old_stopped = true);
-        }
-        true
-    }
-
-    fn run_service(&self, sa: &ServiceActions) -> bool {
-        match &sa.rollout {
-            Rollout::Rolling {
-                max_unavailable,
-                max_surge,
-            } => {
-                let surge = *max_surge as usize;
-                let batch = (surge + *max_unavailable as usize).max(1);
-                // New instances take nothing down: start them all at once. Replacements go
-                // `max_unavailable + max_surge` at a time.
-                let (creates, replaces): (Vec<InstanceAction>, Vec<InstanceAction>) =
-                    sa.actions.iter().cloned().partition(|a| a.old().is_none());
-                if !parallel(&creates, |a| self.change_instance(sa, a, Mode::StopFirst)) {
-                    return false;
-                }
-                for chunk in replaces.chunks(batch) {
-                    let indexed: Vec<(usize, &InstanceAction)> = chunk.iter().enumerate().collect();
-                    let ok = parallel(&indexed, |(i, a)| {
-                        let mode = if *i < surge {
-                            Mode::Surge
-                        } else {
-                            Mode::StopFirst
-                        };
-                        self.change_instance(sa, a, mode)
-                    });
-                    if !ok {
-                        return false;
-                    }
-                }
-                true
-            }
-            Rollout::BlueGreen => {
-                if !parallel(&sa.actions, |a| {
-                    self.change_instance(sa, a, Mode::StartOnly)
-                }) {
-                    return false;
-                }
-                // Green is healthy everywhere: retire blue, or once the users of its
-                // addresses have moved to green (after the last wave).
-                if self.retire_last.contains(&sa.service) {
-                    let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
-                    for a in &sa.actions {
-                        if let Some(old) = a.old().filter(|o| o.running) {
-                            r.push((a.instance.clone(), old.unit_id.clone(), sa.stop_grace_ms));
-                        }
-                    }
-                    return true;
-                }
-                parallel(&sa.actions, |a| {
-                    let Some(old) = a.old().filter(|o| o.running) else {
-                        return true;
-                    };
-                    let _permit = self.sem.acquire();
-                    let why = format!("blue-green switch to r{}", self.revision);
-                    match self.stop_unit(&a.instance, &old.unit_id, sa.stop_grace_ms, &why) {
-                        Ok(()) => {
-                            let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(c) = v.iter_mut().find(|c| c.instance == a.instance) {
-                                c.old_stopped = true;
-                            }
-                            true
-                        }
-                        Err(e) => {
-                            self.fail(&a.instance, &old.unit_id, e);
-                            false
-                        }
-                    }
-                })
-            }
-            Rollout::Canary {
-                canary,
-                analysis_ms,
-            } => {
-                let n = (*canary as usize).clamp(1, sa.actions.len());
-                let (first, rest) = sa.actions.split_at(n);
-                if !parallel(first, |a| self.change_instance(sa, a, Mode::StopFirst)) {
-                    return false;
-                }
-                if !self.analyse(sa, first, *analysis_ms) {
-                    return false;
-                }
-                parallel(rest, |a| self.change_instance(sa, a, Mode::StopFirst))
-            }
-        }
-    }
-
-    /// The canary analysis window: re-probes the canaries' health predicate every interval
-    /// for `ms`; any failed probe fails the rollout.
-    fn analyse(&self, sa: &ServiceActions, canaries: &[InstanceAction], ms: u64) -> bool {
-        if ms == 0 || self.stopping() {
-            return !self.stopping();
-        }
-        let units: Vec<UnitStatus> = {
-            let v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-            canaries
-                .iter()
-                .filter_map(|a| {
-                    v.iter()
-                        .rev()
-                        .find(|c| c.instance == a.instance)
-                        .and_then(|c| c.new_unit.clone())
-                })
-                .collect()
-        };
-        self.emit(Event::CanaryAnalysis {
-            service: sa.service.clone(),
-            instances: canaries.iter().map(|a| a.instance.clone()).collect(),
-            ms,
-        });
-        let interval =
-            Duration::from_millis(sa.health.as_ref().map_or(500, |h| h.interval_ms).max(10));
-        let end = Instant::now() + Duration::from_millis(ms);
-        let mut probes = 0u32;
-        loop {
-            for u in &units {
-                let outcome = match &sa.health {
-                    Some(h) => self.engine.provider.probe(u, h),
-                    None => match self.engine.provider.list(&self.fleet) {
-                        Ok(l)
-                            if l.iter()
-                                .any(|x| x.unit_id == u.unit_id && x.state.is_running()) =>
-                        {
-                            ProbeOutcome::healthy("running")
-                        }
-                        Ok(_) => ProbeOutcome::unhealthy("not running"),
-                        Err(e) => ProbeOutcome::unhealthy(e.to_string()),
-                    },
-                };
-                probes += 1;
-                if !outcome.healthy {
-                    let reason = format!("canary analysis failed: {}", outcome.detail);
-                    self.emit(Event::GateFailed {
-                        instance: u.instance.clone(),
-                        unit: u.unit_id.clone(),
-                        reason: reason.clone(),
-                    });
-                    self.audit(
-                        format!("canary.analysis {}", sa.service),
-                        AuditOutcome::Failed {
-                            reason: reason.clone(),
-                        },
-                        json!({"unit": u.unit_id}),
-                    );
-                    self.fail(&u.instance, &u.unit_id, reason);
-                    return false;
-                }
-            }
-            if Instant::now() >= end {
-                break;
-            }
-            let next = (Instant::now() + interval).min(end);
-            while Instant::now() < next {
-                if self.stopping() {
-                    return false;
-                }
-                std::thread::sleep(
-                    next.saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(50)),
-                );
-            }
-        }
-        self.audit(
-            format!("canary.analysis {}", sa.service),
-            AuditOutcome::Ok,
-            json!({"ms": ms, "probes": probes}),
-        );
-        true
-    }
-
-    fn remove_all(&self, removals: &[Removal]) -> bool {
-        // Services one after another (in the order given), the units of one in parallel.
-        let mut groups: Vec<Vec<&Removal>> = Vec::new();
-        for r in removals {
-            match groups.last_mut() {
-                Some(g) if g[0].service == r.service => g.push(r),
-                _ => groups.push(vec![r]),
-            }
-        }
-        for g in groups {
-            if self.stopping() {
-                return false;
-            }
-            let ok = parallel(&g, |r| {
-                let _permit = self.sem.acquire();
-                match self.stop_unit(&r.instance, &r.unit_id, r.stop_grace_ms, &r.reason) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        self.fail(&r.instance, &r.unit_id, e);
-                        false
-                    }
-                }
-            });
-            if !ok {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Sleeps `d` in short slices; false (early) when the run is stopping.
-    fn pause(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        loop {
-            if self.stopping() {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= end {
-                return true;
-            }
-            std::thread::sleep((end - now).min(Duration::from_millis(50)));
-        }
-    }
-
-    /// Runs a one-shot job to its end: each attempt starts its unit, waits for it to exit (at
-    /// most the timeout; then it is stopped and the attempt failed), keeps the output's tail,
-    /// and stops the unit; failed attempts are retried after the backoff. The outcome is
-    /// recorded in the store for this revision. False when it failed: the wave fails, as with
-    /// a failed gate.
-    fn run_job(&self, ja: &JobAction) -> bool {
-        if self.stopping() {
-            return false;
-        }
-        let _permit = self.sem.acquire();
-        if self.stopping() {
-            return false;
-        }
-        let mut spec = ja.spec.clone();
-        spec.revision = self.revision;
-        let unit = spec.unit_id();
-        let total = ja.settings.retries.saturating_add(1);
-        let started = Instant::now();
-        let mut attempts = 0;
-        let mut last = Attempt {
-            outcome: JobOutcome::Failed,
-            exit_code: None,
-            detail: "not run: the apply is stopping".into(),
-            output: String::new(),
-        };
-        for attempt in 1..=total {
-            if attempt > 1 && !self.pause(Duration::from_millis(ja.settings.delay_before(attempt)))
-            {
-                break;
-            }
-            attempts = attempt;
-            self.emit(Event::JobStarted {
-                job: ja.job.clone(),
-                instance: ja.instance.clone(),
-                unit: unit.clone(),
-                attempt,
-                of: total,
-            });
-            last = self.job_attempt(ja, &spec);
-            if last.outcome == JobOutcome::Succeeded {
-                break;
-            }
-            let retry_in_ms = (attempt < total && !self.stopping())
-                .then(|| ja.settings.delay_before(attempt + 1));
-            self.emit(Event::JobAttemptFailed {
-                job: ja.job.clone(),
-                instance: ja.instance.clone(),
-                attempt,
-                reason: last.detail.clone(),
-                retry_in_ms,
-            });
-            if retry_in_ms.is_none() {
-                break;
-            }
-        }
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let run = JobRun {
-            job: ja.job.clone(),
-            instance: ja.instance.clone(),
-            revision: RevisionNumber(self.revision),
-            fingerprint: ja.fingerprint.clone(),
-            outcome: last.outcome,
-            exit_code: last.exit_code,
-            attempts,
-            duration_ms: ms,
-            detail: last.detail.clone(),
-            output: std::mem::take(&mut last.output),
-        };
-        if attempts > 0 {
-            match self.engine.store.record_job_run(&self.lock.lease(), &run) {
-                Ok(_) => {}
-                Err(e @ StateError::LockLost { .. }) => self.lock.mark_lost(e.to_string()),
-                Err(e) => self.emit(Event::Warning {
-                    message: format!(
-                        "the run of job {} was not recorded: {}",
-                        ja.instance,
-                        crate::error::chain_text(&e)
-                    ),
-                }),
-            }
-        }
-        self.emit(Event::JobFinished {
-            job: ja.job.clone(),
-            instance: ja.instance.clone(),
-            outcome: run.outcome.as_str().into(),
-            exit_code: run.exit_code,
-            attempts,
-            ms,
-            detail: run.detail.clone(),
-        });
-        let detail = json!({
-            "attempts": attempts, "exit_code": run.exit_code, "fingerprint": run.fingerprint,
-            "ms": ms, "reason": ja.reason,
-        });
-        if run.outcome == JobOutcome::Succeeded {
-            self.audit(format!("job {unit}"), AuditOutcome::Ok, detail);
-            return true;
-        }
-        let reason = if attempts > 1 {
-            format!("job failed after {attempts} attempts: {}", run.detail)
-        } else {
-            format!("job failed: {}", run.detail)
-        };
-        self.audit(
-            format!("job {unit}"),
-            AuditOutcome::Failed {
-                reason: reason.clone(),
-            },
-            detail,
-        );
-        self.emit(Event::GateFailed {
-            instance: ja.instance.clone(),
-            unit: unit.clone(),
-            reason: reason.clone(),
-        });
-        self.fail(&ja.instance, &unit, reason);
-        false
-    }
-
-    /// One attempt of a job: start, wait for the exit or the timeout, keep the output, stop.
-    fn job_attempt(&self, ja: &JobAction, spec: &UnitSpec) -> Attempt {
-        let failed = |detail: String| Attempt {
-            outcome: JobOutcome::Failed,
-            exit_code: None,
-            detail,
-            output: String::new(),
-        };
-        let status = match self.start_unit(spec) {
-            Ok(s) => s,
-            Err(e) => return failed(e),
-        };
-        let timeout = ja.settings.timeout_ms;
-        let deadline = Instant::now() + Duration::from_millis(timeout);
-        let mut poll = Duration::from_millis(20);
-        let mut last_error = None;
-        let (outcome, exit_code, detail, seen) = loop {
-            match self.engine.provider.list(&self.fleet) {
-                Ok(list) => match list.into_iter().find(|u| u.unit_id == status.unit_id) {
-                    Some(u) => match u.state {
-                        UnitState::Running => {}
-                        UnitState::Exited(0) => {
-                            break (
-                                JobOutcome::Succeeded,
-                                Some(0),
-                                "exited with code 0".into(),
-                                u,
-                            );
-                        }
-                        UnitState::Exited(c) => {
-                            break (
-                                JobOutcome::Failed,
-                                Some(i64::from(c)),
-                                format!("exited with code {c}"),
-                                u,
-                            );
-                        }
-                        UnitState::Failed | UnitState::Stopped => {
-                            let d = u.detail.clone().unwrap_or_else(|| u.state.to_string());
-                            break (JobOutcome::Failed, None, d, u);
-                        }
-                    },
-                    None => {
-                        break (
-                            JobOutcome::Failed,
-                            None,
-                            "its unit vanished".into(),
-                            status.clone(),
-                        );
-                    }
-                },
-                // Keep waiting through a provider that does not answer, up to the timeout.
-                Err(e) => last_error = Some(e.to_string()),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let mut d = format!("timed out after {}", human_ms(timeout));
-                if let Some(e) = &last_error {
-                    d.push_str(&format!(" (last error: {e})"));
-                }
-                break (JobOutcome::TimedOut, None, d, status.clone());
-            }
-            std::thread::sleep(poll.min(deadline - now));
-            poll = (poll * 2).min(Duration::from_millis(250));
-        };
-        let output = self
-            .engine
-            .provider
-            .output_tail(&seen, MAX_JOB_OUTPUT)
-            .unwrap_or_default();
-        // Done or overdue: stop the unit, which also removes its record.
-        let why = match outcome {
-            JobOutcome::TimedOut => "job timed out",
-            _ => "job ended",
-        };
-        if let Err(e) = self.stop_unit(&ja.instance, &status.unit_id, ja.stop_grace_ms, why) {
-            self.emit(Event::Warning { message: e });
-        }
-        Attempt {
-            outcome,
-            exit_code,
-            detail,
-            output,
-        }
-    }
-
-    fn execute(&self, decision: &Decision) {
-        if !self.remove_all(&decision.cleanup) {
-            return;
-        }
-        for phase in &decision.phases {
-            for wave in &phase.waves {
-                if self.stopping() {
-                    return;
-                }
-                self.emit(Event::WaveStarted {
-                    phase: phase.phase,
-                    wave: wave.wave,
-                    services: wave
-                        .services
-                        .iter()
-                        .map(|s| s.service.clone())
-                        .chain(wave.jobs.iter().map(|j| j.job.clone()))
-                        .chain(wave.reloads.iter().map(|r| r.service.clone()))
-                        .collect(),
-                    instances: wave.services.iter().map(|s| s.actions.len()).sum::<usize>()
-                        + wave.jobs.len()
-                        + wave.reloads.len(),
-                });
-                let steps: Vec<Step<'_>> = wave
-                    .services
-                    .iter()
-                    .map(Step::Service)
-                    .chain(wave.jobs.iter().map(Step::Job))
-                    .chain(wave.reloads.iter().map(Step::Reload))
-                    .collect();
-                let ok = parallel(&steps, |step| match step {
-                    Step::Service(sa) => self.run_service(sa),
-                    Step::Job(ja) => self.run_job(ja),
-                    Step::Reload(ra) => self.run_reload(ra),
-                });
-                if !ok || self.stopping() {
-                    return;
-                }
-                self.emit(Event::WaveFinished {
-                    phase: phase.phase,
-                    wave: wave.wave,
-                });
-                self.audit(
-                    format!("wave {}.{}", phase.phase, wave.wave),
-                    AuditOutcome::Ok,
-                    json!({
-                        "services": wave.services.iter().map(|s| &s.service).collect::<Vec<_>>(),
-                        "jobs": wave.jobs.iter().map(|j| &j.instance).collect::<Vec<_>>(),
-                    }),
-                );
-            }
-        }
-        if !self.retire_blue() {
-            return;
-        }
-        self.remove_all(&decision.removals);
-    }
-
-    /// Stops the old units of blue-green services kept until their users were re-bound.
-    fn retire_blue(&self) -> bool {
-        let units = std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
-        parallel(&units, |(instance, unit, grace)| {
-            let _permit = self.sem.acquire();
-            let why = format!("blue-green switch to r{}", self.revision);
-            match self.stop_unit(instance, unit, *grace, &why) {
-                Ok(()) => {
-                    let mut v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(c) = v.iter_mut().find(|c| c.instance == *instance) {
-                        c.old_stopped = true;
-                    }
-                    true
-                }
-                Err(e) => {
-                    self.fail(instance, unit, e);
-                    false
-                }
-            }
-        })
-    }
-
-    /// Reloads a running unit with new addresses: its `reload` command, filled in like a
-    /// command check and run where the unit lives (through `Provider::probe`), then its gate.
-    fn run_reload(&self, ra: &ReloadAction) -> bool {
-        if self.stopping() {
-            return false;
-        }
-        let _permit = self.sem.acquire();
-        let mut spec = ra.spec.clone();
-        // `@r0` in the action means the revision applied, not the reloaded unit's own.
-        spec.bindings = crate::address::normalized(&spec.bindings, self.revision);
-        let rendered = match self.render(&spec) {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail(&ra.instance, &ra.unit_id, e);
-                return false;
-            }
-        };
-        let status = match self.engine.provider.list(&self.fleet) {
-            Ok(list) => list.into_iter().find(|u| u.unit_id == ra.unit_id),
-            Err(e) => {
-                self.fail(&ra.instance, &ra.unit_id, format!("cannot list units: {e}"));
-                return false;
-            }
-        };
-        let Some(status) = status else {
-            self.fail(
-                &ra.instance,
-                &ra.unit_id,
-                "the unit to reload is gone".into(),
-            );
-            return false;
-        };
-        let command = Health {
-            checks: vec![phoenix_provider_api::HealthCheck::Command {
-                argv: rendered.reload.clone(),
-            }],
-            timeout_ms: RELOAD_TIMEOUT_MS,
-            interval_ms: RELOAD_TIMEOUT_MS,
-        };
-        let out = self.engine.provider.probe(&status, &command);
-        self.audit(
-            format!("unit.reload {}", ra.unit_id),
-            if out.healthy {
-                AuditOutcome::Ok
-            } else {
-                AuditOutcome::Failed {
-                    reason: out.detail.clone(),
-                }
-            },
-            json!({"reason": ra.reason, "detail": out.detail}),
-        );
-        if !out.healthy {
-            self.fail(
-                &ra.instance,
-                &ra.unit_id,
-                format!("reload failed: {}", out.detail),
-            );
-            return false;
-        }
-        let outcome = self.gate(&status, rendered.health.as_ref());
-        if !outcome.healthy {
-            self.fail(
-                &ra.instance,
-                &ra.unit_id,
-                format!("health gate failed after reload: {}", outcome.detail),
-            );
-            return false;
-        }
-        self.emit(Event::GatePassed {
-            instance: ra.instance.clone(),
-            unit: ra.unit_id.clone(),
-            detail: format!("reloaded: {}", outcome.detail),
-            ms: 0,
-        });
-        true
-    }
-
-    /// Undoes the changes made so far, newest first: stops new units, restores backups, and
-    /// starts the replaced units again (gated). Returns one line per instance.
-    fn rollback(&self, reason: &str) -> Vec<String> {
-        let changed: Vec<Changed> = {
-            let v = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-            v.iter().rev().cloned().collect()
-        };
-        self.emit(Event::RollbackStarted {
-            reason: reason.into(),
-            instances: changed.len(),
-        });
-        self.audit(
-            "rollback.start".into(),
-            AuditOutcome::Ok,
-            json!({"reason": reason, "instances": changed.iter().map(|c| &c.instance).collect::<Vec<_>>()}),
-        );
-        let lines: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-        let indexed: Vec<(usize, &Changed)> = changed.iter().enumerate().collect();
-        parallel(&indexed, |(i, c)| {
-            let _permit = self.sem.acquire();
-            let mut parts = Vec::new();
-            if let Some(unit) = &c.new_unit_id {
-                match self.stop_unit(&c.instance, unit, c.stop_grace_ms, "rollback") {
-                    Ok(()) => parts.push(format!("stopped {unit}")),
-                    Err(e) => parts.push(e),
-                }
-            }
-            if let (Some(tag), Some(old)) = (&c.snapshot, &c.old) {
-                match self.restore(&c.instance, &old.unit_id, tag) {
-                    Ok(()) => parts.push(format!("restored backup {tag}")),
-                    Err(e) => parts.push(e),
-                }
-            }
-            match &c.old {
-                Some(old) if old.running && c.old_stopped => match &old.spec {
-                    Some(spec) => match self.start_unit(spec) {
-                        Ok(status) => {
-                            // The old unit is gated by its own check, not the new revision's.
-                            let health = self.rendered_health(spec, spec.health.as_ref());
-                            let outcome = self.gate(&status, health.as_ref());
-                            if outcome.healthy {
-                                // Recorded as running again, as a passed gate is in a rollout:
-                                // readers of the store (`phoenix serve`) take health from it.
-                                let _ = self.write(vec![Write::UpsertInstance(instance_state(
-                                    &status,
-                                    Some(&json!(spec.host.to_string())),
-                                    self.engine.provider.endpoint_of(&spec.site, spec.host),
-                                    DesiredState::Running,
-                                    ObservedState::Running,
-                                ))]);
-                                parts.push(format!("restarted {} (healthy)", old.unit_id));
-                            } else {
-                                parts.push(format!(
-                                    "restarted {} but it is not healthy: {}",
-                                    old.unit_id, outcome.detail
-                                ));
-                            }
-                        }
-                        Err(e) => parts.push(format!("could not restart {}: {e}", old.unit_id)),
-                    },
-                    None => parts.push(format!(
-                        "cannot restart {}: its revision's spec is unknown",
-                        old.unit_id
-                    )),
-                },
-                Some(old) if old.running => parts.push(format!("{} kept running", old.unit_id)),
-                Some(old) => parts.push(format!("{} was not running before", old.unit_id)),
-                None => parts.push("new instance removed".into()),
-            }
-            let line = format!("{}: {}", c.instance, parts.join(", "));
-            self.emit(Event::InstanceRestored {
-                instance: c.instance.clone(),
-                detail: parts.join(", "),
-            });
-            self.audit(
-                format!("rollback {}", c.instance),
-                AuditOutcome::Ok,
-                json!({"service": c.service, "detail": parts}),
-            );
-            lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((*i, line));
-            true
-        });
-        let mut lines = lines.into_inner().unwrap_or_else(|p| p.into_inner());
-        lines.sort();
-        lines.into_iter().map(|(_, l)| l).collect()
     }
 }
 

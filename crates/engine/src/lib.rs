@@ -19,6 +19,9 @@
 //!   `parallelism` steps in flight. Every start, stop, snapshot and restore is announced by
 //!   an intent before it happens and closed after. A failed gate stops the run and rolls the
 //!   changed instances back (stop new units, restore backups, restart the replaced units).
+//!   The run itself is a pure state machine ([`rollout::Rollout`]: `step(input, now) ->
+//!   effects`, ADR 011) carried out by a driver ([`driver`]) on a pool of worker threads, with
+//!   time from an injected [`Clock`] ([`ApplyOptions::clock`]; [`VirtualClock`] in tests).
 //!
 //! ```
 //! use phoenix_engine::{ApplyOptions, Desired, Engine, RevisionDoc, RevisionKind};
@@ -49,21 +52,26 @@
 //! [`Provider`]: phoenix_provider_api::Provider
 
 pub mod address;
+pub mod clock;
 pub mod decide;
 mod desired;
+pub mod driver;
 mod error;
 mod events;
 mod exec;
+pub mod intent;
 pub mod lock;
 pub mod rollback;
+pub mod rollout;
 pub mod status;
 
+pub use clock::{Clock, ClockRef, RealClock, VirtualClock};
 pub use decide::{Decision, DiffLine, ObservedUnit};
 pub use desired::{
     Desired, DesiredUnit, JobLast, RevisionDoc, RevisionKind, Scope, ServiceInfo, fingerprint,
     latest_job_runs, same_job_inputs, sha256_hex,
 };
-pub use error::EngineError;
+pub use error::{EngineError, ExecError};
 pub use events::{Event, EventSink};
 pub use exec::{ApplyOptions, ApplyOutcome, ApplyReport, Engine, Failure, preview};
 pub use lock::{HolderLiveness, Liveness, LockGuard};

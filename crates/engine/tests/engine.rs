@@ -1,11 +1,12 @@
 //! Engine tests against the in-memory FakeProvider, an in-memory SQLite store and a memory
 //! recorder: decisions, waves, strategies, rollback, scope, recovery and drift.
 
+use phoenix_audit::AuditOutcome;
 use phoenix_audit::MemoryRecorder;
 use phoenix_engine::decide::{Change, decide};
 use phoenix_engine::{
-    ApplyOptions, ApplyOutcome, ApplyReport, Desired, Engine, EngineError, Event, RevisionDoc,
-    RevisionKind, Scope, status,
+    ApplyOptions, ApplyOutcome, ApplyReport, Clock, ClockRef, Desired, Engine, EngineError, Event,
+    RevisionDoc, RevisionKind, Scope, VirtualClock, status,
 };
 use phoenix_provider_api::fake::{Call, FakeProvider};
 use phoenix_provider_api::{Provider, UnitState};
@@ -332,75 +333,93 @@ fn blue_green_failure_keeps_blue_running() {
     assert!(!w.starts_and_stops().contains(&"start web-0@r1".to_string()));
 }
 
+/// Options whose timers run on `clock`: canary windows pass without real time passing.
+fn on_clock(clock: &Arc<VirtualClock>) -> ApplyOptions {
+    ApplyOptions {
+        clock: ClockRef(clock.clone()),
+        ..ApplyOptions::default()
+    }
+}
+
 #[test]
 fn canary_goes_first_then_the_rest_or_back() {
-    let canary = ", rollout: {strategy: canary, canary: 1, analysis: 50ms}";
+    // A 20-second window, probed every 10 ms: on the virtual clock it takes no real time
+    // beyond the probes', so the test would take 40 s and more if the executor slept.
+    let canary = ", rollout: {strategy: canary, canary: 1, analysis: 20s}";
+    let began = std::time::Instant::now();
+    let clock = Arc::new(VirtualClock::new());
     let w = World::new();
-    w.apply(&fleet(&svc("web", 3, canary)));
+    w.apply_with(&fleet(&svc("web", 3, canary)), &on_clock(&clock));
     w.fake.clear_calls();
-    let r = w.apply(&fleet(&svc(
-        "web",
-        3,
-        &format!("{canary}, env: {{V: '2'}}"),
-    )));
+    let r = w.apply_with(
+        &fleet(&svc("web", 3, &format!("{canary}, env: {{V: '2'}}"))),
+        &on_clock(&clock),
+    );
     assert_eq!(r.outcome, ApplyOutcome::Applied);
     assert_eq!(
         &w.starts_and_stops()[..2],
         ["stop web-0@r1", "start web-0@r2"]
     );
+    assert!(w.events.lock().unwrap().iter().any(
+        |e| matches!(e, Event::CanaryAnalysis { service, ms: 20_000, .. } if service == "web")
+    ));
     assert!(
-        w.events
-            .lock()
-            .unwrap()
+        clock.now_ms() >= 2 * 20_000,
+        "both windows ran to their end: {} ms",
+        clock.now_ms()
+    );
+    assert!(
+        w.audit
+            .records()
             .iter()
-            .any(|e| matches!(e, Event::CanaryAnalysis { service, .. } if service == "web"))
+            .any(|r| r.entry.step == "canary.analysis web" && r.entry.outcome == AuditOutcome::Ok)
     );
 
     // A canary that fails its gate: the rest is never touched.
+    let clock = Arc::new(VirtualClock::new());
     let w = World::new();
-    w.apply(&fleet(&svc("web", 3, canary)));
+    w.apply_with(&fleet(&svc("web", 3, canary)), &on_clock(&clock));
     w.fake.clear_calls();
     w.fake.set_healthy("demo", "web-0@r2", false);
-    let r = w.apply(&fleet(&svc(
-        "web",
-        3,
-        &format!("{canary}, env: {{V: '2'}}"),
-    )));
+    let r = w.apply_with(
+        &fleet(&svc("web", 3, &format!("{canary}, env: {{V: '2'}}"))),
+        &on_clock(&clock),
+    );
     assert!(matches!(r.outcome, ApplyOutcome::RolledBack { .. }));
     assert!(!w.starts_and_stops().iter().any(|c| c.contains("web-1@r2")));
     assert_eq!(w.running(), ["web-0@r1", "web-1@r1", "web-2@r1"]);
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "no real time is spent in windows"
+    );
 }
 
 #[test]
 fn canary_analysis_catches_a_canary_that_turns_unhealthy() {
     let canary = ", rollout: {strategy: canary, canary: 1, analysis: 400ms}";
-    let w = Arc::new(World::new());
-    w.apply(&fleet(&svc("web", 2, canary)));
-    let flipper = {
-        let w = w.clone();
-        std::thread::spawn(move || {
-            // Once the canary is up, make it fail during the analysis window.
-            for _ in 0..200 {
-                if w.fake
-                    .list("demo")
-                    .unwrap()
-                    .iter()
-                    .any(|u| u.unit_id == "web-0@r2")
-                {
-                    std::thread::sleep(Duration::from_millis(100));
-                    w.fake.set_healthy("demo", "web-0@r2", false);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
+    let clock = Arc::new(VirtualClock::new());
+    let w = World::new();
+    w.apply_with(&fleet(&svc("web", 2, canary)), &on_clock(&clock));
+    let f = fleet(&svc("web", 2, &format!("{canary}, env: {{V: '2'}}")));
+    let d = desired(&f);
+    let doc = RevisionDoc::new(RevisionKind::Apply, &d, vec![], None);
+    let window_began = Mutex::new(None);
+    // 100 ms (virtual) into the window of the new canary, it turns unhealthy.
+    let sink = |e: &Event| {
+        if let Event::CanaryAnalysis { instances, .. } = e
+            && instances == &["web-0".to_string()]
+        {
+            *window_began.lock().unwrap() = Some(clock.now_ms());
+            let fake = w.fake.clone();
+            clock.after(Duration::from_millis(100), move || {
+                fake.set_healthy("demo", "web-0@r2", false)
+            });
+        }
     };
-    let r = w.apply(&fleet(&svc(
-        "web",
-        2,
-        &format!("{canary}, env: {{V: '2'}}"),
-    )));
-    flipper.join().unwrap();
+    let r = w
+        .engine
+        .apply(&d, &doc, &on_clock(&clock), &|_| true, &sink)
+        .unwrap();
     assert!(
         matches!(r.outcome, ApplyOutcome::RolledBack { .. }),
         "{:?}",
@@ -408,6 +427,17 @@ fn canary_analysis_catches_a_canary_that_turns_unhealthy() {
     );
     assert!(r.failure.unwrap().reason.contains("canary analysis"));
     assert_eq!(w.running(), ["web-0@r1", "web-1@r1"]);
+    // It failed at the first probe after the flip, not at the window's start or end.
+    let began = window_began.lock().unwrap().expect("the window began");
+    let failed = w
+        .audit
+        .records()
+        .into_iter()
+        .map(|r| r.entry)
+        .find(|e| e.step == "canary.analysis web" && e.outcome != AuditOutcome::Ok)
+        .expect("the analysis failure is audited");
+    assert!(failed.revision == Some(2), "{failed:?}");
+    assert!(clock.now_ms() >= began + 100 && clock.now_ms() < began + 400);
 }
 
 #[test]
