@@ -1224,3 +1224,161 @@ fn ledger_routes_without_a_ledger_are_404_and_bad_ledger_options_are_refused_at_
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }
+
+/// An open server-sent event stream, read in bounded steps.
+struct Stream {
+    tcp: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Stream {
+    /// Opens `path` with `token` and waits (at most 20 s) for the answer's head.
+    fn open(server: &Server, path: &str, token: &str) -> Stream {
+        let addr = server.addr.as_deref().unwrap();
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut s = Stream {
+            tcp,
+            got: Vec::new(),
+        };
+        s.read_until("\r\n\r\n");
+        s
+    }
+
+    /// What arrived so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+
+    /// Reads until `needle` arrived, the stream ended or 20 s passed; whether it arrived.
+    fn read_until(&mut self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 8192];
+        while std::time::Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            match self.tcp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the stream: {e}"),
+            }
+        }
+        self.text().contains(needle)
+    }
+}
+
+/// Asks the instance's http.server for `path`, which it logs (to stderr, into its log file).
+fn knock(port: u64, path: &str) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+}
+
+#[test]
+fn an_instances_logs_tail_and_follow_see_a_line_written_after_the_request() {
+    let mut d = Dir::new();
+    d.write_fleet("logsdemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    let path = "/api/v1/fleets/logsdemo/instances/web-0/logs";
+    let port = server
+        .get("/api/v1/fleets/logsdemo/instances/web-0", Some(&viewer))
+        .json()["ports"]["port"]
+        .as_u64()
+        .expect("web-0 has a port");
+
+    server.get(path, None).assert_error(401);
+    server
+        .get(
+            "/api/v1/fleets/logsdemo/instances/web-9/logs",
+            Some(&viewer),
+        )
+        .assert_error(404);
+    server
+        .get(&format!("{path}?tail=5001"), Some(&viewer))
+        .assert_error(400);
+    server
+        .get(&format!("{path}?follow=true&after=../x"), Some(&viewer))
+        .assert_error(400);
+    let doc = server.get("/openapi.json", None).json();
+    let op = &doc["paths"]["/api/v1/fleets/{fleet}/instances/{instance}/logs"]["get"];
+    assert!(
+        op["responses"]["200"]["content"]["application/json"]["schema"].is_object(),
+        "{op}"
+    );
+
+    // The tail: bounded, the unit's lines (http.server logs each health probe), a cursor.
+    knock(port, "/before-the-tail");
+    let tail = server.get(&format!("{path}?tail=3"), Some(&viewer)).json();
+    assert_eq!(tail["units"], serde_json::json!(["web-0@r1"]), "{tail}");
+    let lines = tail["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 3, "{tail}");
+    assert!(lines.iter().all(|l| l["unit"] == "web-0@r1"), "{tail}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"].as_str().unwrap().contains("GET /before-the-tail")),
+        "{tail}"
+    );
+    let cursor = tail["cursor"].as_str().unwrap().to_string();
+    assert!(cursor.starts_with("web-0@r1:"), "{cursor}");
+
+    // Followed: a line the unit writes after the stream opened arrives, with the cursor after
+    // it as the event's id.
+    let mut live = Stream::open(&server, &format!("{path}?follow=true&tail=0"), &viewer);
+    assert!(live.text().starts_with("HTTP/1.1 200"), "{}", live.text());
+    assert!(live.text().contains("text/event-stream"), "{}", live.text());
+    assert!(!live.text().contains("before-the-tail"), "{}", live.text());
+    knock(port, "/written-while-followed");
+    assert!(
+        live.read_until("GET /written-while-followed"),
+        "the new line never came:\n{}",
+        live.text()
+    );
+    assert!(live.text().contains("event: line"), "{}", live.text());
+    assert!(live.text().contains("id: web-0@r1:"), "{}", live.text());
+
+    // From the tail's cursor: what came after it, the line above included, and not the tail's
+    // own lines again.
+    let mut after = Stream::open(
+        &server,
+        &format!("{path}?follow=true&after={cursor}"),
+        &viewer,
+    );
+    assert!(
+        after.read_until("GET /written-while-followed"),
+        "{}",
+        after.text()
+    );
+    assert!(
+        !after.text().contains("before-the-tail"),
+        "{}",
+        after.text()
+    );
+
+    // Bounded: once the instance has no unit desired running (the fleet destroyed), the
+    // follow says so and ends.
+    d.ok(&["destroy", "fleet.yaml", "--yes"]);
+    d.applied = false;
+    assert!(live.read_until("event: end"), "{}", live.text());
+    assert!(
+        live.text().contains("no unit desired running"),
+        "{}",
+        live.text()
+    );
+}

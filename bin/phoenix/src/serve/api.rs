@@ -86,13 +86,13 @@ pub(crate) struct ErrorBody {
 #[openapi(
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
-        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, revisions, revision, spec,
+        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, instance_logs, revisions, revision, spec,
         fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
         super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
         super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
         super::ledger::ledger_proof, super::ledger::ledger_events
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, super::logs::LogTail, super::logs::LogLine)),
     modifiers(&BearerAuth)
 )]
 pub(crate) struct ApiDoc;
@@ -128,6 +128,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets/{fleet}", get(fleet))
         .route("/fleets/{fleet}/instances", get(instances))
         .route("/fleets/{fleet}/instances/{instance}", get(instance))
+        .route(
+            "/fleets/{fleet}/instances/{instance}/logs",
+            get(instance_logs),
+        )
         .route("/fleets/{fleet}/revisions", get(revisions))
         .route("/fleets/{fleet}/revisions/{revision}", get(revision))
         .route("/fleets/{fleet}/spec", get(spec))
@@ -174,6 +178,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/sign-out", post(super::portal::sign_out))
         .route("/portal/fleets/{fleet}", get(super::portal::fleet))
         .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
+        .route("/portal/fleets/{fleet}/plan", get(super::portal::plan))
+        .route(
+            "/portal/fleets/{fleet}/instances/{instance}",
+            get(super::portal::instance),
+        )
+        .route(
+            "/portal/fleets/{fleet}/instances/{instance}/logs",
+            get(super::portal::instance_logs),
+        )
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
         .route("/portal/fleets/{fleet}/events", get(super::portal::events))
         .route("/portal/static/live.js", get(super::portal::live_js))
@@ -582,6 +595,78 @@ async fn instance(
     .await
 }
 
+/// `?tail=`, `?follow=`, `?after=` of an instance's logs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct LogsQuery {
+    /// How many of the last lines (0 to 5000, default 200).
+    tail: Option<usize>,
+    /// Keep the answer open and send each new line as a server-sent event.
+    follow: Option<bool>,
+    /// With `follow`: start after this cursor (a tail's `cursor`, an event's id) instead of
+    /// after the last `tail` lines; the `Last-Event-ID` header wins.
+    after: Option<String>,
+}
+
+/// An instance's logs: the tail, or followed (`follow=true`), after its instance was checked.
+pub(super) async fn logs_answer(
+    state: AppState,
+    fleet: String,
+    instance: String,
+    headers: &axum::http::HeaderMap,
+    q: LogsQuery,
+) -> Response {
+    use super::logs;
+    let n = match logs::tail_arg(q.tail) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.after);
+    let after = match after.as_deref().map(logs::Cursor::parse).transpose() {
+        Ok(a) => a,
+        Err(why) => {
+            return ApiError::bad_request(format!("`after`: {why} (give a tail's `cursor`)"))
+                .into_response();
+        }
+    };
+    if let Err(e) = logs::known_instance(&state, &fleet, &instance).await {
+        return e.into_response();
+    }
+    if q.follow.unwrap_or(false) {
+        logs::follow(state, fleet, instance, n, after).await
+    } else {
+        match logs::tail_of(&state, &fleet, &instance, n).await {
+            Ok(t) => Json(t).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+/// The last lines an instance's units wrote (as `phoenix logs INSTANCE` finds them: through
+/// the providers of the fleet's latest revision), or with `follow=true` the lines it writes
+/// from then on as server-sent events (`event: line`, id the cursor after it; `event: end`
+/// when the instance has no unit desired running any more or after an hour).
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}/logs", tag = "read", summary = "An instance's logs: the last lines, or followed live (server-sent events)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0"), LogsQuery, ("Last-Event-ID" = Option<String>, Header, description = "With follow: the last event id received, when reconnecting")), security(("bearer" = [])), responses((status = 200, description = "The last lines (JSON), or with follow=true a text/event-stream", content((super::logs::LogTail = "application/json"), (String = "text/event-stream"))), (status = 400, description = "Not a fleet name, a bad tail or cursor", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody), (status = 503, description = "Too many streams open", body = ErrorBody)))]
+async fn instance_logs(
+    State(state): State<AppState>,
+    Path((fleet, instance)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => logs_answer(state, fleet, instance, &headers, q).await,
+        Err(e) => ApiError::bad_request(format!(
+            "{}: give ?tail=N (0 to {}), ?follow=true, ?after=CURSOR",
+            e.body_text(),
+            super::logs::MAX_TAIL
+        ))
+        .into_response(),
+    }
+}
+
 /// Runs `f` on the blocking pool with the store and the fleets' views.
 pub(super) async fn with_views<T: Send + 'static>(
     state: &AppState,
@@ -709,16 +794,18 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        let revisions = known_fleet(store, &fleet)?;
-        let r = current_revision(&revisions, &fleet)?;
-        let mut v = plan_json(&fleet_of(r)?)?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("revision".into(), r.number.0.into());
-        }
-        Ok(Json(v))
-    })
-    .await
+    blocking(&state, move |store| Ok(Json(plan_view(store, &fleet)?))).await
+}
+
+/// The plan of the fleet's applied (else latest) revision, with that revision's number.
+pub(super) fn plan_view(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+    let revisions = known_fleet(store, fleet)?;
+    let r = current_revision(&revisions, fleet)?;
+    let mut v = plan_json(&fleet_of(r)?)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("revision".into(), r.number.0.into());
+    }
+    Ok(v)
 }
 
 #[derive(Deserialize)]

@@ -8,8 +8,10 @@
 
 mod api;
 mod auth;
+mod charts;
 mod events;
 mod ledger;
+mod logs;
 mod metrics;
 mod portal;
 mod views;
