@@ -206,6 +206,7 @@ fn demand_sections(plan: &Value) -> String {
          minimum, light up to its maximum), red where demand may exceed capacity.</p>",
     );
     for (key, name, fmt) in RESOURCES {
+        let _ = write!(out, "<h3>{name}</h3>");
         out.push_str(&demand_chart(
             &format!("tier-{}", key.trim_end_matches("_bytes")),
             &format!("{name} demand against capacity per tier"),
@@ -223,6 +224,7 @@ fn demand_sections(plan: &Value) -> String {
         );
     }
     for (key, name, fmt) in RESOURCES {
+        let _ = write!(out, "<h3>{name}</h3>");
         out.push_str(&demand_chart(
             &format!("site-{}", key.trim_end_matches("_bytes")),
             &format!("{name} demand against capacity per site"),
