@@ -99,8 +99,15 @@ impl Dir {
 
     /// Starts `phoenix serve` on a free loopback port; stopped when the guard drops.
     fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// [`Dir::serve`] with more arguments.
+    fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1381,4 +1388,57 @@ fn an_instances_logs_tail_and_follow_see_a_line_written_after_the_request() {
         "{}",
         live.text()
     );
+}
+
+#[test]
+fn monitoring_targets_list_every_ledger_node_once_beside_the_fleets_units() {
+    let mut d = Dir::new();
+    d.write_fleet("sddemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    // No ledger runs there: service discovery only names the nodes, it does not ask them.
+    let server = d.serve_with(&[
+        "--ledger",
+        "http://127.0.0.1:1,http://127.0.0.1:2/node,http://127.0.0.1:1/",
+    ]);
+    let targets = server
+        .get("/api/v1/monitoring/targets", Some(&viewer))
+        .json();
+    let groups = targets.as_array().unwrap();
+    let ledger: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["labels"]["phoenix_job"] == "ledger")
+        .collect();
+    let units: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["labels"]["phoenix_job"] == "sddemo/web")
+        .collect();
+    assert_eq!(units.len(), 1, "{targets}");
+    assert_eq!(units[0]["labels"]["fleet"], "sddemo", "{targets}");
+    // Each node once (the same URL given twice is one target), with its scheme and path.
+    assert_eq!(ledger.len(), 2, "{targets}");
+    assert_eq!(ledger[0]["targets"], serde_json::json!(["127.0.0.1:1"]));
+    assert_eq!(ledger[0]["labels"]["__scheme__"], "http");
+    assert_eq!(ledger[0]["labels"]["__metrics_path__"], "/metrics");
+    assert_eq!(ledger[0]["labels"]["service"], "ledger");
+    assert_eq!(ledger[0]["labels"]["instance"], "127.0.0.1:1");
+    assert_eq!(ledger[1]["targets"], serde_json::json!(["127.0.0.1:2"]));
+    assert_eq!(ledger[1]["labels"]["__scheme__"], "http");
+    assert_eq!(ledger[1]["labels"]["__metrics_path__"], "/node/metrics");
+    // Every label value is a string, as Prometheus requires.
+    for g in groups {
+        assert!(
+            g["labels"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(Value::is_string),
+            "{g}"
+        );
+    }
+    // The document describes the answer's shape.
+    let doc = server.get("/openapi.json", None).json();
+    let schema = &doc["paths"]["/api/v1/monitoring/targets"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(schema["type"], "array", "{schema}");
 }

@@ -74,6 +74,19 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// A ledger node as a scrape target: scheme, `host:port`, metrics path.
+type LedgerKey = (&'static str, String, String);
+
+/// One target group of Prometheus HTTP service discovery.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct TargetGroup {
+    /// `host:port` of each target (one here).
+    targets: Vec<String>,
+    /// Its labels: `fleet`, `service`, `instance`, `site`, `unit`, `phoenix_job`,
+    /// `__metrics_path__` (and `__scheme__` for ledger nodes).
+    labels: BTreeMap<String, String>,
+}
+
 /// The body of every error answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
@@ -92,7 +105,7 @@ pub(crate) struct ErrorBody {
         super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
         super::ledger::ledger_proof, super::ledger::ledger_events
     ),
-    components(schemas(ErrorBody, super::logs::LogTail, super::logs::LogLine)),
+    components(schemas(ErrorBody, TargetGroup, super::logs::LogTail, super::logs::LogLine)),
     modifiers(&BearerAuth)
 )]
 pub(crate) struct ApiDoc;
@@ -1207,11 +1220,24 @@ async fn plan_posted(
 
 /// Prometheus HTTP service discovery (`http_sd_configs`): the same targets `phoenix
 /// monitoring` writes into prometheus.yml, for every fleet in the store, computed by the same
-/// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records.
-#[utoipa::path(get, path = "/api/v1/monitoring/targets", tag = "read", summary = "Prometheus HTTP service discovery of every fleet's metrics targets", security(("bearer" = [])), responses((status = 200, description = "Prometheus HTTP service discovery of every fleet's metrics targets", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+/// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records;
+/// and each ledger node of `--ledger` once (labelled as the unit when a fleet runs it).
+#[utoipa::path(get, path = "/api/v1/monitoring/targets", tag = "read", summary = "Prometheus HTTP service discovery of every fleet's metrics targets and the ledger nodes", security(("bearer" = [])), responses((status = 200, description = "Prometheus HTTP service discovery: target groups", body = Vec<TargetGroup>), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn monitoring_targets(State(state): State<AppState>) -> Response {
-    let groups = blocking(&state, |store| {
+    // URLs `--ledger` took that are no scrape target (a query, say) are left out; the ledger
+    // client checked them at start.
+    let nodes: Vec<_> = state
+        .ledger
+        .ledger
+        .iter()
+        .filter_map(|u| crate::monitoring_cmd::generate::ledger_node(u).ok())
+        .collect();
+    let groups = blocking(&state, move |store| {
         let mut groups = Vec::new();
+        // Ledger targets by (scheme, address, path), first seen first; with a fleet's labels
+        // when that fleet runs the node.
+        let mut ledger: Vec<(LedgerKey, serde_json::Map<String, Value>)> = Vec::new();
+        let mut scraped: Vec<(String, String)> = Vec::new();
         for name in store.list_fleets()? {
             let revisions = store.list_revisions(&name)?;
             let Some(r) = revisions
@@ -1228,27 +1254,62 @@ async fn monitoring_targets(State(state): State<AppState>) -> Response {
                 .into_iter()
                 .map(|r| r.state)
                 .collect();
-            let generated = crate::monitoring_cmd::generate::generate(&fleet, &records, &[]);
+            let generated = crate::monitoring_cmd::generate::generate(&fleet, &records, &nodes);
             for job in &generated.jobs {
-                let path = fleet
-                    .services
-                    .iter()
-                    .find(|s| format!("{}/{}", fleet.name, s.name) == job.name)
-                    .and_then(|s| s.metrics.as_ref())
-                    .map_or(phoenix_spec::model::DEFAULT_METRICS_PATH.to_string(), |m| {
-                        m.path.clone()
-                    });
                 for target in &job.targets {
                     let mut labels: serde_json::Map<String, Value> = target
                         .labels
                         .iter()
                         .map(|(k, v)| ((*k).to_string(), Value::from(v.clone())))
                         .collect();
-                    labels.insert("__metrics_path__".into(), path.clone().into());
+                    labels.insert("__metrics_path__".into(), job.metrics_path().into());
+                    if job.is_ledger() {
+                        // Once for the whole server, not per fleet; a fleet's own unit's
+                        // labels win over the bare node's.
+                        let key = (
+                            job.scheme(),
+                            target.address.clone(),
+                            job.metrics_path().to_string(),
+                        );
+                        let owned = labels.contains_key("unit");
+                        match ledger.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, l)) if owned && !l.contains_key("unit") => *l = labels,
+                            Some(_) => {}
+                            None => ledger.push((key, labels)),
+                        }
+                        continue;
+                    }
+                    scraped.push((target.address.clone(), job.metrics_path().to_string()));
                     labels.insert("phoenix_job".into(), job.name.clone().into());
                     groups.push(json!({ "targets": [target.address], "labels": labels }));
                 }
             }
+        }
+        // Without any fleet the nodes are still listed.
+        for node in &nodes {
+            let (scheme, address, path) = (node.scheme(), node.address(), node.metrics_path());
+            let key = (scheme, address.to_string(), path.to_string());
+            if !ledger.iter().any(|(k, _)| *k == key) {
+                let mut labels = serde_json::Map::new();
+                labels.insert("service".into(), "ledger".into());
+                labels.insert("instance".into(), address.into());
+                labels.insert("__metrics_path__".into(), path.into());
+                ledger.push((key, labels));
+            }
+        }
+        for ((scheme, address, path), mut labels) in ledger {
+            // A node a fleet's service job scrapes already is not repeated.
+            if scraped.iter().any(|(a, p)| *a == address && *p == path) {
+                continue;
+            }
+            // The fleet label of `phoenix monitoring`'s single-fleet file does not apply to a
+            // node the server lists once for every fleet, unless a fleet runs it.
+            if !labels.contains_key("unit") {
+                labels.remove("fleet");
+            }
+            labels.insert("__scheme__".into(), scheme.into());
+            labels.insert("phoenix_job".into(), "ledger".into());
+            groups.push(json!({ "targets": [address], "labels": labels }));
         }
         Ok(groups)
     })
