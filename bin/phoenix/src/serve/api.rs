@@ -231,13 +231,13 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route (the API is under /api/v1; see docs/serve.md)")
 }
 
-#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness", responses((status = 200, description = "The process runs", body = Object)))]
+#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness", responses((status = 200, description = "The process runs", body = super::schemas::Live)))]
 async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// Ready when the state store answers.
-#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the state store answers", responses((status = 200, description = "Ready", body = Object), (status = 503, description = "The state store does not answer", body = Object)))]
+#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the state store answers", responses((status = 200, description = "Ready", body = super::schemas::Ready), (status = 503, description = "The state store does not answer", body = super::schemas::Ready)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match blocking(&state, |store| Ok(store.list_fleets()?.len())).await {
         Ok(fleets) => Json(json!({ "status": "ready", "fleets": fleets })).into_response(),
@@ -258,7 +258,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "read", summary = "The token's name and role", security(("bearer" = [])), responses((status = 200, description = "The token's name and role", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "read", summary = "The token's name and role", security(("bearer" = [])), responses((status = 200, description = "The token's name and role", body = super::schemas::WhoAmI), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({ "name": caller.name, "role": caller.role.as_str() }))
 }
@@ -500,7 +500,7 @@ pub(super) fn sites_by_tier_and_region(
         .collect())
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = super::schemas::Fleets), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
     with_views(&state, |store, views| {
         let mut out = Vec::new();
@@ -513,7 +513,7 @@ async fn fleets(State(state): State<AppState>) -> ApiResult {
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = super::schemas::FleetSummary), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     with_views(&state, move |store, views| {
         fleet_exists(&**store, &fleet)?;
@@ -536,7 +536,7 @@ pub(super) struct PageQuery {
     after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = super::schemas::InstancePage), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instances(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -585,7 +585,7 @@ async fn instances(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = super::schemas::OneInstance), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instance(
     State(state): State<AppState>,
     Path((fleet, instance)): Path<(String, String)>,
@@ -691,7 +691,7 @@ pub(super) async fn with_views<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("a store call failed: {e}"))))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = super::schemas::Revisions), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -742,7 +742,7 @@ fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = super::schemas::RevisionView), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revision(
     State(state): State<AppState>,
     Path((fleet, number)): Path<(String, String)>,
@@ -774,7 +774,7 @@ fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Re
         .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = super::schemas::SpecView), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -805,7 +805,7 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = super::schemas::Plan), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| Ok(Json(plan_view(store, &fleet)?))).await
 }
@@ -830,7 +830,7 @@ struct DiffQuery {
 /// What changed between two revisions: instances added, removed and changed (by the
 /// fingerprint of everything that makes a unit run differently), and the spec files that
 /// differ, with both texts.
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = super::schemas::Diff), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn diff(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -911,7 +911,7 @@ pub(super) fn diff_view(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = super::schemas::Audit), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     let name = fleet.clone();
     let mut view = blocking(&state, move |store| audit_view(store, &name)).await?;
@@ -1017,7 +1017,7 @@ pub(super) fn revision_arg(to: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 /// Rolls the fleet back through the same engine as `phoenix rollback`, with the token's name as
 /// the actor of the lock and of every audit record. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored", body = super::schemas::WriteOutcome), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -1045,7 +1045,7 @@ async fn rollback(
 /// Applies a posted spec to the fleet through the same engine as `phoenix apply` (the whole
 /// fleet, rolled back on a failed gate), with the token's name as the actor of the lock and of
 /// every audit record. Needs a deployer token; the spec must validate and name this fleet.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = Object), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = super::schemas::WriteOutcome), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn apply(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -1090,7 +1090,7 @@ async fn apply(
 
 /// Destroys the fleet (every unit stopped and removed, with its latest spec) through the same
 /// engine as `phoenix destroy`, with the token's name as the actor. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = super::schemas::WriteOutcome), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn destroy(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -1158,7 +1158,7 @@ fn diagnostics_json(d: &phoenix_spec::Diagnostics) -> Vec<Value> {
         .collect()
 }
 
-#[utoipa::path(post, path = "/api/v1/validate", tag = "posted", summary = "Validate a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "Valid", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/validate", tag = "posted", summary = "Validate a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "Valid", body = super::schemas::Validation), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn validate(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,
@@ -1189,7 +1189,7 @@ async fn validate(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/plan", tag = "posted", summary = "Plan a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "The plan (phoenix plan -o json)", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/plan", tag = "posted", summary = "Plan a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "The plan (phoenix plan -o json)", body = super::schemas::Plan), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn plan_posted(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,

@@ -14,6 +14,7 @@ mod ledger;
 mod logs;
 mod metrics;
 mod portal;
+mod schemas;
 mod views;
 
 use anyhow::Context as _;
