@@ -863,6 +863,47 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
         !page.body.contains("Roll back to"),
         "a viewer is offered a rollback"
     );
+    // Health by site, clearly, on the fleet page.
+    assert!(
+        page.body.contains(
+            "<tr data-site=\"local\"><td>local</td><td><span class=\"ok\">2/2 healthy</span>"
+        ),
+        "{}",
+        page.body
+    );
+    // An instance's page: its log's tail, followed from where the tail ends; the plan page.
+    let inst = server.raw(
+        "GET",
+        "/portal/fleets/portaldemo/instances/web-0",
+        &alice,
+        form,
+        None,
+    );
+    assert_eq!(inst.status, 200, "{}", inst.body);
+    assert!(inst.body.contains("<ol id=\"log-lines\""), "{}", inst.body);
+    assert!(
+        inst.body.contains(
+            "/portal/fleets/portaldemo/instances/web-0/logs?follow=true&amp;after=web-0%40r1%3A"
+        ),
+        "{}",
+        inst.body
+    );
+    let nosuch = server.raw(
+        "GET",
+        "/portal/fleets/portaldemo/instances/web-7",
+        &alice,
+        form,
+        None,
+    );
+    assert_eq!(nosuch.status, 404);
+    let logs = server.get("/portal/fleets/portaldemo/instances/web-0/logs", None);
+    assert_eq!(logs.status, 401);
+    let plan = server.raw("GET", "/portal/fleets/portaldemo/plan", &alice, form, None);
+    assert!(
+        plan.status == 200 && plan.body.contains("<svg id=\"tier-cpu\""),
+        "{}",
+        plan.body
+    );
     let diff = server.raw(
         "GET",
         "/portal/fleets/portaldemo/diff?from=1&to=2",

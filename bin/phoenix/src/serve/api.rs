@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use phoenix_engine::{RevisionDoc, RevisionKind, fingerprint};
+use phoenix_engine::{RevisionDoc, fingerprint};
 use phoenix_state::{ObservedState, Revision, RevisionNumber, StateError, StateStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -354,8 +354,13 @@ pub(super) fn instance_views(
     Ok((out, Value::Object(sites)))
 }
 
+/// A revision as the API lists it, its document parsed now (see [`revision_summary_of`]).
 pub(super) fn revision_summary(r: &Revision) -> Value {
-    let doc = RevisionDoc::parse(&r.spec_json);
+    revision_summary_of(r, &super::views::ParsedRevision::of(r))
+}
+
+/// A revision as the API lists it, from its document as parsed once (`views::Revisions`).
+pub(super) fn revision_summary_of(r: &Revision, doc: &super::views::ParsedRevision) -> Value {
     let (reason, rolled_back_to) = match &r.outcome {
         phoenix_state::RevisionOutcome::Failed { reason } => (Some(reason.clone()), None),
         phoenix_state::RevisionOutcome::RolledBack { to } => (None, Some(to.0)),
@@ -366,13 +371,9 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
         "outcome": r.outcome.name(),
         "reason": reason,
         "rolled_back_to": rolled_back_to,
-        "kind": doc.as_ref().map(|d| match d.kind {
-            RevisionKind::Apply => "apply",
-            RevisionKind::Rollback => "rollback",
-            RevisionKind::Destroy => "destroy",
-        }),
-        "rollback_of": doc.as_ref().and_then(|d| d.rollback_of),
-        "instances": doc.as_ref().map(|d| d.units.len()),
+        "kind": doc.kind,
+        "rollback_of": doc.rollback_of,
+        "instances": doc.instances,
         "actor": r.actor,
         "plan_hash": r.plan_hash,
         "created_at": r.created_at.to_string(),
@@ -382,12 +383,12 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
 
 /// The fleet's summary (revisions, health per site) from its instance views, without the lock.
 pub(super) fn summary_of(
-    store: &dyn StateStore,
     fleet: &str,
+    revisions: &[Revision],
+    parsed: &super::views::Revisions,
     instances: &[Value],
     sites: Value,
-) -> Result<Value, ApiError> {
-    let revisions = store.list_revisions(fleet)?;
+) -> Value {
     let applied = revisions
         .iter()
         .rev()
@@ -397,15 +398,15 @@ pub(super) fn summary_of(
         .filter(|i| i["desired"] == "running")
         .collect();
     let healthy = running.iter().filter(|i| i["healthy"] == true).count();
-    Ok(json!({
+    json!({
         "name": fleet,
-        "latest_revision": revisions.last().map(revision_summary),
+        "latest_revision": revisions.last().map(|r| revision_summary_of(r, &parsed.get(fleet, r))),
         "applied_revision": applied.map(|r| r.number.0),
         "instances": running.len(),
         "healthy": healthy,
         "all_healthy": healthy == running.len(),
         "sites": sites,
-    }))
+    })
 }
 
 /// The fleet's summary as the API answers it: its view's summary, the deploy lock read now,
@@ -442,26 +443,14 @@ pub(super) fn fleet_exists(store: &dyn StateStore, fleet: &str) -> Result<(), Ap
 /// `summary["sites"]`. Sites without instances are listed too; a spec that no longer parses
 /// gives every recorded site under an unknown tier.
 pub(super) fn sites_by_tier_and_region(
-    store: &dyn StateStore,
     fleet: &str,
+    revisions: &[Revision],
+    parsed: &super::views::Revisions,
     summary: &Value,
-) -> Result<Vec<Value>, ApiError> {
-    let revisions = store.list_revisions(fleet)?;
-    let declared: Vec<(String, String, String)> = current_revision(&revisions, fleet)
+) -> Vec<Value> {
+    let declared: Vec<(String, String, String)> = current_revision(revisions, fleet)
         .ok()
-        .and_then(|r| fleet_of(r).ok())
-        .map(|f| {
-            f.sites
-                .iter()
-                .map(|s| {
-                    (
-                        s.tier.as_str().to_string(),
-                        s.region.clone().unwrap_or_else(|| "-".into()),
-                        s.name.clone(),
-                    )
-                })
-                .collect()
-        })
+        .and_then(|r| parsed.get(fleet, r).sites().map(<[_]>::to_vec))
         .unwrap_or_else(|| {
             summary["sites"]
                 .as_object()
@@ -490,14 +479,14 @@ pub(super) fn sites_by_tier_and_region(
                 "healthy": health["healthy"].as_u64().unwrap_or(0),
             }));
     }
-    Ok(groups
+    groups
         .into_iter()
         .map(|((_, tier, region), sites)| {
             let instances: u64 = sites.iter().filter_map(|s| s["instances"].as_u64()).sum();
             let healthy: u64 = sites.iter().filter_map(|s| s["healthy"].as_u64()).sum();
             json!({"tier": tier, "region": region, "instances": instances, "healthy": healthy, "sites": sites})
         })
-        .collect())
+        .collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = super::schemas::Fleets), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
@@ -693,12 +682,13 @@ pub(super) async fn with_views<T: Send + 'static>(
 
 #[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = super::schemas::Revisions), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        let revisions = known_fleet(store, &fleet)?;
-        Ok(Json(json!({
-            "fleet": fleet,
-            "revisions": revisions.iter().map(revision_summary).collect::<Vec<_>>(),
-        })))
+    with_views(&state, move |store, views| {
+        let revisions = known_fleet(&**store, &fleet)?;
+        let list: Vec<Value> = revisions
+            .iter()
+            .map(|r| revision_summary_of(r, &views.revisions().get(&fleet, r)))
+            .collect();
+        Ok(Json(json!({ "fleet": fleet, "revisions": list })))
     })
     .await
 }

@@ -442,7 +442,7 @@ pub(crate) async fn fleet(
             view.instances.clone(),
             revisions
                 .iter()
-                .map(api::revision_summary)
+                .map(|r| api::revision_summary_of(r, &views.revisions().get(&name, r)))
                 .collect::<Vec<_>>(),
         ))
     })
@@ -457,10 +457,25 @@ pub(crate) async fn fleet(
          <section id=\"live\" data-state=\"idle\" data-events=\"/portal/fleets/{p}/events\">\
          <h2>Latest operation, live</h2><p class=\"status\">waiting for events (needs JavaScript)</p>\
          <p class=\"waves\"></p><ol></ol></section><script src=\"/portal/static/live.js\" defer></script>\
-         <h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
-         <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
+         <h2>By site</h2><p>Instances desired running on each site, and how many ran healthy at the last observation.</p>\
+         <table id=\"by-site\"><tr><th>Site</th><th>Healthy</th><th>Oldest observation</th></tr>",
         health_cell(&summary["healthy"], &summary["instances"]),
         p = esc(&percent_path(&fleet)),
+    );
+    for (site, h) in summary["sites"].as_object().into_iter().flatten() {
+        let _ = write!(
+            body,
+            "<tr data-site=\"{s}\"><td>{s}</td><td>{}</td><td>{}</td></tr>",
+            health_cell(&h["healthy"], &h["instances"]),
+            h["oldest_observation_age_seconds"]
+                .as_f64()
+                .map_or("-".to_string(), |a| format!("{a:.0} s ago")),
+            s = esc(site),
+        );
+    }
+    body.push_str(
+        "</table><h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
+         <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
     );
     for i in &instances {
         let class = if i["healthy"] == true { "ok" } else { "bad" };
