@@ -14,7 +14,7 @@
 //! A position in the logs is a [`Cursor`]: for each unit's file, the byte offset after the last
 //! whole line sent. It is each event's id, so `EventSource`'s reconnect (`Last-Event-ID`)
 //! resumes exactly, and the tail answers it, so the portal's page follows from where the tail
-//! it rendered ends, with no line lost or repeated in between.
+//! it rendered ends, with no line lost or repeated in between. See ADR 013.
 
 use super::api::ApiError;
 use super::{AppState, events};
@@ -284,11 +284,37 @@ pub(crate) fn poll(files: &[UnitFile], cursor: &mut Cursor) -> Vec<(LogLine, Str
             ));
         }
     }
-    // A cursor names only files that are still read (bounded by MAX_FILES).
-    cursor
-        .0
-        .retain(|unit, _| files.iter().any(|f| &f.unit == unit));
+    cursor.bound(files);
     out
+}
+
+impl Cursor {
+    /// Keeps at most [`MAX_FILES`] entries (a cursor is an event id, which must parse again):
+    /// those of the files read, then the newest others. A file missing from one listing (a
+    /// site that did not answer this time) keeps its offset while there is room, so it is not
+    /// read again from its start when it is back.
+    fn bound(&mut self, files: &[UnitFile]) {
+        if self.0.len() <= MAX_FILES {
+            return;
+        }
+        let mut others: Vec<(u64, String)> = self
+            .0
+            .keys()
+            .filter(|u| !files.iter().any(|f| &f.unit == *u))
+            .map(|u| {
+                let rev = phoenix_provider_api::parse_unit_id(u).map_or(0, |(_, r)| r);
+                (rev, u.clone())
+            })
+            .collect();
+        // Oldest revisions first: a unit older than the newest files is never read again.
+        others.sort();
+        for (_, unit) in others {
+            if self.0.len() <= MAX_FILES {
+                break;
+            }
+            self.0.remove(&unit);
+        }
+    }
 }
 
 /// `?tail=` checked against its bounds.
@@ -456,6 +482,8 @@ fn follow_thread(
     started: Instant,
 ) {
     let provider = reader(state, fleet);
+    // A listing that fails (a site that does not answer) reads nothing this poll; the cursor
+    // keeps its offsets (`Cursor::bound`), so nothing is read twice when it answers again.
     let files =
         |p: &dyn Provider| unit_files(p.log_paths(fleet, instance).unwrap_or_default(), instance);
     let mut cursor = match after {
@@ -577,6 +605,24 @@ mod tests {
         let got = poll(&[one, two], &mut cursor);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0.text, "x");
+    }
+
+    #[test]
+    fn a_file_missing_from_one_listing_keeps_its_offset_and_old_units_go_first() {
+        let d = tempfile::tempdir().unwrap();
+        let one = file(d.path(), "web-0@r1", "a\n");
+        let (_, mut cursor) = tail(std::slice::from_ref(&one), 10);
+        // A listing without it (its site did not answer), then with it again: not read twice.
+        assert!(poll(&[], &mut cursor).is_empty());
+        assert!(poll(std::slice::from_ref(&one), &mut cursor).is_empty());
+        // Bounded: past MAX_FILES entries the oldest units not read any more are dropped.
+        let files: Vec<UnitFile> = (2..=(MAX_FILES as u64 + 1))
+            .map(|r| file(d.path(), &format!("web-0@r{r}"), "x\n"))
+            .collect();
+        poll(&files, &mut cursor);
+        assert_eq!(cursor.0.len(), MAX_FILES);
+        assert!(!cursor.0.contains_key("web-0@r1"));
+        assert!(Cursor::parse(&cursor.render()).is_ok());
     }
 
     #[test]
