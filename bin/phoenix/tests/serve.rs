@@ -872,6 +872,21 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
         page.body
     );
     // An instance's page: its log's tail, followed from where the tail ends; the plan page.
+    // What the unit wrote is shown as text: web-0's http.server logs the path it is asked for
+    // as it came, markup included.
+    let port = server
+        .get("/api/v1/fleets/portaldemo/instances/web-0", Some(&viewer))
+        .json()["ports"]["port"]
+        .as_u64()
+        .unwrap();
+    knock(port, "/<b>bold</b>");
+    let logged = server
+        .get(
+            "/api/v1/fleets/portaldemo/instances/web-0/logs",
+            Some(&viewer),
+        )
+        .json();
+    assert!(logged.to_string().contains("GET /<b>bold</b>"), "{logged}");
     let inst = server.raw(
         "GET",
         "/portal/fleets/portaldemo/instances/web-0",
@@ -881,6 +896,11 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
     );
     assert_eq!(inst.status, 200, "{}", inst.body);
     assert!(inst.body.contains("<ol id=\"log-lines\""), "{}", inst.body);
+    assert!(
+        inst.body.contains("GET /&lt;b&gt;bold&lt;/b&gt;") && !inst.body.contains("<b>bold"),
+        "{}",
+        inst.body
+    );
     assert!(
         inst.body.contains(
             "/portal/fleets/portaldemo/instances/web-0/logs?follow=true&amp;after=web-0%40r1%3A"
