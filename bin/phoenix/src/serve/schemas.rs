@@ -313,3 +313,68 @@ pub(crate) struct Validation {
     /// With 422: the diagnostics as `phoenix validate` prints them.
     rendered: Option<String>,
 }
+
+/// `GET /api/v1/ledger`: the answering node's `/v1/status`, and its URL.
+#[derive(ToSchema)]
+pub(crate) struct LedgerStatus {
+    /// The URL that answered (the first of `--ledger` that did).
+    url: String,
+    /// The node's status as it gave it: chain id, heights, view, epoch, peers, validators,
+    /// mempool.
+    #[schema(value_type = Object)]
+    status: Value,
+}
+
+/// A finalized block as the explorer lists it (the node's fields, passed on).
+#[derive(ToSchema)]
+pub(crate) struct LedgerBlock {
+    height: Value,
+    hash: Value,
+    proposer: Value,
+    epoch: Value,
+    view: Value,
+    timestamp_ms: Value,
+    tx_count: Value,
+    /// Transaction hashes (in a list of blocks), or the transactions in full (one block).
+    transactions: Value,
+    /// How many validators signed its finality certificate, when it has one.
+    finalized_by: Option<u64>,
+}
+
+/// `GET /api/v1/ledger/blocks`.
+#[derive(ToSchema)]
+pub(crate) struct LedgerBlocks {
+    url: Value,
+    finalized_height: u64,
+    /// Newest first.
+    blocks: Vec<LedgerBlock>,
+}
+
+/// A validator's votes as the answering node saw them.
+#[derive(ToSchema)]
+pub(crate) struct LedgerValidator {
+    key: String,
+    address: Value,
+    notarizes: Value,
+    finalizes: Value,
+    nullifies: Value,
+    last_view: Option<u64>,
+    /// Its latest vote is at most `signing_window_views` behind the node's view.
+    signing: bool,
+}
+
+/// `GET /api/v1/ledger/validators`.
+#[derive(ToSchema)]
+pub(crate) struct LedgerValidators {
+    url: String,
+    view: u64,
+    epoch: Value,
+    signing_window_views: u64,
+    validators: Vec<LedgerValidator>,
+    /// How many are signing.
+    signing: u64,
+    /// n - f.
+    quorum: u64,
+    /// Whether a quorum signs.
+    quorum_signing: bool,
+}
