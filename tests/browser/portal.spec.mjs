@@ -269,6 +269,104 @@ const scenarios = {
     await shot(page, 'audit-ledger');
   },
 
+  /**
+   * An instance's logs, live: from the fleet page to web-0's page, which shows the tail of its
+   * log and follows it; then the scenario asks web-0's http.server for a path no one asked for
+   * before (the server logs each request), and the line appears on the page without a reload.
+   */
+  async logs(browser) {
+    const token = env('PHOENIX_VIEWER_TOKEN');
+    const api = async (p) => {
+      const r = await fetch(`${BASE}${p}`, { headers: { Authorization: `Bearer ${token}` } });
+      return { status: r.status, body: await r.json() };
+    };
+    const inst = await api(`/api/v1/fleets/${FLEET}/instances/web-0`);
+    const port = inst.body.ports && inst.body.ports.port;
+    check(inst.status === 200 && port > 0, `web-0 listens on port ${port}`);
+    const { page } = await signedIn(browser, token);
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    await Promise.all([
+      page.waitForURL(new RegExp(`/portal/fleets/${FLEET}/instances/web-0$`)),
+      page.click(`a[href="/portal/fleets/${FLEET}/instances/web-0"]`),
+    ]);
+    const tail = await page.locator('#log-lines li').count();
+    check(tail > 0, `the instance page shows the tail of web-0's log (${tail} lines)`);
+    await page.waitForSelector('#logs-live[data-connected=true]');
+    await page.evaluate(() => { window.__sameDocument = true; });
+    const marker = `/written-while-the-page-was-open-${Date.now()}`;
+    // The unit answers 404 and logs the request line (to its stderr, i.e. its log file).
+    await fetch(`http://127.0.0.1:${port}${marker}`).then((r) => r.text()).catch(() => '');
+    const line = page.locator('#log-lines li.arrived', { hasText: marker });
+    await line.first().waitFor({ timeout: 30_000 });
+    check((await line.count()) === 1, `the new line arrived once: "${(await line.first().innerText()).trim()}"`);
+    check((await page.locator('#log-lines li', { hasText: marker }).count()) === 1,
+      'and was not in the tail the page was rendered with');
+    check(await page.evaluate(() => window.__sameDocument === true), 'the page was never reloaded');
+    await shot(page, 'instance-logs');
+  },
+
+  /**
+   * The plan page: demand against capacity per tier and per site, the validator sets and the
+   * timeline drawn as SVG, each drawing holding the numbers of the plan's JSON.
+   */
+  async plan(browser) {
+    const token = env('PHOENIX_VIEWER_TOKEN');
+    const r = await fetch(`${BASE}/api/v1/fleets/${FLEET}/plan`, { headers: { Authorization: `Bearer ${token}` } });
+    const plan = await r.json();
+    check(r.status === 200, `GET /api/v1/fleets/${FLEET}/plan answers ${r.status}`);
+    const { page } = await signedIn(browser, token);
+    await page.goto(`${BASE}/portal/fleets/${FLEET}`);
+    await Promise.all([page.waitForURL(/\/plan$/), page.click(`a[href="/portal/fleets/${FLEET}/plan"]`)]);
+    const sites = Object.keys(plan.sites);
+    for (const [id, rows] of [['tier-cpu', plan.tiers.length], ['tier-memory', plan.tiers.length],
+      ['tier-storage', plan.tiers.length], ['site-cpu', Math.min(sites.length, 60)],
+      ['site-memory', Math.min(sites.length, 60)], ['site-storage', Math.min(sites.length, 60)]]) {
+      const n = await page.locator(`svg#${id} g.row`).count();
+      check(n === rows, `chart ${id} draws ${n} rows (the plan has ${rows})`);
+    }
+    for (const t of plan.tiers) {
+      for (const [chart, key] of [['tier-cpu', 'cpu'], ['tier-memory', 'memory_bytes'], ['tier-storage', 'storage_bytes']]) {
+        const g = page.locator(`svg#${chart} g.row[data-label="${t.tier}"]`);
+        const got = [await g.getAttribute('data-demand-max'), await g.getAttribute('data-capacity-max')].map(Number);
+        check(got[0] === t.demand[key].max && got[1] === t.capacity[key].max,
+          `${chart} ${t.tier}: demand up to ${got[0]} of capacity ${got[1]}, as in the plan`);
+      }
+      const cell = page.locator(`#tier-numbers tr[data-label="${t.tier}"] td[data-demand-cpu-max]`);
+      check(Number(await cell.getAttribute('data-demand-cpu-max')) === t.demand.cpu.max,
+        `the tier table says ${t.tier} needs "${(await cell.innerText()).trim()}"`);
+    }
+    const box = await page.locator('svg#tier-cpu g.row rect.capacity').first().boundingBox();
+    check(box && box.width > 10 && box.height > 5, `the capacity bars are drawn (${box && box.width.toFixed(0)} px wide)`);
+    for (const v of plan.validator_sets) {
+      const svg = page.locator(`svg.validator-set[data-set="${v.name}"]`);
+      const squares = await svg.locator('rect.validator').count();
+      const margin = v.f - v.worst_site[1];
+      check(Number(await svg.getAttribute('data-n')) === v.n && squares === Math.min(v.n, 200) &&
+        Number(await svg.getAttribute('data-quorum')) === v.quorum &&
+        Number(await svg.getAttribute('data-margin')) === margin,
+        `validator set ${v.name}: ${squares} validators drawn, n ${v.n}, f ${v.f}, quorum ${v.quorum}, margin ${margin}`);
+      const row = page.locator(`#validator-numbers tr[data-set="${v.name}"]`);
+      check((await row.locator('td.margin').innerText()).trim() === String(margin), `the table gives its margin ${margin}`);
+    }
+    if (plan.timeline) {
+      const projects = Object.keys(plan.timeline.projects);
+      check((await page.locator('svg#timeline g.project').count()) === projects.length,
+        `the timeline draws ${projects.length} projects`);
+      const critical = await page.locator('svg#timeline g.project.critical').evaluateAll(
+        (gs) => gs.map((g) => g.dataset.project));
+      check(JSON.stringify([...critical].sort()) === JSON.stringify([...plan.timeline.critical_path].sort()),
+        `the critical path is highlighted: ${critical.join(', ')}`);
+      for (const name of projects) {
+        const g = page.locator(`svg#timeline g.project[data-project="${name}"]`);
+        check(Number(await g.getAttribute('data-finish-hours')) === plan.timeline.projects[name].finish_hours.max,
+          `${name} finishes by hour ${plan.timeline.projects[name].finish_hours.max}`);
+      }
+    }
+    check((await page.locator('#phases tr').count()) === plan.phases.length + 1,
+      `the phases table lists ${plan.phases.length} phases with their waves`);
+    await shot(page, 'plan');
+  },
+
   /** The audit log shown as verified (PHOENIX_EXPECT=verified) or broken (=broken). */
   async audit(browser) {
     const expect = env('PHOENIX_EXPECT');

@@ -1507,7 +1507,7 @@ pub(crate) fn this_host_liveness() -> phoenix_engine::Liveness {
 /// logs of Docker containers and SSH hosts are copied here and read like local ones; this host's
 /// log files alone when no revision says where the fleet runs. Reading starts and installs
 /// nothing (no local agent, no remote binary), and a site that cannot be reached is skipped.
-fn log_reader(
+pub(crate) fn log_reader(
     store: &dyn phoenix_state::StateStore,
     fleet: &str,
     state_dir: &std::path::Path,

@@ -384,6 +384,7 @@ fn portal_overview_diff_rollback_and_audit_in_headless_chromium() {
     };
     run("overview", &[]);
     run("diff", &[]);
+    run("logs", &[]);
     run("audit", &[("PHOENIX_EXPECT", "verified")]);
 
     // A failing rollout started from the CLI while the browser watches the fleet page: the
@@ -423,22 +424,31 @@ fn portal_overview_diff_rollback_and_audit_in_headless_chromium() {
     );
 }
 
-/// Seeds `fleet`'s state as if examples/sankofa-global.yaml had been applied: one applied
-/// revision with the spec's sources and a running, healthy instance record for every instance
-/// the planner places (nothing runs: the portal reads the store's last observation only).
+/// Seeds `fleet`'s state as if examples/sankofa-global.yaml had been applied (see
+/// [`seed_example`]).
 fn seed_sankofa(state: &Path) -> (String, usize, usize) {
+    seed_example(state, "examples/sankofa-global.yaml")
+}
+
+/// Seeds the state as if the example `file` had been applied: one applied revision with the
+/// spec's sources and a running, healthy instance record for every instance the planner
+/// places (nothing runs: the portal reads the store's last observation only). Returns the
+/// fleet's name, its sites and the instances seeded.
+fn seed_example(state: &Path, example: &str) -> (String, usize, usize) {
     use phoenix_state::{
         DesiredState, InstanceState, LockOwner, LockRequest, NewRevision, ObservedState,
         RevisionOutcome, UnitId, Write, Written,
     };
-    let file = root().join("examples/sankofa-global.yaml");
+    let file = root().join(example);
     let fleet =
         phoenix_spec::load_files(&[&file], None).unwrap_or_else(|d| panic!("{}", d.render()));
     let plan = phoenix_plan::plan(&fleet);
     let doc = phoenix_engine::RevisionDoc {
         format: 1,
         sources: vec![(
-            "sankofa-global.yaml".to_string(),
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::fs::read_to_string(&file).unwrap(),
         )],
         ..Default::default()
@@ -487,6 +497,28 @@ fn seed_sankofa(state: &Path) -> (String, usize, usize) {
     store.write_atomically(&grant.lease, writes).unwrap();
     store.release_lock(&grant.lease).unwrap();
     (fleet.name.clone(), fleet.sites.len(), instances)
+}
+
+/// The plan page of examples/five-projects.yaml (ten sites in three tiers, two validator sets,
+/// a timeline of six projects): its charts drawn, with the numbers of the plan's JSON.
+#[test]
+fn plan_page_draws_demand_validator_sets_and_the_timeline_in_the_browser() {
+    let Some(chromium) = browser() else { return };
+    let d = Dir::new();
+    let (fleet, sites, _) = seed_example(&d.state(), "examples/five-projects.yaml");
+    assert!(
+        sites > 1,
+        "examples/five-projects.yaml plans {sites} site(s)"
+    );
+    let viewer = d.token("plan", "viewer");
+    let server = d.serve();
+    scenario(
+        &chromium,
+        &server,
+        "plan",
+        &[("PHOENIX_FLEET", &fleet), ("PHOENIX_VIEWER_TOKEN", &viewer)],
+        Duration::from_secs(180),
+    );
 }
 
 /// The overview of a 340-site fleet loaded and rendered in the browser: prints the figure

@@ -99,8 +99,15 @@ impl Dir {
 
     /// Starts `phoenix serve` on a free loopback port; stopped when the guard drops.
     fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// [`Dir::serve`] with more arguments.
+    fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -856,6 +863,67 @@ fn portal_sign_in_gives_an_httponly_session_and_writes_need_its_csrf_token() {
         !page.body.contains("Roll back to"),
         "a viewer is offered a rollback"
     );
+    // Health by site, clearly, on the fleet page.
+    assert!(
+        page.body.contains(
+            "<tr data-site=\"local\"><td>local</td><td><span class=\"ok\">2/2 healthy</span>"
+        ),
+        "{}",
+        page.body
+    );
+    // An instance's page: its log's tail, followed from where the tail ends; the plan page.
+    // What the unit wrote is shown as text: web-0's http.server logs the path it is asked for
+    // as it came, markup included.
+    let port = server
+        .get("/api/v1/fleets/portaldemo/instances/web-0", Some(&viewer))
+        .json()["ports"]["port"]
+        .as_u64()
+        .unwrap();
+    knock(port, "/<b>bold</b>");
+    let logged = server
+        .get(
+            "/api/v1/fleets/portaldemo/instances/web-0/logs",
+            Some(&viewer),
+        )
+        .json();
+    assert!(logged.to_string().contains("GET /<b>bold</b>"), "{logged}");
+    let inst = server.raw(
+        "GET",
+        "/portal/fleets/portaldemo/instances/web-0",
+        &alice,
+        form,
+        None,
+    );
+    assert_eq!(inst.status, 200, "{}", inst.body);
+    assert!(inst.body.contains("<ol id=\"log-lines\""), "{}", inst.body);
+    assert!(
+        inst.body.contains("GET /&lt;b&gt;bold&lt;/b&gt;") && !inst.body.contains("<b>bold"),
+        "{}",
+        inst.body
+    );
+    assert!(
+        inst.body.contains(
+            "/portal/fleets/portaldemo/instances/web-0/logs?follow=true&amp;after=web-0%40r1%3A"
+        ),
+        "{}",
+        inst.body
+    );
+    let nosuch = server.raw(
+        "GET",
+        "/portal/fleets/portaldemo/instances/web-7",
+        &alice,
+        form,
+        None,
+    );
+    assert_eq!(nosuch.status, 404);
+    let logs = server.get("/portal/fleets/portaldemo/instances/web-0/logs", None);
+    assert_eq!(logs.status, 401);
+    let plan = server.raw("GET", "/portal/fleets/portaldemo/plan", &alice, form, None);
+    assert!(
+        plan.status == 200 && plan.body.contains("<svg id=\"tier-cpu\""),
+        "{}",
+        plan.body
+    );
     let diff = server.raw(
         "GET",
         "/portal/fleets/portaldemo/diff?from=1&to=2",
@@ -1223,4 +1291,215 @@ fn ledger_routes_without_a_ledger_are_404_and_bad_ledger_options_are_refused_at_
     let out = d.run(&["serve", "--ledger", "ftp://x", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+}
+
+/// An open server-sent event stream, read in bounded steps.
+struct Stream {
+    tcp: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Stream {
+    /// Opens `path` with `token` and waits (at most 20 s) for the answer's head.
+    fn open(server: &Server, path: &str, token: &str) -> Stream {
+        let addr = server.addr.as_deref().unwrap();
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut s = Stream {
+            tcp,
+            got: Vec::new(),
+        };
+        s.read_until("\r\n\r\n");
+        s
+    }
+
+    /// What arrived so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+
+    /// Reads until `needle` arrived, the stream ended or 20 s passed; whether it arrived.
+    fn read_until(&mut self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 8192];
+        while std::time::Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            match self.tcp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the stream: {e}"),
+            }
+        }
+        self.text().contains(needle)
+    }
+}
+
+/// Asks the instance's http.server for `path`, which it logs (to stderr, into its log file).
+fn knock(port: u64, path: &str) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+}
+
+#[test]
+fn an_instances_logs_tail_and_follow_see_a_line_written_after_the_request() {
+    let mut d = Dir::new();
+    d.write_fleet("logsdemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    let server = d.serve();
+    let path = "/api/v1/fleets/logsdemo/instances/web-0/logs";
+    let port = server
+        .get("/api/v1/fleets/logsdemo/instances/web-0", Some(&viewer))
+        .json()["ports"]["port"]
+        .as_u64()
+        .expect("web-0 has a port");
+
+    server.get(path, None).assert_error(401);
+    server
+        .get(
+            "/api/v1/fleets/logsdemo/instances/web-9/logs",
+            Some(&viewer),
+        )
+        .assert_error(404);
+    server
+        .get(&format!("{path}?tail=5001"), Some(&viewer))
+        .assert_error(400);
+    server
+        .get(&format!("{path}?follow=true&after=../x"), Some(&viewer))
+        .assert_error(400);
+    let doc = server.get("/openapi.json", None).json();
+    let op = &doc["paths"]["/api/v1/fleets/{fleet}/instances/{instance}/logs"]["get"];
+    assert!(
+        op["responses"]["200"]["content"]["application/json"]["schema"].is_object(),
+        "{op}"
+    );
+
+    // The tail: bounded, the unit's lines (http.server logs each health probe), a cursor.
+    knock(port, "/before-the-tail");
+    let tail = server.get(&format!("{path}?tail=3"), Some(&viewer)).json();
+    assert_eq!(tail["units"], serde_json::json!(["web-0@r1"]), "{tail}");
+    let lines = tail["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 3, "{tail}");
+    assert!(lines.iter().all(|l| l["unit"] == "web-0@r1"), "{tail}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"].as_str().unwrap().contains("GET /before-the-tail")),
+        "{tail}"
+    );
+    let cursor = tail["cursor"].as_str().unwrap().to_string();
+    assert!(cursor.starts_with("web-0@r1:"), "{cursor}");
+
+    // Followed: a line the unit writes after the stream opened arrives, with the cursor after
+    // it as the event's id.
+    let mut live = Stream::open(&server, &format!("{path}?follow=true&tail=0"), &viewer);
+    assert!(live.text().starts_with("HTTP/1.1 200"), "{}", live.text());
+    assert!(live.text().contains("text/event-stream"), "{}", live.text());
+    assert!(!live.text().contains("before-the-tail"), "{}", live.text());
+    knock(port, "/written-while-followed");
+    assert!(
+        live.read_until("GET /written-while-followed"),
+        "the new line never came:\n{}",
+        live.text()
+    );
+    assert!(live.text().contains("event: line"), "{}", live.text());
+    assert!(live.text().contains("id: web-0@r1:"), "{}", live.text());
+
+    // From the tail's cursor: what came after it, the line above included, and not the tail's
+    // own lines again.
+    let mut after = Stream::open(
+        &server,
+        &format!("{path}?follow=true&after={cursor}"),
+        &viewer,
+    );
+    assert!(
+        after.read_until("GET /written-while-followed"),
+        "{}",
+        after.text()
+    );
+    assert!(
+        !after.text().contains("before-the-tail"),
+        "{}",
+        after.text()
+    );
+
+    // Bounded: once the instance has no unit desired running (the fleet destroyed), the
+    // follow says so and ends.
+    d.ok(&["destroy", "fleet.yaml", "--yes"]);
+    d.applied = false;
+    assert!(live.read_until("event: end"), "{}", live.text());
+    assert!(
+        live.text().contains("no unit desired running"),
+        "{}",
+        live.text()
+    );
+}
+
+#[test]
+fn monitoring_targets_list_every_ledger_node_once_beside_the_fleets_units() {
+    let mut d = Dir::new();
+    d.write_fleet("sddemo", 1);
+    d.apply();
+    let viewer = d.token("view", "viewer");
+    // No ledger runs there: service discovery only names the nodes, it does not ask them.
+    let server = d.serve_with(&[
+        "--ledger",
+        "http://127.0.0.1:1,http://127.0.0.1:2/node,http://127.0.0.1:1/",
+    ]);
+    let targets = server
+        .get("/api/v1/monitoring/targets", Some(&viewer))
+        .json();
+    let groups = targets.as_array().unwrap();
+    let ledger: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["labels"]["phoenix_job"] == "ledger")
+        .collect();
+    let units: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["labels"]["phoenix_job"] == "sddemo/web")
+        .collect();
+    assert_eq!(units.len(), 1, "{targets}");
+    assert_eq!(units[0]["labels"]["fleet"], "sddemo", "{targets}");
+    // Each node once (the same URL given twice is one target), with its scheme and path.
+    assert_eq!(ledger.len(), 2, "{targets}");
+    assert_eq!(ledger[0]["targets"], serde_json::json!(["127.0.0.1:1"]));
+    assert_eq!(ledger[0]["labels"]["__scheme__"], "http");
+    assert_eq!(ledger[0]["labels"]["__metrics_path__"], "/metrics");
+    assert_eq!(ledger[0]["labels"]["service"], "ledger");
+    assert_eq!(ledger[0]["labels"]["instance"], "127.0.0.1:1");
+    assert_eq!(ledger[1]["targets"], serde_json::json!(["127.0.0.1:2"]));
+    assert_eq!(ledger[1]["labels"]["__scheme__"], "http");
+    assert_eq!(ledger[1]["labels"]["__metrics_path__"], "/node/metrics");
+    // Every label value is a string, as Prometheus requires.
+    for g in groups {
+        assert!(
+            g["labels"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(Value::is_string),
+            "{g}"
+        );
+    }
+    // The document describes the answer's shape.
+    let doc = server.get("/openapi.json", None).json();
+    let schema = &doc["paths"]["/api/v1/monitoring/targets"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(schema["type"], "array", "{schema}");
 }

@@ -69,6 +69,23 @@ pub(crate) struct LedgerNode {
     metrics_path: String,
 }
 
+impl LedgerNode {
+    /// `http` or `https`.
+    pub(crate) fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// `host:port`.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The node's `/metrics` path.
+    pub(crate) fn metrics_path(&self) -> &str {
+        &self.metrics_path
+    }
+}
+
 /// A ledger node from its API URL (`http://127.0.0.1:8700`, as `--ledger` takes it elsewhere).
 ///
 /// # Errors
@@ -144,6 +161,23 @@ pub(crate) struct Job {
     comment: String,
     /// Its targets.
     pub(crate) targets: Vec<Target>,
+}
+
+impl Job {
+    /// `http` or `https` (what Prometheus' `__scheme__` is for this job).
+    pub(crate) fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// The path its targets serve metrics at (Prometheus' `__metrics_path__`).
+    pub(crate) fn metrics_path(&self) -> &str {
+        &self.metrics_path
+    }
+
+    /// Whether it scrapes ledger nodes named with `--ledger` (not a service of the fleet).
+    pub(crate) fn is_ledger(&self) -> bool {
+        !self.name.contains('/')
+    }
 }
 
 /// The files, and what the command reports about them.

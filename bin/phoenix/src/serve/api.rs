@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use phoenix_engine::{RevisionDoc, RevisionKind, fingerprint};
+use phoenix_engine::{RevisionDoc, fingerprint};
 use phoenix_state::{ObservedState, Revision, RevisionNumber, StateError, StateStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -74,6 +74,19 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// A ledger node as a scrape target: scheme, `host:port`, metrics path.
+type LedgerKey = (&'static str, String, String);
+
+/// One target group of Prometheus HTTP service discovery.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct TargetGroup {
+    /// `host:port` of each target (one here).
+    targets: Vec<String>,
+    /// Its labels: `fleet`, `service`, `instance`, `site`, `unit`, `phoenix_job`,
+    /// `__metrics_path__` (and `__scheme__` for ledger nodes).
+    labels: BTreeMap<String, String>,
+}
+
 /// The body of every error answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
@@ -86,13 +99,13 @@ pub(crate) struct ErrorBody {
 #[openapi(
     info(title = "Phoenix", description = "The API of `phoenix serve` (docs/serve.md)."),
     paths(
-        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, revisions, revision, spec,
+        live, ready, metrics_text, whoami, fleets, fleet, instances, instance, instance_logs, revisions, revision, spec,
         fleet_plan, diff, audit, events, rollback, apply, destroy, validate, plan_posted, monitoring_targets,
         super::ledger::ledger_status, super::ledger::ledger_blocks, super::ledger::ledger_block,
         super::ledger::ledger_tx, super::ledger::ledger_validators, super::ledger::ledger_state,
         super::ledger::ledger_proof, super::ledger::ledger_events
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, TargetGroup, super::logs::LogTail, super::logs::LogLine)),
     modifiers(&BearerAuth)
 )]
 pub(crate) struct ApiDoc;
@@ -128,6 +141,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/fleets/{fleet}", get(fleet))
         .route("/fleets/{fleet}/instances", get(instances))
         .route("/fleets/{fleet}/instances/{instance}", get(instance))
+        .route(
+            "/fleets/{fleet}/instances/{instance}/logs",
+            get(instance_logs),
+        )
         .route("/fleets/{fleet}/revisions", get(revisions))
         .route("/fleets/{fleet}/revisions/{revision}", get(revision))
         .route("/fleets/{fleet}/spec", get(spec))
@@ -174,6 +191,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/portal/sign-out", post(super::portal::sign_out))
         .route("/portal/fleets/{fleet}", get(super::portal::fleet))
         .route("/portal/fleets/{fleet}/diff", get(super::portal::diff))
+        .route("/portal/fleets/{fleet}/plan", get(super::portal::plan))
+        .route(
+            "/portal/fleets/{fleet}/instances/{instance}",
+            get(super::portal::instance),
+        )
+        .route(
+            "/portal/fleets/{fleet}/instances/{instance}/logs",
+            get(super::portal::instance_logs),
+        )
         .route("/portal/fleets/{fleet}/audit", get(super::portal::audit))
         .route("/portal/fleets/{fleet}/events", get(super::portal::events))
         .route("/portal/static/live.js", get(super::portal::live_js))
@@ -205,13 +231,13 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route (the API is under /api/v1; see docs/serve.md)")
 }
 
-#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness", responses((status = 200, description = "The process runs", body = Object)))]
+#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness", responses((status = 200, description = "The process runs", body = super::schemas::Live)))]
 async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// Ready when the state store answers.
-#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the state store answers", responses((status = 200, description = "Ready", body = Object), (status = 503, description = "The state store does not answer", body = Object)))]
+#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the state store answers", responses((status = 200, description = "Ready", body = super::schemas::Ready), (status = 503, description = "The state store does not answer", body = super::schemas::Ready)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match blocking(&state, |store| Ok(store.list_fleets()?.len())).await {
         Ok(fleets) => Json(json!({ "status": "ready", "fleets": fleets })).into_response(),
@@ -232,7 +258,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "read", summary = "The token's name and role", security(("bearer" = [])), responses((status = 200, description = "The token's name and role", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "read", summary = "The token's name and role", security(("bearer" = [])), responses((status = 200, description = "The token's name and role", body = super::schemas::WhoAmI), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({ "name": caller.name, "role": caller.role.as_str() }))
 }
@@ -328,8 +354,13 @@ pub(super) fn instance_views(
     Ok((out, Value::Object(sites)))
 }
 
+/// A revision as the API lists it, its document parsed now (see [`revision_summary_of`]).
 pub(super) fn revision_summary(r: &Revision) -> Value {
-    let doc = RevisionDoc::parse(&r.spec_json);
+    revision_summary_of(r, &super::views::ParsedRevision::of(r))
+}
+
+/// A revision as the API lists it, from its document as parsed once (`views::Revisions`).
+pub(super) fn revision_summary_of(r: &Revision, doc: &super::views::ParsedRevision) -> Value {
     let (reason, rolled_back_to) = match &r.outcome {
         phoenix_state::RevisionOutcome::Failed { reason } => (Some(reason.clone()), None),
         phoenix_state::RevisionOutcome::RolledBack { to } => (None, Some(to.0)),
@@ -340,13 +371,9 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
         "outcome": r.outcome.name(),
         "reason": reason,
         "rolled_back_to": rolled_back_to,
-        "kind": doc.as_ref().map(|d| match d.kind {
-            RevisionKind::Apply => "apply",
-            RevisionKind::Rollback => "rollback",
-            RevisionKind::Destroy => "destroy",
-        }),
-        "rollback_of": doc.as_ref().and_then(|d| d.rollback_of),
-        "instances": doc.as_ref().map(|d| d.units.len()),
+        "kind": doc.kind,
+        "rollback_of": doc.rollback_of,
+        "instances": doc.instances,
         "actor": r.actor,
         "plan_hash": r.plan_hash,
         "created_at": r.created_at.to_string(),
@@ -356,12 +383,12 @@ pub(super) fn revision_summary(r: &Revision) -> Value {
 
 /// The fleet's summary (revisions, health per site) from its instance views, without the lock.
 pub(super) fn summary_of(
-    store: &dyn StateStore,
     fleet: &str,
+    revisions: &[Revision],
+    parsed: &super::views::Revisions,
     instances: &[Value],
     sites: Value,
-) -> Result<Value, ApiError> {
-    let revisions = store.list_revisions(fleet)?;
+) -> Value {
     let applied = revisions
         .iter()
         .rev()
@@ -371,15 +398,15 @@ pub(super) fn summary_of(
         .filter(|i| i["desired"] == "running")
         .collect();
     let healthy = running.iter().filter(|i| i["healthy"] == true).count();
-    Ok(json!({
+    json!({
         "name": fleet,
-        "latest_revision": revisions.last().map(revision_summary),
+        "latest_revision": revisions.last().map(|r| revision_summary_of(r, &parsed.get(fleet, r))),
         "applied_revision": applied.map(|r| r.number.0),
         "instances": running.len(),
         "healthy": healthy,
         "all_healthy": healthy == running.len(),
         "sites": sites,
-    }))
+    })
 }
 
 /// The fleet's summary as the API answers it: its view's summary, the deploy lock read now,
@@ -416,26 +443,14 @@ pub(super) fn fleet_exists(store: &dyn StateStore, fleet: &str) -> Result<(), Ap
 /// `summary["sites"]`. Sites without instances are listed too; a spec that no longer parses
 /// gives every recorded site under an unknown tier.
 pub(super) fn sites_by_tier_and_region(
-    store: &dyn StateStore,
     fleet: &str,
+    revisions: &[Revision],
+    parsed: &super::views::Revisions,
     summary: &Value,
-) -> Result<Vec<Value>, ApiError> {
-    let revisions = store.list_revisions(fleet)?;
-    let declared: Vec<(String, String, String)> = current_revision(&revisions, fleet)
+) -> Vec<Value> {
+    let declared: Vec<(String, String, String)> = current_revision(revisions, fleet)
         .ok()
-        .and_then(|r| fleet_of(r).ok())
-        .map(|f| {
-            f.sites
-                .iter()
-                .map(|s| {
-                    (
-                        s.tier.as_str().to_string(),
-                        s.region.clone().unwrap_or_else(|| "-".into()),
-                        s.name.clone(),
-                    )
-                })
-                .collect()
-        })
+        .and_then(|r| parsed.get(fleet, r).sites().map(<[_]>::to_vec))
         .unwrap_or_else(|| {
             summary["sites"]
                 .as_object()
@@ -464,17 +479,17 @@ pub(super) fn sites_by_tier_and_region(
                 "healthy": health["healthy"].as_u64().unwrap_or(0),
             }));
     }
-    Ok(groups
+    groups
         .into_iter()
         .map(|((_, tier, region), sites)| {
             let instances: u64 = sites.iter().filter_map(|s| s["instances"].as_u64()).sum();
             let healthy: u64 = sites.iter().filter_map(|s| s["healthy"].as_u64()).sum();
             json!({"tier": tier, "region": region, "instances": instances, "healthy": healthy, "sites": sites})
         })
-        .collect())
+        .collect()
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets", tag = "read", summary = "Every fleet with its health at a glance", security(("bearer" = [])), responses((status = 200, description = "Every fleet with its health at a glance", body = super::schemas::Fleets), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleets(State(state): State<AppState>) -> ApiResult {
     with_views(&state, |store, views| {
         let mut out = Vec::new();
@@ -487,7 +502,7 @@ async fn fleets(State(state): State<AppState>) -> ApiResult {
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}", tag = "read", summary = "One fleet with its health per site", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "One fleet with its health per site", body = super::schemas::FleetSummary), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     with_views(&state, move |store, views| {
         fleet_exists(&**store, &fleet)?;
@@ -510,7 +525,7 @@ pub(super) struct PageQuery {
     after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = Object), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances", tag = "read", summary = "Instance records with the last observation and its age, per site, a page at a time", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Instance records with the last observation and its age, per site", body = super::schemas::InstancePage), (status = 400, description = "Not a fleet name, or a bad page", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instances(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -559,7 +574,7 @@ async fn instances(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}", tag = "read", summary = "One instance with its last observation and its age", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0")), security(("bearer" = [])), responses((status = 200, description = "One instance with its last observation and its age", body = super::schemas::OneInstance), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn instance(
     State(state): State<AppState>,
     Path((fleet, instance)): Path<(String, String)>,
@@ -582,6 +597,78 @@ async fn instance(
     .await
 }
 
+/// `?tail=`, `?follow=`, `?after=` of an instance's logs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct LogsQuery {
+    /// How many of the last lines (0 to 5000, default 200).
+    tail: Option<usize>,
+    /// Keep the answer open and send each new line as a server-sent event.
+    follow: Option<bool>,
+    /// With `follow`: start after this cursor (a tail's `cursor`, an event's id) instead of
+    /// after the last `tail` lines; the `Last-Event-ID` header wins.
+    after: Option<String>,
+}
+
+/// An instance's logs: the tail, or followed (`follow=true`), after its instance was checked.
+pub(super) async fn logs_answer(
+    state: AppState,
+    fleet: String,
+    instance: String,
+    headers: &axum::http::HeaderMap,
+    q: LogsQuery,
+) -> Response {
+    use super::logs;
+    let n = match logs::tail_arg(q.tail) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.after);
+    let after = match after.as_deref().map(logs::Cursor::parse).transpose() {
+        Ok(a) => a,
+        Err(why) => {
+            return ApiError::bad_request(format!("`after`: {why} (give a tail's `cursor`)"))
+                .into_response();
+        }
+    };
+    if let Err(e) = logs::known_instance(&state, &fleet, &instance).await {
+        return e.into_response();
+    }
+    if q.follow.unwrap_or(false) {
+        logs::follow(state, fleet, instance, n, after).await
+    } else {
+        match logs::tail_of(&state, &fleet, &instance, n).await {
+            Ok(t) => Json(t).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+/// The last lines an instance's units wrote (as `phoenix logs INSTANCE` finds them: through
+/// the providers of the fleet's latest revision), or with `follow=true` the lines it writes
+/// from then on as server-sent events (`event: line`, id the cursor after it; `event: end`
+/// when the instance has no unit desired running any more or after an hour).
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/instances/{instance}/logs", tag = "read", summary = "An instance's logs: the last lines, or followed live (server-sent events)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("instance" = String, Path, description = "The instance, e.g. web-0", example = "web-0"), LogsQuery, ("Last-Event-ID" = Option<String>, Header, description = "With follow: the last event id received, when reconnecting")), security(("bearer" = [])), responses((status = 200, description = "The last lines (JSON), or with follow=true a text/event-stream", content((super::logs::LogTail = "application/json"), (String = "text/event-stream"))), (status = 400, description = "Not a fleet name, a bad tail or cursor", body = ErrorBody), (status = 404, description = "No such fleet or instance", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody), (status = 503, description = "Too many streams open", body = ErrorBody)))]
+async fn instance_logs(
+    State(state): State<AppState>,
+    Path((fleet, instance)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => logs_answer(state, fleet, instance, &headers, q).await,
+        Err(e) => ApiError::bad_request(format!(
+            "{}: give ?tail=N (0 to {}), ?follow=true, ?after=CURSOR",
+            e.body_text(),
+            super::logs::MAX_TAIL
+        ))
+        .into_response(),
+    }
+}
+
 /// Runs `f` on the blocking pool with the store and the fleets' views.
 pub(super) async fn with_views<T: Send + 'static>(
     state: &AppState,
@@ -593,14 +680,15 @@ pub(super) async fn with_views<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("a store call failed: {e}"))))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions", tag = "read", summary = "Every revision of a fleet", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "Every revision of a fleet", body = super::schemas::Revisions), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revisions(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        let revisions = known_fleet(store, &fleet)?;
-        Ok(Json(json!({
-            "fleet": fleet,
-            "revisions": revisions.iter().map(revision_summary).collect::<Vec<_>>(),
-        })))
+    with_views(&state, move |store, views| {
+        let revisions = known_fleet(&**store, &fleet)?;
+        let list: Vec<Value> = revisions
+            .iter()
+            .map(|r| revision_summary_of(r, &views.revisions().get(&fleet, r)))
+            .collect();
+        Ok(Json(json!({ "fleet": fleet, "revisions": list })))
     })
     .await
 }
@@ -644,7 +732,7 @@ fn spec_view(r: &Revision, doc: &RevisionDoc) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/revisions/{revision}", tag = "read", summary = "One revision with its spec files", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("revision" = String, Path, description = "3 or r3", example = "1")), security(("bearer" = [])), responses((status = 200, description = "One revision with its spec files", body = super::schemas::RevisionView), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn revision(
     State(state): State<AppState>,
     Path((fleet, number)): Path<(String, String)>,
@@ -676,7 +764,7 @@ fn current_revision<'a>(revisions: &'a [Revision], fleet: &str) -> Result<&'a Re
         .ok_or_else(|| ApiError::not_found(format!("fleet {fleet} has no revision yet")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/spec", tag = "read", summary = "The spec files of the applied revision", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The spec files of the applied revision", body = super::schemas::SpecView), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn spec(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     blocking(&state, move |store| {
         let revisions = known_fleet(store, &fleet)?;
@@ -707,18 +795,20 @@ fn plan_json(fleet: &phoenix_spec::Fleet) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("the plan is not JSON: {e}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/plan", tag = "read", summary = "The plan of the applied revision's spec", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The plan of the applied revision's spec", body = super::schemas::Plan), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 422, description = "The stored spec no longer parses", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn fleet_plan(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
-    blocking(&state, move |store| {
-        let revisions = known_fleet(store, &fleet)?;
-        let r = current_revision(&revisions, &fleet)?;
-        let mut v = plan_json(&fleet_of(r)?)?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("revision".into(), r.number.0.into());
-        }
-        Ok(Json(v))
-    })
-    .await
+    blocking(&state, move |store| Ok(Json(plan_view(store, &fleet)?))).await
+}
+
+/// The plan of the fleet's applied (else latest) revision, with that revision's number.
+pub(super) fn plan_view(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
+    let revisions = known_fleet(store, fleet)?;
+    let r = current_revision(&revisions, fleet)?;
+    let mut v = plan_json(&fleet_of(r)?)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("revision".into(), r.number.0.into());
+    }
+    Ok(v)
 }
 
 #[derive(Deserialize)]
@@ -730,7 +820,7 @@ struct DiffQuery {
 /// What changed between two revisions: instances added, removed and changed (by the
 /// fingerprint of everything that makes a unit run differently), and the spec files that
 /// differ, with both texts.
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/diff", tag = "read", summary = "What changed between two revisions", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("from" = String, Query, description = "Revision (3 or r3)", example = "1"), ("to" = String, Query, description = "Revision (3 or r3)", example = "2")), security(("bearer" = [])), responses((status = 200, description = "What changed between two revisions", body = super::schemas::Diff), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn diff(
     State(state): State<AppState>,
     Path(fleet): Path<String>,
@@ -811,7 +901,7 @@ pub(super) fn diff_view(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/fleets/{fleet}/audit", tag = "read", summary = "The audit chain, its verification, and with --ledger each record's confirmation on the ledger", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "The audit chain and its verification", body = super::schemas::Audit), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiResult {
     let name = fleet.clone();
     let mut view = blocking(&state, move |store| audit_view(store, &name)).await?;
@@ -917,7 +1007,7 @@ pub(super) fn revision_arg(to: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 /// Rolls the fleet back through the same engine as `phoenix rollback`, with the token's name as
 /// the actor of the lock and of every audit record. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored"), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/rollback", tag = "write", summary = "Roll a fleet back (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo"), ("to" = Option<String>, Query, description = "The revision to return to (3 or r3); default the applied one before the current"), ("force" = Option<bool>, Query, description = "Allow a target that was never applied")), security(("bearer" = [])), responses((status = 200, description = "How the rollback ended: fleet, revision, outcome, failure, restored", body = super::schemas::WriteOutcome), (status = 400, description = "A bad revision number", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (no earlier revision, a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -945,7 +1035,7 @@ async fn rollback(
 /// Applies a posted spec to the fleet through the same engine as `phoenix apply` (the whole
 /// fleet, rolled back on a failed gate), with the token's name as the actor of the lock and of
 /// every audit record. Needs a deployer token; the spec must validate and name this fleet.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = Object), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/apply", tag = "write", summary = "Apply a posted spec to a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name (the spec's name:)", example = "demo"), ("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "How the apply ended: fleet, operation, revision, outcome, failure, restored", body = super::schemas::WriteOutcome), (status = 400, description = "Empty body, bad query, or a spec of another fleet", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 413, description = "A body over 1 MiB", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn apply(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -990,7 +1080,7 @@ async fn apply(
 
 /// Destroys the fleet (every unit stopped and removed, with its latest spec) through the same
 /// engine as `phoenix destroy`, with the token's name as the actor. Needs a deployer token.
-#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = Object), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/fleets/{fleet}/destroy", tag = "write", summary = "Destroy a fleet (deployer)", params(("fleet" = String, Path, description = "The fleet's name", example = "demo")), security(("bearer" = [])), responses((status = 200, description = "How the destroy ended: fleet, operation, revision, outcome, failure", body = super::schemas::WriteOutcome), (status = 400, description = "Not a fleet name", body = ErrorBody), (status = 403, description = "The token is not a deployer token", body = ErrorBody), (status = 404, description = "No such fleet", body = ErrorBody), (status = 409, description = "Refused (a held lock, an unreachable site, ...); nothing changed", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn destroy(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -1058,7 +1148,7 @@ fn diagnostics_json(d: &phoenix_spec::Diagnostics) -> Vec<Value> {
         .collect()
 }
 
-#[utoipa::path(post, path = "/api/v1/validate", tag = "posted", summary = "Validate a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "Valid", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/validate", tag = "posted", summary = "Validate a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "Valid", body = super::schemas::Validation), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn validate(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,
@@ -1089,7 +1179,7 @@ async fn validate(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/plan", tag = "posted", summary = "Plan a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "The plan (phoenix plan -o json)", body = Object), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/plan", tag = "posted", summary = "Plan a posted spec", params(("env" = Option<String>, Query, description = "Environment overlay")), request_body(content = String, content_type = "application/yaml", description = "One fleet spec file"), security(("bearer" = [])), responses((status = 200, description = "The plan (phoenix plan -o json)", body = super::schemas::Plan), (status = 400, description = "Empty body or bad query", body = ErrorBody), (status = 422, description = "Not valid, with diagnostics", body = super::schemas::Validation), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn plan_posted(
     query: Result<Query<EnvQuery>, QueryRejection>,
     body: Result<String, StringRejection>,
@@ -1120,11 +1210,24 @@ async fn plan_posted(
 
 /// Prometheus HTTP service discovery (`http_sd_configs`): the same targets `phoenix
 /// monitoring` writes into prometheus.yml, for every fleet in the store, computed by the same
-/// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records.
-#[utoipa::path(get, path = "/api/v1/monitoring/targets", tag = "read", summary = "Prometheus HTTP service discovery of every fleet's metrics targets", security(("bearer" = [])), responses((status = 200, description = "Prometheus HTTP service discovery of every fleet's metrics targets", body = Object), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+/// code (`monitoring_cmd::generate`) from each fleet's applied spec and its instance records;
+/// and each ledger node of `--ledger` once (labelled as the unit when a fleet runs it).
+#[utoipa::path(get, path = "/api/v1/monitoring/targets", tag = "read", summary = "Prometheus HTTP service discovery of every fleet's metrics targets and the ledger nodes", security(("bearer" = [])), responses((status = 200, description = "Prometheus HTTP service discovery: target groups", body = Vec<TargetGroup>), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 async fn monitoring_targets(State(state): State<AppState>) -> Response {
-    let groups = blocking(&state, |store| {
+    // URLs `--ledger` took that are no scrape target (a query, say) are left out; the ledger
+    // client checked them at start.
+    let nodes: Vec<_> = state
+        .ledger
+        .ledger
+        .iter()
+        .filter_map(|u| crate::monitoring_cmd::generate::ledger_node(u).ok())
+        .collect();
+    let groups = blocking(&state, move |store| {
         let mut groups = Vec::new();
+        // Ledger targets by (scheme, address, path), first seen first; with a fleet's labels
+        // when that fleet runs the node.
+        let mut ledger: Vec<(LedgerKey, serde_json::Map<String, Value>)> = Vec::new();
+        let mut scraped: Vec<(String, String)> = Vec::new();
         for name in store.list_fleets()? {
             let revisions = store.list_revisions(&name)?;
             let Some(r) = revisions
@@ -1141,27 +1244,62 @@ async fn monitoring_targets(State(state): State<AppState>) -> Response {
                 .into_iter()
                 .map(|r| r.state)
                 .collect();
-            let generated = crate::monitoring_cmd::generate::generate(&fleet, &records, &[]);
+            let generated = crate::monitoring_cmd::generate::generate(&fleet, &records, &nodes);
             for job in &generated.jobs {
-                let path = fleet
-                    .services
-                    .iter()
-                    .find(|s| format!("{}/{}", fleet.name, s.name) == job.name)
-                    .and_then(|s| s.metrics.as_ref())
-                    .map_or(phoenix_spec::model::DEFAULT_METRICS_PATH.to_string(), |m| {
-                        m.path.clone()
-                    });
                 for target in &job.targets {
                     let mut labels: serde_json::Map<String, Value> = target
                         .labels
                         .iter()
                         .map(|(k, v)| ((*k).to_string(), Value::from(v.clone())))
                         .collect();
-                    labels.insert("__metrics_path__".into(), path.clone().into());
+                    labels.insert("__metrics_path__".into(), job.metrics_path().into());
+                    if job.is_ledger() {
+                        // Once for the whole server, not per fleet; a fleet's own unit's
+                        // labels win over the bare node's.
+                        let key = (
+                            job.scheme(),
+                            target.address.clone(),
+                            job.metrics_path().to_string(),
+                        );
+                        let owned = labels.contains_key("unit");
+                        match ledger.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, l)) if owned && !l.contains_key("unit") => *l = labels,
+                            Some(_) => {}
+                            None => ledger.push((key, labels)),
+                        }
+                        continue;
+                    }
+                    scraped.push((target.address.clone(), job.metrics_path().to_string()));
                     labels.insert("phoenix_job".into(), job.name.clone().into());
                     groups.push(json!({ "targets": [target.address], "labels": labels }));
                 }
             }
+        }
+        // Without any fleet the nodes are still listed.
+        for node in &nodes {
+            let (scheme, address, path) = (node.scheme(), node.address(), node.metrics_path());
+            let key = (scheme, address.to_string(), path.to_string());
+            if !ledger.iter().any(|(k, _)| *k == key) {
+                let mut labels = serde_json::Map::new();
+                labels.insert("service".into(), "ledger".into());
+                labels.insert("instance".into(), address.into());
+                labels.insert("__metrics_path__".into(), path.into());
+                ledger.push((key, labels));
+            }
+        }
+        for ((scheme, address, path), mut labels) in ledger {
+            // A node a fleet's service job scrapes already is not repeated.
+            if scraped.iter().any(|(a, p)| *a == address && *p == path) {
+                continue;
+            }
+            // The fleet label of `phoenix monitoring`'s single-fleet file does not apply to a
+            // node the server lists once for every fleet, unless a fleet runs it.
+            if !labels.contains_key("unit") {
+                labels.remove("fleet");
+            }
+            labels.insert("__scheme__".into(), scheme.into());
+            labels.insert("phoenix_job".into(), "ledger".into());
+            groups.push(json!({ "targets": [address], "labels": labels }));
         }
         Ok(groups)
     })

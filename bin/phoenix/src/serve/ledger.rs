@@ -259,7 +259,7 @@ fn urls(state: &AppState) -> Vec<String> {
     state.ledger.ledger.clone()
 }
 
-#[utoipa::path(get, path = "/api/v1/ledger", tag = "ledger", summary = "The ledger's status (chain, heights, view, epoch, peers, validators)", security(("bearer" = [])), responses((status = 200, description = "The status of the ledger node that answered, and its URL", body = Object), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/ledger", tag = "ledger", summary = "The ledger's status (chain, heights, view, epoch, peers, validators)", security(("bearer" = [])), responses((status = 200, description = "The status of the ledger node that answered, and its URL", body = super::schemas::LedgerStatus), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 pub(crate) async fn ledger_status(State(state): State<AppState>) -> ApiResult {
     with_client(&urls(&state), status).await.map(Json)
 }
@@ -269,7 +269,7 @@ pub(crate) struct BlocksQuery {
     limit: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/ledger/blocks", tag = "ledger", summary = "The latest finalized blocks, newest first", params(("limit" = Option<u64>, Query, description = "How many (1-50, default 20)")), security(("bearer" = [])), responses((status = 200, description = "The latest finalized blocks", body = Object), (status = 400, description = "A bad query", body = ErrorBody), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/ledger/blocks", tag = "ledger", summary = "The latest finalized blocks, newest first", params(("limit" = Option<u64>, Query, description = "How many (1-50, default 20)")), security(("bearer" = [])), responses((status = 200, description = "The latest finalized blocks", body = super::schemas::LedgerBlocks), (status = 400, description = "A bad query", body = ErrorBody), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 pub(crate) async fn ledger_blocks(
     State(state): State<AppState>,
     query: Result<Query<BlocksQuery>, QueryRejection>,
@@ -286,7 +286,7 @@ pub(crate) async fn ledger_blocks(
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/v1/ledger/blocks/{height}", tag = "ledger", summary = "One finalized block with its transactions", params(("height" = u64, Path, description = "Block height")), security(("bearer" = [])), responses((status = 200, description = "The block", body = Object), (status = 400, description = "Not a height", body = ErrorBody), (status = 404, description = "No such block, or no ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/ledger/blocks/{height}", tag = "ledger", summary = "One finalized block with its transactions", params(("height" = u64, Path, description = "Block height")), security(("bearer" = [])), responses((status = 200, description = "The block", body = super::schemas::LedgerBlock), (status = 400, description = "Not a height", body = ErrorBody), (status = 404, description = "No such block, or no ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 pub(crate) async fn ledger_block(
     State(state): State<AppState>,
     Path(height): Path<String>,
@@ -320,7 +320,7 @@ pub(crate) async fn ledger_tx(
     .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/v1/ledger/validators", tag = "ledger", summary = "The validators with their signing liveness", security(("bearer" = [])), responses((status = 200, description = "Each validator's votes seen and whether it is signing, and whether a quorum signs", body = Object), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/ledger/validators", tag = "ledger", summary = "The validators with their signing liveness", security(("bearer" = [])), responses((status = 200, description = "Each validator's votes seen and whether it is signing, and whether a quorum signs", body = super::schemas::LedgerValidators), (status = 404, description = "No ledger configured", body = ErrorBody), (status = 502, description = "The ledger cannot be reached", body = ErrorBody), (status = 401, description = "No token, or an unknown, revoked or expired one", body = ErrorBody), (status = 429, description = "Too many failed attempts from this address", body = ErrorBody)))]
 pub(crate) async fn ledger_validators(State(state): State<AppState>) -> ApiResult {
     with_client(&urls(&state), validators).await.map(Json)
 }

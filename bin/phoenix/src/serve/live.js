@@ -1,4 +1,5 @@
-// The portal's only script (ADR 007): a fleet's operations live, from the server-sent events
+// The portal's only script (ADR 007): a fleet's operations live (and below, the ledger's
+// blocks and an instance's logs), from the server-sent events
 // of /portal/fleets/{fleet}/events (the fleet's audit chain, tailed). Vendored here and
 // embedded in the binary with include_str!, so nothing is built; served as
 // /portal/static/live.js under `script-src 'self'`. Text only goes in through textContent.
@@ -135,5 +136,58 @@
     while (body.children.length > MAX_ROWS) body.removeChild(body.lastChild);
     if (height) height.textContent = String(b.height);
     live.dataset.latest = String(b.height);
+  });
+})();
+
+// An instance's logs: each line the unit writes from where the rendered tail ends (the page's
+// stream starts at the tail's cursor; each event's id is the cursor after its line, so a
+// reconnect resumes exactly). A line the tail showed unfinished is replaced by the whole one.
+(function () {
+  'use strict';
+  const live = document.getElementById('logs-live');
+  if (!live || !window.EventSource) return;
+  const list = live.querySelector('ol');
+  const status = live.querySelector('.status');
+  const MAX_LINES = 5000;
+  const source = new EventSource(live.dataset.events);
+  source.onopen = () => {
+    live.dataset.connected = 'true';
+    live.dataset.state = 'following';
+    status.textContent = 'following: new lines appear below';
+  };
+  source.onerror = () => { live.dataset.connected = 'false'; };
+  source.addEventListener('line', (m) => {
+    let l;
+    try {
+      l = JSON.parse(m.data);
+    } catch (_) {
+      return;
+    }
+    const unit = String(l.unit);
+    for (const old of list.querySelectorAll('li.partial')) {
+      if (old.dataset.unit === unit) old.remove();
+    }
+    const li = document.createElement('li');
+    li.dataset.unit = unit;
+    li.className = 'arrived';
+    const u = document.createElement('span');
+    u.className = 'unit';
+    u.textContent = unit;
+    li.appendChild(u);
+    li.appendChild(document.createTextNode(' ' + String(l.text)));
+    list.appendChild(li);
+    while (list.children.length > MAX_LINES) list.removeChild(list.firstChild);
+    live.dataset.lines = String(Number(live.dataset.lines || 0) + 1);
+    list.scrollTop = list.scrollHeight;
+  });
+  source.addEventListener('end', (m) => {
+    let reason = '';
+    try {
+      reason = JSON.parse(m.data).reason || '';
+    } catch (_) { /* the reason is optional */ }
+    source.close();
+    live.dataset.connected = 'false';
+    live.dataset.state = 'ended';
+    status.textContent = 'no longer following: ' + reason;
   });
 })();

@@ -8,10 +8,13 @@
 
 mod api;
 mod auth;
+mod charts;
 mod events;
 mod ledger;
+mod logs;
 mod metrics;
 mod portal;
+mod schemas;
 mod views;
 
 use anyhow::Context as _;

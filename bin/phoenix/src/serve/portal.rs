@@ -111,7 +111,7 @@ async fn session(
 }
 
 /// HTML-escapes text.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -141,7 +141,10 @@ header a{color:#fff}main{padding:1em}table{border-collapse:collapse;margin:.5em 
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.ok{color:#070}.bad{color:#b00}\
 pre{background:#f4f4f4;padding:.5em;overflow:auto}form.inline{display:inline}\
 #live{border:1px solid #ccc;padding:.5em 1em;margin:.5em 0;max-width:60em}#live ol{max-height:24em;overflow:auto;font-family:monospace;font-size:.9em}\
-#live .status{font-weight:bold}.wave{display:inline-block;margin-right:.5em;padding:0 .4em;border:1px solid #070}";
+#live .status{font-weight:bold}svg.chart{display:block;margin:.5em 0;max-width:100%;height:auto}\
+table.numbers td{font-variant-numeric:tabular-nums}tr.critical td{font-weight:bold;color:#b00}\
+ol.log{font-family:monospace;font-size:.85em;max-height:40em;overflow:auto;background:#f8f8f8;padding:.5em 1em .5em 3.5em;white-space:pre-wrap}\
+ol.log .unit{color:#777}ol.log .partial{color:#999}.wave{display:inline-block;margin-right:.5em;padding:0 .4em;border:1px solid #070}";
 
 /// The portal's one script, vendored (no build step) and embedded.
 const LIVE_JS: &str = include_str!("live.js");
@@ -439,7 +442,7 @@ pub(crate) async fn fleet(
             view.instances.clone(),
             revisions
                 .iter()
-                .map(api::revision_summary)
+                .map(|r| api::revision_summary_of(r, &views.revisions().get(&name, r)))
                 .collect::<Vec<_>>(),
         ))
     })
@@ -450,26 +453,43 @@ pub(crate) async fn fleet(
     };
     let f = esc(&fleet);
     let mut body = format!(
-        "<p>{} &middot; <a href=\"/portal/fleets/{f}/audit\">audit log</a></p>\
+        "<p>{} &middot; <a href=\"/portal/fleets/{p}/plan\">plan</a> &middot; <a href=\"/portal/fleets/{f}/audit\">audit log</a></p>\
          <section id=\"live\" data-state=\"idle\" data-events=\"/portal/fleets/{p}/events\">\
          <h2>Latest operation, live</h2><p class=\"status\">waiting for events (needs JavaScript)</p>\
          <p class=\"waves\"></p><ol></ol></section><script src=\"/portal/static/live.js\" defer></script>\
-         <h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
-         <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
+         <h2>By site</h2><p>Instances desired running on each site, and how many ran healthy at the last observation.</p>\
+         <table id=\"by-site\"><tr><th>Site</th><th>Healthy</th><th>Oldest observation</th></tr>",
         health_cell(&summary["healthy"], &summary["instances"]),
         p = esc(&percent_path(&fleet)),
+    );
+    for (site, h) in summary["sites"].as_object().into_iter().flatten() {
+        let _ = write!(
+            body,
+            "<tr data-site=\"{s}\"><td>{s}</td><td>{}</td><td>{}</td></tr>",
+            health_cell(&h["healthy"], &h["instances"]),
+            h["oldest_observation_age_seconds"]
+                .as_f64()
+                .map_or("-".to_string(), |a| format!("{a:.0} s ago")),
+            s = esc(site),
+        );
+    }
+    body.push_str(
+        "</table><h2>Instances</h2><p>Health as the engine last observed it (age in seconds).</p>\
+         <table><tr><th>Site</th><th>Host</th><th>Instance</th><th>Revision</th><th>Observed</th><th>Age</th></tr>",
     );
     for i in &instances {
         let class = if i["healthy"] == true { "ok" } else { "bad" };
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>r{}</td><td class=\"{class}\">{}</td><td>{:.0}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td><a href=\"/portal/fleets/{p}/instances/{ip}\">{}</a></td><td>r{}</td><td class=\"{class}\">{}</td><td>{:.0}</td></tr>",
             esc(&text(&i["site"])),
             esc(&text(&i["host"])),
             esc(&text(&i["instance"])),
             esc(&text(&i["revision"])),
             esc(&text(&i["observed"])),
             i["age_seconds"].as_f64().unwrap_or(0.0),
+            p = esc(&percent_path(&fleet)),
+            ip = esc(&percent_path(&text(&i["instance"]))),
         );
     }
     body.push_str("</table><h2>Revisions</h2><table><tr><th>Revision</th><th>Kind</th><th>Outcome</th><th>Actor</th><th>Created</th><th></th></tr>");
@@ -509,6 +529,125 @@ pub(crate) async fn fleet(
     }
     body.push_str("</table>");
     page(&format!("Fleet {fleet}"), Some(&s), &body)
+}
+
+/// `GET /portal/fleets/{fleet}/instances/{instance}`: one instance's record and the tail of its
+/// logs, followed live by `live.js` from where the rendered tail ends (the tail's cursor), so
+/// no line is lost or shown twice between the page and its stream. Without script the page is
+/// the tail as of its loading.
+pub(crate) async fn instance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((fleet, instance)): Path<(String, String)>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let record = match super::logs::known_instance(&state, &fleet, &instance).await {
+        Ok(r) => r,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let tail =
+        match super::logs::tail_of(&state, &fleet, &instance, super::logs::DEFAULT_TAIL).await {
+            Ok(t) => t,
+            Err(e) => return error_page(e, Some(&s)),
+        };
+    let (f, p, ip) = (
+        esc(&fleet),
+        esc(&percent_path(&fleet)),
+        esc(&percent_path(&instance)),
+    );
+    let class = if record["healthy"] == true {
+        "ok"
+    } else {
+        "bad"
+    };
+    let mut body = format!(
+        "<p><a href=\"/portal/fleets/{p}\">fleet {f}</a></p><table id=\"instance\">\
+         <tr><th>Unit</th><td>{}</td></tr><tr><th>Service</th><td>{}</td></tr>\
+         <tr><th>Site</th><td>{}</td></tr><tr><th>Host</th><td>{}</td></tr>\
+         <tr><th>Endpoint</th><td>{}</td></tr><tr><th>Desired</th><td>{}</td></tr>\
+         <tr><th>Observed</th><td class=\"{class}\">{}</td></tr><tr><th>Ports</th><td>{}</td></tr>\
+         <tr><th>Observed at</th><td>{} ({:.0} s ago)</td></tr></table>",
+        esc(&text(&record["unit"])),
+        esc(&text(&record["service"])),
+        esc(&text(&record["site"])),
+        esc(&text(&record["host"])),
+        esc(&text(&record["endpoint"])),
+        esc(&text(&record["desired"])),
+        esc(&text(&record["observed"])),
+        esc(&text(&record["ports"])),
+        esc(&text(&record["observed_at"])),
+        record["age_seconds"].as_f64().unwrap_or(0.0),
+    );
+    let _ = write!(
+        body,
+        "<section id=\"logs-live\" data-state=\"idle\" data-events=\"/portal/fleets/{p}/instances/{ip}/logs?follow=true&amp;after={}\">\
+         <h2>Logs</h2><p>The last {} lines of {} (<a href=\"/portal/fleets/{p}/instances/{ip}\">reload</a>); \
+         new lines appear below as the unit writes them.</p><p class=\"status\">not following (needs JavaScript)</p>\
+         <ol id=\"log-lines\" class=\"log\">",
+        esc(&percent_path(&tail.cursor)),
+        super::logs::DEFAULT_TAIL,
+        esc(&tail.units.join(", ")),
+    );
+    for l in &tail.lines {
+        // Log text is whatever the unit wrote: escaped like every other value.
+        let _ = write!(
+            body,
+            "<li data-unit=\"{}\"{}><span class=\"unit\">{}</span> {}</li>",
+            esc(&l.unit),
+            if l.partial { " class=\"partial\"" } else { "" },
+            esc(&l.unit),
+            esc(&l.text),
+        );
+    }
+    body.push_str("</ol></section><script src=\"/portal/static/live.js\" defer></script>");
+    if tail.units.is_empty() {
+        body.push_str("<p id=\"no-logs\">No log file of this instance on the sites this server reaches yet.</p>");
+    }
+    page(&format!("Instance {instance} of {fleet}"), Some(&s), &body)
+}
+
+/// `GET /portal/fleets/{fleet}/instances/{instance}/logs`: the instance's logs for a signed-in
+/// browser (the API's route with the session cookie in place of a bearer token).
+pub(crate) async fn instance_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((fleet, instance)): Path<(String, String)>,
+    query: Result<Query<api::LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
+            .into_response();
+    }
+    let Ok(Query(q)) = query else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give ?tail=N, ?follow=true, ?after=CURSOR",
+        )
+        .into_response();
+    };
+    api::logs_answer(state, fleet, instance, &headers, q).await
+}
+
+/// `GET /portal/fleets/{fleet}/plan`: the plan of the fleet's applied spec as inline SVG charts
+/// with their numbers in tables (`charts.rs`), from the same JSON as the API's plan.
+pub(crate) async fn plan(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fleet): Path<String>,
+) -> Response {
+    let (_, s) = signed_in!(state, headers);
+    let name = fleet.clone();
+    let plan = match blocking(&state, move |store| api::plan_view(store, &name)).await {
+        Ok(p) => p,
+        Err(e) => return error_page(e, Some(&s)),
+    };
+    let body = format!(
+        "<p><a href=\"/portal/fleets/{}\">fleet {}</a></p>{}",
+        esc(&percent_path(&fleet)),
+        esc(&fleet),
+        super::charts::plan_body(&plan)
+    );
+    page(&format!("Plan of {fleet}"), Some(&s), &body)
 }
 
 #[derive(Deserialize)]
@@ -861,7 +1000,7 @@ pub(crate) async fn rollback(
     }
 }
 
-/// `s` as one URL path segment.
+/// `s` as one URL path segment (or a query parameter's value).
 fn percent_path(s: &str) -> String {
     s.bytes()
         .map(|b| {
