@@ -721,11 +721,20 @@ impl Engine {
         } else if let Some(f) = &failure {
             if opts.rollback {
                 report.restored = run.rollback(&f.reason);
+                let (lines, jobs_ok) = run.rollback_jobs(&report.decision);
+                report.restored.extend(lines);
                 let previous = self
                     .store
                     .latest_applied_revision(&fleet)?
                     .map(|r| r.number.0);
-                ApplyOutcome::RolledBack { to: previous }
+                if jobs_ok {
+                    ApplyOutcome::RolledBack { to: previous }
+                } else {
+                    // The instances are back, but what a rollback job should have undone is not.
+                    ApplyOutcome::Failed {
+                        reason: format!("{}: {}; then a rollback job failed", f.instance, f.reason),
+                    }
+                }
             } else {
                 ApplyOutcome::Failed {
                     reason: format!("{}: {}", f.instance, f.reason),
@@ -2035,6 +2044,55 @@ impl Run<'_> {
             ms: 0,
         });
         true
+    }
+
+    /// After [`Run::rollback`]: runs the decision's rollback jobs (`hook: {rollback: S}`)
+    /// whose `S` this run touched (an instance of it changed, or job `S` made an attempt), in
+    /// order, each as `run_job` runs a job; the first that fails stops the others. The
+    /// apply's failure stays the one that caused the rollback. One line per job run, and
+    /// whether every one succeeded.
+    fn rollback_jobs(&self, decision: &Decision) -> (Vec<String>, bool) {
+        let changed: BTreeSet<String> = self
+            .changed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.service.clone())
+            .collect();
+        let ran: BTreeSet<String> = match self.engine.store.job_runs(&self.fleet) {
+            Ok(runs) => runs
+                .into_iter()
+                .filter(|r| r.run.revision.0 == self.revision)
+                .map(|r| r.run.job)
+                .collect(),
+            Err(e) => {
+                self.emit(Event::Warning {
+                    message: format!(
+                        "cannot read this apply's job runs; its rollback jobs do not run: {}",
+                        crate::error::chain_text(&e)
+                    ),
+                });
+                return (Vec::new(), decision.rollback_jobs.is_empty());
+            }
+        };
+        let jobs = decision.rollback_jobs_after(&|s| changed.contains(s) || ran.contains(s));
+        // `run_job` does nothing once the run is failing: lift that for these jobs only.
+        self.failed.store(false, Ordering::SeqCst);
+        let (mut lines, mut all_ok) = (Vec::new(), true);
+        for ja in jobs {
+            let ok = self.run_job(ja);
+            all_ok &= ok;
+            lines.push(format!(
+                "{}: rollback job {}",
+                ja.instance,
+                if ok { "succeeded" } else { "failed" }
+            ));
+            if !ok {
+                break;
+            }
+        }
+        self.failed.store(true, Ordering::SeqCst);
+        (lines, all_ok)
     }
 
     /// Undoes the changes made so far, newest first: stops new units, restores backups, and
