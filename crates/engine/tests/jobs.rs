@@ -590,3 +590,56 @@ fn a_before_hook_runs_again_when_its_job_runs_again_after_a_failure() {
         ]
     );
 }
+
+/// A `for_each` run's unit left over (a crash mid-run) shares its instance with the service's
+/// unit: it is removed as a job unit, never taken for the instance's own unit.
+#[test]
+fn a_leftover_for_each_unit_is_removed_and_not_taken_for_its_instance() {
+    let w = World::new();
+    w.fake.script_exits("replica-0", [Some(0)]);
+    w.fake.script_exits("replica-1", [Some(0)]);
+    let f = replicas_with_init("replica");
+    assert_eq!(w.apply(&f).outcome, ApplyOutcome::Applied);
+    let d = desired(&f);
+    let mut stray = d.jobs["init-0"].spec.clone();
+    stray.revision = 9;
+    w.fake.start(&stray).unwrap();
+    let r = w.apply(&f);
+    assert_eq!(r.outcome, ApplyOutcome::Applied, "{:?}", r.failure);
+    let removed: Vec<(&str, &str)> = r
+        .decision
+        .cleanup
+        .iter()
+        .chain(&r.decision.removals)
+        .map(|x| (x.unit_id.as_str(), x.reason.as_str()))
+        .collect();
+    assert_eq!(removed, [("replica-0@r9", "job unit left over")]);
+    assert_eq!(r.decision.actions().count(), 0, "replica-0 runs as desired");
+    assert!(r.decision.jobs().next().is_none());
+}
+
+/// `phoenix run-job restore`: a rollback job runs in its wave when asked, and only then.
+#[test]
+fn run_job_runs_a_rollback_job_when_asked() {
+    let w = World::new();
+    w.fake.script_exits("backup-0", [Some(0), Some(0)]);
+    w.fake.script_exits("migrate-0", [Some(0)]);
+    let f = banking("migrate", "app");
+    assert_eq!(w.apply(&f).outcome, ApplyOutcome::Applied);
+    let mut d = desired(&f);
+    d.force_jobs.insert("restore".into());
+    let doc = RevisionDoc::new(RevisionKind::Apply, &d, vec![], None);
+    let opts = ApplyOptions {
+        scope: Scope::all().only(["restore".to_string()]),
+        ..ApplyOptions::default()
+    };
+    let r = w.engine.apply(&d, &doc, &opts, &|_| true, &|_| {}).unwrap();
+    assert_eq!(r.outcome, ApplyOutcome::Applied, "{:?}", r.failure);
+    let runs: Vec<(&str, &str)> = r
+        .decision
+        .jobs()
+        .map(|j| (j.instance.as_str(), j.spec.instance.as_str()))
+        .collect();
+    assert_eq!(runs, [("restore-0", "backup-0")]);
+    assert!(r.decision.rollback_jobs.is_empty());
+}
