@@ -2,11 +2,15 @@
 //! HAProxy as real processes under the local provider. One fleet, deployed once, goes through
 //! the issue's scenarios in order (one deploy keeps the run short):
 //!
-//! 1. a clean deploy: both replicas stream from the primary, the load balancer answers;
+//! 1. a clean deploy: both replicas, made by the `replica-init` job (`for_each: pg-replica`),
+//!    stream from the primary, the load balancer answers;
 //! 2. a blue-green application revision with a client polling through the load balancer: no
 //!    request fails;
 //! 3. a migration that fails: the wave fails, the previous revision keeps serving, nothing of
-//!    the failed migration is left in the schema (migrations run in a transaction);
+//!    the failed migration is left in the schema (migrations run in a transaction); then a
+//!    migration that succeeds followed by an application revision whose gate fails: the
+//!    rollback job `restore` loads the pre-change `pg_dump` into the primary, the replicas
+//!    (which replay its WAL) show the same, and stream again;
 //! 4. `kill -9` of the primary's postmaster, then `phoenix apply`: the fleet is healthy again
 //!    and every row committed before the kill is there.
 //!
@@ -246,6 +250,37 @@ fn dbis_core_deploys_upgrades_survives_a_bad_migration_and_a_killed_primary() {
         "2",
         "both replicas stream"
     );
+    // The replicas were made by the replica-init job, one run per replica, in its data dir.
+    let st = f.status();
+    for i in 0..2 {
+        let run = st["jobs"]
+            .as_array()
+            .and_then(|j| {
+                j.iter()
+                    .find(|j| j["instance"] == format!("replica-init-{i}"))
+            })
+            .unwrap_or_else(|| panic!("no run of replica-init-{i} in {st:#}"));
+        assert_eq!(run["state"], "succeeded", "{run:#}");
+        assert_eq!(run["revision"], 1, "{run:#}");
+        let output = run["output"].as_str().unwrap_or("");
+        assert!(
+            output.contains(&format!("pg-replica-{i}/data/pg from the primary")),
+            "{output}"
+        );
+        assert!(run["next_apply"].is_null(), "{run:#}");
+    }
+    let restore = st["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["job"] == "restore"))
+        .unwrap_or_else(|| panic!("no restore in {st:#}"));
+    assert_eq!(
+        restore["state"], "never-run",
+        "a rollback job waits for a rollback"
+    );
+    assert!(
+        restore["next_apply"].is_null(),
+        "and is no drift: {restore:#}"
+    );
     let (_, lb, _) = f.unit("lb-0");
     let (code, body) = http(lb, "GET", "/accounts", "").unwrap();
     assert_eq!(code, 200, "{body}");
@@ -323,6 +358,107 @@ fn dbis_core_deploys_upgrades_survives_a_bad_migration_and_a_killed_primary() {
         "",
     );
     f.expect(&["apply", "dbis-core-local.yaml", "--yes"], 0);
+
+    // 3b. A migration that succeeds (a new table, a new row), then an application revision
+    //     whose gate fails: the apply rolls back, and the restore job loads the backup taken
+    //     before the migration into the primary; the replicas, which replay the primary's WAL,
+    //     show the same, and stream again with little lag.
+    let before = f.sql(
+        pg,
+        "SELECT string_agg(owner, ',' ORDER BY id) FROM accounts",
+    );
+    std::fs::write(
+        f.dir.path().join("dbis-core/migrations/003_notes.sql"),
+        "CREATE TABLE ledger_notes (id bigserial PRIMARY KEY, note text);\n\
+         INSERT INTO ledger_notes (note) VALUES ('from 003');\n\
+         INSERT INTO accounts (owner) VALUES ('made-by-003');\n",
+    )
+    .unwrap();
+    f.edit(
+        "      - \"${spec_dir}/dbis-core/migrations/002_transfers.sql\"\n",
+        "      - \"${spec_dir}/dbis-core/migrations/002_transfers.sql\"\n      - \"${spec_dir}/dbis-core/migrations/003_notes.sql\"\n",
+    );
+    // The application's gate (the first `/health` in the file) now asks for a page it lacks.
+    f.edit(
+        "health: { http: \"http://127.0.0.1:${http}/health\", timeout: 30s",
+        "health: { http: \"http://127.0.0.1:${http}/no-such-page\", timeout: 3s",
+    );
+    let out = f.expect(&["apply", "dbis-core-local.yaml", "--yes"], 1);
+    assert!(out.contains("app-"), "the app's gate failed: {out}");
+    let st = f.status();
+    let run = |job: &str| {
+        st["jobs"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["job"] == job).cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(run("migrate")["state"], "succeeded", "{st:#}");
+    let restore = run("restore");
+    assert_eq!(restore["state"], "succeeded", "{restore:#}\n{out}");
+    assert_eq!(restore["revision"], run("migrate")["revision"], "{st:#}");
+    assert!(
+        restore["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("restored the primary"),
+        "{restore:#}"
+    );
+    assert_eq!(f.sql(pg, "SELECT to_regclass('ledger_notes') IS NULL"), "t");
+    assert_eq!(f.sql(pg, "SELECT count(*) FROM schema_migrations"), "2");
+    assert_eq!(
+        f.sql(
+            pg,
+            "SELECT string_agg(owner, ',' ORDER BY id) FROM accounts"
+        ),
+        before,
+        "the rows are those before the change"
+    );
+    for r in ["pg-replica-0", "pg-replica-1"] {
+        let (_, port, _) = f.unit(r);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let gone = f.sql(port, "SELECT to_regclass('ledger_notes') IS NULL");
+            let rows = f.sql(
+                port,
+                "SELECT string_agg(owner, ',' ORDER BY id) FROM accounts",
+            );
+            if gone == "t" && rows == before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{r} does not show the restored primary: ledger_notes gone={gone}, rows={rows}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let streaming = f.sql(
+            pg,
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
+             AND pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) < 16777216",
+        );
+        if streaming == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas do not stream with lag under 16 MiB ({streaming} do)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = http(lb, "GET", "/accounts", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("accounts=20 version=2"), "{body}");
+    f.edit(
+        "      - \"${spec_dir}/dbis-core/migrations/003_notes.sql\"\n",
+        "",
+    );
+    f.edit(
+        "health: { http: \"http://127.0.0.1:${http}/no-such-page\", timeout: 3s",
+        "health: { http: \"http://127.0.0.1:${http}/health\", timeout: 30s",
+    );
 
     // 4. kill -9 of the primary's postmaster, then apply: healthy again, no committed row lost.
     let (_, body) = http(lb, "POST", "/accounts", "last-before-kill").unwrap();

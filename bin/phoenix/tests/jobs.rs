@@ -390,3 +390,66 @@ fn a_job_on_a_docker_site_runs_as_a_container_and_keeps_its_output() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// `for_each: web`: one run per instance of `web`, in that instance's data dir, before it
+/// starts (web refuses to start without what the run wrote); and `hook: {rollback: mark}`: a
+/// job run only when an apply that ran `mark` rolls back, after the instances are restored.
+#[test]
+fn a_for_each_job_prepares_each_instance_and_a_rollback_job_runs_on_rollback() {
+    let f = Fleet::new();
+    let log = f.path("LOG");
+    let services = |gate_path: &str| {
+        format!(
+            "  - name: web\n    replicas: 2\n    command: [sh, -c, 'test -f \"$1/ready\" || {{ echo \"$1 not prepared\" >&2; exit 1; }}; exec python3 -m http.server \"$0\" --bind 127.0.0.1', '${{port}}', '${{data_dir}}']\n    ports: [port]\n    health: {{ http: 'http://127.0.0.1:${{port}}/', timeout: 10s, interval: 50ms }}\n    stop_grace: 2s\n  - name: gate\n    command: [python3, -m, http.server, '${{port}}', --bind, 127.0.0.1]\n    ports: [port]\n    depends_on: [mark]\n    health: {{ http: 'http://127.0.0.1:${{port}}/{gate_path}', timeout: 2s, interval: 50ms }}\n    stop_grace: 2s\n"
+        )
+    };
+    let jobs = |v: &str| {
+        format!(
+            "  - name: init\n    for_each: web\n    command: [sh, -c, 'echo \"$0\" > \"$1/ready\"', '${{instance}}', '${{data_dir}}']\n  - name: mark\n    command: [sh, -c, 'echo mark-{v} >> {log}']\n  - name: undo\n    hook: {{ rollback: mark }}\n    command: [sh, -c, 'echo undo >> {log}']\n",
+            log = log.display()
+        )
+    };
+    f.write(&services(""), &jobs("1"));
+    f.expect(&["apply", "fleet.yaml", "--yes"], 0);
+    for i in 0..2 {
+        let ready = f.path("s").join(format!("units/jobs/web-{i}/data/ready"));
+        assert_eq!(
+            std::fs::read_to_string(&ready).unwrap_or_default().trim(),
+            format!("web-{i}"),
+            "init ran in web-{i}'s data dir, with its ${{instance}}"
+        );
+    }
+    let st = f.status();
+    let state = |st: &Value, instance: &str| {
+        st["jobs"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["instance"] == instance))
+            .map(|j| j["state"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(state(&st, "init-0").as_deref(), Some("succeeded"), "{st:#}");
+    assert_eq!(state(&st, "init-1").as_deref(), Some("succeeded"), "{st:#}");
+    assert_eq!(state(&st, "undo-0").as_deref(), Some("never-run"), "{st:#}");
+    let up = f
+        .instances()
+        .into_iter()
+        .filter(|i| i.0.starts_with("web-") && i.1 == "running" && i.2)
+        .count();
+    assert_eq!(up, 2, "both instances started once prepared");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "mark-1\n");
+    // Nothing to do: no run again, and the rollback job is no drift.
+    f.expect(
+        &["status", "fleet.yaml", "--detailed-exitcode", "-o", "json"],
+        0,
+    );
+
+    // mark runs again (new inputs), then gate's new gate fails: the rollback runs undo.
+    f.write(&services("no-such-page"), &jobs("2"));
+    let out = f.expect(&["apply", "fleet.yaml", "--yes"], 1);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "mark-1\nmark-2\nundo\n",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(state(&f.status(), "undo-0").as_deref(), Some("succeeded"));
+}

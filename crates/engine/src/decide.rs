@@ -140,6 +140,16 @@ pub struct JobAction {
     pub spec: UnitSpec,
 }
 
+/// A job that runs when the apply rolls back after `after` changed (`hook: {rollback: S}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackJob {
+    /// The service or job whose change it undoes.
+    pub after: String,
+    /// The run, as in a wave.
+    #[serde(flatten)]
+    pub job: JobAction,
+}
+
 /// A running unit that takes new addresses in place (its service's `reload:`), instead of
 /// being replaced, because only what it is bound to changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,6 +219,11 @@ pub struct Decision {
     pub removals: Vec<Removal>,
     /// Desired instances that already run as desired.
     pub unchanged: Vec<String>,
+    /// Jobs that run only if this apply rolls back (`hook: {rollback: S}`), in wave order,
+    /// each after the instances are restored and only when its `S` was touched before the
+    /// failure (see [`Decision::rollback_jobs_after`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollback_jobs: Vec<RollbackJob>,
     /// For every desired instance whose templates use other services' addresses, the units
     /// it is bound to once this decision is carried out (`@r0`: started by it); what the
     /// revision document records.
@@ -247,6 +262,17 @@ impl Decision {
             .iter()
             .flat_map(|p| &p.waves)
             .flat_map(|w| &w.jobs)
+    }
+
+    /// The rollback jobs to run once a failed apply's instances are restored, in order:
+    /// those whose service was touched before the failure (`touched(S)`: an instance of `S`
+    /// was started, stopped or restored, or job `S` made at least one attempt).
+    pub fn rollback_jobs_after(&self, touched: &dyn Fn(&str) -> bool) -> Vec<&JobAction> {
+        self.rollback_jobs
+            .iter()
+            .filter(|r| touched(&r.after))
+            .map(|r| &r.job)
+            .collect()
     }
 
     /// `(creates, replaces, removes)`.
@@ -326,6 +352,18 @@ impl Decision {
         }
         for r in &self.removals {
             out.push(DiffLine::remove(r));
+        }
+        for r in &self.rollback_jobs {
+            out.push(DiffLine {
+                sign: '>',
+                service: r.job.job.clone(),
+                instance: r.job.instance.clone(),
+                unit: None,
+                detail: format!(
+                    "run job if the apply rolls back after `{}` changed",
+                    r.after
+                ),
+            });
         }
         out
     }
@@ -469,8 +507,20 @@ pub fn spec_changes(old: &UnitSpec, new: &UnitSpec) -> String {
 /// instance in scope is left; units out of scope are untouched.
 pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> Decision {
     let mut by_instance: BTreeMap<&str, Vec<&ObservedUnit>> = BTreeMap::new();
+    // A `for_each` job's unit acts in another service's instance (`pg-replica-0`): one left
+    // over (a crash mid-run) is not that instance's unit, and is removed like any job unit.
+    let mut strays: Vec<&ObservedUnit> = Vec::new();
     for u in observed {
-        by_instance.entry(&u.status.instance).or_default().push(u);
+        let i = u.status.instance.as_str();
+        if desired
+            .units
+            .get(i)
+            .is_some_and(|d| d.service != u.status.service)
+        {
+            strays.push(u);
+        } else {
+            by_instance.entry(i).or_default().push(u);
+        }
     }
     let grace = |service: &str| {
         desired
@@ -546,7 +596,12 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
     let mut reloads = bind_addresses(desired, &keepers, kept, &mut actions, &mut decision);
 
     // Whatever is left belongs to no desired instance in scope.
-    for (instance, units) in by_instance {
+    let leftovers = by_instance.into_iter().chain(
+        strays
+            .into_iter()
+            .map(|u| (u.status.instance.as_str(), vec![u])),
+    );
+    for (instance, units) in leftovers {
         for u in units {
             let service = u.status.service.as_str();
             let reason = match desired.services.get(service) {
@@ -555,7 +610,14 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                 None if !scope.is_all() => continue,
                 None => "service not in the spec".to_string(),
                 Some(info) if !info.enabled => "service disabled".to_string(),
-                Some(_) if desired.units.contains_key(instance) => continue,
+                Some(_)
+                    if desired
+                        .units
+                        .get(instance)
+                        .is_some_and(|d| d.service == service) =>
+                {
+                    continue;
+                }
                 Some(info) if info.job.is_some() => "job unit left over".to_string(),
                 Some(_) => "instance not desired (replicas)".to_string(),
             };
@@ -583,6 +645,16 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
         .map(|a| a.instance.clone())
         .collect();
     let (keepers, changed_instances) = (&keepers, &changed_instances);
+    let job_reasons = job_reasons(desired, scope, &actions);
+    decision.rollback_jobs = rollback_jobs(desired, scope, &actions, &job_reasons)
+        .into_iter()
+        .filter_map(|(after, u, reason)| {
+            Some(RollbackJob {
+                after,
+                job: job_action(desired, u, reason, keepers, changed_instances)?,
+            })
+        })
+        .collect();
     for (phase, waves) in &desired.phases {
         let mut wave_actions = Vec::new();
         for (i, wave) in waves.iter().enumerate() {
@@ -601,36 +673,13 @@ pub fn decide(desired: &Desired, observed: &[ObservedUnit], scope: &Scope) -> De
                     })
                 })
                 .collect();
-            let jobs: Vec<JobAction> = wave
+            let jobs: Vec<JobAction> = desired
+                .jobs
                 .iter()
-                .filter(|s| scope.contains(s))
-                .filter_map(|s| Some((s, desired.services.get(s.as_str())?)))
-                .filter_map(|(s, info)| Some((s, info, info.job.as_ref()?)))
-                .flat_map(|(s, info, job)| {
-                    desired
-                        .jobs
-                        .values()
-                        .filter(move |u| u.service == *s)
-                        .filter_map(move |u| {
-                            let reason = job_reason(desired, u)?;
-                            Some(JobAction {
-                                job: s.clone(),
-                                instance: u.instance.clone(),
-                                reason,
-                                fingerprint: u.fingerprint.clone(),
-                                settings: job.clone(),
-                                stop_grace_ms: info.stop_grace_ms,
-                                spec: UnitSpec {
-                                    bindings: predicted_bindings(
-                                        desired,
-                                        &u.spec,
-                                        keepers,
-                                        changed_instances,
-                                    ),
-                                    ..u.spec.clone()
-                                },
-                            })
-                        })
+                .filter(|(_, u)| wave.contains(&u.service))
+                .filter_map(|(instance, u)| {
+                    let reason = job_reasons.get(instance)?.clone();
+                    job_action(desired, u, reason, keepers, changed_instances)
                 })
                 .collect();
             for (instance, u) in &desired.jobs {
@@ -844,11 +893,169 @@ fn bind_addresses<'a>(
     reloads
 }
 
+/// The action of one job instance run for `reason`, bound to the units it will reach; `None`
+/// for a service that is not a job.
+fn job_action(
+    desired: &Desired,
+    u: &crate::desired::DesiredUnit,
+    reason: String,
+    keepers: &BTreeMap<&str, &ObservedUnit>,
+    changed_instances: &BTreeSet<String>,
+) -> Option<JobAction> {
+    let info = desired.services.get(&u.service)?;
+    Some(JobAction {
+        job: u.service.clone(),
+        instance: u.instance.clone(),
+        reason,
+        fingerprint: u.fingerprint.clone(),
+        settings: info.job.clone()?,
+        stop_grace_ms: info.stop_grace_ms,
+        spec: UnitSpec {
+            bindings: predicted_bindings(desired, &u.spec, keepers, changed_instances),
+            ..u.spec.clone()
+        },
+    })
+}
+
+/// The hook of a job service, if it has one.
+fn hook_of<'a>(desired: &'a Desired, service: &str) -> Option<&'a phoenix_spec::Hook> {
+    desired
+        .services
+        .get(service)
+        .and_then(|i| i.job.as_ref())
+        .and_then(|j| j.hook.as_ref())
+}
+
+/// Why each job instance in scope runs in this apply's waves, by instance key. A job runs for
+/// its own reasons ([`job_reason`]); a `for_each` job's run also when the instance it acts in
+/// is created or replaced (so a new or failed replica is initialised before it starts); and a
+/// `before`/`after` hook also whenever what it hooks changes (its instances are created or
+/// replaced) or runs in this apply, so that a backup before a migration is taken before
+/// every run of the migration, not only when its inputs change. Rollback jobs run here only
+/// when asked (`phoenix run-job`).
+fn job_reasons(
+    desired: &Desired,
+    scope: &Scope,
+    actions: &BTreeMap<&str, Vec<InstanceAction>>,
+) -> BTreeMap<String, String> {
+    let in_scope = || {
+        desired
+            .jobs
+            .iter()
+            .filter(|(_, u)| scope.contains(&u.service))
+    };
+    let changes: BTreeMap<&str, &str> = actions
+        .values()
+        .flatten()
+        .map(|a| {
+            let what = match a.change {
+                Change::Create => "created",
+                Change::Replace { .. } => "replaced",
+            };
+            (a.instance.as_str(), what)
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (instance, u) in in_scope() {
+        let for_each = desired
+            .services
+            .get(&u.service)
+            .and_then(|i| i.job.as_ref())
+            .is_some_and(|j| j.for_each.is_some());
+        let reason = job_reason(desired, u).or_else(|| {
+            let what = changes.get(u.spec.instance.as_str()).filter(|_| for_each)?;
+            Some(format!("{} is {what} in this apply", u.spec.instance))
+        });
+        if let Some(r) = reason {
+            out.insert(instance.clone(), r);
+        }
+    }
+    // Hooks of hooks: each round adds at least one run, so at most one round per job.
+    for _ in 0..=desired.jobs.len() {
+        let running: BTreeSet<&str> = out
+            .keys()
+            .filter_map(|i| desired.jobs.get(i))
+            .map(|u| u.service.as_str())
+            .collect();
+        let more: Vec<(String, String)> = in_scope()
+            .filter(|(i, _)| !out.contains_key(*i))
+            .filter_map(|(i, u)| {
+                let hook = hook_of(desired, &u.service)?;
+                if hook.when == phoenix_spec::HookWhen::Rollback {
+                    return None;
+                }
+                let why = if actions.contains_key(hook.service.as_str()) {
+                    format!("`{}` changes in this apply", hook.service)
+                } else if running.contains(hook.service.as_str()) {
+                    format!("`{}` runs in this apply", hook.service)
+                } else {
+                    return None;
+                };
+                Some((i.clone(), why))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        out.extend(more);
+    }
+    out
+}
+
+/// The rollback jobs (`hook: {rollback: S}`) this apply carries, in wave order: those whose
+/// `S` changes (instances created or replaced) or runs (a job) in this apply, as `(S, unit,
+/// reason)`. The executor runs each only if the apply rolls back after `S` was touched.
+fn rollback_jobs<'a>(
+    desired: &'a Desired,
+    scope: &Scope,
+    actions: &BTreeMap<&str, Vec<InstanceAction>>,
+    job_reasons: &BTreeMap<String, String>,
+) -> Vec<(String, &'a crate::desired::DesiredUnit, String)> {
+    let running: BTreeSet<&str> = job_reasons
+        .keys()
+        .filter_map(|i| desired.jobs.get(i))
+        .map(|u| u.service.as_str())
+        .collect();
+    let order = service_order(desired);
+    let mut out: Vec<(String, &crate::desired::DesiredUnit, String)> = desired
+        .jobs
+        .iter()
+        .filter(|(i, u)| scope.contains(&u.service) && !job_reasons.contains_key(*i))
+        .filter_map(|(_, u)| {
+            let hook = hook_of(desired, &u.service)?;
+            if hook.when != phoenix_spec::HookWhen::Rollback {
+                return None;
+            }
+            let s = hook.service.as_str();
+            if !actions.contains_key(s) && !running.contains(s) {
+                return None;
+            }
+            Some((
+                s.to_string(),
+                u,
+                format!("the apply rolls back after `{s}` changed"),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(_, u, _)| {
+        (
+            order.get(u.service.as_str()).copied(),
+            instance_index(&u.instance),
+            u.instance.clone(),
+        )
+    });
+    out
+}
+
 /// Why a job instance runs now, or `None` when its last run succeeded with the same
-/// fingerprint (and it was not asked for).
+/// fingerprint (and it was not asked for). A rollback job (`hook: {rollback: S}`) never runs
+/// for these reasons, only when asked or when a rollback follows a change of `S`.
 pub fn job_reason(desired: &Desired, unit: &crate::desired::DesiredUnit) -> Option<String> {
     if desired.force_jobs.contains(&unit.service) {
         return Some("asked for (phoenix run-job)".into());
+    }
+    if hook_of(desired, &unit.service).is_some_and(|h| h.when == phoenix_spec::HookWhen::Rollback) {
+        return None;
     }
     match desired.job_runs.get(&unit.instance) {
         None => Some("never run".into()),

@@ -272,6 +272,10 @@ impl Desired {
             if !service.enabled {
                 continue;
             }
+            // A `for_each` job runs in its target's instances, added once they are known.
+            if service.job.as_ref().is_some_and(|j| j.for_each.is_some()) {
+                continue;
+            }
             let (Some(site), Some(host)) = (&inst.site, inst.host) else {
                 problems.push(format!(
                     "instance `{}` could not be placed (see `phoenix plan`)",
@@ -315,6 +319,7 @@ impl Desired {
                 units.insert(inst.id.clone(), unit);
             }
         }
+        for_each_jobs(fleet, &units, &mut jobs, &mut problems);
         hook_fingerprints(fleet, &units, &mut jobs);
         if !problems.is_empty() {
             return Err(EngineError::InvalidDesired { problems });
@@ -435,6 +440,60 @@ pub fn latest_job_runs(runs: &[phoenix_state::JobRunRecord]) -> BTreeMap<String,
     out
 }
 
+/// Adds the runs of every enabled `for_each` job: one per desired instance of its target (a
+/// service's units, or a plain job's instances), keyed `JOB-N` after the target's instance
+/// number (what the store records and `status` shows), whose unit *is* that instance
+/// (`spec.instance`: the provider gives it that instance's data dir and `${instance}`) on its
+/// site and host. The unit ids of the job and of the instance are then the same at one
+/// revision; the job's unit is gone before the instance starts (it is ordered before it).
+fn for_each_jobs(
+    fleet: &Fleet,
+    units: &BTreeMap<String, DesiredUnit>,
+    jobs: &mut BTreeMap<String, DesiredUnit>,
+    problems: &mut Vec<String>,
+) {
+    let mut added = Vec::new();
+    for job in fleet.jobs().filter(|j| j.enabled) {
+        let Some(target) = job.job.as_ref().and_then(|j| j.for_each.as_deref()) else {
+            continue;
+        };
+        let targets = units
+            .values()
+            .chain(jobs.values())
+            .filter(|u| u.service == target);
+        for t in targets {
+            let index = u32::try_from(crate::decide::instance_index(&t.instance)).unwrap_or(0);
+            let mut spec = unit_of_service(&fleet.name, job, index, &t.spec.site, t.spec.host);
+            spec.instance = t.spec.instance.clone();
+            crate::address::with_explicit_ports(&mut spec, |s| {
+                fleet.service(s).and_then(|x| x.ports.first().cloned())
+            });
+            crate::address::with_spec_dir(&mut spec, &spec_dir_of(fleet, job));
+            if fleet.site(&t.spec.site).map(|s| s.provider) == Some(ProviderKind::Docker) {
+                match container_of(fleet, job) {
+                    Some(c) => spec.container = Some(c),
+                    None => problems.push(format!(
+                        "job `{}` runs on docker site `{}` but has neither `image:` nor `build:`",
+                        job.name, t.spec.site
+                    )),
+                }
+            }
+            if let Err(e) = spec.validate() {
+                problems.push(e.to_string());
+            }
+            added.push(DesiredUnit {
+                service: job.name.clone(),
+                instance: format!("{}-{index}", job.name),
+                fingerprint: fingerprint(&spec),
+                spec,
+            });
+        }
+    }
+    for u in added {
+        jobs.insert(u.instance.clone(), u);
+    }
+}
+
 /// Folds into each hook job's fingerprint the fingerprints of the units of what it hooks, so
 /// that `hook: {before: db}` runs again whenever `db` changes. Hooks of hooks are not chained:
 /// a hook sees its target's own inputs.
@@ -455,6 +514,10 @@ fn hook_fingerprints(
         else {
             continue;
         };
+        // A rollback job's runs are decided by the rollback, not by its fingerprint.
+        if hook.when == phoenix_spec::HookWhen::Rollback {
+            continue;
+        }
         let mut text = unit.fingerprint.clone();
         for (instance, u) in units.iter().filter(|(_, u)| u.service == hook.service) {
             text.push_str(&format!(" {instance}={}", u.fingerprint));

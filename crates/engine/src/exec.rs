@@ -627,7 +627,7 @@ impl Engine {
                 rollback: opts.rollback,
             },
         );
-        let end = Driver {
+        let driver = Driver {
             engine: self,
             fleet: &fleet,
             revision: rev,
@@ -638,8 +638,20 @@ impl Engine {
             clock: &*opts.clock.0,
             // One worker per step in flight, and a few for the probes of analysis windows.
             workers: opts.parallelism.clamp(1, 64) + 2,
+        };
+        let mut end = driver.run(&mut machine);
+        // After a rollback, the rollback jobs of what this run touched (ADR 012).
+        let mut rollback_job_failed = false;
+        if opts.rollback
+            && end.failure.is_some()
+            && !end.cancelled
+            && !end.lock_lost
+            && !report.decision.rollback_jobs.is_empty()
+        {
+            let (lines, ok) = self.run_rollback_jobs(&report.decision, &end, &driver, rev, events);
+            end.restored.extend(lines);
+            rollback_job_failed = !ok;
         }
-        .run(&mut machine);
 
         let failure = end.failure.clone();
         let outcome = if lock.is_lost() || end.lock_lost {
@@ -657,7 +669,14 @@ impl Engine {
                     .store
                     .latest_applied_revision(&fleet)?
                     .map(|r| r.number.0);
-                ApplyOutcome::RolledBack { to: previous }
+                if rollback_job_failed {
+                    // The instances are back, but what a rollback job should have undone is not.
+                    ApplyOutcome::Failed {
+                        reason: format!("{}: {}; then a rollback job failed", f.instance, f.reason),
+                    }
+                } else {
+                    ApplyOutcome::RolledBack { to: previous }
+                }
             } else {
                 ApplyOutcome::Failed {
                     reason: format!("{}: {}", f.instance, f.reason),
@@ -748,6 +767,85 @@ impl Engine {
     pub fn with_job_runs(&self, desired: &Desired) -> Result<Desired, EngineError> {
         let runs = self.store.job_runs(&desired.fleet)?;
         Ok(desired.clone().with_job_runs(&runs))
+    }
+
+    /// After a failed run's rollback: the decision's rollback jobs (`hook: {rollback: S}`)
+    /// whose `S` the run touched (an instance of it started, stopped or restored, or job `S`
+    /// made an attempt at this revision), one after another through the same machine and
+    /// driver, without a rollback of their own; the first that fails stops the others. One
+    /// line per job that ran, and whether all succeeded. The apply's failure stays the one
+    /// that caused the rollback.
+    fn run_rollback_jobs(
+        &self,
+        decision: &Decision,
+        end: &rollout::RunEnd,
+        driver: &Driver<'_>,
+        revision: u64,
+        events: EventSink<'_>,
+    ) -> (Vec<String>, bool) {
+        let ran: BTreeSet<String> = match self.store.job_runs(driver.fleet) {
+            Ok(runs) => runs
+                .into_iter()
+                .filter(|r| r.run.revision.0 == revision)
+                .map(|r| r.run.job)
+                .collect(),
+            Err(e) => {
+                events(&Event::Warning {
+                    message: format!(
+                        "cannot read this apply's job runs, so its rollback jobs do not run: {}",
+                        crate::error::chain_text(&e)
+                    ),
+                });
+                return (Vec::new(), false);
+            }
+        };
+        let jobs = decision.rollback_jobs_after(&|s| end.touched.contains(s) || ran.contains(s));
+        if jobs.is_empty() {
+            return (Vec::new(), true);
+        }
+        // Each job a phase of its own, so that they run in order and a failure stops the rest.
+        let only_jobs = Decision {
+            phases: jobs
+                .iter()
+                .enumerate()
+                .map(|(i, ja)| crate::decide::PhaseActions {
+                    phase: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    waves: vec![crate::decide::WaveActions {
+                        wave: 1,
+                        services: Vec::new(),
+                        jobs: vec![(*ja).clone()],
+                        reloads: Vec::new(),
+                    }],
+                })
+                .collect(),
+            ..Decision::default()
+        };
+        let mut machine = Rollout::new(
+            &only_jobs,
+            rollout::Options {
+                revision,
+                parallelism: 1,
+                rollback: false,
+            },
+        );
+        let jobs_end = driver.run(&mut machine);
+        let failed = jobs_end.failure.as_ref().map(|f| f.instance.clone());
+        let mut lines = Vec::new();
+        for ja in &jobs {
+            let ok = failed.as_deref() != Some(ja.instance.as_str());
+            lines.push(format!(
+                "{}: rollback job {}",
+                ja.instance,
+                if ok { "succeeded" } else { "failed" }
+            ));
+            if !ok {
+                break;
+            }
+        }
+        (
+            lines,
+            failed.is_none() && !jobs_end.cancelled && !jobs_end.lock_lost,
+        )
     }
 }
 

@@ -37,7 +37,7 @@ use phoenix_state::{
     IntentId, IntentOp, IntentOutcome, JobOutcome, JobRun, ObservedState, RevisionNumber, Written,
 };
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod op;
 mod tasks;
@@ -231,6 +231,9 @@ pub struct RunEnd {
     pub cancelled: bool,
     /// Whether the lock's lease was lost.
     pub lock_lost: bool,
+    /// The services with an instance this run started, stopped or restored (what rollback
+    /// jobs, `hook: {rollback: S}`, are run after).
+    pub touched: BTreeSet<String>,
 }
 
 /// A started unit and its gate's check with the addresses filled in.
@@ -654,6 +657,12 @@ impl Rollout {
             restored: restored.into_iter().map(|(_, l)| l).collect(),
             cancelled: self.core.cancelled,
             lock_lost: self.core.lock_lost,
+            touched: self
+                .core
+                .changed
+                .iter()
+                .map(|c| c.service.clone())
+                .collect(),
         }
     }
 

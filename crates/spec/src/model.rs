@@ -439,8 +439,14 @@ pub struct Job {
     /// [`MAX_JOB_BACKOFF_MS`].
     pub backoff_ms: u64,
     /// `hook: {before: SERVICE}` or `{after: SERVICE}`: the job runs around that service's
-    /// rollout (and again whenever that service changes).
+    /// rollout (and again whenever that service changes); `{rollback: SERVICE}`: it runs only
+    /// when an apply that changed that service (or ran that job) rolls back.
     pub hook: Option<Hook>,
+    /// `for_each: SERVICE` (an extension): one run per instance of that service (or job), in
+    /// that instance's data dir and place, instead of one instance of its own; e.g. a replica
+    /// initialised before it first starts. `None`: the job has one instance, `JOB-0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
 }
 
 /// The default `timeout` of a job: 5 minutes, as Helm waits for a hook.
@@ -474,6 +480,9 @@ pub enum HookWhen {
     Before,
     /// After the service's rollout (the job depends on the service).
     After,
+    /// Only when an apply rolls back after it changed the service (or ran the job): after the
+    /// instances are restored. Adds no dependency: the job is in no wave of its own.
+    Rollback,
 }
 
 /// A hook: a job bound to a service's rollout.
@@ -489,6 +498,14 @@ impl Service {
     /// Whether this is a one-shot job (`jobs:`) rather than a long-running service.
     pub fn is_job(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// Whether this is a job that runs only on rollback (`hook: {rollback: S}`).
+    pub fn is_rollback_job(&self) -> bool {
+        self.job
+            .as_ref()
+            .and_then(|j| j.hook.as_ref())
+            .is_some_and(|h| h.when == HookWhen::Rollback)
     }
 
     /// `job` or `service`, for messages.

@@ -110,13 +110,14 @@ const JOB_KEYS: &[&str] = &[
     "retries",
     "backoff",
     "hook",
+    "for_each",
     "stop_grace",
     "user",
     "image",
     "build",
     "description",
 ];
-const HOOK_KEYS: &[&str] = &["before", "after"];
+const HOOK_KEYS: &[&str] = &["before", "after", "rollback"];
 const DOCKER_KEYS: &[&str] = &["endpoints"];
 const SSH_KEYS: &[&str] = &["hosts", "port", "identity"];
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "storage"];
@@ -930,6 +931,7 @@ pub(crate) fn build(
     );
     services.extend(jobs);
     resolve_hooks(&mut services, &mut map, d);
+    resolve_for_each(&mut services, &mut map, d);
 
     // Without a usable name the fleet is still built (with an empty one) so that validation
     // reports every other problem too; the result is an error either way.
@@ -1059,6 +1061,8 @@ fn resolve_hooks(services: &mut [Service], map: &mut SourceMap, d: &mut D) {
         let (from, on) = match hook.when {
             HookWhen::Before => (target, job_name),
             HookWhen::After => (j, target_name),
+            // Run by the rollback, not by a wave: no order to add.
+            HookWhen::Rollback => continue,
         };
         let from_name = services[from].name.clone();
         if !services[from].depends_on.contains(&on) {
@@ -1069,39 +1073,138 @@ fn resolve_hooks(services: &mut [Service], map: &mut SourceMap, d: &mut D) {
     }
 }
 
-/// A job's `hook: {before: SERVICE}` or `{after: SERVICE}`.
-fn hook(n: &Node, what: &str, d: &mut D) -> Option<Hook> {
-    let f = Fields::new(n, format!("`hook` of {what}"), HOOK_KEYS, d)?;
-    match (f.get("before"), f.get("after")) {
-        (Some(b), None) => name(b, "a service", d).map(|service| Hook {
-            when: HookWhen::Before,
-            service,
-        }),
-        (None, Some(a)) => name(a, "a service", d).map(|service| Hook {
-            when: HookWhen::After,
-            service,
-        }),
-        (Some(_), Some(a)) => {
-            d.push(
+/// Checks every `for_each:` and orders the job: without a `hook:`, it runs before its
+/// target (as `hook: {before: TARGET}`: the target depends on it, located at `for_each`, and
+/// the job takes the target's phase unless it has its own). Runs after [`resolve_hooks`].
+fn resolve_for_each(services: &mut [Service], map: &mut SourceMap, d: &mut D) {
+    let index: HashMap<String, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    for j in 0..services.len() {
+        let Some(job) = services[j].job.clone() else {
+            continue;
+        };
+        let Some(target_name) = job.for_each.clone() else {
+            continue;
+        };
+        let job_name = services[j].name.clone();
+        let loc = map.at(&format!("service:{job_name}:for_each"));
+        let problem = match index.get(&target_name) {
+            None => {
+                let mut diag = Diagnostic::error(
+                    "unknown-reference",
+                    format!(
+                        "the `for_each` of job `{job_name}` refers to unknown service or job `{target_name}`"
+                    ),
+                    loc.clone(),
+                );
+                if let Some(m) = did_you_mean(
+                    &target_name,
+                    services
+                        .iter()
+                        .filter(|s| s.name != job_name)
+                        .map(|s| s.name.as_str()),
+                ) {
+                    diag = diag.with_hint(format!("did you mean `{m}`?"));
+                }
+                Some(diag)
+            }
+            Some(&t) if t == j => Some(
+                Diagnostic::error(
+                    "cycle",
+                    format!("job `{job_name}` names itself in its `for_each`"),
+                    loc.clone(),
+                )
+                .with_hint("name the service whose instances the job prepares"),
+            ),
+            Some(&t) if services[t].job.as_ref().is_some_and(|x| x.for_each.is_some()) => Some(
                 Diagnostic::error(
                     "bad-value",
-                    format!("the `hook` of {what} has both `before` and `after`"),
-                    Some(a.loc.clone()),
+                    format!(
+                        "the `for_each` of job `{job_name}` names job `{target_name}`, which has a `for_each` of its own"
+                    ),
+                    loc.clone(),
                 )
-                .with_hint(
-                    "a hook runs before or after one service; write a second job for the other",
-                ),
-            );
-            None
+                .with_hint("name the service both jobs run for"),
+            ),
+            Some(&t) if services[t].is_rollback_job() => Some(
+                Diagnostic::error(
+                    "bad-value",
+                    format!(
+                        "the `for_each` of job `{job_name}` names `{target_name}`, a job that only runs on rollback"
+                    ),
+                    loc.clone(),
+                )
+                .with_hint("name a service, or a job that runs in the waves"),
+            ),
+            Some(_) => None,
+        };
+        if let Some(p) = problem {
+            d.push(p);
+            continue;
         }
-        (None, None) => {
+        if job.hook.is_some() {
+            // The hook says when it runs.
+            continue;
+        }
+        let Some(&target) = index.get(&target_name) else {
+            continue;
+        };
+        if !map.locs.contains_key(&format!("service:{job_name}:phase")) {
+            services[j].phase = services[target].phase;
+        }
+        let Some(loc) = loc else { continue };
+        if !services[target].depends_on.contains(&job_name) {
+            let i = services[target].depends_on.len();
+            map.put(format!("service:{target_name}:depends_on:{i}"), &loc);
+            services[target].depends_on.push(job_name);
+        }
+    }
+}
+
+/// A job's `hook: {before: SERVICE}`, `{after: SERVICE}` or `{rollback: SERVICE}`.
+fn hook(n: &Node, what: &str, d: &mut D) -> Option<Hook> {
+    let f = Fields::new(n, format!("`hook` of {what}"), HOOK_KEYS, d)?;
+    let given: Vec<(HookWhen, &Node)> = [
+        (HookWhen::Before, "before"),
+        (HookWhen::After, "after"),
+        (HookWhen::Rollback, "rollback"),
+    ]
+    .into_iter()
+    .filter_map(|(w, k)| Some((w, f.get(k)?)))
+    .collect();
+    match given.as_slice() {
+        [(when, v)] => name(v, "a service", d).map(|service| Hook {
+            when: *when,
+            service,
+        }),
+        [] => {
             d.push(
                 Diagnostic::error(
                     "missing-field",
                     format!("the `hook` of {what} names no service"),
                     Some(n.loc.clone()),
                 )
-                .with_hint("write `hook: {before: SERVICE}` or `hook: {after: SERVICE}`"),
+                .with_hint(
+                    "write `hook: {before: SERVICE}`, `{after: SERVICE}` or `{rollback: SERVICE}`",
+                ),
+            );
+            None
+        }
+        [.., (_, last)] => {
+            d.push(
+                Diagnostic::error(
+                    "bad-value",
+                    format!(
+                        "the `hook` of {what} has more than one of `before`, `after` and `rollback`"
+                    ),
+                    Some(last.loc.clone()),
+                )
+                .with_hint(
+                    "a hook runs at one moment of one service's rollout; write a second job for the other",
+                ),
             );
             None
         }
@@ -1154,11 +1257,16 @@ fn job_settings(f: &Fields<'_>, what: &str, map: &mut SourceMap, prefix: &str, d
         map.put(format!("{prefix}:hook"), &v.loc);
         hook(v, what, d)
     });
+    let for_each = f.get("for_each").and_then(|v| {
+        map.put(format!("{prefix}:for_each"), &v.loc);
+        name(v, "`for_each`", d)
+    });
     Job {
         timeout_ms,
         retries,
         backoff_ms,
         hook,
+        for_each,
     }
 }
 

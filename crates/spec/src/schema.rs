@@ -189,8 +189,12 @@ pub fn json_schema() -> Value {
             "backoff": { "type": "string", "pattern": TIME, "default": "1s", "description": "Wait before the first retry; doubles with each further one (at most 10m)." },
             "hook": {
                 "type": "object", "additionalProperties": false, "minProperties": 1, "maxProperties": 1,
-                "description": "Runs the job around a service's rollout (and again whenever it changes).",
-                "properties": { "before": hook_target.clone(), "after": hook_target }
+                "description": "Runs the job around a service's rollout (and again whenever it changes or runs); `rollback`: only when an apply that changed that service (or ran that job) rolls back, after its instances are restored.",
+                "properties": { "before": hook_target.clone(), "after": hook_target.clone(), "rollback": hook_target.clone() }
+            },
+            "for_each": {
+                "type": "string", "pattern": NAME,
+                "description": "One run per instance of this service (or job), with that instance's data dir, `${instance}` and placement; without `hook`, before that instance starts, and again when it is created or replaced."
             },
             "stop_grace": { "type": "string", "pattern": TIME, "default": "10s" },
             "user": service["properties"]["user"].clone(),

@@ -151,7 +151,7 @@ fn service_only_fields_and_bad_values_are_located() {
         "bad-value",
         14,
         33,
-        "both `before` and `after`",
+        "more than one of `before`, `after` and `rollback`",
     );
     expect(
         "jobs:\n  - name: m\n    command: [\"echo\", \"${port}\"]\n",
@@ -190,4 +190,76 @@ fn environments_may_change_jobs() {
     )
     .unwrap();
     assert_eq!(f.service("m").unwrap().job.as_ref().unwrap().retries, 2);
+}
+
+/// `for_each: S` (an extension): one run per instance of `S`; without a hook it runs before `S`
+/// (S depends on it, located at `for_each`) and takes S's phase.
+#[test]
+fn for_each_orders_the_job_before_its_target_unless_a_hook_says_otherwise() {
+    let f = parse(&format!(
+        "{BASE}    replicas: 2\njobs:\n  - name: init\n    command: [\"true\"]\n    for_each: web\n  - name: seed\n    command: [\"true\"]\n    for_each: web\n    hook: {{ after: web }}\n"
+    ))
+    .unwrap();
+    let init = f.service("init").unwrap();
+    assert_eq!(init.job.as_ref().unwrap().for_each.as_deref(), Some("web"));
+    assert_eq!(init.phase, 2, "a for_each job takes its target's phase");
+    assert_eq!(init.replicas.min, 1, "the plan still lists the job once");
+    assert_eq!(
+        f.service("web").unwrap().depends_on,
+        ["init"],
+        "seed's hook, not its for_each, orders it (after web)"
+    );
+    assert_eq!(f.service("seed").unwrap().depends_on, ["web"]);
+}
+
+#[test]
+fn for_each_problems_are_located_at_the_value() {
+    let d = expect(
+        "jobs:\n  - name: init\n    command: [\"true\"]\n    for_each: wbe\n",
+        "unknown-reference",
+        14,
+        15,
+        "the `for_each` of job `init` refers to unknown service or job `wbe`",
+    );
+    assert!(d.hint.unwrap().contains("did you mean `web`?"));
+    expect(
+        "jobs:\n  - name: init\n    command: [\"true\"]\n    for_each: init\n",
+        "cycle",
+        14,
+        15,
+        "names itself",
+    );
+    expect(
+        "jobs:\n  - name: a\n    command: [\"true\"]\n    for_each: web\n  - name: b\n    command: [\"true\"]\n    for_each: a\n",
+        "bad-value",
+        17,
+        15,
+        "which has a `for_each` of its own",
+    );
+}
+
+/// `hook: {rollback: S}` adds no dependency: the job runs only when a rollback follows a
+/// change of `S`, so it sits in no wave before or after `S`.
+#[test]
+fn a_rollback_hook_adds_no_dependency() {
+    let f = parse(&format!(
+        "{BASE}jobs:\n  - name: restore\n    command: [\"true\"]\n    hook: {{ rollback: web }}\n"
+    ))
+    .unwrap();
+    let restore = f.service("restore").unwrap();
+    assert!(restore.is_rollback_job());
+    assert_eq!(
+        restore.job.as_ref().unwrap().hook.as_ref().unwrap().when,
+        HookWhen::Rollback
+    );
+    assert!(f.service("web").unwrap().depends_on.is_empty());
+    assert!(restore.depends_on.is_empty());
+    assert!(!f.service("web").unwrap().is_rollback_job());
+    expect(
+        "jobs:\n  - name: r\n    command: [\"true\"]\n    hook: { rollback: wbe }\n",
+        "unknown-reference",
+        14,
+        11,
+        "unknown service or job `wbe`",
+    );
 }

@@ -228,7 +228,7 @@ fn a_first_apply_starts_and_gates_every_unit_wave_by_wave() {
     let decision = decide(&d, &[], &Scope::all());
     let mut sim = Sim::new(&decision, 16);
     let end = sim.run(&mut fine);
-    assert_eq!(end, RunEnd::default());
+    assert_eq!(end, ended_touching(&["db", "web"]));
     assert_eq!(
         sim.starts(),
         ["start db-0@r2", "start web-0@r2", "start web-1@r2"]
@@ -387,7 +387,7 @@ fn blue_green_starts_every_green_unit_before_stopping_blue() {
     let decision = decide(&d2, &observed, &Scope::all());
     let mut sim = Sim::new(&decision, 16);
     let end = sim.run(&mut fine);
-    assert_eq!(end, RunEnd::default());
+    assert_eq!(end, ended_touching(&["web"]));
     assert_eq!(
         sim.starts(),
         [
@@ -427,7 +427,7 @@ fn a_failed_job_attempt_is_retried_after_its_backoff_timer() {
         }
         e => fine(e, now),
     });
-    assert_eq!(end, RunEnd::default());
+    assert_eq!(end, ended_touching(&["web"]));
     assert_eq!(started_at, [0, 150], "the retry waited for the backoff");
     assert!(sim.events.iter().any(|e| matches!(
         e,
@@ -454,7 +454,7 @@ fn surge_starts_the_new_unit_beside_the_old_and_a_rollback_restores_the_backup()
     let decision = decide(&d2, &observed, &Scope::all());
     let mut sim = Sim::new(&decision, 16);
     let end = sim.run(&mut fine);
-    assert_eq!(end, RunEnd::default());
+    assert_eq!(end, ended_touching(&["db"]));
     assert_eq!(sim.starts(), ["start db-0@r2", "stop db-0@r1"]);
     assert!(
         sim.log[..2].iter().any(|l| l.starts_with("Snapshot")),
@@ -509,4 +509,12 @@ fn a_lost_lease_stops_the_run_without_rolling_back() {
     assert!(end.lock_lost && !end.cancelled, "{end:?}");
     assert!(!sim.audits.iter().any(|(s, _)| s == "rollback.start"));
     assert_eq!(sim.starts(), ["stop web-0@r1", "start web-0@r2"]);
+}
+
+/// A run that ended well, having touched `services`.
+fn ended_touching(services: &[&str]) -> RunEnd {
+    RunEnd {
+        touched: services.iter().map(|s| s.to_string()).collect(),
+        ..RunEnd::default()
+    }
 }

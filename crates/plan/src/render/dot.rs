@@ -136,8 +136,12 @@ fn node(name: &str, s: &ServicePlan) -> String {
             let when = match h.when {
                 phoenix_spec::HookWhen::Before => "before",
                 phoenix_spec::HookWhen::After => "after",
+                phoenix_spec::HookWhen::Rollback => "on rollback of",
             };
             let _ = write!(label, "\nhook: {when} {}", h.service);
+        }
+        if let Some(t) = &job.for_each {
+            let _ = write!(label, "\nfor each {t}");
         }
         let style = if s.enabled { "filled" } else { "filled,dashed" };
         return format!(

@@ -229,10 +229,12 @@ fn phases(plan: &Plan) -> String {
         for (i, w) in p.waves.iter().enumerate() {
             let quoted: Vec<String> = w
                 .iter()
-                .map(|n| match plan.services.get(n) {
-                    Some(s) if s.job.is_some() => format!("`{n}` (job)"),
-                    _ => format!("`{n}`"),
-                })
+                .map(
+                    |n| match plan.services.get(n).and_then(|s| s.job.as_ref()) {
+                        Some(job) => format!("`{n}` {}", super::job_tag(job)),
+                        None => format!("`{n}`"),
+                    },
+                )
                 .collect();
             let _ = writeln!(out, "{}. {}", i + 1, names(&quoted));
         }

@@ -110,14 +110,33 @@ fn phase_members(plan: &Plan, waves: &[Vec<String>]) -> String {
     }
 }
 
-/// The names of a wave, a job's marked `name (job)`.
+/// The names of a wave, a job's marked `name (job)` (or `(job, for each S)`, `(job, on
+/// rollback of S)`).
 fn wave_names(plan: &Plan, wave: &[String]) -> Vec<String> {
     wave.iter()
-        .map(|n| match plan.services.get(n) {
-            Some(s) if s.job.is_some() => format!("{n} (job)"),
-            _ => n.clone(),
-        })
+        .map(
+            |n| match plan.services.get(n).and_then(|s| s.job.as_ref()) {
+                Some(job) => format!("{n} {}", job_tag(job)),
+                None => n.clone(),
+            },
+        )
         .collect()
+}
+
+/// `(job)`, with what makes a job run other than in its wave: `for_each`, a rollback hook.
+pub(crate) fn job_tag(job: &phoenix_spec::Job) -> String {
+    let mut parts = vec!["job".to_string()];
+    if let Some(t) = &job.for_each {
+        parts.push(format!("for each {t}"));
+    }
+    if let Some(h) = job
+        .hook
+        .as_ref()
+        .filter(|h| h.when == phoenix_spec::HookWhen::Rollback)
+    {
+        parts.push(format!("on rollback of {}", h.service));
+    }
+    format!("({})", parts.join(", "))
 }
 
 /// `a, b, c` or the first few and `and N more`.
