@@ -431,15 +431,21 @@ pub(crate) async fn follow(
         .into_response();
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Message>(CHANNEL);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("serve-follow".into())
         .spawn(move || {
             // Held until the follow ends, so open follows count against the server's bound.
             let _slot = slot;
-            follow_thread(&state, &fleet, &instance, n, after, &tx, Instant::now());
+            follow_thread(&state, &fleet, &instance, n, after, &tx, ready_tx);
         });
     if let Err(e) = spawned {
         return ApiError::internal(format!("starting to follow the logs: {e}")).into_response();
+    }
+    // The answer starts only once the follow knows where it starts: a line the unit writes
+    // after the client has the answer's headers is then always one it gets.
+    if ready_rx.await.is_err() {
+        return ApiError::internal("the follow stopped before it started").into_response();
     }
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await? {
@@ -471,7 +477,8 @@ fn still_running(state: &AppState, fleet: &str, instance: &str) -> bool {
     }
 }
 
-/// The follow's loop, on its own thread, bounded by [`MAX_FOLLOW`] from `started`.
+/// The follow's loop, on its own thread, bounded by [`MAX_FOLLOW`] from its start; `ready` is
+/// told once the starting position is known.
 fn follow_thread(
     state: &AppState,
     fleet: &str,
@@ -479,17 +486,24 @@ fn follow_thread(
     n: usize,
     after: Option<Cursor>,
     tx: &tokio::sync::mpsc::Sender<Message>,
-    started: Instant,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
+    let started = Instant::now();
     let provider = reader(state, fleet);
     // A listing that fails (a site that does not answer) reads nothing this poll; the cursor
     // keeps its offsets (`Cursor::bound`), so nothing is read twice when it answers again.
     let files =
         |p: &dyn Provider| unit_files(p.log_paths(fleet, instance).unwrap_or_default(), instance);
     let mut cursor = match after {
-        Some(c) => c,
+        Some(c) => {
+            let _ = ready.send(());
+            c
+        }
         None => {
             let (lines, cursor) = tail(&files(&*provider), n);
+            // Before the tail's lines are sent: the channel is bounded, and nothing reads it
+            // until the answer has started.
+            let _ = ready.send(());
             let text = cursor.render();
             for line in lines.into_iter().filter(|l| !l.partial) {
                 if tx.blocking_send(Message::Line(line, text.clone())).is_err() {
