@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// A view built within this is rebuilt on every request (always fresh).
 const FRESH_BUDGET: Duration = Duration::from_millis(20);
+/// The niceness of a background rebuild's thread (19 is the lowest priority).
+const REBUILD_NICENESS: i32 = 15;
 /// How old an expensive view may get before a rebuild starts.
 const MAX_AGE: Duration = Duration::from_secs(1);
 /// Fleets whose views are kept at most (the least recently built go first).
@@ -230,6 +232,14 @@ impl Views {
                     let spawned = std::thread::Builder::new()
                         .name("phoenix-view".into())
                         .spawn(move || {
+                            // Below the requests: on cores that serve requests, a rebuild
+                            // (which reads every instance row) takes only what they leave, so it
+                            // is the rebuild that stretches, not the requests' tail. Linux
+                            // applies this to the calling thread only; it ends with it.
+                            let _ = rustix::process::setpriority_process(
+                                Some(rustix::thread::gettid()),
+                                REBUILD_NICENESS,
+                            );
                             if let Ok(v) = View::build(&*store, &fleet, &parsed) {
                                 *task.view.write().unwrap_or_else(PoisonError::into_inner) =
                                     Some(Arc::new(v));
