@@ -96,7 +96,9 @@ services:
         std::fs::write(self.path("fleet.yaml"), yaml).unwrap();
     }
 
-    fn run_with(&self, args: &[&str], key: Option<&str>) -> Output {
+    /// `phoenix ARGS` in the test dir, with its state, its operator key and the test's API
+    /// token variable, and none of the user's state or secrets settings.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -106,6 +108,11 @@ services:
             .env("PHOENIX_STATE_DIR", self.path("s"))
             .env("PX_TEST_API_TOKEN", API_TOKEN)
             .env("PHOENIX_OPERATOR_KEY", self.path("operator.key"));
+        cmd
+    }
+
+    fn run_with(&self, args: &[&str], key: Option<&str>) -> Output {
+        let mut cmd = self.command(args);
         if let Some(k) = key {
             cmd.env("PHOENIX_SECRETS_KEY", k);
         }
@@ -733,18 +740,10 @@ impl Served {
     /// The server over `f`'s state dir, with `extra` arguments; waits for its address line.
     fn start(f: &Fleet, extra: &[&str]) -> Served {
         use std::io::BufRead as _;
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .current_dir(f.dir.path())
-            .stdin(Stdio::null())
+        let mut child = f
+            .command(&[&["serve", "--listen", "127.0.0.1:0"][..], extra].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .env_remove("PHOENIX_STATE_URL")
-            .env_remove("PHOENIX_SECRETS_KEY")
-            .env("PHOENIX_STATE_DIR", f.path("s"))
-            .env("PX_TEST_API_TOKEN", API_TOKEN)
-            .env("PHOENIX_OPERATOR_KEY", f.path("operator.key"))
             .spawn()
             .unwrap();
         let mut line = String::new();

@@ -606,6 +606,17 @@ pub(crate) async fn instance(
     page(&format!("Instance {instance} of {fleet}"), Some(&s), &body)
 }
 
+/// `401` for a portal stream asked for without a live session (the portal's event and log
+/// streams take the session cookie in place of a bearer token); `None` when signed in.
+async fn unless_signed_in(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if matches!(session(state, headers).await, Ok(Some(_))) {
+        return None;
+    }
+    Some(
+        ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first").into_response(),
+    )
+}
+
 /// `GET /portal/fleets/{fleet}/instances/{instance}/logs`: the instance's logs for a signed-in
 /// browser (the API's route with the session cookie in place of a bearer token).
 pub(crate) async fn instance_logs(
@@ -614,9 +625,8 @@ pub(crate) async fn instance_logs(
     Path((fleet, instance)): Path<(String, String)>,
     query: Result<Query<api::LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
-            .into_response();
+    if let Some(refused) = unless_signed_in(&state, &headers).await {
+        return refused;
     }
     let Ok(Query(q)) = query else {
         return ApiError::new(
@@ -926,9 +936,8 @@ fn block_row(b: &Value) -> String {
 
 /// `GET /portal/ledger/events`: finalized blocks as they come, for a signed-in browser.
 pub(crate) async fn ledger_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
-            .into_response();
+    if let Some(refused) = unless_signed_in(&state, &headers).await {
+        return refused;
     }
     super::ledger::block_events(state).await
 }
@@ -942,9 +951,8 @@ pub(crate) async fn events(
     Path(fleet): Path<String>,
     query: Result<Query<api::EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !matches!(session(&state, &headers).await, Ok(Some(_))) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "sign in at /portal/sign-in first")
-            .into_response();
+    if let Some(refused) = unless_signed_in(&state, &headers).await {
+        return refused;
     }
     let Ok(Query(q)) = query else {
         return ApiError::new(
