@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             revision_outcomes,
             latest_applied_revision,
             instance_upsert_get_list_delete,
+            fleet_generation_moves_with_revisions_and_instances,
             intents_open_and_close,
             intents_are_per_fleet,
             batch_is_all_or_nothing,
@@ -441,6 +442,79 @@ pub fn instance_upsert_get_list_delete(h: &dyn Harness) {
             .list_instances(&unique_fleet("empty"))
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A fleet's generation moves with every write to its revisions or instances, in the same
+/// transaction, and with nothing else: not intents, not another fleet's writes, not a write
+/// that was refused.
+pub fn fleet_generation_moves_with_revisions_and_instances(h: &dyn Harness) {
+    let store = h.open();
+    let (fleet, other) = (unique_fleet("generation"), unique_fleet("generation-other"));
+    assert_eq!(
+        store.fleet_generation(&fleet).unwrap(),
+        None,
+        "unknown fleet"
+    );
+    let lease = lock(&*store, &fleet);
+    let generation = || {
+        store
+            .fleet_generation(&fleet)
+            .unwrap()
+            .expect("known fleet")
+    };
+    let g0 = generation();
+
+    let r1 = store.create_revision(&lease, new_revision("one")).unwrap();
+    let g1 = generation();
+    assert!(g1 > g0, "a revision moves it");
+    store.upsert_instance(&lease, instance("web-0", 1)).unwrap();
+    let g2 = generation();
+    assert!(g2 > g1, "an instance moves it");
+
+    let intent = store
+        .record_intent(&lease, start_intent("web-0", 1))
+        .unwrap();
+    store
+        .close_intent(&lease, intent.id, IntentOutcome::Done)
+        .unwrap();
+    assert_eq!(generation(), g2, "intents are not what readers show");
+
+    let other_lease = lock(&*store, &other);
+    store
+        .upsert_instance(&other_lease, instance("web-0", 1))
+        .unwrap();
+    assert_eq!(generation(), g2, "another fleet's write");
+
+    // A refused batch (its last write closes an unknown intent) changes nothing, also not this.
+    let refused = store.write_atomically(
+        &lease,
+        vec![
+            Write::UpsertInstance(instance("web-1", 1)),
+            Write::CloseIntent {
+                id: IntentId(u64::MAX),
+                outcome: IntentOutcome::Done,
+            },
+        ],
+    );
+    assert!(refused.is_err());
+    assert_eq!(generation(), g2, "a refused batch");
+
+    store
+        .set_revision_outcome(&lease, r1.number, RevisionOutcome::Applied)
+        .unwrap();
+    let g3 = generation();
+    assert!(g3 > g2, "an outcome moves it");
+    assert!(
+        store
+            .delete_instance(&lease, &UnitId::new("web-0", r1.number))
+            .unwrap()
+    );
+    assert!(generation() > g3, "a deletion moves it");
+    // Seen the same through another connection.
+    assert_eq!(
+        h.open().fleet_generation(&fleet).unwrap(),
+        Some(generation())
     );
 }
 

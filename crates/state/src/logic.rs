@@ -288,6 +288,23 @@ pub(crate) fn list_fleets<B: Backend>(backend: &B) -> Result<Vec<String>, StateE
         .map_err(|f| f.at(|source| StateError::ReadFleets { source }))
 }
 
+pub(crate) fn fleet_generation<B: Backend>(
+    backend: &B,
+    fleet: &str,
+) -> Result<Option<u64>, StateError> {
+    backend
+        .read(|tx| {
+            let rows = tx.query(
+                "SELECT generation FROM fleets WHERE name = $1",
+                &[fleet.into()],
+            )?;
+            rows.first()
+                .map(|r| unsigned(r.int(0)?, "fleets", fleet))
+                .transpose()
+        })
+        .map_err(|f| f.at(|source| StateError::ReadFleets { source }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writes
 
@@ -302,6 +319,17 @@ pub(crate) fn write_atomically<B: Backend>(
             lock_fleet(tx, fleet)?;
             check_fence(tx, lease)?;
             let now = tx.now_ms()?;
+            // Intents are the engine's own bookkeeping; revisions and instances are what
+            // readers show, so only they move the fleet's generation.
+            if writes
+                .iter()
+                .any(|w| !matches!(w, Write::RecordIntent(_) | Write::CloseIntent { .. }))
+            {
+                tx.execute(
+                    "UPDATE fleets SET generation = generation + 1 WHERE name = $1",
+                    &[fleet.into()],
+                )?;
+            }
             writes
                 .into_iter()
                 .map(|write| apply_write(tx, lease, now, write))
@@ -1307,6 +1335,9 @@ macro_rules! impl_state_store {
             }
             fn list_fleets(&self) -> Result<Vec<String>, $crate::StateError> {
                 $crate::logic::list_fleets(self)
+            }
+            fn fleet_generation(&self, fleet: &str) -> Result<Option<u64>, $crate::StateError> {
+                $crate::logic::fleet_generation(self, fleet)
             }
             fn get_revision(
                 &self,

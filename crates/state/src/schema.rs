@@ -226,4 +226,13 @@ CREATE TABLE secret_versions (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        ddl: r#"
+-- A counter of each fleet's writes to its revisions and instances, bumped in the transaction
+-- that makes them: a reader that keeps a view of the fleet (`phoenix serve`) reads this one
+-- row to know whether its view still matches the store, instead of reading every instance.
+ALTER TABLE fleets ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+"#,
+    },
 ];

@@ -81,6 +81,15 @@ pub trait StateStore: Send + Sync {
     /// [`StateError::ReadFleets`].
     fn list_fleets(&self) -> Result<Vec<String>, StateError>;
 
+    /// A number that changes whenever `fleet`'s revisions or instances change (every
+    /// [`StateStore::write_atomically`] that writes either), and only then: a reader that keeps
+    /// a view of the fleet reads this instead of the rows to know whether the view is current.
+    /// `None` for a fleet the store does not know.
+    ///
+    /// # Errors
+    /// [`StateError::ReadFleets`].
+    fn fleet_generation(&self, fleet: &str) -> Result<Option<u64>, StateError>;
+
     /// One revision.
     ///
     /// # Errors

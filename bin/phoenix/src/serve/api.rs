@@ -296,9 +296,22 @@ pub(super) fn known_fleet(store: &dyn StateStore, fleet: &str) -> Result<Vec<Rev
     Ok(store.list_revisions(fleet)?)
 }
 
-fn age_seconds(then: jiff::Timestamp, now: jiff::Timestamp) -> f64 {
-    let ms = now.as_millisecond().saturating_sub(then.as_millisecond());
-    (ms.max(0) as f64) / 1000.0
+/// Seconds from `then_ms` to `now_ms` (Unix milliseconds), never negative.
+pub(super) fn age_seconds(then_ms: i64, now_ms: i64) -> f64 {
+    (now_ms.saturating_sub(then_ms).max(0) as f64) / 1000.0
+}
+
+/// A fleet's instance records as the API shows them ([`instance_views`]).
+pub(super) struct InstanceViews {
+    /// Each instance, in the store's order (by unit); its `age_seconds` as of the read.
+    pub(super) instances: Vec<Value>,
+    /// When each was recorded (Unix milliseconds), so that an answer states its age as of then.
+    pub(super) observed_ms: Vec<i64>,
+    /// Per site: instances desired running, how many of them are healthy, and the oldest
+    /// observation's age as of the read.
+    pub(super) sites: Value,
+    /// Per site, its oldest observation (Unix milliseconds).
+    pub(super) site_oldest_ms: Vec<(String, i64)>,
 }
 
 /// Instance records of a fleet as the API shows them, and a summary per site. Health is the
@@ -307,21 +320,24 @@ fn age_seconds(then: jiff::Timestamp, now: jiff::Timestamp) -> f64 {
 pub(super) fn instance_views(
     store: &dyn StateStore,
     fleet: &str,
-) -> Result<(Vec<Value>, Value), ApiError> {
-    let now = jiff::Timestamp::now();
+) -> Result<InstanceViews, ApiError> {
+    let now = jiff::Timestamp::now().as_millisecond();
     let records = store.list_instances(fleet)?;
-    let mut sites: BTreeMap<String, (u64, u64, Option<jiff::Timestamp>)> = BTreeMap::new();
+    let mut sites: BTreeMap<String, (u64, u64, Option<i64>)> = BTreeMap::new();
     let mut out = Vec::with_capacity(records.len());
+    let mut observed_ms = Vec::with_capacity(records.len());
     for r in &records {
         let s = &r.state;
+        let at = r.updated_at.as_millisecond();
         let desired_running = s.desired == phoenix_state::DesiredState::Running;
         let healthy = s.observed == ObservedState::Running;
         if desired_running {
             let e = sites.entry(s.site.clone()).or_insert((0, 0, None));
             e.0 += 1;
             e.1 += u64::from(healthy);
-            e.2 = Some(e.2.map_or(r.updated_at, |t| t.min(r.updated_at)));
+            e.2 = Some(e.2.map_or(at, |t| t.min(at)));
         }
+        observed_ms.push(at);
         out.push(json!({
             "unit": s.unit,
             "service": s.service,
@@ -335,9 +351,13 @@ pub(super) fn instance_views(
             "healthy": healthy,
             "ports": s.ports,
             "observed_at": r.updated_at.to_string(),
-            "age_seconds": age_seconds(r.updated_at, now),
+            "age_seconds": age_seconds(at, now),
         }));
     }
+    let site_oldest_ms = sites
+        .iter()
+        .filter_map(|(site, (_, _, oldest))| oldest.map(|t| (site.clone(), t)))
+        .collect();
     let sites: serde_json::Map<String, Value> = sites
         .into_iter()
         .map(|(site, (instances, healthy, oldest))| {
@@ -351,7 +371,12 @@ pub(super) fn instance_views(
             )
         })
         .collect();
-    Ok((out, Value::Object(sites)))
+    Ok(InstanceViews {
+        instances: out,
+        observed_ms,
+        sites: Value::Object(sites),
+        site_oldest_ms,
+    })
 }
 
 /// A revision as the API lists it, its document parsed now (see [`revision_summary_of`]).
@@ -416,7 +441,7 @@ pub(super) fn fleet_summary_of(
     fleet: &str,
     view: &super::views::View,
 ) -> Result<Value, ApiError> {
-    let mut summary = view.summary.clone();
+    let mut summary = view.summary_now();
     summary["lock"] = json!(store.lock_holder(fleet)?.map(|h| json!({
         "who": h.owner.who,
         "operation": h.owner.operation,
@@ -565,9 +590,9 @@ async fn instances(
             "fleet": fleet,
             "source": "the state store's last observation (run `phoenix status` for a live probe)",
             "view_age_seconds": view.age_seconds(),
-            "sites": view.summary["sites"],
+            "sites": view.sites_now(),
             "total": view.instances.len(),
-            "instances": items,
+            "instances": (start..start + items.len()).map(|i| view.instance_now(i)).collect::<Vec<_>>(),
             "next_after": next,
         })))
     })
@@ -584,7 +609,7 @@ async fn instance(
         let view = views.get(store, &fleet)?;
         match view.by_instance.get(&instance) {
             Some(&i) => {
-                let mut v = view.instances[i].clone();
+                let mut v = view.instance_now(i);
                 v["fleet"] = json!(fleet);
                 v["view_age_seconds"] = json!(view.age_seconds());
                 Ok(Json(v))

@@ -439,7 +439,7 @@ pub(crate) async fn fleet(
         let view = views.get(store, &name)?;
         Ok((
             api::fleet_summary_of(&**store, &name, &view)?,
-            view.instances.clone(),
+            view.instances_now(),
             revisions
                 .iter()
                 .map(|r| api::revision_summary_of(r, &views.revisions().get(&name, r)))

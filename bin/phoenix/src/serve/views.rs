@@ -3,12 +3,17 @@
 //!
 //! Building a view reads every instance record and the revisions from the store, which takes
 //! well under a millisecond for a small fleet and a few hundred for a large one. So a view is
-//! rebuilt for every request while building it is cheap ([`FRESH_BUDGET`]): what the CLI does
-//! shows at once. A view that is expensive to build is served as last built while one rebuild
-//! runs on a thread of its own (stale-while-revalidate), once it is older than [`MAX_AGE`] or
-//! ten times its build time, whichever is longer; every answer says how old its view is
-//! (`view_age_seconds`), beside the age of each observation. At most one rebuild per fleet runs
-//! at a time, so a burst of requests never multiplies the store's work.
+//! built again only when the fleet changed: every request reads the fleet's generation (one row,
+//! [`StateStore::fleet_generation`], which every write to its revisions or instances moves) and
+//! answers from the view as it is while that matches. When it does not, a view that is cheap to
+//! build ([`FRESH_BUDGET`]) is built again at once, so what the CLI does shows at once; an
+//! expensive one is served as last built while one rebuild runs on a thread of its own
+//! (stale-while-revalidate), at most one every [`MAX_AGE`] or ten times its build time,
+//! whichever is longer, so that an apply writing all the time does not keep a core busy
+//! rebuilding. Every answer says how far behind the store its view may be
+//! (`view_age_seconds`: 0 while it matches the store's generation, else how long ago it was
+//! built), and each observation's age is computed when the answer is made. At most one rebuild
+//! per fleet runs at a time, so a burst of requests never multiplies the store's work.
 
 use super::api::{self, ApiError};
 use phoenix_state::StateStore;
@@ -128,12 +133,22 @@ impl Revisions {
 pub(crate) struct View {
     /// When it was built.
     pub(crate) built_at: Instant,
+    /// When it was last found to match the store (its generation read again, unchanged).
+    confirmed_at: Mutex<Instant>,
+    /// The fleet's generation read before its rows (so the rows are at least that new).
+    generation: Option<u64>,
     /// How long building it took.
     pub(crate) cost: Duration,
-    /// The fleet's summary ([`api::fleet_summary`] without the lock, which is read fresh).
+    /// The fleet's summary ([`api::fleet_summary`] without the lock, which is read fresh),
+    /// with observation ages as of the build ([`View::summary_now`] gives them as of now).
     pub(crate) summary: Value,
-    /// Every instance as the API shows it, in the store's order (by unit).
+    /// Every instance as the API shows it, in the store's order (by unit), with its age as of
+    /// the build ([`View::instance_now`] gives it as of now).
     pub(crate) instances: Vec<Value>,
+    /// When each instance was observed (Unix milliseconds).
+    observed_ms: Vec<i64>,
+    /// Each site's oldest observation (Unix milliseconds).
+    site_oldest_ms: Vec<(String, i64)>,
     /// Index into `instances` by instance name (the newest unit of each).
     pub(crate) by_instance: HashMap<String, usize>,
     /// Its sites grouped by tier and region, for the overview.
@@ -141,14 +156,63 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Seconds since it was built.
+    /// Seconds it may be behind the store: 0 when the last request found it current, else
+    /// since it was last found so.
     pub(crate) fn age_seconds(&self) -> f64 {
-        (self.built_at.elapsed().as_millis() as f64) / 1000.0
+        let confirmed = *self
+            .confirmed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (confirmed.elapsed().as_millis() as f64) / 1000.0
+    }
+
+    /// Instance `i` with its observation's age as of now.
+    pub(crate) fn instance_now(&self, i: usize) -> Value {
+        let mut v = self.instances[i].clone();
+        if let Some(&at) = self.observed_ms.get(i) {
+            v["age_seconds"] = serde_json::json!(api::age_seconds(at, now_ms()));
+        }
+        v
+    }
+
+    /// Every instance with its observation's age as of now.
+    pub(crate) fn instances_now(&self) -> Vec<Value> {
+        (0..self.instances.len())
+            .map(|i| self.instance_now(i))
+            .collect()
+    }
+
+    /// The health per site, each oldest observation's age as of now.
+    pub(crate) fn sites_now(&self) -> Value {
+        let mut sites = self.summary["sites"].clone();
+        let now = now_ms();
+        for (site, at) in &self.site_oldest_ms {
+            if let Some(s) = sites.get_mut(site) {
+                s["oldest_observation_age_seconds"] = serde_json::json!(api::age_seconds(*at, now));
+            }
+        }
+        sites
+    }
+
+    /// The summary, with observation ages as of now.
+    pub(crate) fn summary_now(&self) -> Value {
+        let mut summary = self.summary.clone();
+        summary["sites"] = self.sites_now();
+        summary
     }
 
     fn build(store: &dyn StateStore, fleet: &str, parsed: &Revisions) -> Result<Self, ApiError> {
         let started = Instant::now();
-        let (instances, sites) = api::instance_views(store, fleet)?;
+        // Read first: rows read after it are at least this new, so a write that lands between
+        // the two makes the next request see a newer generation and build again (never the
+        // other way round).
+        let generation = store.fleet_generation(fleet)?;
+        let api::InstanceViews {
+            instances,
+            observed_ms,
+            sites,
+            site_oldest_ms,
+        } = api::instance_views(store, fleet)?;
         let revisions = store.list_revisions(fleet)?;
         let summary = api::summary_of(fleet, &revisions, parsed, &instances, sites);
         let tiers = api::sites_by_tier_and_region(fleet, &revisions, parsed, &summary);
@@ -158,19 +222,41 @@ impl View {
                 by_instance.insert(name.to_owned(), i);
             }
         }
+        let built_at = Instant::now();
         Ok(View {
-            built_at: Instant::now(),
+            built_at,
+            confirmed_at: Mutex::new(built_at),
+            generation,
             cost: started.elapsed(),
             summary,
             instances,
+            observed_ms,
+            site_oldest_ms,
             by_instance,
             tiers,
         })
     }
 
-    fn stale(&self) -> bool {
-        self.cost > FRESH_BUDGET && self.built_at.elapsed() > MAX_AGE.max(self.cost * 10)
+    /// Whether it matches the store's `generation` now (and if so, notes that it did).
+    fn is_current(&self, generation: Option<u64>) -> bool {
+        let current = self.generation.is_some() && self.generation == generation;
+        if current {
+            *self
+                .confirmed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        current
     }
+
+    /// Whether a background rebuild of it (behind the store) may start now.
+    fn may_rebuild(&self) -> bool {
+        self.built_at.elapsed() > MAX_AGE.max(self.cost * 10)
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 #[derive(Default)]
@@ -207,25 +293,27 @@ impl Views {
         &self.revisions
     }
 
-    /// `fleet`'s view: rebuilt now if it is cheap or there is none; else the one there, with a
-    /// rebuild started in the background when it is stale.
+    /// `fleet`'s view: the one there while it matches the store; else rebuilt now if it is
+    /// cheap or there is none, or the one there with a rebuild started in the background.
     ///
     /// # Errors
-    /// The store could not be read (only when a view had to be built now).
+    /// The store could not be read.
     pub(crate) fn get(
         &self,
         store: &Arc<dyn StateStore>,
         fleet: &str,
     ) -> Result<Arc<View>, ApiError> {
         let slot = self.slot(fleet);
+        let generation = store.fleet_generation(fleet)?;
         let current = slot
             .view
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match current {
+            Some(v) if v.is_current(generation) => Ok(v),
             Some(v) if v.cost > FRESH_BUDGET => {
-                if v.stale() && !slot.rebuilding.swap(true, Ordering::AcqRel) {
+                if v.may_rebuild() && !slot.rebuilding.swap(true, Ordering::AcqRel) {
                     let store = self.reader.clone().unwrap_or_else(|| store.clone());
                     let (fleet, task) = (fleet.to_owned(), slot.clone());
                     let parsed = self.revisions.clone();
@@ -304,6 +392,83 @@ mod tests {
             outcome: RevisionOutcome::Applied,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn a_view_is_kept_while_the_fleet_is_unchanged_and_built_again_when_it_changes() {
+        use phoenix_state::{InstanceState, LockOwner, LockRequest, NewRevision, UnitId};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> =
+            Arc::new(phoenix_state::SqliteStore::open(dir.path()).unwrap());
+        let lease = store
+            .acquire_lock(
+                "f",
+                &LockRequest::new(
+                    LockOwner {
+                        who: "t@h".into(),
+                        pid: 1,
+                        operation: "apply".into(),
+                    },
+                    Duration::from_secs(60),
+                ),
+            )
+            .unwrap()
+            .lease;
+        let doc = phoenix_engine::RevisionDoc {
+            format: 1,
+            sources: vec![("f.yaml".into(), SPEC.into())],
+            ..Default::default()
+        };
+        let r = store
+            .create_revision(
+                &lease,
+                NewRevision {
+                    spec_json: doc.to_json(),
+                    placement_json: "{}".into(),
+                    plan_hash: String::new(),
+                    actor: "t".into(),
+                },
+            )
+            .unwrap();
+        let instance = |name: &str| InstanceState {
+            unit: UnitId::new(name, r.number),
+            service: "web".into(),
+            instance: name.into(),
+            revision: r.number,
+            site: "a".into(),
+            host: "a-0".into(),
+            endpoint: "local".into(),
+            desired: phoenix_state::DesiredState::Running,
+            observed: phoenix_state::ObservedState::Running,
+            handle: Value::Null,
+            ports: Value::Null,
+        };
+        store.upsert_instance(&lease, instance("web-0")).unwrap();
+
+        let views = Views::default();
+        let first = views.get(&store, "f").unwrap();
+        assert_eq!(first.instances.len(), 1);
+        assert!(
+            Arc::ptr_eq(&first, &views.get(&store, "f").unwrap()),
+            "unchanged: the same view"
+        );
+        assert!(first.age_seconds() < 1.0, "current: not behind the store");
+
+        store.upsert_instance(&lease, instance("web-1")).unwrap();
+        let second = views.get(&store, "f").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "changed: built again");
+        assert_eq!(second.instances.len(), 2);
+        assert_eq!(second.summary["sites"]["a"]["healthy"], 2);
+        // An age is as of the answer, not as of the build.
+        std::thread::sleep(Duration::from_millis(30));
+        let age = second.instance_now(0)["age_seconds"].as_f64().unwrap();
+        assert!(age >= 0.03, "age {age} as of now");
+        assert!(
+            second.sites_now()["a"]["oldest_observation_age_seconds"]
+                .as_f64()
+                .unwrap()
+                >= 0.03
+        );
     }
 
     const SPEC: &str = "phoenix: 1\nname: f\nsites:\n  - name: a\n    tier: edge\n    region: eu\n    capacity: { cpu: 1, memory: 1Gi, storage: 1G }\nservices: []\n";
