@@ -1127,7 +1127,13 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &|_| {},
     )?;
     if code == ExitCode::SUCCESS && args.output == RunFormat::Table {
-        let observed = w.engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+        let observed = w.engine.observe(
+            &fleet.name,
+            Some(&desired),
+            1,
+            16,
+            &phoenix_engine::RealClock::new(),
+        )?;
         let report = status::status(&desired, &observed, None);
         print_up(&report, &copy, &args.state.state_dir);
     }
@@ -1224,7 +1230,13 @@ pub(crate) fn status_cmd(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
         d
     };
-    let observed = engine.observe(&fleet.name, Some(&desired), 1, 16)?;
+    let observed = engine.observe(
+        &fleet.name,
+        Some(&desired),
+        1,
+        16,
+        &phoenix_engine::RealClock::new(),
+    )?;
     // Reading builds and pulls nothing: a container unit is compared with the image id its
     // running unit was started with (`apply` is what notices a moved tag).
     let mut desired = desired;

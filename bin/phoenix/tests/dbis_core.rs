@@ -167,6 +167,31 @@ impl Fleet {
         )
     }
 
+    /// The cluster directory of replica `i`, as its replica-init run reported it.
+    fn replica_data_dir(&self, i: usize) -> PathBuf {
+        let st = self.status();
+        let output = st["jobs"]
+            .as_array()
+            .and_then(|j| {
+                j.iter()
+                    .find(|j| j["instance"] == format!("replica-init-{i}"))
+            })
+            .and_then(|j| j["output"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let dir = output
+            .lines()
+            .find_map(|l| {
+                let made = l
+                    .strip_prefix("initialised ")
+                    .and_then(|r| r.split(" from the primary").next());
+                made.or_else(|| l.strip_suffix(" holds a cluster already: left alone"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("no data dir in replica-init-{i}'s output: {output}"));
+        PathBuf::from(dir)
+    }
+
     fn sql(&self, port: u16, query: &str) -> String {
         let out = Command::new("psql")
             .args([
@@ -506,5 +531,45 @@ fn dbis_core_deploys_upgrades_survives_a_bad_migration_and_a_killed_primary() {
         matches!(answer, Ok((200, _))),
         "{answer:?} from lb-0 (port {lb_now}, was {lb}) after:\n{repaired}"
     );
+
+    // 5. A replica that lost its data dir (its postmaster killed, the cluster deleted): the
+    //    next apply replaces it, and the replica-init job makes it again from the primary,
+    //    with every row.
+    let data = f.replica_data_dir(1);
+    let (_, _, pid) = f.unit("pg-replica-1");
+    assert!(pid > 0);
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+    let rebuilt = f.expect(&["apply", "dbis-core-local.yaml", "--yes"], 0);
+    let st = f.status();
+    let init = st["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["instance"] == "replica-init-1"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(init["state"], "succeeded", "{init:#}\n{rebuilt}");
+    assert!(
+        init["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("from the primary"),
+        "the run of this apply made the cluster again: {init:#}\n{rebuilt}"
+    );
+    assert!(data.join("PG_VERSION").is_file(), "{rebuilt}");
+    let (_, replica, _) = f.unit("pg-replica-1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.sql(replica, "SELECT count(*) FROM accounts") != "21" {
+        assert!(
+            Instant::now() < deadline,
+            "the rebuilt replica does not have every row:\n{rebuilt}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eprintln!("dbis_core scenario took {:?}", started.elapsed());
 }

@@ -116,6 +116,21 @@ pub fn normalized(
         .collect()
 }
 
+/// An address reference of a unit that no running unit can fill in. Never worth retrying as
+/// is: the units it is bound to have to run first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot fill in `${{{reference}}}` of {unit}: bound to {bound_to:?}, none of which runs with that port"
+)]
+pub struct Unfillable {
+    /// The reference, as written between `${` and `}`.
+    pub reference: String,
+    /// The unit whose spec holds it.
+    pub unit: String,
+    /// The units it is bound to.
+    pub bound_to: Vec<String>,
+}
+
 /// Fills in the address references of `spec` from the units it is bound to, as `live` (the
 /// provider's list) reports their ports: `127.0.0.1:PORT` for each (every provider here
 /// publishes named ports on the loopback or host address the engine reaches them at).
@@ -123,9 +138,9 @@ pub fn normalized(
 /// rollback restarts old units under new ids' feet); its address then is that unit's.
 ///
 /// # Errors
-/// A reference to a service the unit is not bound to, or whose bound instances none runs, or
-/// without the port named; the message names the reference and the unit.
-pub fn render(spec: &UnitSpec, live: &[UnitStatus]) -> Result<UnitSpec, String> {
+/// [`Unfillable`]: a reference to a service the unit is not bound to, or whose bound instances
+/// none runs, or without the port named.
+pub fn render(spec: &UnitSpec, live: &[UnitStatus]) -> Result<UnitSpec, Unfillable> {
     if spec.bindings.is_empty() {
         return Ok(spec.clone());
     }
@@ -142,7 +157,7 @@ pub fn render(spec: &UnitSpec, live: &[UnitStatus]) -> Result<UnitSpec, String> 
         })?;
         unit.ports.get(port).map(|p| format!("127.0.0.1:{p}"))
     };
-    let mut problem: Option<String> = None;
+    let mut problem: Option<Unfillable> = None;
     let fill = |t: &str| -> String {
         // Only address references are filled in here; the rest stay for the provider.
         let r = substitute(t, |name| match address_ref(name) {
@@ -171,16 +186,15 @@ pub fn render(spec: &UnitSpec, live: &[UnitStatus]) -> Result<UnitSpec, String> 
                 .into_iter()
                 .find(|r| matches!(address_ref(&r.name), Some(Ok(_))))
         {
-            problem.get_or_insert(format!(
-                "cannot fill in `${{{}}}` of {}: bound to {:?}, none of which runs with that port",
-                r.name,
-                spec.unit_id(),
-                address_ref(&r.name)
+            problem.get_or_insert_with(|| Unfillable {
+                reference: r.name.clone(),
+                unit: spec.unit_id(),
+                bound_to: address_ref(&r.name)
                     .and_then(Result::ok)
                     .and_then(|a| bound.get(a.service))
                     .cloned()
-                    .unwrap_or_default()
-            ));
+                    .unwrap_or_default(),
+            });
         }
     }
     if let Some(p) = problem {
@@ -244,10 +258,15 @@ mod tests {
         let out = render(&spec, &[running("db-0@r3", 7000)]).unwrap();
         assert_eq!(out.command[0], "127.0.0.1:7000");
         let err = render(&spec, &[]).unwrap_err();
-        assert!(
-            err.contains("${address:db:pg}") && err.contains("app-0@r5"),
-            "{err}"
+        assert_eq!(
+            err,
+            Unfillable {
+                reference: "address:db:pg".into(),
+                unit: "app-0@r5".into(),
+                bound_to: vec!["db-0@r5".into()],
+            }
         );
+        assert!(err.to_string().contains("${address:db:pg}"), "{err}");
     }
 
     #[test]

@@ -328,12 +328,7 @@ impl Driver<'_> {
     fn render(&self, spec: &UnitSpec) -> Result<UnitSpec, ExecError> {
         match self.live_for(spec) {
             None => Ok(spec.clone()),
-            Some(live) => {
-                crate::address::render(spec, &live?).map_err(|problem| ExecError::Addresses {
-                    unit: spec.unit_id(),
-                    problem,
-                })
-            }
+            Some(live) => Ok(crate::address::render(spec, &live?)?),
         }
     }
 

@@ -141,13 +141,8 @@ pub enum ExecError {
         source: ProviderError,
     },
     /// A unit's address references cannot be filled in from the units that run.
-    #[error("{problem}")]
-    Addresses {
-        /// The unit.
-        unit: String,
-        /// What is wrong, naming the reference.
-        problem: String,
-    },
+    #[error(transparent)]
+    Addresses(#[from] crate::address::Unfillable),
     /// The unit to reload no longer exists.
     #[error("the unit to reload is gone")]
     UnitGone {
@@ -172,9 +167,9 @@ impl ExecError {
             | ExecError::ListForAddresses { source: e }
             | ExecError::List { source: e } => e.is_retryable(),
             ExecError::State(e) => !self.is_lock_lost() && e.is_retryable(),
-            ExecError::Addresses { .. }
-            | ExecError::UnitGone { .. }
-            | ExecError::NoIntentId { .. } => false,
+            ExecError::Addresses(_) | ExecError::UnitGone { .. } | ExecError::NoIntentId { .. } => {
+                false
+            }
         }
     }
 

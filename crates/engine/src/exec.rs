@@ -3,7 +3,7 @@
 //! health gates, intents, audit records and rollback — is the state machine in
 //! [`crate::rollout`], carried out by [`crate::driver`].
 
-use crate::clock::ClockRef;
+use crate::clock::{Clock, ClockRef};
 use crate::decide::{Decision, ObservedUnit, Resolution, decide, resolve_intent};
 use crate::desired::{Desired, RevisionDoc, Scope, sha256_hex};
 use crate::driver::Driver;
@@ -220,7 +220,8 @@ impl Engine {
 
     /// Observes every unit of `fleet`: the provider's list, the spec each unit runs (from its
     /// revision's document), and up to `probe_attempts` probes of each running unit's health
-    /// check (stopping at the first pass), `parallelism` probes at a time.
+    /// check (stopping at the first pass), `parallelism` probes at a time, pausing on `clock`
+    /// for the check's interval between two probes of one unit.
     ///
     /// # Errors
     /// [`EngineError::Provider`] when the provider cannot list; [`EngineError::State`].
@@ -230,6 +231,7 @@ impl Engine {
         desired: Option<&Desired>,
         probe_attempts: u32,
         parallelism: usize,
+        clock: &dyn Clock,
     ) -> Result<Vec<ObservedUnit>, EngineError> {
         let units = self.provider.list(fleet)?;
         let live = units.clone();
@@ -308,9 +310,7 @@ impl Engine {
                     let mut last = ProbeOutcome::unhealthy("not probed");
                     for attempt in 0..probe_attempts.max(1) {
                         if attempt > 0 {
-                            std::thread::sleep(Duration::from_millis(
-                                health.interval_ms.clamp(50, 500),
-                            ));
+                            clock.pause(Duration::from_millis(health.interval_ms.clamp(50, 500)));
                         }
                         last = provider.probe(&o.status, &health);
                         if last.healthy {
@@ -538,7 +538,7 @@ impl Engine {
             with_runs = self.with_job_runs(desired)?;
             &with_runs
         };
-        let observed = self.observe(&fleet, Some(desired), 3, opts.parallelism)?;
+        let observed = self.observe(&fleet, Some(desired), 3, opts.parallelism, &*opts.clock.0)?;
         let decision = decide(desired, &observed, &opts.scope);
         let mut report = ApplyReport {
             fleet: fleet.clone(),
@@ -916,6 +916,12 @@ pub fn preview(
         with_runs = engine.with_job_runs(desired)?;
         &with_runs
     };
-    let observed = engine.observe(&desired.fleet, Some(desired), 1, parallelism)?;
+    let observed = engine.observe(
+        &desired.fleet,
+        Some(desired),
+        1,
+        parallelism,
+        &crate::RealClock::new(),
+    )?;
     Ok(decide(desired, &observed, scope))
 }

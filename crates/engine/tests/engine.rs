@@ -6,7 +6,7 @@ use phoenix_audit::MemoryRecorder;
 use phoenix_engine::decide::{Change, decide};
 use phoenix_engine::{
     ApplyOptions, ApplyOutcome, ApplyReport, Clock, ClockRef, Desired, Engine, EngineError, Event,
-    RevisionDoc, RevisionKind, Scope, VirtualClock, status,
+    RealClock, RevisionDoc, RevisionKind, Scope, VirtualClock, status,
 };
 use phoenix_provider_api::fake::{Call, FakeProvider};
 use phoenix_provider_api::{Provider, UnitState};
@@ -525,7 +525,10 @@ fn drift_is_reported_and_repaired() {
     let stray = phoenix_provider_api::UnitSpec::new("demo", "web", "web-7", 1).with_command(["x"]);
     w.fake.start(&stray).unwrap();
     let d = desired(&f);
-    let observed = w.engine.observe("demo", Some(&d), 1, 4).unwrap();
+    let observed = w
+        .engine
+        .observe("demo", Some(&d), 1, 4, &RealClock::new())
+        .unwrap();
     let report = status::status(&d, &observed, Some(1));
     let states: Vec<(String, String, bool, Vec<String>)> = report
         .instances
@@ -568,7 +571,10 @@ fn drift_is_reported_and_repaired() {
     let r = w.apply(&f);
     assert_eq!(r.outcome, ApplyOutcome::Applied, "{:?}", r.failure);
     assert_eq!(w.running(), ["web-0@r2", "web-1@r2", "web-2@r2"]);
-    let observed = w.engine.observe("demo", Some(&d), 1, 4).unwrap();
+    let observed = w
+        .engine
+        .observe("demo", Some(&d), 1, 4, &RealClock::new())
+        .unwrap();
     assert!(status::status(&d, &observed, Some(2)).in_sync);
 }
 
@@ -578,7 +584,10 @@ fn wrong_revision_is_drift() {
     w.apply(&fleet(&svc("web", 1, "")));
     let f2 = fleet(&svc("web", 1, ", env: {V: '2'}"));
     let d2 = desired(&f2);
-    let observed = w.engine.observe("demo", Some(&d2), 1, 4).unwrap();
+    let observed = w
+        .engine
+        .observe("demo", Some(&d2), 1, 4, &RealClock::new())
+        .unwrap();
     let report = status::status(&d2, &observed, Some(1));
     assert_eq!(report.instances[0].drift, ["wrong-revision"]);
 }

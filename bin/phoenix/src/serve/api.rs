@@ -287,12 +287,7 @@ pub(super) fn check_fleet_name(name: &str) -> Result<(), ApiError> {
 
 /// The fleet's revisions, or 404 when the store does not know the fleet.
 pub(super) fn known_fleet(store: &dyn StateStore, fleet: &str) -> Result<Vec<Revision>, ApiError> {
-    check_fleet_name(fleet)?;
-    if !store.list_fleets()?.iter().any(|f| f == fleet) {
-        return Err(ApiError::not_found(format!(
-            "no fleet {fleet} in the state store"
-        )));
-    }
+    fleet_exists(store, fleet)?;
     Ok(store.list_revisions(fleet)?)
 }
 
@@ -303,12 +298,14 @@ pub(super) fn age_seconds(then_ms: i64, now_ms: i64) -> f64 {
 
 /// A fleet's instance records as the API shows them ([`instance_views`]).
 pub(super) struct InstanceViews {
-    /// Each instance, in the store's order (by unit); its `age_seconds` as of the read.
+    /// Each instance, in the store's order (by unit), without its `age_seconds`: an answer
+    /// adds it as of when it is made (`View::instance_now`), from `observed_ms`.
     pub(super) instances: Vec<Value>,
     /// When each was recorded (Unix milliseconds), so that an answer states its age as of then.
     pub(super) observed_ms: Vec<i64>,
-    /// Per site: instances desired running, how many of them are healthy, and the oldest
-    /// observation's age as of the read.
+    /// Per site: instances desired running and how many of them are healthy; its
+    /// `oldest_observation_age_seconds` is null until an answer fills it in from
+    /// `site_oldest_ms` (`View::sites_now`).
     pub(super) sites: Value,
     /// Per site, its oldest observation (Unix milliseconds).
     pub(super) site_oldest_ms: Vec<(String, i64)>,
@@ -316,12 +313,11 @@ pub(super) struct InstanceViews {
 
 /// Instance records of a fleet as the API shows them, and a summary per site. Health is the
 /// engine's last observation as recorded in the store (`observed: running` means started and
-/// past its health gate), with when it was recorded and how long ago.
+/// past its health gate), with when it was recorded; how long ago is for the answer to say.
 pub(super) fn instance_views(
     store: &dyn StateStore,
     fleet: &str,
 ) -> Result<InstanceViews, ApiError> {
-    let now = jiff::Timestamp::now().as_millisecond();
     let records = store.list_instances(fleet)?;
     let mut sites: BTreeMap<String, (u64, u64, Option<i64>)> = BTreeMap::new();
     let mut out = Vec::with_capacity(records.len());
@@ -351,7 +347,6 @@ pub(super) fn instance_views(
             "healthy": healthy,
             "ports": s.ports,
             "observed_at": r.updated_at.to_string(),
-            "age_seconds": age_seconds(at, now),
         }));
     }
     let site_oldest_ms = sites
@@ -360,13 +355,13 @@ pub(super) fn instance_views(
         .collect();
     let sites: serde_json::Map<String, Value> = sites
         .into_iter()
-        .map(|(site, (instances, healthy, oldest))| {
+        .map(|(site, (instances, healthy, _))| {
             (
                 site,
                 json!({
                     "instances": instances,
                     "healthy": healthy,
-                    "oldest_observation_age_seconds": oldest.map(|t| age_seconds(t, now)),
+                    "oldest_observation_age_seconds": Value::Null,
                 }),
             )
         })
@@ -451,10 +446,11 @@ pub(super) fn fleet_summary_of(
     Ok(summary)
 }
 
-/// 404 unless the store knows `fleet` (without reading its revisions).
+/// 404 unless the store knows `fleet` (one row read: its generation, which every known fleet
+/// has).
 pub(super) fn fleet_exists(store: &dyn StateStore, fleet: &str) -> Result<(), ApiError> {
     check_fleet_name(fleet)?;
-    if store.list_fleets()?.iter().any(|f| f == fleet) {
+    if store.fleet_generation(fleet)?.is_some() {
         Ok(())
     } else {
         Err(ApiError::not_found(format!(
@@ -943,7 +939,7 @@ async fn audit(State(state): State<AppState>, Path(fleet): Path<String>) -> ApiR
 pub(super) fn audit_view(store: &dyn StateStore, fleet: &str) -> Result<Value, ApiError> {
     check_fleet_name(fleet)?;
     let rows = store.audit_records(fleet)?;
-    if rows.is_empty() && !store.list_fleets()?.iter().any(|f| f == fleet) {
+    if rows.is_empty() && store.fleet_generation(fleet)?.is_none() {
         return Err(ApiError::not_found(format!(
             "no fleet {fleet} in the state store"
         )));

@@ -156,13 +156,7 @@ pub(crate) async fn stream(state: AppState, fleet: String, after: Option<u64>) -
     };
     let name = fleet.clone();
     let first = match blocking(&state, move |store| {
-        api::check_fleet_name(&name)?;
-        if !store.list_fleets()?.contains(&name) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no fleet {name} in the state store"),
-            ));
-        }
+        api::fleet_exists(store, &name)?;
         Ok(store.audit_records(&name)?)
     })
     .await

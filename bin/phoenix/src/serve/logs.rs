@@ -366,8 +366,7 @@ pub(crate) async fn known_instance(
         let view = views.get(store, &fleet)?;
         view.by_instance
             .get(&instance)
-            .and_then(|&i| view.instances.get(i))
-            .cloned()
+            .map(|&i| view.instance_now(i))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,

@@ -140,10 +140,10 @@ pub(crate) struct View {
     /// How long building it took.
     pub(crate) cost: Duration,
     /// The fleet's summary ([`api::fleet_summary`] without the lock, which is read fresh),
-    /// with observation ages as of the build ([`View::summary_now`] gives them as of now).
+    /// without observation ages ([`View::summary_now`] gives them as of now).
     pub(crate) summary: Value,
-    /// Every instance as the API shows it, in the store's order (by unit), with its age as of
-    /// the build ([`View::instance_now`] gives it as of now).
+    /// Every instance as the API shows it, in the store's order (by unit), without its age
+    /// ([`View::instance_now`] gives it as of now).
     pub(crate) instances: Vec<Value>,
     /// When each instance was observed (Unix milliseconds).
     observed_ms: Vec<i64>,
