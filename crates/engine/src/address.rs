@@ -263,7 +263,7 @@ mod tests {
             Unfillable {
                 reference: "address:db:pg".into(),
                 unit: "app-0@r5".into(),
-                bound_to: vec!["db-0@r5".into()],
+                bound_to: vec!["db-0@r4".into()],
             }
         );
         assert!(err.to_string().contains("${address:db:pg}"), "{err}");
