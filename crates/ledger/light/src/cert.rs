@@ -2,7 +2,7 @@
 //! checked without the consensus library.
 //!
 //! The validators run Commonware simplex with its ed25519 certificate scheme. A finalize vote is
-//! an ed25519 signature (ZIP-215 rules, verified here with `ed25519-consensus` as the ledger
+//! an ed25519 signature (ZIP-215 rules, verified here with `ed25519-zebra` as the ledger
 //! verifies transactions) over
 //!
 //! ```text

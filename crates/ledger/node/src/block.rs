@@ -80,7 +80,7 @@ impl Write for LedgerBlock {
 
 impl EncodeSize for LedgerBlock {
     fn encode_size(&self) -> usize {
-        4 + self.inner.encode().len()
+        4 + self.inner.encoded_len()
     }
 }
 

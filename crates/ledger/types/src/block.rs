@@ -192,9 +192,16 @@ impl Block {
         self.header.write(&mut w);
         w.u32(u32::try_from(self.txs.len()).expect("bounded by MAX_BLOCK_TXS"));
         for tx in &self.txs {
-            w.bytes(&tx.encode());
+            w.u32(u32::try_from(tx.encoded_len()).expect("bounded by MAX_TX_BYTES"));
+            tx.write(&mut w);
         }
         w.finish()
+    }
+    /// Length of [`Self::encode`]'s bytes, without encoding the transactions.
+    pub fn encoded_len(&self) -> usize {
+        let mut w = Writer::with_capacity(256);
+        self.header.write(&mut w);
+        w.finish().len() + 4 + self.txs.iter().map(|t| 4 + t.encoded_len()).sum::<usize>()
     }
     /// Decodes canonical bytes.
     ///

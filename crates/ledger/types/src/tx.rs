@@ -367,12 +367,35 @@ pub struct TxBody {
 }
 
 /// A transaction: a body and the signer's ed25519 signature over its hash.
+///
+/// Made only by [`TxBody::sign`] and [`Transaction::decode`], which compute its hash and
+/// encoded length once: a validator needs them several times for each transaction (admission,
+/// gossip, the mempool, building or checking a block, the index), and re-encoding and hashing
+/// each time was about a tenth of the ledger's CPU under load. So a transaction is not edited
+/// after it is made (edit a [`TxBody`] and sign it again); debug builds check that on every use
+/// of the hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     /// The signed body.
     pub body: TxBody,
     /// Signature over [`Transaction::hash`].
     pub signature: Signature,
+    made: Made,
+}
+
+/// What [`Transaction`] computes once from its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Made {
+    hash: Hash,
+    /// Length of the canonical body (the transaction's is this plus the 64-byte signature).
+    body_len: usize,
+}
+
+impl Made {
+    fn of(body: &TxBody) -> Made {
+        let (hash, body_len) = body.hash_and_len();
+        Made { hash, body_len }
+    }
 }
 
 fn enc_str(w: &mut Writer, s: &str) {
@@ -707,17 +730,24 @@ impl TxBody {
             op: dec_op(r)?,
         })
     }
-    /// The transaction hash: SHA-256 over a domain tag and the canonical body. Signatures cover
+    /// The transaction hash: BLAKE3 over a domain tag and the canonical body. Signatures cover
     /// it, and it identifies the transaction in the API.
     pub fn hash(&self) -> Hash {
-        Hash::of(&[TX_DOMAIN, &self.encode()])
+        self.hash_and_len().0
+    }
+    /// The hash and the length of the canonical body, from one encoding.
+    fn hash_and_len(&self) -> (Hash, usize) {
+        let bytes = self.encode();
+        (Hash::of(&[TX_DOMAIN, &bytes]), bytes.len())
     }
     /// Signs the body.
     pub fn sign(self, key: &Keypair) -> Transaction {
-        let signature = key.sign(&self.hash().0);
+        let made = Made::of(&self);
+        let signature = key.sign(&made.hash.0);
         Transaction {
             body: self,
             signature,
+            made,
         }
     }
 }
@@ -725,10 +755,14 @@ impl TxBody {
 impl Transaction {
     /// Canonical bytes: the body then the 64-byte signature.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(320);
-        self.body.write(&mut w);
-        w.fixed(&self.signature.0);
+        let mut w = Writer::with_capacity(self.encoded_len());
+        self.write(&mut w);
         w.finish()
+    }
+    /// Appends [`Self::encode`]'s bytes to `w`.
+    pub fn write(&self, w: &mut Writer) {
+        self.body.write(w);
+        w.fixed(&self.signature.0);
     }
     /// Decodes canonical bytes, rejecting anything larger than [`MAX_TX_BYTES`].
     ///
@@ -746,11 +780,25 @@ impl Transaction {
         let body = TxBody::read(&mut r)?;
         let signature = Signature(r.array("signature")?);
         r.finish()?;
-        Ok(Transaction { body, signature })
+        let made = Made::of(&body);
+        Ok(Transaction {
+            body,
+            signature,
+            made,
+        })
     }
     /// The transaction hash (see [`TxBody::hash`]).
     pub fn hash(&self) -> Hash {
-        self.body.hash()
+        debug_assert_eq!(
+            self.made,
+            Made::of(&self.body),
+            "a transaction was edited after it was made"
+        );
+        self.made.hash
+    }
+    /// Length of [`Self::encode`]'s bytes, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.made.body_len + 64
     }
     /// Whether the signature is the signer's over the hash.
     pub fn verify_signature(&self) -> bool {

@@ -775,6 +775,13 @@ fn built_blocks_reexecute_to_the_same_header() {
     assert_eq!(s1.root(), built.block.header.state_root);
     let bytes = built.block.encode();
     assert_eq!(Block::decode(&bytes).unwrap(), built.block);
+    // The lengths and hashes a transaction computes once agree with encoding it.
+    assert_eq!(built.block.encoded_len(), bytes.len());
+    for t in &built.block.txs {
+        assert_eq!(t.encoded_len(), t.encode().len());
+        assert_eq!(t.hash(), t.body.hash());
+        assert_eq!(Transaction::decode(&t.encode()).unwrap().hash(), t.hash());
+    }
     let hashes: Vec<_> = built.block.txs.iter().map(Transaction::hash).collect();
     assert_eq!(tx_root(&hashes), built.block.header.tx_root);
 
