@@ -449,6 +449,8 @@ async fn drive(
         })
     };
 
+    let cpu_start = host_cpu();
+    let load_start = load_average();
     let start = Instant::now();
     let end = start + duration;
     let n = apis.len();
@@ -505,6 +507,7 @@ async fn drive(
     for t in tasks {
         refused += t.await.unwrap_or(0);
     }
+    let host = host_cpu_share(cpu_start, host_cpu());
     let _ = per_account;
     // Let in-flight transactions land (they count for latency, not for the rate).
     let drain_until = Instant::now() + Duration::from_secs(5);
@@ -555,11 +558,76 @@ async fn drive(
         "heights_compared": upto,
         "finalized_heights": heights,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "host_cpu": host,
+        "load_average": {"start": load_start, "end": load_average()},
     }))
+}
+
+/// The host's aggregate CPU time counters (`/proc/stat`'s `cpu` line, in clock ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+/// Parses the aggregate `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq
+/// steal (guest time is already counted in user). `None` if there is no such line.
+pub(crate) fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(CpuTimes {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        idle: at(3) + at(4),
+        steal: at(7),
+    })
+}
+
+/// The host's CPU counters now (`None` off Linux or if unreadable).
+pub(crate) fn host_cpu() -> Option<CpuTimes> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// How the host's CPU time was spent between two samples, in percent of all of it: `busy`
+/// (this benchmark and anything else running), `idle`, and `steal` (time the hypervisor gave
+/// to other virtual machines while this one had work: on a shared host, the neighbours' load).
+pub(crate) fn host_cpu_share(a: Option<CpuTimes>, b: Option<CpuTimes>) -> serde_json::Value {
+    let (Some(a), Some(b)) = (a, b) else {
+        return serde_json::Value::Null;
+    };
+    let d = |x: u64, y: u64| y.saturating_sub(x) as f64;
+    let (busy, idle, steal) = (d(a.busy, b.busy), d(a.idle, b.idle), d(a.steal, b.steal));
+    let total = (busy + idle + steal).max(1.0);
+    let pct = |x: f64| (x * 1000.0 / total).round() / 10.0;
+    json!({"busy_pct": pct(busy), "idle_pct": pct(idle), "steal_pct": pct(steal)})
+}
+
+/// `/proc/loadavg`'s three averages, or empty if unreadable.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_cpu_share_counts_steal_apart_from_busy_and_idle() {
+        let a = super::parse_proc_stat("cpu  100 0 20 300 10 0 5 5 0 0\ncpu0 1 2 3\n");
+        // +45 user, +10 system, +5 softirq; +20 idle; +20 steal.
+        let b = super::parse_proc_stat("cpu  145 0 30 320 10 0 10 25 0 0\n");
+        assert_eq!(
+            super::host_cpu_share(a, b),
+            serde_json::json!({"busy_pct": 60.0, "idle_pct": 20.0, "steal_pct": 20.0})
+        );
+        assert!(super::parse_proc_stat("intr 1 2 3").is_none());
+        assert_eq!(super::host_cpu_share(a, None), serde_json::Value::Null);
+    }
     use super::*;
 
     #[test]

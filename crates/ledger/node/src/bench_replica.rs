@@ -89,6 +89,53 @@ pub struct BenchReplicaArgs {
     /// Executable to start validators and the replica with (default: this one).
     #[arg(long)]
     pub exe: Option<PathBuf>,
+    /// CPUs (comma-separated indices) to run the replica on; the validators, the load and the
+    /// query clients then run on the other CPUs. Default: everything shares every CPU. In
+    /// production a replica runs at a regional site, not on the validators' host; this is the
+    /// nearest a one-host benchmark comes to that.
+    #[arg(long, value_delimiter = ',')]
+    pub replica_cpus: Vec<usize>,
+}
+
+/// The CPUs this thread may run on.
+fn cpus_allowed() -> Result<Vec<usize>> {
+    let set =
+        rustix::thread::sched_getaffinity(None).context("reading this thread's CPU affinity")?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|c| set.is_set(*c))
+        .collect())
+}
+
+/// Restricts this thread, and so the processes and threads it starts after, to `cpus`.
+fn run_on(cpus: &[usize]) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for c in cpus {
+        set.set(*c);
+    }
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("restricting the benchmark to CPUs {cpus:?}"))
+}
+
+/// `--replica-cpus` split against the CPUs allowed: (the replica's, everything else's).
+/// Empty when the flag is not given.
+fn split_cpus(allowed: &[usize], replica: &[usize]) -> Result<(Vec<usize>, Vec<usize>)> {
+    if replica.is_empty() {
+        return Ok((vec![], vec![]));
+    }
+    if let Some(c) = replica.iter().find(|c| !allowed.contains(c)) {
+        anyhow::bail!("--replica-cpus: CPU {c} is not one this process may use ({allowed:?})");
+    }
+    let others: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|c| !replica.contains(c))
+        .collect();
+    if others.is_empty() {
+        anyhow::bail!(
+            "--replica-cpus {replica:?} leaves no CPU for the validators (allowed: {allowed:?})"
+        );
+    }
+    Ok((replica.to_vec(), others))
 }
 
 fn loadavg() -> String {
@@ -129,6 +176,11 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         args.duration = "10s".into();
     }
     let duration = parse_duration(&args.duration)?;
+    let (replica_cpus, other_cpus) = split_cpus(&cpus_allowed()?, &args.replica_cpus)?;
+    if !other_cpus.is_empty() {
+        // Before any thread or process is started: they inherit it.
+        run_on(&other_cpus)?;
+    }
     let load_start = loadavg();
     let tmp = args.dir.is_none();
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -188,9 +240,14 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
             .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
             .collect::<Result<_>>()?,
     );
-    procs
-        .0
-        .push(spawn_replica(&exe, &dir, &cc.apis, args.replica_port)?);
+    if !replica_cpus.is_empty() {
+        run_on(&replica_cpus)?;
+    }
+    let replica = spawn_replica(&exe, &dir, &cc.apis, args.replica_port);
+    if !other_cpus.is_empty() {
+        run_on(&other_cpus)?;
+    }
+    procs.0.push(replica?);
     let replica_api = format!("http://127.0.0.1:{}", args.replica_port);
     eprintln!(
         "bench-replica: started {} validators and a replica ({replica_api}) under {}",
@@ -211,6 +268,8 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         fill,
         duration,
     ))?;
+    report["replica_cpus"] = json!(replica_cpus);
+    report["other_cpus"] = json!(other_cpus);
     report["load_average"] = json!({
         "start": load_start,
         "measure_start": report["load_average_measure_start"].take(),
@@ -385,6 +444,7 @@ async fn run(
 
     // Phase 2: fixed-rate load on the validators, queries on the replica.
     let load_measure_start = loadavg();
+    let cpu_start = crate::bench::host_cpu();
     let before: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let start = Instant::now();
     let end = start + duration;
@@ -444,6 +504,7 @@ async fn run(
     let pace = args
         .query_rate
         .map(|r| Duration::from_secs_f64(args.clients as f64 / r.max(1) as f64));
+    let n_clients = args.clients.max(1);
     for c in 0..args.clients {
         let (streams, fleets, replica) = (streams.clone(), fleets.clone(), replica.to_string());
         clients.push(tokio::spawn(async move {
@@ -454,7 +515,10 @@ async fn run(
             let mut k = 0u32;
             while Instant::now() < end {
                 if let Some(p) = pace {
-                    tokio::time::sleep_until((start + p * k).into()).await;
+                    // Staggered: client c sends at c/clients of each period, so the clients
+                    // do not all send at the same instant.
+                    let offset = p.mul_f64(c as f64 / n_clients as f64);
+                    tokio::time::sleep_until((start + offset + p * k).into()).await;
                 }
                 let a = rng.gen_range(0..streams.len());
                 let nonce = rng.gen_range(0..fill);
@@ -490,6 +554,7 @@ async fn run(
         load_refused += r;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let host = crate::bench::host_cpu_share(cpu_start, crate::bench::host_cpu());
     let after: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let (mut lags, blocks) = lag.await?;
     lags.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
@@ -528,6 +593,22 @@ async fn run(
             "samples": lags.len(),
         },
         "load_average_measure_start": load_measure_start,
+        "host_cpu": host,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_cpus;
+
+    #[test]
+    fn replica_cpus_split_off_the_rest_and_refuse_what_leaves_nothing() {
+        assert_eq!(split_cpus(&[0, 1], &[1]).unwrap(), (vec![1], vec![0]));
+        assert_eq!(split_cpus(&[0, 1], &[]).unwrap(), (vec![], vec![]));
+        let e = split_cpus(&[0, 1], &[0, 1]).unwrap_err().to_string();
+        assert!(e.contains("leaves no CPU"), "{e}");
+        let e = split_cpus(&[0, 1], &[7]).unwrap_err().to_string();
+        assert!(e.contains("CPU 7"), "{e}");
+    }
 }

@@ -867,7 +867,14 @@ async fn serve(home: ReplicaHome) -> Result<()> {
         .iter()
         .map(|u| Box::new(HttpUpstream::new(u)) as Box<dyn Upstream>)
         .collect();
-    let following = tokio::spawn(follow_loop(follower, ups, status));
+    // Following runs on a thread of its own, not on the runtime's workers that serve queries:
+    // applying a run executes its blocks and `fsync`s the block log, synchronous work of
+    // milliseconds that held up every query queued on the same worker (the replica bench's
+    // p99 halved when it moved off them; docs/benchmarks.md). Its network I/O still goes
+    // through the runtime (`Handle::block_on`).
+    let runtime = tokio::runtime::Handle::current();
+    let following =
+        tokio::task::spawn_blocking(move || runtime.block_on(follow_loop(follower, ups, status)));
     tokio::select! {
         served = server => match served {
             Ok(Ok(())) => Ok(()),
