@@ -616,19 +616,20 @@ pub(crate) fn load_average() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn host_cpu_share_counts_steal_apart_from_busy_and_idle() {
-        let a = super::parse_proc_stat("cpu  100 0 20 300 10 0 5 5 0 0\ncpu0 1 2 3\n");
+        let a = parse_proc_stat("cpu  100 0 20 300 10 0 5 5 0 0\ncpu0 1 2 3\n");
         // +45 user, +10 system, +5 softirq; +20 idle; +20 steal.
-        let b = super::parse_proc_stat("cpu  145 0 30 320 10 0 10 25 0 0\n");
+        let b = parse_proc_stat("cpu  145 0 30 320 10 0 10 25 0 0\n");
         assert_eq!(
-            super::host_cpu_share(a, b),
+            host_cpu_share(a, b),
             serde_json::json!({"busy_pct": 60.0, "idle_pct": 20.0, "steal_pct": 20.0})
         );
-        assert!(super::parse_proc_stat("intr 1 2 3").is_none());
-        assert_eq!(super::host_cpu_share(a, None), serde_json::Value::Null);
+        assert!(parse_proc_stat("intr 1 2 3").is_none());
+        assert_eq!(host_cpu_share(a, None), serde_json::Value::Null);
     }
-    use super::*;
 
     #[test]
     fn a_share_rotates_over_its_accounts_in_nonce_order_until_used_up() {

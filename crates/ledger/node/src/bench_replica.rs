@@ -19,8 +19,8 @@
 //! and of each validator, and the load average at start, at the measurement's start and at end.
 
 use crate::bench::{
-    Presigned, Procs, Share, parse_duration, peak_rss_mb, percentile, post_batch, sign_audit,
-    spawn_node, wait_height,
+    Presigned, Procs, Share, host_cpu, host_cpu_share, load_average, parse_duration, peak_rss_mb,
+    percentile, post_batch, sign_audit, spawn_node, wait_height,
 };
 use crate::config::{TestnetSpec, write_testnet};
 use crate::http::{Conn, sse};
@@ -138,12 +138,6 @@ fn split_cpus(allowed: &[usize], replica: &[usize]) -> Result<(Vec<usize>, Vec<u
     Ok((replica.to_vec(), others))
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn spawn_replica(exe: &Path, dir: &Path, from: &[String], port: u16) -> Result<Child> {
     let home = dir.join("replica");
     let log = std::fs::File::create(dir.join("replica.log"))?;
@@ -181,7 +175,7 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         // Before any thread or process is started: they inherit it.
         run_on(&other_cpus)?;
     }
-    let load_start = loadavg();
+    let load_start = load_average();
     let tmp = args.dir.is_none();
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("phoenix-replica-bench-{}", std::process::id()))
@@ -232,7 +226,7 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         "bench-replica: pre-signed {} transactions in {:?} (load average {})",
         (fill + load) * n_acc,
         t0.elapsed(),
-        loadavg()
+        load_average()
     );
 
     let mut procs = Procs(
@@ -273,7 +267,7 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
     report["load_average"] = json!({
         "start": load_start,
         "measure_start": report["load_average_measure_start"].take(),
-        "end": loadavg(),
+        "end": load_average(),
     });
     if let Some(o) = report.as_object_mut() {
         o.remove("load_average_measure_start");
@@ -419,7 +413,7 @@ async fn run(
     eprintln!(
         "bench-replica: filled {target} records in {fill_s:.1} s ({:.0} tx/s), height {fill_height}; load average {}",
         target as f64 / fill_s,
-        loadavg()
+        load_average()
     );
 
     // The replica catches up (it followed during the fill).
@@ -443,8 +437,8 @@ async fn run(
     );
 
     // Phase 2: fixed-rate load on the validators, queries on the replica.
-    let load_measure_start = loadavg();
-    let cpu_start = crate::bench::host_cpu();
+    let load_measure_start = load_average();
+    let cpu_start = host_cpu();
     let before: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let start = Instant::now();
     let end = start + duration;
@@ -554,7 +548,7 @@ async fn run(
         load_refused += r;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let host = crate::bench::host_cpu_share(cpu_start, crate::bench::host_cpu());
+    let host = host_cpu_share(cpu_start, host_cpu());
     let after: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let (mut lags, blocks) = lag.await?;
     lags.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
