@@ -4,8 +4,8 @@
 //! Inbound: received transactions are decoded at once but their signatures are checked by a
 //! separate verifier task that takes everything queued since its last pass, in one batch.
 //! Batch verification's cost per signature falls steeply with batch size (ed25519 under ZIP-215
-//! here: about 19 us at 50 and 7.5 us at 2,000, docs/benchmarks.md; `cargo run --release -p phoenix-ledger-types --example
-//! sig_batch`), so the cost no longer depends on how peers happened to split their traffic into
+//! here: about 19 us at 50 and 7.5 us at 2,000, docs/benchmarks.md; `cargo run --release -p
+//! phoenix-ledger-types --example sig_batch`), so the cost no longer depends on how peers happened to split their traffic into
 //! messages. The verifier waits at most [`VERIFY_DELAY`] for a batch to grow; under load it is
 //! busy anyway and the queue grows by itself. Worth about 4-5% of throughput in the ledger bench
 //! (docs/benchmarks.md).
