@@ -1010,7 +1010,7 @@ mod tests {
             let built = build_block(&hdr, &st, ctx, txs);
             assert!(built.rejected.is_empty(), "{:?}", built.rejected);
             let root = built.block.header.audit_root;
-            shared
+            let _ = shared
                 .lock()
                 .commit(&LedgerBlock::new(built.block), built.state);
             root

@@ -318,7 +318,10 @@ pub fn apply_finalized(shared: &Shared, block: &LedgerBlock) -> Result<bool, Nod
             }
         })?,
     };
-    let n = shared.lock().commit(block, state);
+    // The guard is a temporary of this statement: `retired` outlives it, so what the commit
+    // retired is freed below, unlocked.
+    let (n, retired) = shared.lock().commit(block, state);
+    drop(retired);
     inc(&shared.counters.tx_committed, n);
     raise(&shared.counters.network_finalized, hdr.height);
     let _ = shared.finalized_tx.send(crate::shared::Finalized {

@@ -607,6 +607,59 @@ pub(crate) fn host_cpu_share(a: Option<CpuTimes>, b: Option<CpuTimes>) -> serde_
     json!({"busy_pct": pct(busy), "idle_pct": pct(idle), "steal_pct": pct(steal)})
 }
 
+/// A process's scheduler counters, summed over its threads: time on a CPU and time runnable
+/// but waiting for one (`/proc/PID/task/*/schedstat`, nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SchedTimes {
+    run_ns: u64,
+    wait_ns: u64,
+}
+
+/// Parses one thread's `schedstat`: `run_ns wait_ns timeslices`. `None` if malformed.
+pub(crate) fn parse_schedstat(text: &str) -> Option<SchedTimes> {
+    let mut f = text.split_whitespace().map(str::parse::<u64>);
+    Some(SchedTimes {
+        run_ns: f.next()?.ok()?,
+        wait_ns: f.next()?.ok()?,
+    })
+}
+
+/// Process `pid`'s counters now, over the threads alive at this moment (`None` off Linux, or
+/// once the process is gone). Threads that ended between two samples drop out of the second;
+/// the nodes' threads live as long as the process, so this undercounts nothing measured here.
+pub(crate) fn process_sched(pid: u32) -> Option<SchedTimes> {
+    let mut sum = SchedTimes::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread ended while we listed
+        };
+        if let Some(t) = parse_schedstat(&text) {
+            sum.run_ns += t.run_ns;
+            sum.wait_ns += t.wait_ns;
+        }
+    }
+    Some(sum)
+}
+
+/// How a process's threads spent `elapsed` between two samples, in percent of one CPU: `cpu`
+/// (running) and `waiting` (runnable, queued behind other threads for a CPU). Waiting is what
+/// a latency figure pays for a host shared with other work.
+pub(crate) fn sched_share(
+    a: Option<SchedTimes>,
+    b: Option<SchedTimes>,
+    elapsed: std::time::Duration,
+) -> serde_json::Value {
+    let (Some(a), Some(b)) = (a, b) else {
+        return serde_json::Value::Null;
+    };
+    let ns = elapsed.as_nanos().max(1) as f64;
+    let pct = |x: u64, y: u64| (y.saturating_sub(x) as f64 * 1000.0 / ns).round() / 10.0;
+    json!({"cpu_pct": pct(a.run_ns, b.run_ns), "waiting_pct": pct(a.wait_ns, b.wait_ns)})
+}
+
 /// `/proc/loadavg`'s three averages, or empty if unreadable.
 pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -617,6 +670,24 @@ pub(crate) fn load_average() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedstat_parses_and_shares_are_percent_of_one_cpu() {
+        let a = parse_schedstat("1000000000 500000000 42\n").expect("parses");
+        let b = parse_schedstat("1500000000 2500000000 99").expect("parses");
+        assert_eq!(parse_schedstat("12 x 3"), None);
+        assert_eq!(parse_schedstat(""), None);
+        let v = sched_share(Some(a), Some(b), std::time::Duration::from_secs(2));
+        assert_eq!(v["cpu_pct"], 25.0);
+        assert_eq!(v["waiting_pct"], 100.0);
+        assert!(sched_share(None, Some(b), std::time::Duration::from_secs(1)).is_null());
+    }
+
+    #[test]
+    fn this_process_has_scheduler_counters() {
+        let me = process_sched(std::process::id()).expect("procfs on the test host");
+        assert!(me.run_ns > 0);
+    }
 
     #[test]
     fn host_cpu_share_counts_steal_apart_from_busy_and_idle() {

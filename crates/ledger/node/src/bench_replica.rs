@@ -20,7 +20,7 @@
 
 use crate::bench::{
     Presigned, Procs, Share, host_cpu, host_cpu_share, load_average, parse_duration, peak_rss_mb,
-    percentile, post_batch, sign_audit, spawn_node, wait_height,
+    percentile, post_batch, process_sched, sched_share, sign_audit, spawn_node, wait_height,
 };
 use crate::config::{TestnetSpec, write_testnet};
 use crate::http::{Conn, sse};
@@ -95,6 +95,13 @@ pub struct BenchReplicaArgs {
     /// nearest a one-host benchmark comes to that.
     #[arg(long, value_delimiter = ',')]
     pub replica_cpus: Vec<usize>,
+    /// Niceness (0-19) to start the validators at, below the replica and the query clients
+    /// (both at this process's). Default 0: all equal. On one host the validators stand in for
+    /// the network a regional replica follows over the WAN; a higher niceness keeps them from
+    /// holding a CPU when the replica or a client wakes up, as they could not if they ran on
+    /// other hosts. The report's `sched` says how long each process waited for a CPU.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub validators_nice: i32,
 }
 
 /// The CPUs this thread may run on.
@@ -158,6 +165,38 @@ fn spawn_replica(exe: &Path, dir: &Path, from: &[String], port: u16) -> Result<C
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting the replica with {}", exe.display()))
+}
+
+/// Starts the validators, at `nice` when it is not 0.
+fn spawn_validators(exe: &Path, dir: &Path, count: usize, nice: i32) -> Result<Vec<Child>> {
+    let exe = exe.to_path_buf();
+    let spawn_all = || {
+        (0..count)
+            .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
+            .collect::<Result<Vec<_>>>()
+    };
+    if nice == 0 {
+        return spawn_all();
+    }
+    // On Linux a niceness belongs to a thread, and a child starts at its forking thread's: so
+    // a thread of its own, lowered, starts them, and this one keeps its own for the replica.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::process::setpriority_process(None, nice)
+                .with_context(|| format!("setting niceness {nice} to start the validators at"))?;
+            spawn_all()
+        })
+        .join()
+        .unwrap_or_else(|_| bail!("the thread starting the validators panicked"))
+    })
+}
+
+/// The nodes measured: their APIs, and their processes (whose scheduling the report gives).
+struct Nodes<'a> {
+    apis: &'a [String],
+    replica: &'a str,
+    validator_pids: Vec<u32>,
+    replica_pid: u32,
 }
 
 /// Runs the benchmark and prints one report.
@@ -229,11 +268,12 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         load_average()
     );
 
-    let mut procs = Procs(
-        (0..args.validators)
-            .map(|i| spawn_node(&exe, &dir.join(format!("node-{i}"))))
-            .collect::<Result<_>>()?,
-    );
+    let mut procs = Procs(spawn_validators(
+        &exe,
+        &dir,
+        args.validators,
+        args.validators_nice,
+    )?);
     if !replica_cpus.is_empty() {
         run_on(&replica_cpus)?;
     }
@@ -253,15 +293,14 @@ pub fn run_bench_replica(mut args: BenchReplicaArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let streams = Arc::new(streams);
-    let mut report = rt.block_on(run(
-        &args,
-        &cc.apis,
-        &replica_api,
-        streams,
-        &keys,
-        fill,
-        duration,
-    ))?;
+    let nodes = Nodes {
+        apis: &cc.apis,
+        replica: &replica_api,
+        validator_pids: procs.0[..args.validators].iter().map(Child::id).collect(),
+        replica_pid: procs.0[args.validators].id(),
+    };
+    let mut report = rt.block_on(run(&args, &nodes, streams, &keys, fill, duration))?;
+    report["validators_nice"] = json!(args.validators_nice);
     report["replica_cpus"] = json!(replica_cpus);
     report["other_cpus"] = json!(other_cpus);
     report["load_average"] = json!({
@@ -317,13 +356,13 @@ async fn height(c: &mut Conn) -> Option<u64> {
 #[allow(clippy::too_many_lines)]
 async fn run(
     args: &BenchReplicaArgs,
-    apis: &[String],
-    replica: &str,
+    nodes: &Nodes<'_>,
     streams: Arc<Vec<Presigned>>,
     keys: &[Keypair],
     fill: usize,
     duration: Duration,
 ) -> Result<serde_json::Value> {
+    let (apis, replica) = (nodes.apis, nodes.replica);
     wait_height(apis, 1, Duration::from_secs(60)).await?;
     let n = apis.len();
 
@@ -439,6 +478,13 @@ async fn run(
     // Phase 2: fixed-rate load on the validators, queries on the replica.
     let load_measure_start = load_average();
     let cpu_start = host_cpu();
+    let me = std::process::id();
+    let sched_of = |pids: &[u32]| pids.iter().map(|p| process_sched(*p)).collect::<Vec<_>>();
+    let sched_start = (
+        sched_of(&nodes.validator_pids),
+        process_sched(nodes.replica_pid),
+        process_sched(me),
+    );
     let before: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let start = Instant::now();
     let end = start + duration;
@@ -549,6 +595,13 @@ async fn run(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let host = host_cpu_share(cpu_start, host_cpu());
+    let took = start.elapsed();
+    let sched = json!({
+        "replica": sched_share(sched_start.1, process_sched(nodes.replica_pid), took),
+        "validators": sched_start.0.iter().zip(sched_of(&nodes.validator_pids))
+            .map(|(a, b)| sched_share(*a, b, took)).collect::<Vec<_>>(),
+        "bench_clients": sched_share(sched_start.2, process_sched(me), took),
+    });
     let after: u64 = nonces(&apis[0], keys).await?.iter().sum();
     let (mut lags, blocks) = lag.await?;
     lags.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
@@ -588,6 +641,7 @@ async fn run(
         },
         "load_average_measure_start": load_measure_start,
         "host_cpu": host,
+        "sched": sched,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     }))
 }
