@@ -69,6 +69,7 @@ pub(crate) fn run(args: BenchSeedArgs) -> anyhow::Result<ExitCode> {
         "bench-seed",
         Duration::from_secs(120),
         &*crate::deploy_cmd::this_host_liveness().0,
+        &phoenix_engine::RealClock::new(),
     )?;
     let doc = RevisionDoc::new(RevisionKind::Apply, &desired, sources, args.env.clone());
     let placement = serde_json::to_string(

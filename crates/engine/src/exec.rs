@@ -517,6 +517,7 @@ impl Engine {
             &opts.operation,
             opts.lock_ttl,
             &*opts.holder_liveness.0,
+            &*opts.clock.0,
         )?;
         let took_over = lock.took_over.is_some();
         // Before anything changes: units this provider cannot see must not be started again.

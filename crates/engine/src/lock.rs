@@ -1,6 +1,7 @@
 //! The deploy lock held for the duration of an apply: acquired (taking over a lease whose holder
 //! on this host is dead), renewed from a background thread, released on drop.
 
+use crate::clock::Clock;
 use crate::error::EngineError;
 use phoenix_state::{Lease, LockOwner, LockRequest, StateError, StateStore, this_host};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +72,8 @@ impl std::fmt::Debug for LockGuard {
 impl LockGuard {
     /// Acquires `fleet`'s lock for `operation`. A live lease held by a process of this host
     /// that no longer exists (killed, as `liveness` tells) is taken over at once; any other
-    /// live lease is refused.
+    /// live lease is refused. A store that fails with a retryable error is asked again, at
+    /// most five times in all, pausing on `clock` between attempts.
     ///
     /// # Errors
     /// [`EngineError::Locked`] naming the holder; [`EngineError::State`].
@@ -81,6 +83,7 @@ impl LockGuard {
         operation: &str,
         ttl: Duration,
         liveness: &dyn HolderLiveness,
+        clock: &dyn Clock,
     ) -> Result<Self, EngineError> {
         let mut request = LockRequest::new(LockOwner::this_process(operation), ttl);
         let mut attempts = 0;
@@ -99,7 +102,7 @@ impl LockGuard {
                     return Err(EngineError::Locked { fleet, holder });
                 }
                 Err(e) if e.is_retryable() && attempts < 5 => {
-                    std::thread::sleep(Duration::from_millis(100));
+                    clock.pause(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -214,6 +217,7 @@ impl Drop for LockGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::RealClock;
 
     #[test]
     fn second_holder_is_refused_and_dead_holder_taken_over() {
@@ -221,7 +225,14 @@ mod tests {
         let me = std::process::id();
         let liveness = move |pid: u32| pid == me;
         let acquire = |store: Arc<dyn StateStore>| {
-            LockGuard::acquire(store, "f", "apply", Duration::from_secs(30), &liveness)
+            LockGuard::acquire(
+                store,
+                "f",
+                "apply",
+                Duration::from_secs(30),
+                &liveness,
+                &RealClock::new(),
+            )
         };
         let store: Arc<dyn StateStore> =
             Arc::new(phoenix_state::SqliteStore::open_in_memory().unwrap());
@@ -255,6 +266,7 @@ mod tests {
             "apply",
             Duration::from_secs(30),
             &*Liveness::default().0,
+            &RealClock::new(),
         )
         .unwrap_err();
         assert!(matches!(err, EngineError::Locked { .. }), "{err}");
